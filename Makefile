@@ -1,0 +1,63 @@
+# Thin wrappers over the project's own scripts (kubebuilder-style targets).
+# Python lives in the project-local virtualenv .venv, made by the targets that need it.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv tools cluster-up cluster-down cluster-status test test-unit test-integration lint crds demo bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "==> installing Python dependencies into $(VENV) (first run downloads torch: several GB, cached by pip)"
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[dev,runtime]'
+	@touch $@
+
+venv: $(STAMP) ## Create .venv with the project and its dev/runtime extras
+
+tools: ## Build the pinned cluster binaries from Go modules into bin/ (cached in ~/.cache/sdc-llm)
+	$(PYTHON) hack/tools.py
+
+cluster-up: tools ## Start the local control plane; kubeconfig at .cluster/kubeconfig
+	$(PYTHON) hack/cluster.py up
+
+cluster-down: ## Stop exactly what cluster-up started
+	$(PYTHON) hack/cluster.py down
+
+cluster-status:
+	@$(PYTHON) hack/cluster.py status
+
+lint: venv ## ruff, mypy (strict), import-linter, CRD drift check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+crds: venv ## Regenerate crds/ (and the chart's copy) from the pydantic models
+	$(PY) -m sdc_operator.crd --write
+
+test: venv tools lint ## The test command: lint, unit and integration tests (brings the local cluster up if needed)
+	$(PY) hack/run_tests.py tests
+
+test-unit: venv ## Unit tests only (no cluster)
+	$(PY) hack/run_tests.py tests -m "not integration"
+
+test-integration: venv tools ## Integration tests only
+	$(PY) hack/run_tests.py tests -m integration
+
+demo: venv tools ## The stack end to end on the local cluster
+	$(PY) hack/demo.py
+
+bench: venv tools ## Benchmarks: tables printed and written to benchmarks/REPORT.md
+	$(PY) benchmarks/run.py
+
+clean: cluster-down ## Remove local state (keeps the tool cache in ~/.cache/sdc-llm)
+	rm -rf .cluster bin

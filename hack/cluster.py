@@ -1,0 +1,463 @@
+#!/usr/bin/env python3
+"""Start and stop the local Kubernetes control plane the tests run against.
+
+A real control plane, not a mock: etcd, kube-apiserver, kube-controller-manager
+(Deployments -> ReplicaSets -> Pods, garbage collection, PV binding and the
+built-in hostPath provisioner behind a default StorageClass), kube-scheduler
+(real placement, extended resources like ``nvidia.com/gpu``) and KWOK, which
+plays every kubelet so pods on simulated nodes become Running without
+containers. Everything listens on loopback on free ports; certificates,
+state, logs and pid files live under ``.cluster/``.
+
+``up`` is idempotent (a healthy cluster is left alone) and ``down`` stops only
+the processes whose pid files it wrote, after checking that each pid still
+runs one of our binaries. Standard library plus ``openssl`` only: this runs
+before any virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "bin"
+STATE = Path(os.environ.get("SDC_CLUSTER_DIR", ROOT / ".cluster"))
+PKI = STATE / "pki"
+LOGS = STATE / "logs"
+PIDS = STATE / "pids"
+KUBECONFIG = STATE / "kubeconfig"
+SERVICE_CIDR = "10.96.0.0/16"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+# Simulated nodes: a CPU-only node and two GPU nodes labelled and tainted the
+# way the NVIDIA GPU operator and the cloud providers do it.
+NODES = [
+    {"name": "cpu-node-0", "cpu": "16", "memory": "64Gi", "gpus": 0, "product": None},
+    {"name": "gpu-node-1x", "cpu": "16", "memory": "128Gi", "gpus": 1, "product": "NVIDIA-L4"},
+    {"name": "gpu-node-8x", "cpu": "96", "memory": "1024Gi", "gpus": 8, "product": "NVIDIA-H100-80GB-HBM3"},
+]
+
+
+class ClusterError(Exception):
+    """A failure with a one-line explanation for the user."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def openssl(*args: str) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ClusterError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+
+def make_pki() -> None:
+    """A CA, a serving certificate, an admin client certificate and SA keys."""
+    if (PKI / "admin.crt").exists():
+        return
+    PKI.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        str(PKI / "ca.key"),
+        "-out",
+        str(PKI / "ca.crt"),
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=sdc-test-cluster-ca",
+    )
+    sans = ",".join(
+        [
+            "IP:127.0.0.1",
+            "IP:10.96.0.1",
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+        ]
+    )
+    for name, subject, ext in (
+        ("apiserver", "/CN=kube-apiserver", [f"subjectAltName={sans}", "extendedKeyUsage=serverAuth"]),
+        ("admin", "/O=system:masters/CN=sdc-admin", ["extendedKeyUsage=clientAuth"]),
+    ):
+        addext = [arg for e in ext for arg in ("-addext", e)]
+        openssl(
+            "req", *ec, "-keyout", str(PKI / f"{name}.key"), "-out", str(PKI / f"{name}.csr"), "-subj", subject, *addext
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(PKI / f"{name}.csr"),
+            "-CA",
+            str(PKI / "ca.crt"),
+            "-CAkey",
+            str(PKI / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-copy_extensions",
+            "copyall",
+            "-out",
+            str(PKI / f"{name}.crt"),
+        )
+    openssl("genrsa", "-out", str(PKI / "sa.key"), "2048")
+    openssl("rsa", "-in", str(PKI / "sa.key"), "-pubout", "-out", str(PKI / "sa.pub"))
+
+
+def write_kubeconfig(api_port: int) -> None:
+    import base64
+
+    def b64(name: str) -> str:
+        return base64.b64encode((PKI / name).read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "sdc-local",
+                "cluster": {"server": f"https://127.0.0.1:{api_port}", "certificate-authority-data": b64("ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": "sdc-admin",
+                "user": {"client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")},
+            }
+        ],
+        "contexts": [{"name": "sdc-local", "context": {"cluster": "sdc-local", "user": "sdc-admin"}}],
+        "current-context": "sdc-local",
+    }
+    KUBECONFIG.write_text(json.dumps(config, indent=2))
+    KUBECONFIG.chmod(0o600)
+
+
+def command_lines(ports: dict[str, int]) -> dict[str, list[str]]:
+    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+    peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
+    kubeconfig = str(KUBECONFIG)
+    return {
+        "etcd": [
+            str(BIN / "etcd"),
+            "--name=sdc",
+            f"--data-dir={STATE / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=sdc={peer_url}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+        "kube-apiserver": [
+            str(BIN / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['apiserver']}",
+            f"--tls-cert-file={PKI / 'apiserver.crt'}",
+            f"--tls-private-key-file={PKI / 'apiserver.key'}",
+            f"--client-ca-file={PKI / 'ca.crt'}",
+            f"--service-account-key-file={PKI / 'sa.pub'}",
+            f"--service-account-signing-key-file={PKI / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--authorization-mode=Node,RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--max-requests-inflight=1000",
+            "--max-mutating-requests-inflight=500",
+        ],
+        "kube-controller-manager": [
+            str(BIN / "kube-controller-manager"),
+            f"--kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['controller_manager']}",
+            "--leader-elect=false",
+            f"--service-account-private-key-file={PKI / 'sa.key'}",
+            f"--root-ca-file={PKI / 'ca.crt'}",
+            "--enable-hostpath-provisioner=true",
+            "--controllers=*",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--concurrent-deployment-syncs=20",
+            "--concurrent-replicaset-syncs=20",
+            "--profiling=false",
+        ],
+        "kube-scheduler": [
+            str(BIN / "kube-scheduler"),
+            f"--kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['scheduler']}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ],
+        "kwok": [
+            str(BIN / "kwok"),
+            f"--kubeconfig={kubeconfig}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--manage-nodes-with-label-selector=",
+            "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
+            "--disregard-status-with-label-selector=",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=10.0.0.1",
+            "--node-lease-duration-seconds=40",
+            f"--server-address=127.0.0.1:{ports['kwok']}",
+        ],
+    }
+
+
+def pid_of(component: str) -> int | None:
+    """The pid we started for ``component``, if it still runs our binary."""
+    pid_file = PIDS / f"{component}.pid"
+    if not pid_file.exists():
+        return None
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (ValueError, OSError):
+        return None
+    if not cmdline or not cmdline[0].endswith(component.encode()):
+        return None
+    if not any(str(STATE).encode() in arg for arg in cmdline):
+        return None
+    return pid
+
+
+def start(component: str, argv: list[str]) -> None:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    PIDS.mkdir(parents=True, exist_ok=True)
+    with open(LOGS / f"{component}.log", "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=STATE
+        )
+    (PIDS / f"{component}.pid").write_text(str(proc.pid))
+
+
+def api_ready(port: int) -> bool:
+    ctx = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
+    ctx.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", context=ctx, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def wait_for(what: str, check: object, timeout: float, component: str | None = None) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if component and pid_of(component) is None:
+            tail = (LOGS / f"{component}.log").read_text(errors="replace").strip().splitlines()[-5:]
+            raise ClusterError(f"{component} exited while waiting for {what}:\n" + "\n".join(tail))
+        time.sleep(0.5)
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; see {LOGS}")
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [str(BIN / "kubectl"), f"--kubeconfig={KUBECONFIG}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def node_manifest(node: dict[str, object]) -> dict[str, object]:
+    gpus = int(str(node["gpus"]))
+    labels = {
+        "kubernetes.io/hostname": node["name"],
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        "node.kubernetes.io/instance-type": "kwok",
+    }
+    capacity: dict[str, str] = {
+        "cpu": str(node["cpu"]),
+        "memory": str(node["memory"]),
+        "pods": "110",
+        "ephemeral-storage": "500Gi",
+    }
+    taints: list[dict[str, str]] = []
+    if gpus:
+        labels.update(
+            {
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.count": str(gpus),
+                "nvidia.com/gpu.product": str(node["product"]),
+            }
+        )
+        capacity["nvidia.com/gpu"] = str(gpus)
+        taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node["name"],
+            "labels": labels,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": {"taints": taints} if taints else {},
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "kubernetes.io/host-path",
+    "reclaimPolicy": "Delete",
+    "volumeBindingMode": "Immediate",
+}
+
+
+def running_ports() -> dict[str, int] | None:
+    ports_file = STATE / "ports.json"
+    if not ports_file.exists():
+        return None
+    ports: dict[str, int] = json.loads(ports_file.read_text())
+    if all(pid_of(c) for c in COMPONENTS) and api_ready(ports["apiserver"]):
+        return ports
+    return None
+
+
+def up() -> None:
+    missing = [c for c in (*COMPONENTS, "kubectl") if not (BIN / c).exists()]
+    if missing:
+        raise ClusterError(f"missing {', '.join(missing)} in bin/: run `make tools` first")
+    started = time.monotonic()
+    if running_ports():
+        print(f"cluster already up: export KUBECONFIG={KUBECONFIG}")
+        return
+    down(quiet=True)
+    STATE.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(STATE / "etcd", ignore_errors=True)
+    make_pki()
+    ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}
+    (STATE / "ports.json").write_text(json.dumps(ports))
+    write_kubeconfig(ports["apiserver"])
+    argv = command_lines(ports)
+    print("==> starting etcd and kube-apiserver", flush=True)
+    start("etcd", argv["etcd"])
+    start("kube-apiserver", argv["kube-apiserver"])
+    wait_for("the API server to be ready", lambda: api_ready(ports["apiserver"]), 90, "kube-apiserver")
+    print("==> starting kube-controller-manager, kube-scheduler and kwok", flush=True)
+    for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        start(component, argv[component])
+    docs = [node_manifest(n) for n in NODES] + [STORAGE_CLASS]
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    print("==> waiting for nodes to be Ready", flush=True)
+
+    def nodes_ready() -> bool:
+        out = kubectl(
+            "get", "nodes", "-o", "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}"
+        )
+        return out.split() == ["True"] * len(NODES)
+
+    wait_for("nodes to be Ready", nodes_ready, 120, "kwok")
+
+    def default_sa() -> bool:
+        try:
+            kubectl("get", "serviceaccount", "default", "-n", "default")
+        except ClusterError:
+            return False
+        return True
+
+    wait_for("the default ServiceAccount", default_sa, 60, "kube-controller-manager")
+    print(f"cluster up in {time.monotonic() - started:.1f}s")
+    print(
+        kubectl(
+            "get",
+            "nodes",
+            "-o",
+            "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].status,"
+            "CPU:.status.capacity.cpu,GPU:.status.capacity.nvidia\\.com/gpu",
+        )
+    )
+    print(f"export KUBECONFIG={KUBECONFIG}")
+
+
+def down(quiet: bool = False) -> None:
+    stopped = []
+    for component in reversed(COMPONENTS):
+        pid = pid_of(component)
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            stopped.append((component, pid))
+        (PIDS / f"{component}.pid").unlink(missing_ok=True)
+    deadline = time.monotonic() + 15
+    for _component, pid in stopped:
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            # reap if it is our child (it is not, across invocations) and check zombie state
+            status = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+            if status == "Z":
+                break
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    (STATE / "ports.json").unlink(missing_ok=True)
+    if not quiet:
+        names = ", ".join(c for c, _ in stopped) or "nothing was running"
+        print(f"cluster down ({names})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("action", choices=["up", "down", "status"])
+    args = parser.parse_args()
+    try:
+        if args.action == "up":
+            try:
+                up()
+            except ClusterError:
+                down(quiet=True)  # leave nothing half-started behind
+                raise
+        elif args.action == "down":
+            down()
+        else:
+            ports = running_ports()
+            print(f"up: KUBECONFIG={KUBECONFIG}" if ports else "down")
+            return 0 if ports else 1
+    except ClusterError as err:
+        print(f"cluster {args.action}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

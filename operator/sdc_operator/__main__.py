@@ -1,0 +1,3 @@
+from sdc_operator.main import main
+
+main()

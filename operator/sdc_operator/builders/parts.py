@@ -1,0 +1,14 @@
+"""What a runtime contributes to the pod: its container, init containers, volumes, port."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EngineParts:
+    container: dict[str, Any]
+    port: int
+    init_containers: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)

@@ -1,0 +1,111 @@
+"""The Deployment that serves a LocalLLM, and the full set of desired children.
+
+Per-runtime modules give the container; this module wraps it in a pod with
+the cache volume, scheduling, hardened security and GPU toleration, and a
+spec-hash annotation so the planner can tell drift without a deep diff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sdc_operator.builders.cache import cache_claim
+from sdc_operator.builders.common import (
+    MODEL_HASH,
+    SPEC_HASH,
+    LocalLLM,
+    cache_claim_name,
+    labels,
+    metadata,
+    model_identity,
+    pod_security,
+    resource_name,
+    selector,
+    stable_hash,
+)
+from sdc_operator.builders.ollama import ollama_parts
+from sdc_operator.builders.parts import EngineParts
+from sdc_operator.builders.service import service
+from sdc_operator.builders.transformers import transformers_parts
+from sdc_operator.builders.vllm import vllm_parts
+from sdc_operator.settings import OperatorSettings
+
+ENGINES: dict[str, Callable[[LocalLLM, OperatorSettings], EngineParts]] = {
+    "vllm": vllm_parts,
+    "ollama": ollama_parts,
+    "transformers": transformers_parts,
+}
+
+
+def engine_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
+    return ENGINES[llm.spec.runtime](llm, settings)
+
+
+def tolerations(llm: LocalLLM, settings: OperatorSettings) -> list[dict[str, Any]]:
+    out = [t.model_dump(by_alias=True, exclude_none=True) for t in llm.spec.scheduling.tolerations]
+    if llm.spec.resources.gpus > 0 and not any(t.get("key") == settings.gpu_toleration_key for t in out):
+        out.append({"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"})
+    return out
+
+
+def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
+    spec = llm.spec
+    parts = engine_parts(llm, settings)
+    sched = spec.scheduling
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security(),
+        "initContainers": parts.init_containers,
+        "containers": [parts.container],
+        "volumes": [
+            {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache_claim_name(llm)}},
+            {"name": "tmp", "emptyDir": {}},
+            *parts.volumes,
+        ],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if sched.node_selector:
+        pod["nodeSelector"] = dict(sched.node_selector)
+    if tol := tolerations(llm, settings):
+        pod["tolerations"] = tol
+    if sched.affinity:
+        pod["affinity"] = sched.affinity
+    if sched.runtime_class_name:
+        pod["runtimeClassName"] = sched.runtime_class_name
+    if sched.priority_class_name:
+        pod["priorityClassName"] = sched.priority_class_name
+    # A ReadWriteOnce cache cannot be mounted by an old and a new pod on two nodes.
+    strategy = (
+        {"type": "Recreate"}
+        if spec.cache.access_mode == "ReadWriteOnce"
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            **metadata(llm, resource_name(llm)),
+            "annotations": {MODEL_HASH: stable_hash(model_identity(spec))},
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector(llm)},
+            "strategy": strategy,
+            "template": {"metadata": {"labels": labels(llm)}, "spec": pod},
+        },
+    }
+
+
+def desired_children(llm: LocalLLM, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Every object the LocalLLM should own, each stamped with the hash of its own content."""
+    parts = engine_parts(llm, settings)
+    objects = [obj for obj in (cache_claim(llm), deployment(llm, settings), service(llm, parts.port)) if obj]
+    for obj in objects:
+        annotations = obj["metadata"].setdefault("annotations", {})
+        annotations[SPEC_HASH] = stable_hash(
+            {k: v for k, v in obj.items() if k != "metadata"}
+            | {"labels": obj["metadata"].get("labels"), "owners": obj["metadata"].get("ownerReferences")}
+        )
+    return objects

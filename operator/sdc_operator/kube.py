@@ -1,0 +1,89 @@
+"""All calls to the Kubernetes API: server-side apply, delete, status patch.
+
+The only module besides `handlers` that imports the client. Server-side apply
+with one field manager makes every write idempotent and lets a restarted
+operator converge to the same objects without reading them first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+
+from sdc_operator import GROUP, PLURAL, VERSION
+
+FIELD_MANAGER = "sdc-operator"
+APPLY = "application/apply-patch+yaml"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _api_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except client.ApiException as err:
+        message = err.reason or ""
+        try:
+            import json
+
+            message = json.loads(err.body or "{}").get("message", message)
+        except (TypeError, ValueError):
+            pass
+        raise ApiError(int(err.status or 0), str(message)) from err
+
+
+def apply(obj: dict[str, Any]) -> None:
+    kind = obj["kind"]
+    name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    common = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
+    if kind == "Deployment":
+        _api_call(client.AppsV1Api().patch_namespaced_deployment, name, namespace, obj, **common)
+    elif kind == "Service":
+        _api_call(client.CoreV1Api().patch_namespaced_service, name, namespace, obj, **common)
+    elif kind == "PersistentVolumeClaim":
+        _api_call(client.CoreV1Api().patch_namespaced_persistent_volume_claim, name, namespace, obj, **common)
+    elif kind == "ConfigMap":
+        _api_call(client.CoreV1Api().patch_namespaced_config_map, name, namespace, obj, **common)
+    else:
+        raise ValueError(f"no apply for kind {kind}")
+
+
+def delete(kind: str, namespace: str, name: str) -> None:
+    fns = {
+        "Deployment": client.AppsV1Api().delete_namespaced_deployment,
+        "Service": client.CoreV1Api().delete_namespaced_service,
+    }
+    try:
+        _api_call(fns[kind], name, namespace, propagation_policy="Background")
+    except ApiError as err:
+        if err.status != 404:
+            raise
+
+
+def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    _api_call(
+        client.CustomObjectsApi().patch_namespaced_custom_object_status,
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"status": status},
+        _content_type="application/merge-patch+json",
+    )
+
+
+def read_configmap_data(namespace: str, name: str) -> dict[str, str] | None:
+    try:
+        cm = _api_call(client.CoreV1Api().read_namespaced_config_map, name, namespace)
+    except ApiError as err:
+        if err.status == 404:
+            return None
+        raise
+    return dict(cm.data or {})

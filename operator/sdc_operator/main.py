@@ -1,0 +1,29 @@
+"""`sdc-operator`: run the LocalLLM operator against $KUBECONFIG (or in-cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import kopf
+
+from sdc_operator.settings import OperatorSettings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sdc-operator", description=__doc__)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    settings = OperatorSettings()
+    log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN
+    kopf.configure(verbose=args.verbose, log_format=log_format)
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    import sdc_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        clusterwide=not settings.watch_namespaces,
+        namespaces=settings.watch_namespaces,
+        standalone=settings.standalone,
+        peering_name=None if settings.standalone else settings.peering_name,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+    )

@@ -1,0 +1,256 @@
+"""Derive a LocalLLM's status from what the cluster reports about its children.
+
+Pure: observed objects in, `LocalLLMStatus` out. Every check yields a
+(reason, message) pair and the first blocking one decides the phase, in the
+order a model comes to life: spec valid -> cache bound -> pods scheduled ->
+model downloaded -> engine started -> replicas ready. Messages quote the
+cluster's own words (the scheduler's "0/3 nodes are available: 3 Insufficient
+nvidia.com/gpu", a container's termination message), because those are what
+a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdc_operator.builders.download import DOWNLOAD_CONTAINER
+from sdc_operator.spec import Condition, LocalLLMStatus, Phase
+
+# Waiting reasons of a container that will not fix themselves.
+STUCK_REASONS = {
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+    "RunContainerError",
+}
+CONDITION_TYPES = ("SpecValid", "CacheBound", "Scheduled", "ModelCached", "Available", "Ready")
+
+
+@dataclass(frozen=True)
+class Observed:
+    deployment: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    claim: dict[str, Any] | None = None
+    claim_expected: bool = True
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool | None  # None: not known yet
+    reason: str
+    message: str = ""
+
+
+def _container_statuses(pod: dict[str, Any], init: bool) -> list[dict[str, Any]]:
+    key = "initContainerStatuses" if init else "containerStatuses"
+    return list(pod.get("status", {}).get(key) or [])
+
+
+def _condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for cond in (obj or {}).get("status", {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return None
+
+
+def _termination_message(state: dict[str, Any]) -> str:
+    message = str(state.get("message") or state.get("reason") or "")
+    try:  # sdc-fetch-model writes a JSON line
+        parsed = json.loads(message.strip().splitlines()[-1])
+        return str(parsed.get("message", message))
+    except (ValueError, IndexError, AttributeError):
+        return message.strip()[-300:]
+
+
+def check_claim(observed: Observed) -> Check:
+    if not observed.claim_expected:
+        return Check(True, "ExistingClaim", "using an existing claim")
+    if observed.claim is None:
+        return Check(None, "ClaimMissing", "the model cache claim is being created")
+    phase = observed.claim.get("status", {}).get("phase")
+    if phase == "Bound":
+        return Check(True, "Bound", "the model cache volume is bound")
+    if phase == "Lost":
+        return Check(False, "ClaimLost", "the model cache volume was lost")
+    return Check(None, "ClaimPending", "waiting for the model cache volume to bind (storage class, capacity)")
+
+
+def check_scheduled(observed: Observed) -> Check:
+    if not observed.pods:
+        return Check(None, "NoPods", "no pods yet")
+    for pod in observed.pods:
+        cond = _condition(pod, "PodScheduled")
+        if cond and cond.get("status") == "False":
+            return Check(False, str(cond.get("reason") or "Unschedulable"), str(cond.get("message") or ""))
+    if all((_condition(p, "PodScheduled") or {}).get("status") == "True" for p in observed.pods):
+        return Check(True, "Scheduled", "all pods are placed on nodes")
+    return Check(None, "Scheduling", "pods are waiting for the scheduler")
+
+
+def check_download(observed: Observed) -> Check:
+    """ModelCached: some pod finished its download init container."""
+    running_since = None
+    failure = None
+    for pod in observed.pods:
+        for status in _container_statuses(pod, init=True):
+            if status.get("name") != DOWNLOAD_CONTAINER:
+                continue
+            state = status.get("state", {})
+            last = status.get("lastState", {}).get("terminated")
+            if state.get("terminated", {}).get("exitCode") == 0:
+                return Check(True, "Downloaded", "the model is in the cache")
+            if "terminated" in state:
+                failure = _termination_message(state["terminated"])
+            elif last and last.get("exitCode", 0) != 0:
+                failure = _termination_message(last)
+            elif "running" in state:
+                running_since = state["running"].get("startedAt", "")
+            waiting = state.get("waiting", {})
+            if waiting.get("reason") in STUCK_REASONS - {"CrashLoopBackOff"}:
+                return Check(False, str(waiting["reason"]), str(waiting.get("message") or waiting["reason"]))
+        if pod.get("status", {}).get("phase") == "Running" and not _container_statuses(pod, init=True):
+            return Check(True, "Downloaded", "the model is in the cache")
+    if failure is not None:
+        return Check(False, "DownloadFailed", failure)
+    if running_since is not None:
+        return Check(None, "Downloading", f"downloading the model (since {running_since})")
+    return Check(None, "NotStarted", "the download has not started")
+
+
+def check_engine(observed: Observed) -> Check:
+    for pod in observed.pods:
+        for status in _container_statuses(pod, init=False):
+            waiting = status.get("state", {}).get("waiting", {})
+            if waiting.get("reason") in STUCK_REASONS:
+                last = status.get("lastState", {}).get("terminated")
+                detail = _termination_message(last) if last else str(waiting.get("message") or "")
+                return Check(
+                    False,
+                    str(waiting["reason"]),
+                    f"container {status.get('name')}: {waiting['reason']}" + (f": {detail}" if detail else ""),
+                )
+    return Check(None, "Starting", "the engine is loading the model")
+
+
+def derive_status(
+    *,
+    generation: int,
+    desired_replicas: int,
+    endpoint: str,
+    served_name: str,
+    observed: Observed,
+    spec_errors: list[str],
+    previous: list[Condition],
+    now: str,
+) -> LocalLLMStatus:
+    checks: dict[str, Check] = {}
+    phase: Phase
+    message: str
+    ready = int((observed.deployment or {}).get("status", {}).get("readyReplicas") or 0)
+    if spec_errors:
+        checks["SpecValid"] = Check(False, "InvalidSpec", "; ".join(spec_errors))
+        phase, message = "Failed", "fix the spec: " + "; ".join(spec_errors)
+        return _assemble(phase, message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
+    checks["SpecValid"] = Check(True, "Valid", "the spec is valid")
+    checks["CacheBound"] = check_claim(observed)
+    checks["Scheduled"] = check_scheduled(observed)
+    checks["ModelCached"] = check_download(observed)
+    dep = observed.deployment
+    available = _condition(dep, "Available")
+    rolled_out = dep is not None and int(dep.get("status", {}).get("observedGeneration") or 0) >= int(
+        dep.get("metadata", {}).get("generation") or 0
+    )
+    updated = int((dep or {}).get("status", {}).get("updatedReplicas") or 0)
+    if available is not None:
+        checks["Available"] = Check(
+            available.get("status") == "True",
+            str(available.get("reason") or "Unknown"),
+            str(available.get("message") or ""),
+        )
+    else:
+        checks["Available"] = Check(None, "NoDeployment", "the deployment is being created")
+    engine = check_engine(observed)
+
+    if desired_replicas == 0:
+        phase, message = "Pending", "scaled to zero (spec.replicas is 0)"
+    elif checks["CacheBound"].ok is False:
+        phase, message = "Failed", checks["CacheBound"].message
+    elif checks["Scheduled"].ok is False:
+        phase, message = "Pending", f"cannot schedule: {checks['Scheduled'].message}"
+    elif ready >= desired_replicas and rolled_out and updated >= desired_replicas:
+        phase, message = "Ready", f"{ready}/{desired_replicas} replicas ready at {endpoint}"
+    elif checks["ModelCached"].ok is False:
+        phase, message = "Failed", f"model download failed: {checks['ModelCached'].message}"
+    elif engine.ok is False:
+        phase, message = ("Degraded" if ready else "Failed"), engine.message
+    elif ready > 0:
+        phase, message = "Degraded", f"{ready}/{desired_replicas} replicas ready; rolling out"
+    elif checks["ModelCached"].reason == "Downloading":
+        phase, message = "Downloading", checks["ModelCached"].message
+    elif checks["ModelCached"].ok:
+        phase, message = "Starting", "model cached; the engine is loading it"
+    elif checks["CacheBound"].ok is None:
+        phase, message = "Pending", checks["CacheBound"].message
+    else:
+        phase, message = "Pending", checks["Scheduled"].message if observed.pods else "creating the deployment"
+    checks["Ready"] = Check(phase == "Ready", phase, message)
+    return _assemble(
+        phase,
+        message,
+        checks,
+        generation,
+        desired_replicas,
+        ready,
+        endpoint if phase in ("Ready", "Degraded") else None,
+        served_name,
+        previous,
+        now,
+    )
+
+
+def _assemble(
+    phase: Phase,
+    message: str,
+    checks: dict[str, Check],
+    generation: int,
+    replicas: int,
+    ready: int,
+    endpoint: str | None,
+    served_name: str,
+    previous: list[Condition],
+    now: str,
+) -> LocalLLMStatus:
+    before = {c.type: c for c in previous}
+    conditions = []
+    for kind in CONDITION_TYPES:
+        if kind not in checks:
+            continue
+        check = checks[kind]
+        status = "Unknown" if check.ok is None else ("True" if check.ok else "False")
+        old = before.get(kind)
+        since = old.last_transition_time if old is not None and old.status == status else now
+        conditions.append(
+            Condition(
+                type=kind,
+                status=status,
+                reason=check.reason,
+                message=check.message[:1000],
+                observed_generation=generation,
+                last_transition_time=since,
+            )
+        )
+    return LocalLLMStatus(
+        phase=phase,
+        message=message[:1000],
+        endpoint=endpoint,
+        served_model_name=served_name,
+        replicas=replicas,
+        ready_replicas=ready,
+        observed_generation=generation,
+        conditions=conditions,
+    )

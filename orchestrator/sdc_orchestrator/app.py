@@ -1,0 +1,301 @@
+"""The orchestrator's HTTP API: the seed's routes, the OpenAI routes, documents, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from sdc_orchestrator import metrics
+from sdc_orchestrator.api_models import (
+    ChatRequest,
+    ChatResponse,
+    DocumentIn,
+    GenerateRequest,
+    GenerateResponse,
+    Source,
+)
+from sdc_orchestrator.backends import EndpointRegistry
+from sdc_orchestrator.rag.prompt import rag_messages
+from sdc_orchestrator.rag.retriever import Hit, Retriever
+from sdc_orchestrator.rag.store import DirectoryStore
+from sdc_orchestrator.router import Router
+from sdc_orchestrator.settings import OrchestratorSettings
+from sdc_orchestrator.upstream import Attempts, ClientRequestError, NoRouteError, Upstream
+
+OVERHEAD_HEADER = "X-SDC-Overhead-Ms"
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "code": status, **extra}}, status)
+
+
+class State:
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.settings = settings
+        self.registry = EndpointRegistry(settings)
+        self.router = Router(cooldown_s=settings.sdc_cooldown_s)
+        self.upstream = Upstream(settings, self.registry, self.router)
+        self.retriever = Retriever(DirectoryStore(settings.sdc_data_dir), self.embed)
+
+    async def embed(self, texts: list[str]) -> list[list[float]] | None:
+        targets = self.registry.all("embedding")
+        if self.settings.sdc_embedding_base_url:
+            base, model = self.settings.sdc_embedding_base_url.rstrip("/"), self.settings.sdc_embedding_model
+        elif targets:
+            base, model = targets[0].base_url, targets[0].model
+        else:
+            return None
+        try:
+            resp = await self.upstream.http.post(f"{base}/embeddings", json={"model": model, "input": texts})
+            resp.raise_for_status()
+            return [item["embedding"] for item in sorted(resp.json()["data"], key=lambda d: d["index"])]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None  # dense retrieval is an improvement, never a reason to fail
+
+
+def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
+    settings = settings or OrchestratorSettings()
+    state = State(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.upstream.close()
+
+    app = FastAPI(
+        title="SDC orchestrator",
+        version="0.1.0",
+        lifespan=lifespan,
+        summary="Korean RAG chat over local LLMs with cloud fallback; OpenAI-compatible.",
+    )
+    app.state.sdc = state
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+            for e in exc.errors()
+        ]
+        return error(422 if problems else 400, "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(NoRouteError)
+    async def no_route(_: Request, exc: NoRouteError) -> JSONResponse:
+        return error(exc.status, str(exc), tried=exc.tried)
+
+    @app.exception_handler(ClientRequestError)
+    async def refused(_: Request, exc: ClientRequestError) -> JSONResponse:
+        body = exc.body if isinstance(exc.body, dict) else {"error": {"message": str(exc.body)}}
+        return JSONResponse(body, exc.status)
+
+    class Overhead(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            started = time.perf_counter()
+            attempts = Attempts()
+            request.state.attempts = attempts
+            response = await call_next(request)
+            if request.url.path.startswith(("/api/v1/chat", "/v1/chat", "/api/v1/generate", "/generate")):
+                own = max(0.0, time.perf_counter() - started - attempts.upstream_s)
+                response.headers[OVERHEAD_HEADER] = f"{own * 1000:.3f}"
+                metrics.OVERHEAD.observe(own)
+            return response
+
+    app.add_middleware(Overhead)
+
+    # -- health, metrics ---------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        endpoints = state.registry.all("chat")
+        if not endpoints:
+            return JSONResponse({"status": "no chat endpoint configured"}, 503)
+        return JSONResponse({"status": "ok", "endpoints": [e.name for e in endpoints]})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    # -- documents ---------------------------------------------------------------------------
+    @app.post("/api/v1/documents")
+    async def add_documents(body: DocumentIn | list[DocumentIn]) -> dict[str, Any]:
+        docs = body if isinstance(body, list) else [body]
+        stored = [await state.retriever.upsert(d.id, d.text, d.metadata) for d in docs]
+        return {"documents": [{"id": d.id, "passages": len(d.passages)} for d in stored]}
+
+    @app.delete("/api/v1/documents/{doc_id:path}")
+    async def delete_document(doc_id: str) -> JSONResponse:
+        if await state.retriever.delete(doc_id):
+            return JSONResponse({"deleted": doc_id})
+        return error(404, f"no document with id '{doc_id}'")
+
+    # -- the seed's chat -------------------------------------------------------------------
+    async def retrieve(question: str, use_rag: bool | None) -> list[Hit]:
+        if use_rag is False or (use_rag is None and not state.retriever.passages):
+            return []
+        return await state.retriever.search(question, settings.sdc_rag_top_k)
+
+    def check_message(text: str) -> None:
+        if not text.strip():
+            raise RequestValidationError([{"loc": ("body", "message"), "msg": "must not be blank"}])
+        if len(text) > settings.sdc_max_message_chars:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body", "message"),
+                        "msg": f"is {len(text)} characters; the limit is {settings.sdc_max_message_chars}",
+                    }
+                ]
+            )
+
+    @app.post("/api/v1/chat", response_model=ChatResponse)
+    async def chat(body: ChatRequest, request: Request) -> Response:
+        started = time.perf_counter()
+        check_message(body.message)
+        provider = body.provider or settings.llm_service_type
+        hits = await retrieve(body.message, body.use_rag)
+        payload: dict[str, Any] = {"messages": rag_messages(body.message, hits), "model": body.model}
+        for key in ("temperature", "max_tokens"):
+            if getattr(body, key) is not None:
+                payload[key] = getattr(body, key)
+        sources = [
+            Source(id=h.passage.doc_id, text=h.passage.text, score=round(h.score, 6), metadata=h.metadata) for h in hits
+        ]
+        attempts: Attempts = request.state.attempts
+        if body.stream:
+            endpoint, events = await state.upstream.stream(provider, payload, attempts)
+            return StreamingResponse(
+                _chat_sse(events, endpoint.model or "", endpoint.provider, sources, started),
+                media_type="text/event-stream",
+            )
+        endpoint, data = await _complete_or_cancel(state, provider, payload, attempts, request)
+        text = data["choices"][0]["message"].get("content") or ""
+        _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
+        return JSONResponse(
+            ChatResponse(
+                response=text,
+                model=str(data.get("model") or endpoint.model),
+                provider=endpoint.provider,
+                processing_time=round(time.perf_counter() - started, 4),
+                sources=sources,
+                fallback_used=attempts.first_provider not in (None, endpoint.provider)
+                or (provider != endpoint.provider and provider != "auto"),
+            ).model_dump()
+        )
+
+    @app.post("/api/v1/generate", response_model=GenerateResponse)
+    @app.post("/generate", response_model=GenerateResponse, include_in_schema=False)
+    async def generate(body: GenerateRequest, request: Request) -> JSONResponse:
+        """The old Gemini service's endpoint: the caller brings its own context."""
+        started = time.perf_counter()
+        context = "\n".join(body.context) if isinstance(body.context, list) else body.context
+        keywords = (body.korean_analysis or {}).get("keywords")
+        if keywords:
+            context = f"{context or ''}\n핵심어: {', '.join(map(str, keywords))}".strip()
+        payload = {"messages": rag_messages(body.query, [], context), "model": None}
+        endpoint, data = await _complete_or_cancel(
+            state, settings.llm_service_type, payload, request.state.attempts, request
+        )
+        _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, request.state.attempts)
+        return JSONResponse(
+            GenerateResponse(
+                response=data["choices"][0]["message"].get("content") or "",
+                model_used=str(data.get("model") or endpoint.model),
+                processing_time=round(time.perf_counter() - started, 4),
+                korean_optimized=True,
+            ).model_dump()
+        )
+
+    # -- OpenAI-compatible ---------------------------------------------------------------------
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        served = await state.upstream.served_models()
+        names = ["auto", *sorted({m for m in served.values() if m})]
+        return {
+            "object": "list",
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "sdc"} for n in names],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, "the request body is not valid JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            return error(400, "messages: a non-empty list is required")
+        provider = "auto"
+        model = body.get("model")
+        if model in ("ollama", "vllm", "transformers", "gemini"):
+            provider, body = str(model), {**body, "model": None}
+        attempts: Attempts = request.state.attempts
+        started = time.perf_counter()
+        if body.get("stream"):
+            endpoint, events = await state.upstream.stream(provider, body, attempts)
+
+            async def relay() -> AsyncIterator[bytes]:
+                first = True
+                async for chunk in events:
+                    if first:
+                        metrics.TTFT.labels(endpoint.provider).observe(time.perf_counter() - started)
+                        first = False
+                    yield chunk
+
+            return StreamingResponse(relay(), media_type="text/event-stream")
+        endpoint, data = await _complete_or_cancel(state, provider, body, attempts, request)
+        _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
+        return JSONResponse(data)
+
+    return app
+
+
+async def _complete_or_cancel(
+    state: State, provider: str, payload: dict[str, Any], attempts: Attempts, request: Request
+) -> tuple[Any, dict[str, Any]]:
+    """Run the upstream call; cancel it (closing the backend connection) if the client goes away."""
+    task = asyncio.create_task(state.upstream.complete(provider, payload, attempts))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise NoRouteError(499, "client closed the request")
+
+
+def _account(provider: str, model: str, data: dict[str, Any], started: float, attempts: Attempts) -> None:
+    metrics.REQUESTS.labels(provider, model, "ok").inc()
+    metrics.LATENCY.labels(provider, model).observe(time.perf_counter() - started)
+    usage = data.get("usage") or {}
+    metrics.TOKENS.labels(provider, "in").inc(int(usage.get("prompt_tokens") or 0))
+    metrics.TOKENS.labels(provider, "out").inc(int(usage.get("completion_tokens") or 0))
+    if attempts.first_provider and attempts.first_provider != provider:
+        metrics.FALLBACKS.labels(attempts.first_provider, provider).inc()
+
+
+async def _chat_sse(
+    events: AsyncIterator[bytes], model: str, provider: str, sources: list[Source], started: float
+) -> AsyncIterator[bytes]:
+    """The seed's chat, streamed: the sources first, then the backend's OpenAI chunks as they come."""
+    meta = {"sources": [s.model_dump() for s in sources], "model": model, "provider": provider}
+    yield f"event: sources\ndata: {json.dumps(meta, ensure_ascii=False)}\n\n".encode()
+    first = True
+    async for chunk in events:
+        if first:
+            metrics.TTFT.labels(provider).observe(time.perf_counter() - started)
+            first = False
+        yield chunk

@@ -1,0 +1,122 @@
+"""Where requests can go: endpoints from the seed's variables and from the operator.
+
+Every backend speaks the OpenAI protocol (vLLM, Ollama's /v1, sdc-runtime,
+Gemini's OpenAI-compatible endpoint), so an endpoint is just a base URL, a
+model name, a weight and an optional key. The operator's ConfigMap is mounted
+as a file; `EndpointRegistry.refresh` rereads it when its mtime changes, so new
+models go live without a restart and without API access.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdc_orchestrator.settings import OrchestratorSettings
+
+log = logging.getLogger("sdc_orchestrator.backends")
+PROVIDERS = ("ollama", "vllm", "transformers", "gemini")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    provider: str
+    base_url: str
+    model: str | None  # None: ask the backend's /v1/models once
+    weight: int = 100
+    role: str = "chat"
+    api_key: str | None = None
+
+    def __repr__(self) -> str:  # never print the key
+        return f"Endpoint({self.name}, {self.provider}, {self.base_url}, model={self.model})"
+
+
+def seed_endpoints(settings: OrchestratorSettings) -> list[Endpoint]:
+    """The endpoints the seed's variables describe: the chosen local service, and Gemini if keyed."""
+    out = []
+    local = {
+        "ollama": f"http://{settings.ollama_host}:{settings.ollama_port}/v1",
+        "vllm": f"http://{settings.vllm_host}:{settings.vllm_port}/v1",
+        "transformers": f"http://{settings.transformers_host}:{settings.transformers_port}/v1",
+    }
+    if settings.llm_service_type in local:
+        out.append(
+            Endpoint(
+                f"env/{settings.llm_service_type}",
+                settings.llm_service_type,
+                local[settings.llm_service_type],
+                settings.llm_model_name,
+            )
+        )
+    if settings.gemini_api_key is not None:
+        out.append(
+            Endpoint(
+                "env/gemini",
+                "gemini",
+                settings.gemini_base_url.rstrip("/"),
+                settings.gemini_model_name,
+                weight=settings.gemini_weight,
+                api_key=settings.gemini_api_key.get_secret_value(),
+            )
+        )
+    return out
+
+
+def published_endpoints(path: Path) -> list[Endpoint]:
+    data = json.loads(path.read_text())
+    out = []
+    for item in data.get("endpoints", []):
+        runtime = str(item.get("runtime"))
+        if runtime not in PROVIDERS:
+            continue
+        out.append(
+            Endpoint(
+                str(item["name"]),
+                runtime,
+                str(item["baseUrl"]).rstrip("/"),
+                item.get("model"),
+                int(item.get("weight", 100)),
+                str(item.get("role", "chat")),
+            )
+        )
+    return out
+
+
+class EndpointRegistry:
+    def __init__(self, settings: OrchestratorSettings) -> None:
+        self.settings = settings
+        self._seed = seed_endpoints(settings)
+        self._published: list[Endpoint] = []
+        self._mtime: float | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        path = self.settings.sdc_endpoints_file
+        if path is None:
+            return
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            self._published, self._mtime = [], None
+            return
+        if mtime == self._mtime:
+            return
+        try:
+            self._published = published_endpoints(path)
+            self._mtime = mtime
+            log.info("loaded %d published endpoints from %s", len(self._published), path)
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("ignoring unreadable endpoints file %s: %s", path, err)
+
+    def all(self, role: str = "chat") -> list[Endpoint]:
+        self.refresh()
+        return [e for e in (*self._published, *self._seed) if e.role == role]
+
+    def for_provider(self, provider: str, role: str = "chat") -> list[Endpoint]:
+        return [e for e in self.all(role) if e.provider == provider]
+
+    def models(self) -> list[str]:
+        return sorted({e.model for e in self.all() if e.model})

@@ -1,0 +1,54 @@
+"""Orchestrator settings: the seed's environment variables keep their meaning.
+
+A team leaving the seed's services sets the same variables (LLM_SERVICE_TYPE,
+OLLAMA_HOST, VLLM_PORT, GEMINI_API_KEY, ...) and gets the same single backend,
+with no cluster at all. The operator's published endpoints (SDC_ENDPOINTS_FILE)
+add more, live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GEMINI_OPENAI_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    llm_service_type: Literal["ollama", "vllm", "transformers", "gemini"] = "ollama"
+    llm_model_name: str | None = None
+    ollama_host: str = "localhost"
+    ollama_port: int = 11434
+    vllm_host: str = "localhost"
+    vllm_port: int = 8000
+    transformers_host: str = "localhost"
+    transformers_port: int = 8000
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = GEMINI_OPENAI_URL
+    gemini_model_name: str = "gemini-2.0-flash"
+    gemini_weight: int = Field(default=0, ge=0, description="Share of `auto` traffic sent to Gemini.")
+    llm_fallback: str | None = Field(default=None, description="Providers tried in order; 'none' disables.")
+
+    sdc_endpoints_file: Path | None = None
+    sdc_data_dir: Path = Path("data")
+    sdc_embedding_base_url: str | None = None
+    sdc_embedding_model: str | None = None
+    sdc_attempt_timeout_s: float = 60.0
+    sdc_total_timeout_s: float = 120.0
+    sdc_connect_timeout_s: float = 3.0
+    sdc_max_attempts: int = 3
+    sdc_cooldown_s: float = 10.0
+    sdc_max_message_chars: int = 16000
+    sdc_rag_top_k: int = 4
+
+    def fallback_order(self) -> list[str]:
+        if self.llm_fallback is None:
+            return ["gemini"] if self.gemini_api_key else []
+        if self.llm_fallback.strip().lower() in ("", "none"):
+            return []
+        return [p.strip() for p in self.llm_fallback.split(",") if p.strip()]

@@ -1,0 +1,263 @@
+"""One OpenAI-protocol client path for every backend, with the router's retry loop.
+
+A single shared httpx client (connection pooling, explicit timeouts). The loop
+walks the router's groups in order; each attempt has its own timeout and the
+whole request a total one. Streaming: the loop runs until a backend sends its
+first event; from then on the stream is committed to that backend, and a
+failure mid-stream ends it with an explicit error event, never a silent cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from sdc_orchestrator import metrics
+from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.router import Router, UpstreamError, classify_status
+from sdc_orchestrator.settings import OrchestratorSettings
+
+
+class NoRouteError(Exception):
+    """Nothing can serve: unknown model or provider, or every attempt failed."""
+
+    def __init__(self, status: int, message: str, tried: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.tried = tried or []
+
+
+class ClientRequestError(Exception):
+    """The backend refused the request itself (a 4xx that another backend would refuse too)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(str(body))
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Attempts:
+    tried: list[dict[str, str]] = field(default_factory=list)
+    upstream_s: float = 0.0
+    first_provider: str | None = None
+
+    def failed(self, err: UpstreamError) -> None:
+        self.tried.append({"endpoint": err.endpoint.name, "provider": err.endpoint.provider, "error": str(err)})
+
+
+class Upstream:
+    def __init__(self, settings: OrchestratorSettings, registry: EndpointRegistry, router: Router) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.router = router
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.sdc_attempt_timeout_s, connect=settings.sdc_connect_timeout_s),
+            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
+        )
+        self._models: dict[str, str] = {}
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    # -- endpoint selection ---------------------------------------------------------------
+    async def served_models(self) -> dict[str, str | None]:
+        """Endpoint name -> model; asks a backend without a configured model name once."""
+        out: dict[str, str | None] = {}
+        for endpoint in self.registry.all("chat"):
+            try:
+                out[endpoint.name] = await self.model_of(endpoint)
+            except (httpx.HTTPError, ValueError, KeyError, IndexError):
+                out[endpoint.name] = endpoint.model
+        return out
+
+    async def groups(self, provider: str, model: str | None) -> list[list[Endpoint]]:
+        by_provider: dict[str, list[Endpoint]] = {}
+        for endpoint in self.registry.all("chat"):
+            by_provider.setdefault(endpoint.provider, []).append(endpoint)
+        if model and model != "auto":
+            served = await self.served_models()
+            matching = [e for e in self.registry.all("chat") if served.get(e.name) == model]
+            if not matching:
+                raise NoRouteError(404, f"model '{model}' is not served; GET /v1/models lists the models")
+            by_provider = {**by_provider, "_model": matching}
+            provider = "_model"
+        elif provider != "auto" and not by_provider.get(provider):
+            raise NoRouteError(503, f"provider '{provider}' has no endpoint configured")
+        return self.router.plan_groups(provider, by_provider, self.settings.fallback_order())
+
+    def headers(self, endpoint: Endpoint) -> dict[str, str]:
+        return {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+
+    async def model_of(self, endpoint: Endpoint) -> str:
+        if endpoint.model:
+            return endpoint.model
+        if endpoint.name not in self._models:
+            resp = await self.http.get(f"{endpoint.base_url}/models", headers=self.headers(endpoint), timeout=3)
+            resp.raise_for_status()
+            self._models[endpoint.name] = str(resp.json()["data"][0]["id"])
+        return self._models[endpoint.name]
+
+    def _error(self, endpoint: Endpoint, err: Exception) -> UpstreamError:
+        if isinstance(err, UpstreamError):
+            return err
+        if isinstance(err, httpx.TimeoutException | TimeoutError):
+            return UpstreamError(endpoint, f"timed out ({type(err).__name__})", timeout=True)
+        return UpstreamError(endpoint, f"{type(err).__name__}: {err}")
+
+    async def _status_error(self, endpoint: Endpoint, resp: httpx.Response) -> UpstreamError:
+        body: Any
+        try:
+            body = json.loads(await resp.aread())
+        except ValueError:
+            body = {"error": {"message": resp.text[:500]}}
+        retryable = classify_status(resp.status_code)
+        return UpstreamError(
+            endpoint, f"HTTP {resp.status_code}", status=resp.status_code, retryable=retryable, body=body
+        )
+
+    def _exhausted(self, attempts: Attempts) -> NoRouteError:
+        if not attempts.tried:
+            return NoRouteError(503, "no endpoint is available for this request")
+        if all("timed out" in t["error"] for t in attempts.tried):
+            return NoRouteError(504, "every backend timed out", attempts.tried)
+        return NoRouteError(502, "every backend failed", attempts.tried)
+
+    def _record_failure(self, endpoint: Endpoint, err: UpstreamError, attempts: Attempts) -> None:
+        attempts.failed(err)
+        kind = "timeout" if err.timeout else (f"http_{err.status}" if err.status else "connect")
+        metrics.ATTEMPT_ERRORS.labels(endpoint.provider, kind).inc()
+        if self.router.finished(endpoint, ok=False):
+            metrics.COOLDOWNS.labels(endpoint.name).inc()
+
+    def _candidates(self, groups: list[list[Endpoint]]) -> AsyncIterator[Endpoint]:
+        async def gen() -> AsyncIterator[Endpoint]:
+            tried: set[str] = set()
+            for index, group in enumerate(groups):
+                per_group = self.settings.sdc_max_attempts if index == 0 else len(group)
+                for _ in range(per_group):
+                    endpoint = self.router.pick(group, tried)
+                    if endpoint is None:
+                        break
+                    tried.add(endpoint.name)
+                    yield endpoint
+
+        return gen()
+
+    # -- non-streaming ------------------------------------------------------------------------
+    async def complete(
+        self, provider: str, payload: dict[str, Any], attempts: Attempts
+    ) -> tuple[Endpoint, dict[str, Any]]:
+        groups = await self.groups(provider, payload.get("model"))
+        try:
+            async with asyncio.timeout(self.settings.sdc_total_timeout_s):
+                async for endpoint in self._candidates(groups):
+                    attempts.first_provider = attempts.first_provider or endpoint.provider
+                    self.router.started(endpoint)
+                    started = time.perf_counter()
+                    try:
+                        async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
+                            body = {**payload, "model": await self.model_of(endpoint), "stream": False}
+                            resp = await self.http.post(
+                                f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
+                            )
+                            if resp.status_code >= 400:
+                                raise await self._status_error(endpoint, resp)
+                            data: dict[str, Any] = resp.json()
+                    except (httpx.HTTPError, TimeoutError, UpstreamError, ValueError, KeyError) as exc:
+                        attempts.upstream_s += time.perf_counter() - started
+                        err = self._error(endpoint, exc)
+                        if not err.retryable:
+                            self.router.finished(endpoint, ok=True)  # the backend is fine; the request is not
+                            raise ClientRequestError(err.status or 400, err.body) from exc
+                        self._record_failure(endpoint, err, attempts)
+                        continue
+                    attempts.upstream_s += time.perf_counter() - started
+                    self.router.finished(endpoint, ok=True)
+                    return endpoint, data
+        except TimeoutError:
+            attempts.tried.append({"endpoint": "*", "provider": "*", "error": "timed out (total request timeout)"})
+            raise NoRouteError(504, "the request timed out", attempts.tried) from None
+        raise self._exhausted(attempts)
+
+    # -- streaming -------------------------------------------------------------------------------
+    async def stream(
+        self, provider: str, payload: dict[str, Any], attempts: Attempts
+    ) -> tuple[Endpoint, AsyncIterator[bytes]]:
+        """Open a stream on the first backend that sends an event; return it and the remaining events."""
+        groups = await self.groups(provider, payload.get("model"))
+        async for endpoint in self._candidates(groups):
+            attempts.first_provider = attempts.first_provider or endpoint.provider
+            self.router.started(endpoint)
+            started = time.perf_counter()
+            body = {**payload, "stream": True}
+            try:
+                async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
+                    body["model"] = await self.model_of(endpoint)
+                    request = self.http.build_request(
+                        "POST", f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
+                    )
+                    resp = await self.http.send(request, stream=True)
+                    if resp.status_code >= 400:
+                        err = await self._status_error(endpoint, resp)
+                        await resp.aclose()
+                        raise err
+                    lines = resp.aiter_lines()
+                    first = await _next_event(lines)
+            except (httpx.HTTPError, TimeoutError, UpstreamError, StopAsyncIteration) as exc:
+                attempts.upstream_s += time.perf_counter() - started
+                err = (
+                    self._error(endpoint, exc)
+                    if not isinstance(exc, StopAsyncIteration)
+                    else UpstreamError(endpoint, "stream ended before any event")
+                )
+                if not err.retryable:
+                    self.router.finished(endpoint, ok=True)
+                    raise ClientRequestError(err.status or 400, err.body) from exc
+                self._record_failure(endpoint, err, attempts)
+                continue
+            attempts.upstream_s += time.perf_counter() - started
+            return endpoint, self._relay(endpoint, resp, first, lines)
+        raise self._exhausted(attempts)
+
+    async def _relay(
+        self, endpoint: Endpoint, resp: httpx.Response, first: str, lines: AsyncIterator[str]
+    ) -> AsyncIterator[bytes]:
+        ok = False
+        try:
+            yield f"{first}\n\n".encode()
+            if first.strip() == "data: [DONE]":
+                ok = True
+                return
+            while True:
+                try:
+                    event = await asyncio.wait_for(_next_event(lines), self.settings.sdc_attempt_timeout_s)
+                except StopAsyncIteration:
+                    break
+                yield f"{event}\n\n".encode()
+                if event.strip() == "data: [DONE]":
+                    ok = True
+                    return
+            raise UpstreamError(endpoint, "the backend closed the stream before [DONE]")
+        except (httpx.HTTPError, TimeoutError, UpstreamError) as exc:
+            message = f"backend {endpoint.name} failed mid-stream: {self._error(endpoint, exc)}"
+            metrics.ATTEMPT_ERRORS.labels(endpoint.provider, "mid_stream").inc()
+            yield f"data: {json.dumps({'error': {'message': message, 'type': 'upstream_error'}})}\n\n".encode()
+        finally:
+            await resp.aclose()
+            if self.router.finished(endpoint, ok=ok):
+                metrics.COOLDOWNS.labels(endpoint.name).inc()
+
+
+async def _next_event(lines: AsyncIterator[str]) -> str:
+    """The next non-empty SSE line (`data: ...`); raises StopAsyncIteration at the end."""
+    while True:
+        line = await lines.__anext__()
+        if line.strip():
+            return line

@@ -1,0 +1,3 @@
+from sdc_runtime.main import main
+
+main()

@@ -1,0 +1,202 @@
+"""The runtime's HTTP API: OpenAI-compatible chat completions and embeddings.
+
+The model loads in a background thread so the process answers `/health`
+(503 until loaded) while a large model is still being read: Kubernetes probes
+can then tell "loading" from "dead".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sdc_runtime import metrics
+from sdc_runtime.engine import Completion, Engine, PromptTooLongError, SamplingParams
+from sdc_runtime.protocol import ChatCompletionRequest, EmbeddingRequest
+
+DEFAULT_MAX_TOKENS = 256
+
+
+def openai_error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
+
+
+def create_app(engine: Engine, served_model_name: str) -> FastAPI:
+    app = FastAPI(title="sdc-runtime", summary="OpenAI-compatible server for a local Transformers model")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return openai_error(400, f"{where}: {first.get('msg')}", "invalid_request_error", where or None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return openai_error(exc.status_code, str(exc.detail), kind)
+
+    def require_ready(model: str) -> None:
+        if not engine.loaded.is_set():
+            raise HTTPException(503, "model is still loading")
+        if model != served_model_name:
+            raise HTTPException(404, f"model '{model}' is not served here; this server serves '{served_model_name}'")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if engine.loaded.is_set():
+            return JSONResponse({"status": "ok", "model": served_model_name})
+        return JSONResponse({"status": "loading"}, 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": served_model_name, "object": "model", "created": 0, "owned_by": "sdc-runtime"}],
+        }
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
+        require_ready(body.model)
+        if not engine.is_generative:
+            raise HTTPException(400, f"model '{served_model_name}' is an embedding model: use /v1/embeddings")
+        max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
+        params = SamplingParams(body.temperature, body.top_p, max_tokens, body.stop_list(), body.seed)
+        prompt = await asyncio.to_thread(engine.chat_prompt, [m.model_dump() for m in body.messages])
+        try:
+            engine.check_budget(prompt, max_tokens)
+        except PromptTooLongError as err:
+            return openai_error(400, str(err), "invalid_request_error", "messages")
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        result = Completion(prompt_tokens=len(prompt))
+        started = time.monotonic()
+        if body.stream:
+            return StreamingResponse(
+                _sse(engine, prompt, params, result, completion_id, created, served_model_name, started),
+                media_type="text/event-stream",
+            )
+        text = await _collect_until_disconnect(engine, prompt, params, result, request)
+        if text is None:
+            return Response(status_code=499)
+        metrics.REQUESTS.labels("chat", "ok").inc()
+        metrics.LATENCY.labels("chat").observe(time.monotonic() - started)
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": served_model_name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": result.finish_reason,
+                    }
+                ],
+                "usage": _usage(result),
+            }
+        )
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
+        require_ready(body.model)
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        started = time.monotonic()
+        vectors, tokens = await engine.embed(texts)
+        metrics.REQUESTS.labels("embeddings", "ok").inc()
+        metrics.LATENCY.labels("embeddings").observe(time.monotonic() - started)
+        return {
+            "object": "list",
+            "model": served_model_name,
+            "data": [
+                {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+                for i, v in enumerate(vectors)
+            ],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    return app
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    """OpenAI clients ask for base64 (little-endian float32) by default: it is 4x smaller than JSON floats."""
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+def _usage(result: Completion) -> dict[str, int]:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
+
+
+async def _collect_until_disconnect(
+    engine: Engine, prompt: list[int], params: SamplingParams, result: Completion, request: Request
+) -> str | None:
+    """Generate to the end, or stop (and free the batch row) when the client goes away."""
+
+    async def collect() -> str:
+        return "".join([delta async for delta in engine.stream(prompt, params, result)])
+
+    task = asyncio.create_task(collect())
+    while not task.done():
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if not done and await request.is_disconnected():
+            task.cancel()
+            metrics.REQUESTS.labels("chat", "cancelled").inc()
+            return None
+    return task.result()
+
+
+async def _sse(
+    engine: Engine,
+    prompt: list[int],
+    params: SamplingParams,
+    result: Completion,
+    completion_id: str,
+    created: int,
+    model: str,
+    started: float,
+) -> AsyncIterator[str]:
+    def chunk(delta: dict[str, str], finish: str | None, usage: dict[str, int] | None = None) -> str:
+        body: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        if usage is not None:
+            body["usage"] = usage
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    try:
+        async for delta in engine.stream(prompt, params, result):
+            yield chunk({"content": delta}, None)
+    except Exception as err:  # after the first byte the status is sent: report in-band
+        metrics.REQUESTS.labels("chat", "error").inc()
+        yield f"data: {json.dumps({'error': {'message': str(err), 'type': 'server_error'}})}\n\n"
+        return
+    yield chunk({}, result.finish_reason, _usage(result))
+    yield "data: [DONE]\n\n"
+    metrics.REQUESTS.labels("chat", "ok").inc()
+    metrics.LATENCY.labels("chat").observe(time.monotonic() - started)

@@ -1,0 +1,113 @@
+"""Shared fixtures: the cluster the integration tests run against.
+
+The tests never use whatever kube-context happens to be current. They either
+bring up the project's own local control plane (`hack/cluster.py`), reuse it
+when it is already up, or use the cluster named explicitly by
+SDC_TEST_KUBECONFIG (e.g. a kind cluster in CI where Docker exists).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBECTL = str(ROOT / "bin" / "kubectl")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Iterator[Path]:
+    given = os.environ.get("SDC_TEST_KUBECONFIG")
+    if given:
+        yield Path(given)
+        return
+    cluster = [sys.executable, str(ROOT / "hack" / "cluster.py")]
+    started = subprocess.run([*cluster, "status"], capture_output=True, check=False).returncode != 0
+    if started:
+        subprocess.run([*cluster, "up"], check=True)
+    yield ROOT / ".cluster" / "kubeconfig"
+    if started and not os.environ.get("SDC_KEEP_CLUSTER"):
+        subprocess.run([*cluster, "down"], check=False)
+
+
+class Kubectl:
+    """`kubectl` bound to the test cluster's kubeconfig."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+
+    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            [KUBECTL, f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout + (result.stderr if not check else "")
+
+    def apply(self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str) -> str:
+        items = obj if isinstance(obj, list) else [obj]
+        return self("apply", "-f", "-", *extra, stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self("get", *args, "-o", "json"))
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig: Path) -> Kubectl:
+    return Kubectl(kubeconfig)
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(
+            f"\n--- events in {name} ---\n"
+            + kubectl("get", "events", "-n", name, "--sort-by=.lastTimestamp", check=False)
+        )
+        print(kubectl("get", "all,pvc,localllms", "-n", name, "-o", "wide", check=False))
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report
+    return report
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

@@ -1,0 +1,94 @@
+"""Run `sdc-operator` as a real process against the test cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from tests.conftest import ROOT, Kubectl, wait_until
+
+GROUP_VERSION = "llm.sdc.dev/v1alpha1"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, endpoints_namespace: str, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.endpoints_namespace = endpoints_namespace
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(
+            os.environ,
+            KUBECONFIG=str(self.kubeconfig),
+            SDC_STANDALONE="true",
+            SDC_METRICS_PORT=str(free_port()),
+            SDC_HEALTH_PORT=str(free_port()),
+            SDC_ENDPOINTS_NAMESPACE=self.endpoints_namespace,
+            SDC_LOG_FORMAT="plain",
+            SDC_ALLOWED_SOURCES='["*/*"]',
+        )
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sdc_operator"], env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._log:
+            self._log.close()
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def localllm(
+    name: str, namespace: str, *, runtime: str = "vllm", model: str = "google/gemma-2-9b-it", gpus: int = 1, **spec: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"runtime": runtime, "model": {"name": model}, "resources": {"gpus": gpus}}
+    if runtime != "ollama":
+        body["model"]["revision"] = REVISION
+    for key, value in spec.items():
+        body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "LocalLLM",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+def phase(kubectl: Kubectl, name: str, namespace: str) -> str:
+    obj = kubectl.get("llm", name, "-n", namespace)
+    return str(obj.get("status", {}).get("phase", ""))
+
+
+def wait_phase(kubectl: Kubectl, name: str, namespace: str, want: str, timeout: float = 90) -> dict[str, Any]:
+    return wait_until(
+        f"{name} to be {want}",
+        lambda: (o := kubectl.get("llm", name, "-n", namespace)).get("status", {}).get("phase") == want and o,
+        timeout=timeout,
+    )

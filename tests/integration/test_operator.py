@@ -1,0 +1,175 @@
+"""The operator driven as a user drives it: kubectl apply, get, edit, delete."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Kubectl, wait_until
+from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
+
+ENDPOINTS_NS = "sdc"
+
+
+@pytest.fixture(scope="module")
+def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "localllm.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
+    kubectl("create", "namespace", ENDPOINTS_NS, check=False)
+    proc = OperatorProcess(kubeconfig, ENDPOINTS_NS, tmp_path_factory.mktemp("operator") / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    print("\n--- operator log tail ---\n" + proc.tail())
+
+
+def published(kubectl: Kubectl) -> list[dict[str, object]]:
+    out = kubectl("get", "configmap", "sdc-endpoints", "-n", ENDPOINTS_NS, "-o", "json", check=False)
+    if not out.startswith("{"):
+        return []
+    return list(json.loads(json.loads(out)["data"]["endpoints.json"])["endpoints"])
+
+
+def test_create_to_ready_with_gpus_endpoint_and_publication(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    started = time.monotonic()
+    kubectl.apply(localllm("gemma", namespace, gpus=2, routing={"weight": 90}))
+    dep = wait_until(
+        "the Deployment",
+        lambda: kubectl("get", "deploy", "gemma", "-n", namespace, "-o", "json", check=False).startswith("{"),
+    )
+    created_after = time.monotonic() - started
+    assert dep
+    deployment = kubectl.get("deploy", "gemma", "-n", namespace)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "--tensor-parallel-size" in container["args"]
+    ready = wait_phase(kubectl, "gemma", namespace, "Ready")
+    ready_after = time.monotonic() - started
+    print(f"\none LocalLLM: Deployment after {created_after:.2f}s, Ready after {ready_after:.2f}s")
+    assert ready["status"]["endpoint"] == f"http://gemma.{namespace}.svc.cluster.local:8000/v1"
+    assert ready["status"]["readyReplicas"] == 1
+    assert ready["status"]["observedGeneration"] == ready["metadata"]["generation"]
+    conditions = {c["type"]: c["status"] for c in ready["status"]["conditions"]}
+    assert conditions == {
+        "SpecValid": "True",
+        "CacheBound": "True",
+        "Scheduled": "True",
+        "ModelCached": "True",
+        "Available": "True",
+        "Ready": "True",
+    }
+    pod = kubectl.get("pods", "-n", namespace, "-l", "llm.sdc.dev/localllm=gemma")["items"][0]
+    assert pod["spec"]["nodeName"] == "gpu-node-8x"
+    table = kubectl("get", "llm", "-n", namespace)
+    assert "Ready" in table and "google/gemma-2-9b-it" in table
+    entry = wait_until(
+        "the endpoint to be published",
+        lambda: next((e for e in published(kubectl) if e["name"] == f"{namespace}/gemma"), None),
+    )
+    assert entry["weight"] == 90 and entry["model"] == "google/gemma-2-9b-it" and entry["role"] == "chat"
+    events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.kind=LocalLLM")
+    assert "Ready" in events
+
+
+def test_spec_update_rolls_the_deployment(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(localllm("roll", namespace, runtime="transformers", model="sdc/tiny", gpus=0))
+    wait_phase(kubectl, "roll", namespace, "Ready")
+    before = kubectl.get("deploy", "roll", "-n", namespace)["metadata"]["generation"]
+    kubectl(
+        "patch",
+        "llm",
+        "roll",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"engine": {"args": ["--max-batch=4"]}}}),
+    )
+    wait_until(
+        "the Deployment to change",
+        lambda: kubectl.get("deploy", "roll", "-n", namespace)["metadata"]["generation"] > before,
+    )
+    args = kubectl.get("deploy", "roll", "-n", namespace)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--max-batch=4" in args
+    wait_until(
+        "the new generation to be Ready",
+        lambda: (
+            (o := kubectl.get("llm", "roll", "-n", namespace))["status"].get("observedGeneration")
+            == o["metadata"]["generation"]
+            and o["status"]["phase"] == "Ready"
+        ),
+    )
+
+
+def test_more_gpus_than_any_node_is_reported(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(localllm("huge", namespace, gpus=16))
+    status = wait_until(
+        "a scheduling message",
+        lambda: (
+            "Insufficient nvidia.com/gpu"
+            in (o := kubectl.get("llm", "huge", "-n", namespace)).get("status", {}).get("message", "")
+            and o["status"]
+        ),
+    )
+    assert status["phase"] == "Pending"
+    assert "Insufficient nvidia.com/gpu" in kubectl("get", "llm", "huge", "-n", namespace)
+    assert "Insufficient nvidia.com/gpu" in kubectl("describe", "llm", "huge", "-n", namespace)
+
+
+def test_schema_and_cel_refuse_bad_specs(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    no_revision = localllm("norev", namespace)
+    del no_revision["spec"]["model"]["revision"]
+    out = kubectl("apply", "-f", "-", stdin=json.dumps(no_revision), check=False)
+    assert "spec.model.revision" in out and "pinned" in out, out
+    bad_tag = localllm("badtag", namespace, runtime="ollama", model="Not A Tag!", gpus=0)
+    out = kubectl("apply", "-f", "-", stdin=json.dumps(bad_tag), check=False)
+    assert "spec.model.name" in out and "Ollama tag" in out, out
+    negative = localllm("neg", namespace, gpus=-1)
+    out = kubectl("apply", "-f", "-", stdin=json.dumps(negative), check=False)
+    assert "spec.resources.gpus" in out, out
+
+
+def test_invalid_spec_fails_then_recovers(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(localllm("three", namespace, gpus=3))
+    failed = wait_phase(kubectl, "three", namespace, "Failed")
+    assert "power of two" in failed["status"]["message"]
+    assert "NotFound" in kubectl("get", "deploy", "three", "-n", namespace, check=False)
+    kubectl("patch", "llm", "three", "-n", namespace, "--type=merge", "-p", '{"spec":{"resources":{"gpus":4}}}')
+    wait_phase(kubectl, "three", namespace, "Ready")
+
+
+def test_delete_leaves_nothing_owned(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(localllm("gone", namespace, runtime="ollama", model="gemma2:9b", gpus=0))
+    wait_phase(kubectl, "gone", namespace, "Ready")
+    kubectl("delete", "llm", "gone", "-n", namespace)
+    wait_until(
+        "children to be collected",
+        lambda: (
+            kubectl("get", "deploy,svc,pvc,pods", "-n", namespace, "-l", "llm.sdc.dev/localllm=gone", "-o", "name")
+            == ""
+        ),
+    )
+    wait_until(
+        "the endpoint to be withdrawn", lambda: all(e["name"] != f"{namespace}/gone" for e in published(kubectl))
+    )
+
+
+def test_sigkill_mid_reconcile_converges(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    names = [f"m{i}" for i in range(12)]
+    started = time.monotonic()
+    kubectl.apply([localllm(n, namespace, runtime="transformers", model="sdc/tiny", gpus=0) for n in names])
+    wait_until("some deployments", lambda: kubectl("get", "deploy", "-n", namespace, "-o", "name"), interval=0.05)
+    operator.kill()
+    operator.start()
+    for n in names:
+        wait_phase(kubectl, n, namespace, "Ready", timeout=120)
+    print(f"\ntwelve LocalLLMs (with a SIGKILL): all Ready after {time.monotonic() - started:.2f}s")
+    for kind in ("deploy", "svc", "pvc"):
+        owners = [o["metadata"]["labels"]["llm.sdc.dev/localllm"] for o in kubectl.get(kind, "-n", namespace)["items"]]
+        assert sorted(owners) == sorted(names), kind

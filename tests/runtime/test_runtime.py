@@ -1,0 +1,176 @@
+"""sdc-runtime serving a tiny model made on the spot, driven by the official openai client."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.support.servers import free_port
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.runtime
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sdc_runtime.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-chat")
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_model: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sdc_runtime",
+            "--model",
+            str(tiny_model),
+            "--port",
+            str(port),
+            "--served-model-name",
+            "tiny",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "runtime exited")
+            import time
+
+            time.sleep(0.25)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def client(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+
+
+def test_plain_and_streamed_chat(runtime: str) -> None:
+    c = client(runtime)
+    assert [m.id for m in c.models.list()] == ["tiny"]
+    msgs = [{"role": "user", "content": "안녕하세요"}]
+    plain = c.chat.completions.create(model="tiny", messages=msgs, max_tokens=12, temperature=0)
+    assert plain.usage is not None and plain.usage.completion_tokens <= 12
+    assert plain.usage.prompt_tokens > 0
+    streamed = c.chat.completions.create(model="tiny", messages=msgs, max_tokens=12, temperature=0, stream=True)
+    chunks = list(streamed)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == plain.choices[0].message.content, "greedy decoding is the same streamed or not"
+
+
+def test_concurrent_requests_do_not_interleave(runtime: str) -> None:
+    c = client(runtime)
+    prompts = ["서울", "부산 항구", "Hello there", "쿠버네티스 GPU"]
+    alone = {
+        p: c.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": p}], max_tokens=10, temperature=0
+        )
+        .choices[0]
+        .message.content
+        for p in prompts
+    }
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = {
+            pool.submit(
+                lambda p=p: (
+                    c.chat.completions.create(  # type: ignore[misc]
+                        model="tiny", messages=[{"role": "user", "content": p}], max_tokens=10, temperature=0
+                    )
+                    .choices[0]
+                    .message.content
+                )
+            ): p
+            for p in prompts * 2
+        }
+        together = {(futures[f], f.result()) for f in concurrent.futures.as_completed(futures)}
+    assert together == set(alone.items())
+
+
+def test_seed_and_stop_are_honoured(runtime: str) -> None:
+    c = client(runtime)
+    runs = {
+        c.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=8, temperature=1.0, seed=7
+        )
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    }
+    assert len(runs) == 1
+
+
+def test_embeddings(runtime: str) -> None:
+    data = client(runtime).embeddings.create(model="tiny", input=["서울", "부산"]).data
+    assert len(data) == 2 and len(data[0].embedding) == 64
+
+
+def test_bad_requests(runtime: str) -> None:
+    c = client(runtime)
+    with pytest.raises(openai.NotFoundError, match="not served"):
+        c.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="context limit of 512"):
+        c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "가 " * 600}], max_tokens=8)
+
+
+def test_missing_model_dir_is_a_clear_startup_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sdc_runtime", "--model", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "does not exist" in out.stderr
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{oops")
+    out = subprocess.run(
+        [sys.executable, "-m", "sdc_runtime", "--model", str(tmp_path / "broken")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "not valid JSON" in out.stderr
+
+
+def test_orchestrator_answers_through_the_runtime(runtime: str, tmp_path: Path) -> None:
+    """The seed's curl example with LLM_SERVICE_TYPE=vllm pointing at a real model server."""
+    from sdc_orchestrator.app import create_app
+    from sdc_orchestrator.settings import OrchestratorSettings
+
+    from tests.support.servers import serve
+
+    port = int(runtime.rsplit(":", 1)[1])
+    settings = OrchestratorSettings(
+        llm_service_type="vllm", vllm_host="127.0.0.1", vllm_port=port, sdc_data_dir=tmp_path
+    )
+    with serve(create_app(settings)) as base:
+        body = httpx.post(
+            f"{base}/api/v1/chat", json={"message": "안녕하세요", "provider": "vllm", "max_tokens": 8}, timeout=60
+        ).json()
+    assert body["model"] == "tiny"
+    assert isinstance(body["response"], str)

@@ -1,0 +1,109 @@
+"""A small controllable OpenAI-compatible backend: fast, slow, failing, rate-limited, dying mid-stream.
+
+Its behaviour is a mutable attribute, so a test (or the load script) can switch
+it while requests are in flight, e.g. to kill the primary in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+
+class FakeBackend:
+    def __init__(self, model: str, answer: str = "안녕하세요! 무엇을 도와드릴까요?") -> None:
+        self.model = model
+        self.answer = answer
+        self.mode = "ok"  # ok | slow | fail | ratelimit | bad_request | die_midstream | down
+        self.delay_s = 0.0
+        self.calls = 0
+        self.last_request: dict[str, Any] | None = None
+        self.app = self._build()
+
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/healthz")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/v1/models")
+        async def models() -> dict[str, Any]:
+            return {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "x"}]}
+
+        @app.post("/v1/embeddings")
+        async def embeddings(request: Request) -> dict[str, Any]:
+            body = await request.json()
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            vecs = [[float(t.count(ch)) for ch in "서울부산항구수도기차"] for t in texts]
+            return {
+                "object": "list",
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)],
+                "model": self.model,
+            }
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request) -> Response:
+            self.calls += 1
+            body = await request.json()
+            self.last_request = body
+            if self.mode == "down":
+                raise ConnectionError("down")
+            if self.mode == "fail":
+                return JSONResponse({"error": {"message": "boom"}}, 500)
+            if self.mode == "ratelimit":
+                return JSONResponse({"error": {"message": "slow down"}}, 429)
+            if self.mode == "bad_request":
+                return JSONResponse(
+                    {"error": {"message": "max_tokens too large", "type": "invalid_request_error"}}, 400
+                )
+            if self.mode == "slow" or self.delay_s:
+                await asyncio.sleep(self.delay_s or 5)
+            if body.get("stream"):
+                return StreamingResponse(self._stream(), media_type="text/event-stream")
+            return JSONResponse(
+                {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": self.model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": self.answer}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+                }
+            )
+
+        return app
+
+    async def _stream(self) -> AsyncIterator[str]:
+        def chunk(content: str | None, finish: str | None = None) -> str:
+            delta = {"content": content} if content is not None else {}
+            return (
+                "data: "
+                + json.dumps(
+                    {
+                        "id": "c1",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": self.model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n\n"
+            )
+
+        words = self.answer.split(" ")
+        for i, word in enumerate(words):
+            if self.mode == "die_midstream" and i == 1:
+                raise ConnectionError("backend died mid-stream")
+            yield chunk(word + (" " if i < len(words) - 1 else ""))
+        yield chunk(None, "stop")
+        yield "data: [DONE]\n\n"

@@ -1,0 +1,226 @@
+"""Table-driven tests of the pure builders: spec + settings -> desired objects."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from sdc_operator.builders.common import MODEL_HASH, SPEC_HASH, LocalLLM
+from sdc_operator.builders.workload import deployment, desired_children
+from sdc_operator.plan import plan, source_errors
+from sdc_operator.settings import OperatorSettings
+from sdc_operator.spec import LocalLLMSpec, semantic_errors
+
+SETTINGS = OperatorSettings(metrics_port=0)
+REV = "a" * 40
+
+
+def make(spec: dict[str, Any], name: str = "m") -> LocalLLM:
+    return LocalLLM(name, "ns", "uid-1", 1, LocalLLMSpec.model_validate(spec))
+
+
+def vllm(**extra: Any) -> dict[str, Any]:
+    return {
+        "runtime": "vllm",
+        "model": {"name": "google/gemma-2-9b-it", "revision": REV},
+        "resources": {"gpus": 1},
+        **extra,
+    }
+
+
+def containers(obj: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    pod = obj["spec"]["template"]["spec"]
+    return pod["containers"][0], pod["initContainers"]
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "check"),
+    [
+        (
+            "vllm one gpu: no tensor parallel flag",
+            vllm(),
+            lambda c, i, p: (
+                "--tensor-parallel-size" not in c["args"] and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+            ),
+        ),
+        (
+            "vllm four gpus: tensor parallel 4",
+            vllm(resources={"gpus": 4}),
+            lambda c, i, p: c["args"][c["args"].index("--tensor-parallel-size") + 1] == "4",
+        ),
+        (
+            "vllm served name defaults to the model",
+            vllm(),
+            lambda c, i, p: c["args"][c["args"].index("--served-model-name") + 1] == "google/gemma-2-9b-it",
+        ),
+        (
+            "vllm has memory /dev/shm",
+            vllm(),
+            lambda c, i, p: any(v.get("emptyDir", {}).get("medium") == "Memory" for v in p["volumes"]),
+        ),
+        (
+            "vllm startup probe tolerates 30 minutes",
+            vllm(),
+            lambda c, i, p: c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 1800,
+        ),
+        (
+            "vllm reads the pinned snapshot",
+            vllm(),
+            lambda c, i, p: c["args"][1] == f"/models/hf/google/gemma-2-9b-it/{REV}",
+        ),
+        (
+            "download init pins the revision",
+            vllm(),
+            lambda c, i, p: i[0]["args"][i[0]["args"].index("--revision") + 1] == REV,
+        ),
+        (
+            "download is safetensors-only by default",
+            vllm(),
+            lambda c, i, p: "--allow-pickle" not in i[0]["args"] and "--trust-remote-code" not in i[0]["args"],
+        ),
+        (
+            "token comes from a secret",
+            vllm(model={"name": "meta/llama", "revision": REV, "tokenSecretRef": {"name": "hf"}}),
+            lambda c, i, p: any(
+                e.get("valueFrom", {}).get("secretKeyRef") == {"name": "hf", "key": "token"} for e in i[0]["env"]
+            ),
+        ),
+        (
+            "gpu pods tolerate the gpu taint",
+            vllm(),
+            lambda c, i, p: {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in p["tolerations"],
+        ),
+        (
+            "custom gpu resource name",
+            vllm(resources={"gpus": 2, "gpuResourceName": "amd.com/gpu"}),
+            lambda c, i, p: c["resources"]["limits"]["amd.com/gpu"] == "2",
+        ),
+        (
+            "scheduling passes through",
+            vllm(
+                scheduling={"nodeSelector": {"pool": "a100"}, "runtimeClassName": "nvidia", "priorityClassName": "high"}
+            ),
+            lambda c, i, p: (
+                p["nodeSelector"] == {"pool": "a100"}
+                and p["runtimeClassName"] == "nvidia"
+                and p["priorityClassName"] == "high"
+            ),
+        ),
+        (
+            "image override and extra args",
+            vllm(engine={"image": "my/vllm:1", "args": ["--quantization=awq"]}),
+            lambda c, i, p: c["image"] == "my/vllm:1" and c["args"][-1] == "--quantization=awq",
+        ),
+        (
+            "non-root and no token automount",
+            vllm(),
+            lambda c, i, p: (
+                p["securityContext"]["runAsNonRoot"]
+                and not p["automountServiceAccountToken"]
+                and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            ),
+        ),
+        (
+            "cpu transformers has no gpu or toleration",
+            {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV}},
+            lambda c, i, p: (
+                "limits" not in c["resources"] and "tolerations" not in p and c["command"] == ["sdc-runtime"]
+            ),
+        ),
+        (
+            "ollama pulls the tag in an init container",
+            {"runtime": "ollama", "model": {"name": "gemma2:9b"}},
+            lambda c, i, p: (
+                {"name": "SDC_MODEL", "value": "gemma2:9b"} in i[0]["env"]
+                and c["readinessProbe"]["exec"]["command"] == ["ollama", "show", "gemma2:9b"]
+            ),
+        ),
+        (
+            "ollama keeps models on the cache",
+            {"runtime": "ollama", "model": {"name": "gemma2:9b"}},
+            lambda c, i, p: {"name": "OLLAMA_MODELS", "value": "/models/ollama"} in c["env"],
+        ),
+    ],
+)
+def test_deployment(case: str, spec: dict[str, Any], check: Any) -> None:
+    obj = deployment(make(spec), SETTINGS)
+    container, init = containers(obj)
+    assert check(container, init, obj["spec"]["template"]["spec"]), case
+
+
+def test_children_are_owned_and_hashed() -> None:
+    children = desired_children(make(vllm()), SETTINGS)
+    assert [c["kind"] for c in children] == ["PersistentVolumeClaim", "Deployment", "Service"]
+    for child in children:
+        assert child["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+        assert SPEC_HASH in child["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("case", "cache", "kinds", "owned"),
+    [
+        ("default: claim deleted with the model", {}, ["PersistentVolumeClaim", "Deployment", "Service"], True),
+        (
+            "retain: claim not owned",
+            {"deletePolicy": "Retain"},
+            ["PersistentVolumeClaim", "Deployment", "Service"],
+            False,
+        ),
+        ("existing claim: none built", {"existingClaim": "shared"}, ["Deployment", "Service"], None),
+    ],
+)
+def test_cache_policy(case: str, cache: dict[str, Any], kinds: list[str], owned: bool | None) -> None:
+    children = desired_children(make(vllm(cache=cache)), SETTINGS)
+    assert [c["kind"] for c in children] == kinds, case
+    if owned is not None:
+        assert ("ownerReferences" in children[0]["metadata"]) is owned, case
+    claim = deployment(make(vllm(cache=cache)), SETTINGS)["spec"]["template"]["spec"]["volumes"][0]
+    assert claim["persistentVolumeClaim"]["claimName"] == cache.get("existingClaim", "m-model-cache")
+
+
+def test_builders_do_not_mutate_input() -> None:
+    llm = make(vllm(engine={"args": ["--x"]}))
+    before = copy.deepcopy(llm.spec.model_dump())
+    desired_children(llm, SETTINGS)
+    assert llm.spec.model_dump() == before
+
+
+def test_model_hash_changes_only_with_the_model() -> None:
+    base = deployment(make(vllm()), SETTINGS)["metadata"]["annotations"][MODEL_HASH]
+    scaled = deployment(make(vllm(replicas=3, cache={"accessMode": "ReadWriteMany"})), SETTINGS)
+    other = deployment(make(vllm(model={"name": "google/gemma-2-9b-it", "revision": "b" * 40})), SETTINGS)
+    assert scaled["metadata"]["annotations"][MODEL_HASH] == base
+    assert other["metadata"]["annotations"][MODEL_HASH] != base
+
+
+@pytest.mark.parametrize(
+    ("case", "observed_hash", "expected"),
+    [("missing", None, ["missing"]), ("unchanged", "same", []), ("drifted", "old", ["changed"])],
+)
+def test_plan(case: str, observed_hash: str | None, expected: list[str]) -> None:
+    desired = [{"kind": "Service", "metadata": {"name": "s", "annotations": {SPEC_HASH: "same"}}}]
+    observed = (
+        {} if observed_hash is None else {("Service", "s"): {"metadata": {"annotations": {SPEC_HASH: observed_hash}}}}
+    )
+    assert [a.reason for a in plan(desired, observed)] == expected, case
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "fragment"),
+    [
+        ("tensor parallel of 3", vllm(resources={"gpus": 3}), "power of two"),
+        ("operator-owned flag in args", vllm(engine={"args": ["--port=9"]}), "--port is set by the operator"),
+    ],
+)
+def test_semantic_errors(case: str, spec: dict[str, Any], fragment: str) -> None:
+    assert any(fragment in e for e in semantic_errors(LocalLLMSpec.model_validate(spec))), case
+
+
+def test_allow_list() -> None:
+    strict = OperatorSettings(allowed_sources=["google/*"], allowed_ollama_models=["gemma2:*"])
+    assert source_errors(LocalLLMSpec.model_validate(vllm()), strict) == []
+    other = LocalLLMSpec.model_validate(vllm(model={"name": "evil/model", "revision": REV}))
+    assert "not an allowed source" in source_errors(other, strict)[0]
+    ollama = LocalLLMSpec.model_validate({"runtime": "ollama", "model": {"name": "llama3:8b"}})
+    assert source_errors(ollama, strict)

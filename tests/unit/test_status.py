@@ -1,0 +1,174 @@
+"""Table-driven tests of status derivation from observed children."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sdc_operator.spec import Condition
+from sdc_operator.status import Observed, derive_status
+
+BOUND = {"status": {"phase": "Bound"}}
+
+
+def pod(
+    *, scheduled: bool | str = True, init: dict[str, Any] | None = None, main: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    conds = []
+    if scheduled is True:
+        conds.append({"type": "PodScheduled", "status": "True"})
+    elif scheduled:
+        conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": scheduled})
+    status: dict[str, Any] = {"conditions": conds, "phase": "Pending"}
+    if init is not None:
+        status["initContainerStatuses"] = [{"name": "model-download", **init}]
+    if main is not None:
+        status["containerStatuses"] = [{"name": "vllm", **main}]
+    return {"status": status}
+
+
+def deploy(ready: int = 0, available: bool = False) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 2},
+        "status": {
+            "observedGeneration": 2,
+            "readyReplicas": ready,
+            "updatedReplicas": 1,
+            "conditions": [{"type": "Available", "status": "True" if available else "False", "reason": "R"}],
+        },
+    }
+
+
+DONE = {"state": {"terminated": {"exitCode": 0}}}
+GPU_MSG = "0/3 nodes are available: 1 node(s) had untolerated taint, 2 Insufficient nvidia.com/gpu."
+
+
+@pytest.mark.parametrize(
+    ("case", "observed", "errors", "phase", "fragment"),
+    [
+        ("invalid spec", Observed(), ["resources.gpus=3: power of two"], "Failed", "power of two"),
+        ("claim pending", Observed(claim={"status": {"phase": "Pending"}}), [], "Pending", "bind"),
+        (
+            "unschedulable",
+            Observed(claim=BOUND, pods=[pod(scheduled=GPU_MSG)], deployment=deploy()),
+            [],
+            "Pending",
+            "Insufficient nvidia.com/gpu",
+        ),
+        (
+            "downloading",
+            Observed(
+                claim=BOUND,
+                deployment=deploy(),
+                pods=[pod(init={"state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}})],
+            ),
+            [],
+            "Downloading",
+            "downloading",
+        ),
+        (
+            "download refused",
+            Observed(
+                claim=BOUND,
+                deployment=deploy(),
+                pods=[
+                    pod(
+                        init={
+                            "state": {
+                                "terminated": {
+                                    "exitCode": 2,
+                                    "message": '{"event": "error", "message": "source x/y is not in the allow-list"}',
+                                }
+                            }
+                        }
+                    )
+                ],
+            ),
+            [],
+            "Failed",
+            "allow-list",
+        ),
+        (
+            "starting",
+            Observed(
+                claim=BOUND, deployment=deploy(), pods=[pod(init=DONE, main={"state": {"running": {}}, "ready": False})]
+            ),
+            [],
+            "Starting",
+            "loading",
+        ),
+        (
+            "image pull failure",
+            Observed(
+                claim=BOUND,
+                deployment=deploy(),
+                pods=[
+                    pod(init=DONE, main={"state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}})
+                ],
+            ),
+            [],
+            "Failed",
+            "ImagePullBackOff",
+        ),
+        (
+            "ready",
+            Observed(claim=BOUND, deployment=deploy(ready=1, available=True), pods=[pod(init=DONE)]),
+            [],
+            "Ready",
+            "1/1",
+        ),
+    ],
+)
+def test_phase(case: str, observed: Observed, errors: list[str], phase: str, fragment: str) -> None:
+    status = derive_status(
+        generation=2,
+        desired_replicas=1,
+        endpoint="http://m.ns.svc:8000/v1",
+        served_name="m",
+        observed=observed,
+        spec_errors=errors,
+        previous=[],
+        now="2026-01-01T00:00:00Z",
+    )
+    assert status.phase == phase, (case, status.message)
+    assert fragment in status.message, (case, status.message)
+    assert (status.endpoint is not None) == (phase == "Ready"), case
+    assert all(c.observed_generation == 2 for c in status.conditions)
+
+
+def test_transition_time_kept_while_status_holds() -> None:
+    observed = Observed(claim=BOUND, deployment=deploy(ready=1, available=True), pods=[pod(init=DONE)])
+    first = derive_status(
+        generation=1,
+        desired_replicas=1,
+        endpoint="e",
+        served_name="m",
+        observed=observed,
+        spec_errors=[],
+        previous=[],
+        now="T1",
+    )
+    again = derive_status(
+        generation=1,
+        desired_replicas=1,
+        endpoint="e",
+        served_name="m",
+        observed=observed,
+        spec_errors=[],
+        previous=first.conditions,
+        now="T2",
+    )
+    assert {c.last_transition_time for c in again.conditions} == {"T1"}
+    changed = derive_status(
+        generation=1,
+        desired_replicas=1,
+        endpoint="e",
+        served_name="m",
+        observed=Observed(claim=BOUND),
+        spec_errors=[],
+        previous=first.conditions,
+        now="T3",
+    )
+    ready = next(c for c in changed.conditions if c.type == "Ready")
+    assert isinstance(ready, Condition)
+    assert ready.last_transition_time == "T3"
