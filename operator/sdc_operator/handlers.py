@@ -58,6 +58,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = SETTINGS.standalone
     settings.peering.name = SETTINGS.peering_name
     settings.peering.mandatory = not SETTINGS.standalone
+    settings.peering.lifetime = SETTINGS.peering_lifetime_s
     if SETTINGS.metrics_port:
         from prometheus_client import start_http_server
 
@@ -259,7 +260,13 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
     ).model_dump(by_alias=True, exclude_none=True)
     if status == _last_status.get(key) or (key not in _last_status and _same(status, current)):
         return
-    kube.patch_status(namespace, name, status)
+    try:
+        kube.patch_status(namespace, name, status)
+    except kube.ApiError as err:
+        if err.status == 404:  # deleted since the event: nothing to report on
+            _last_status.pop(key, None)
+            return
+        raise
     _last_status[key] = status
     metrics.STATUS_WRITES.inc()
     if status["phase"] != current.get("phase"):

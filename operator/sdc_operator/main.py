@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 
 import kopf
 
@@ -20,7 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     import sdc_operator.handlers  # noqa: F401  (registers the handlers)
 
+    # Equal priorities would let two replicas act at once: draw one unless told.
+    priority = settings.peering_priority
+    if priority is None:
+        priority = secrets.randbelow(1_000_000) + 1
     kopf.run(
+        priority=priority,
         clusterwide=not settings.watch_namespaces,
         namespaces=settings.watch_namespaces,
         standalone=settings.standalone,

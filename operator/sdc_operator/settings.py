@@ -36,5 +36,11 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(default=8080)
     health_port: int = Field(default=8081)
     peering_name: str = Field(default="sdc-operator")
+    peering_priority: int | None = Field(
+        default=None, description="This replica's priority among peers (default: random, so replicas never tie)."
+    )
+    peering_lifetime_s: int = Field(
+        default=30, ge=5, description="A silent peer counts as gone after this long: the standby's takeover time."
+    )
     standalone: bool = Field(default=False, description="Skip peering (a single replica).")
     log_format: str = Field(default="json")

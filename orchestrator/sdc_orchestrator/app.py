@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdc_orchestrator import metrics
 from sdc_orchestrator.api_models import (
@@ -38,6 +38,40 @@ OVERHEAD_HEADER = "X-SDC-Overhead-Ms"
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "code": status, **extra}}, status)
+
+
+class OverheadMiddleware:
+    """Stamp chat responses with the time the orchestrator itself added (header and metric).
+
+    A plain ASGI middleware, not BaseHTTPMiddleware: that one hides the client's
+    disconnect from the endpoint, and a disconnect must cancel the upstream call.
+    For a stream the header can only count the time before the first byte.
+    """
+
+    PATHS = ("/api/v1/chat", "/v1/chat", "/api/v1/generate", "/generate")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.PATHS):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        attempts = Attempts()
+        scope.setdefault("state", {})["attempts"] = attempts
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                own = max(0.0, time.perf_counter() - started - attempts.upstream_s)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (OVERHEAD_HEADER.lower().encode(), f"{own * 1000:.3f}".encode()),
+                ]
+                metrics.OVERHEAD.observe(own)
+            await send(message)
+
+        await self.app(scope, receive, stamped)
 
 
 class State:
@@ -98,19 +132,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         body = exc.body if isinstance(exc.body, dict) else {"error": {"message": str(exc.body)}}
         return JSONResponse(body, exc.status)
 
-    class Overhead(BaseHTTPMiddleware):
-        async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            started = time.perf_counter()
-            attempts = Attempts()
-            request.state.attempts = attempts
-            response = await call_next(request)
-            if request.url.path.startswith(("/api/v1/chat", "/v1/chat", "/api/v1/generate", "/generate")):
-                own = max(0.0, time.perf_counter() - started - attempts.upstream_s)
-                response.headers[OVERHEAD_HEADER] = f"{own * 1000:.3f}"
-                metrics.OVERHEAD.observe(own)
-            return response
-
-    app.add_middleware(Overhead)
+    app.add_middleware(OverheadMiddleware)
 
     # -- health, metrics ---------------------------------------------------------------------
     @app.get("/healthz")

@@ -49,10 +49,11 @@ class SamplingParams:
     max_tokens: int = 128
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False
 
-    def batch_key(self) -> tuple[float, float] | None:
+    def batch_key(self) -> tuple[float, float, bool] | None:
         """Requests with equal keys may share a batch; a fixed seed runs alone."""
-        return None if self.seed is not None else (self.temperature, self.top_p)
+        return None if self.seed is not None else (self.temperature, self.top_p, self.ignore_eos)
 
 
 @dataclass
@@ -288,7 +289,7 @@ class Engine:
                 for row, token in zip(rows, value.reshape(-1).tolist(), strict=True):
                     if row.finished:
                         continue
-                    if token in eos_ids:
+                    if token in eos_ids and not row.params.ignore_eos:
                         row.finished, row.finish_reason = True, "stop"
                         continue
                     row.generated += 1
@@ -315,6 +316,8 @@ class Engine:
         kwargs: dict[str, Any] = {"do_sample": sampling}
         if sampling:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.ignore_eos:  # benchmarks: a fixed number of tokens whatever the model says
+            kwargs["min_new_tokens"] = max(row.params.max_tokens for row in rows)
         device = self.model.device
         with torch.inference_mode():
             self.model.generate(

@@ -120,8 +120,16 @@ def fetch_hub(
     done_bytes = 0
     for index, item in enumerate(remote, 1):
         target = dest / item.name
-        if not (target.exists() and item.size is not None and target.stat().st_size == item.size):
-            hf_hub_download(repo, item.name, revision=revision, local_dir=dest, token=token, endpoint=endpoint)
+        if not _intact(target, item):
+            hf_hub_download(
+                repo,
+                item.name,
+                revision=revision,
+                local_dir=dest,
+                token=token,
+                endpoint=endpoint,
+                force_download=target.exists(),
+            )
         done_bytes += item.size or target.stat().st_size
         emit(
             "progress",
@@ -133,6 +141,13 @@ def fetch_hub(
             percent=round(100 * done_bytes / total, 1) if total else 100,
         )
     return remote
+
+
+def _intact(path: Path, item: RemoteFile) -> bool:
+    """Whether a file already in the cache is the one listed (size, and sha256 where the hub gives one)."""
+    if not path.is_file() or (item.size is not None and path.stat().st_size != item.size):
+        return False
+    return item.sha256 is None or sha256_of(path) == item.sha256
 
 
 def fetch_local(source: Path, dest: Path, globs: list[str]) -> list[RemoteFile]:

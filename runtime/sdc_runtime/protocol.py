@@ -28,6 +28,7 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    ignore_eos: bool = Field(default=False, description="vLLM extension: generate max_tokens whatever the model says.")
     n: int = Field(default=1, ge=1, le=1)
 
     def stop_list(self) -> tuple[str, ...]:

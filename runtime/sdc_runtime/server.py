@@ -75,7 +75,7 @@ def create_app(engine: Engine, served_model_name: str) -> FastAPI:
         if not engine.is_generative:
             raise HTTPException(400, f"model '{served_model_name}' is an embedding model: use /v1/embeddings")
         max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
-        params = SamplingParams(body.temperature, body.top_p, max_tokens, body.stop_list(), body.seed)
+        params = SamplingParams(body.temperature, body.top_p, max_tokens, body.stop_list(), body.seed, body.ignore_eos)
         prompt = await asyncio.to_thread(engine.chat_prompt, [m.model_dump() for m in body.messages])
         try:
             engine.check_budget(prompt, max_tokens)

@@ -23,7 +23,10 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, endpoints_namespace: str, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, endpoints_namespace: str, log_path: Path, **env: str) -> None:
+        self.extra_env = env
+        self.metrics_port = free_port()
+        self.health_port = free_port()
         self.kubeconfig = kubeconfig
         self.endpoints_namespace = endpoints_namespace
         self.log_path = log_path
@@ -31,16 +34,17 @@ class OperatorProcess:
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(
-            os.environ,
-            KUBECONFIG=str(self.kubeconfig),
-            SDC_STANDALONE="true",
-            SDC_METRICS_PORT=str(free_port()),
-            SDC_HEALTH_PORT=str(free_port()),
-            SDC_ENDPOINTS_NAMESPACE=self.endpoints_namespace,
-            SDC_LOG_FORMAT="plain",
-            SDC_ALLOWED_SOURCES='["*/*"]',
-        )
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "SDC_STANDALONE": "true",
+            "SDC_METRICS_PORT": str(self.metrics_port),
+            "SDC_HEALTH_PORT": str(self.health_port),
+            "SDC_ENDPOINTS_NAMESPACE": self.endpoints_namespace,
+            "SDC_LOG_FORMAT": "plain",
+            "SDC_ALLOWED_SOURCES": '["*/*"]',
+            **self.extra_env,
+        }
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sdc_operator"], env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT

@@ -173,3 +173,27 @@ def test_sigkill_mid_reconcile_converges(operator: OperatorProcess, kubectl: Kub
     for kind in ("deploy", "svc", "pvc"):
         owners = [o["metadata"]["labels"]["llm.sdc.dev/localllm"] for o in kubectl.get(kind, "-n", namespace)["items"]]
         assert sorted(owners) == sorted(names), kind
+
+
+def test_metrics_and_liveness(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    import httpx
+
+    kubectl.apply(localllm("observed", namespace, runtime="ollama", model="gemma2:9b", gpus=0))
+    wait_phase(kubectl, "observed", namespace, "Ready")
+    metrics = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).text
+    assert 'sdc_operator_reconciles_total{result="ok"}' in metrics
+    assert 'sdc_operator_models{phase="Ready"}' in metrics
+    assert httpx.get(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5).status_code == 200
+
+
+def test_manifest_examples_become_ready(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    manifests = sorted((ROOT / "manifests").glob("*.yaml"))
+    for path in manifests:
+        kubectl("apply", "-n", namespace, "-f", str(path))
+    names = [n.split("/")[-1] for n in kubectl("get", "llm", "-n", namespace, "-o", "name").split()]
+    assert len(names) == len(manifests)
+    for name in names:
+        wait_phase(kubectl, name, namespace, "Ready", timeout=120)
+    table = kubectl("get", "llm", "-n", namespace, "-o", "wide")
+    print("\n" + table)
+    assert table.count("Ready") >= len(manifests)

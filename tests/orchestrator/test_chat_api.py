@@ -168,3 +168,17 @@ def test_old_generate_endpoint(orchestrator: Callable[..., str], backends: Backe
 def test_openapi_schema_is_published(orchestrator: Callable[..., str]) -> None:
     paths = httpx.get(orchestrator() + "/openapi.json").json()["paths"]
     assert {"/api/v1/chat", "/api/v1/documents", "/v1/chat/completions", "/v1/models"} <= set(paths)
+
+
+def test_client_disconnect_cancels_the_upstream_request(orchestrator: Callable[..., str], backends: Backends) -> None:
+    import time
+
+    base = orchestrator(sdc_attempt_timeout_s=10, sdc_total_timeout_s=20)
+    backends["vllm"][0].mode = "slow"
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base}/api/v1/chat", json={"message": "질문", "provider": "vllm"}, timeout=0.5)
+    deadline = time.monotonic() + 5
+    while backends["vllm"][0].disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backends["vllm"][0].disconnects == 1
+    assert backends["gemini"][0].calls == 0, "a cancelled request is not failed over"

@@ -68,3 +68,57 @@ def test_local_source_is_safetensors_only_and_fetched_once(tmp_path: Path, capsy
     code, _ = fetch(tmp_path, *args)
     assert code == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["event"] == "cached"
+
+
+def test_hub_download_verifies_and_is_resumable_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real HTTP hub on loopback (no network): gated repo, token from a file, sha256 check, marker."""
+    from tests.support.fake_hub import FakeHub
+    from tests.support.servers import serve
+
+    repo_dir = tmp_path / "hub" / "google" / "gemma-tiny"
+    repo_dir.mkdir(parents=True)
+    (repo_dir / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (repo_dir / "model.safetensors").write_bytes(bytes(range(256)) * 40)
+    (repo_dir / "pytorch_model.bin").write_bytes(b"pickle")
+    (repo_dir / "tokenizer.json").write_text("{}")
+    hub = FakeHub(tmp_path / "hub", REV, gated={"google/gemma-tiny": "hf_secret"})
+    token = tmp_path / "token"
+    token.write_text("hf_secret\n")
+    with serve(hub.app, "/api/models/x/y/revision/z") as endpoint:
+        base = (
+            "--repo",
+            "google/gemma-tiny",
+            "--revision",
+            REV,
+            "--cache",
+            str(tmp_path / "cache"),
+            "--allow",
+            "google/*",
+            "--endpoint",
+            endpoint,
+        )
+        code, lines = fetch(tmp_path, *base)
+        assert code == 1, "a gated repository without a token fails"
+        assert "401" in str(lines[-1]["message"]) or "restricted" in str(lines[-1]["message"]).lower()
+        code, lines = fetch(tmp_path, *base, "--token-file", str(token))
+        assert code == 0, lines
+        dest = cache_path(tmp_path / "cache", "google/gemma-tiny", REV)
+        assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".cache")) == [
+            MARKER,
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+        ]
+        assert hub.downloads["pytorch_model.bin"] == 0, "pickled weights are not fetched by default"
+        assert hub.downloads["model.safetensors"] == 1
+        capsys.readouterr()
+        code, _ = fetch(tmp_path, *base, "--token-file", str(token))
+        assert code == 0
+        assert hub.downloads["model.safetensors"] == 1, "the second fetch downloads nothing"
+        # A corrupted cache file (a disk error, a killed copy) is fetched again, not trusted.
+        (dest / MARKER).unlink()
+        (dest / "model.safetensors").write_bytes(b"\0" * (256 * 40))
+        code, lines = fetch(tmp_path, *base, "--token-file", str(token))
+        assert code == 0, lines
+        assert hub.downloads["model.safetensors"] == 2
+        assert (dest / "model.safetensors").read_bytes() == bytes(range(256)) * 40

@@ -23,6 +23,7 @@ class FakeBackend:
         self.mode = "ok"  # ok | slow | fail | ratelimit | bad_request | die_midstream | down
         self.delay_s = 0.0
         self.calls = 0
+        self.disconnects = 0
         self.last_request: dict[str, Any] | None = None
         self.app = self._build()
 
@@ -64,7 +65,12 @@ class FakeBackend:
                     {"error": {"message": "max_tokens too large", "type": "invalid_request_error"}}, 400
                 )
             if self.mode == "slow" or self.delay_s:
-                await asyncio.sleep(self.delay_s or 5)
+                deadline = time.monotonic() + (self.delay_s or 5)
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                    if self.mode == "slow" and await request.is_disconnected():
+                        self.disconnects += 1  # the caller gave up and closed the connection
+                        return Response(status_code=499)
             if body.get("stream"):
                 return StreamingResponse(self._stream(), media_type="text/event-stream")
             return JSONResponse(
@@ -107,3 +113,24 @@ class FakeBackend:
             yield chunk(word + (" " if i < len(words) - 1 else ""))
         yield chunk(None, "stop")
         yield "data: [DONE]\n\n"
+
+
+def main() -> None:
+    """Run one fake backend as its own process (the load and failover benchmarks kill it)."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", default="fake-model")
+    parser.add_argument("--answer", default="안녕하세요! 무엇을 도와드릴까요?")
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    fake = FakeBackend(args.model, args.answer)
+    fake.delay_s = args.delay
+    uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

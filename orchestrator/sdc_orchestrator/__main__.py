@@ -1,0 +1,3 @@
+from sdc_orchestrator.main import main
+
+main()

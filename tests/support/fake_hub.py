@@ -1,0 +1,78 @@
+"""A local stand-in for the Hugging Face Hub's HTTP API: enough for model_info and file downloads.
+
+Serves repositories from a directory (`root/owner/name/...`) at one revision;
+a repository listed in `gated` answers 401 without the right bearer token.
+Counting GETs lets tests prove that a second fetch downloads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+
+class FakeHub:
+    def __init__(self, root: Path, revision: str, gated: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.revision = revision
+        self.gated = gated or {}
+        self.downloads: Counter[str] = Counter()
+        self.app = self._build()
+
+    def _denied(self, repo: str, request: Request) -> Response | None:
+        token = self.gated.get(repo)
+        if token and request.headers.get("authorization") != f"Bearer {token}":
+            return JSONResponse(
+                {"error": "Access to this repository is restricted"}, 401, headers={"X-Error-Code": "GatedRepo"}
+            )
+        return None
+
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/api/models/{owner}/{name}/revision/{revision}")
+        async def info(owner: str, name: str, revision: str, request: Request) -> Response:
+            repo = f"{owner}/{name}"
+            if denied := self._denied(repo, request):
+                return denied
+            base = self.root / repo
+            if revision != self.revision or not base.is_dir():
+                return JSONResponse(
+                    {"error": "Repository or revision not found"}, 404, headers={"X-Error-Code": "RevisionNotFound"}
+                )
+            siblings: list[dict[str, Any]] = []
+            for path in sorted(p for p in base.rglob("*") if p.is_file()):
+                data = path.read_bytes()
+                entry: dict[str, Any] = {"rfilename": str(path.relative_to(base)), "size": len(data)}
+                if path.suffix in (".safetensors", ".bin"):
+                    entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                siblings.append(entry)
+            return JSONResponse(
+                {"id": repo, "modelId": repo, "sha": self.revision, "siblings": siblings, "private": False, "tags": []}
+            )
+
+        @app.api_route("/{owner}/{name}/resolve/{revision}/{filename:path}", methods=["GET", "HEAD"])
+        async def resolve(owner: str, name: str, revision: str, filename: str, request: Request) -> Response:
+            repo = f"{owner}/{name}"
+            if denied := self._denied(repo, request):
+                return denied
+            path = self.root / repo / filename
+            if revision != self.revision or not path.is_file():
+                return JSONResponse({"error": "Entry not found"}, 404, headers={"X-Error-Code": "EntryNotFound"})
+            data = path.read_bytes()
+            headers = {
+                "X-Repo-Commit": self.revision,
+                "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+                "Content-Length": str(len(data)),
+            }
+            if request.method == "HEAD":
+                return Response(status_code=200, headers=headers)
+            self.downloads[filename] += 1
+            return Response(data, headers=headers, media_type="application/octet-stream")
+
+        return app
