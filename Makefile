@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "==> installing Python dependencies into $(VENV) (first run downloads torch: several GB, cached by pip)"
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[dev,runtime]'
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[dev]'
 	@touch $@
 
 venv: $(STAMP) ## Create .venv with the project and its dev/runtime extras

@@ -406,6 +406,21 @@ def up() -> None:
     print(f"export KUBECONFIG={KUBECONFIG}")
 
 
+def add_nodes(kubeconfig: Path) -> None:
+    """The same simulated GPU and CPU nodes on another cluster whose KWOK controller manages them (kind in CI)."""
+    docs = [node_manifest(n) for n in NODES]
+    result = subprocess.run(
+        [str(BIN / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ClusterError(result.stderr.strip())
+    print(result.stdout.strip())
+
+
 def down(quiet: bool = False) -> None:
     stopped = []
     for component in reversed(COMPONENTS):
@@ -438,7 +453,13 @@ def down(quiet: bool = False) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status", "nodes"])
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="with `nodes`: add the simulated nodes to this cluster (e.g. kind running KWOK)",
+    )
     args = parser.parse_args()
     try:
         if args.action == "up":
@@ -449,6 +470,8 @@ def main() -> int:
                 raise
         elif args.action == "down":
             down()
+        elif args.action == "nodes":
+            add_nodes(args.kubeconfig or KUBECONFIG)
         else:
             ports = running_ports()
             print(f"up: KUBECONFIG={KUBECONFIG}" if ports else "down")

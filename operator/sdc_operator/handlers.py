@@ -59,6 +59,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.name = SETTINGS.peering_name
     settings.peering.mandatory = not SETTINGS.standalone
     settings.peering.lifetime = SETTINGS.peering_lifetime_s
+    if not SETTINGS.standalone:
+        kube.ensure_peering(SETTINGS.peering_name, SETTINGS.watch_namespaces)
     if SETTINGS.metrics_port:
         from prometheus_client import start_http_server
 

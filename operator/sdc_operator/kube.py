@@ -87,3 +87,34 @@ def read_configmap_data(namespace: str, name: str) -> dict[str, str] | None:
             return None
         raise
     return dict(cm.data or {})
+
+
+def ensure_peering(name: str, namespaces: list[str]) -> None:
+    """Create Kopf's peering object(s) if missing: replicas can only see each other through one."""
+    api = client.CustomObjectsApi()
+    body: dict[str, Any] = {"apiVersion": "kopf.dev/v1", "metadata": {"name": name}}
+    try:
+        if not namespaces:
+            _api_call(
+                api.create_cluster_custom_object,
+                "kopf.dev",
+                "v1",
+                "clusterkopfpeerings",
+                {**body, "kind": "ClusterKopfPeering"},
+            )
+        for namespace in namespaces:
+            try:
+                _api_call(
+                    api.create_namespaced_custom_object,
+                    "kopf.dev",
+                    "v1",
+                    namespace,
+                    "kopfpeerings",
+                    {**body, "kind": "KopfPeering"},
+                )
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+    except ApiError as err:
+        if err.status != 409:
+            raise

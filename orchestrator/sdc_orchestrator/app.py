@@ -137,7 +137,13 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     # -- health, metrics ---------------------------------------------------------------------
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
+        """Serving: documents and chat routes are up (models may still be arriving)."""
         return {"status": "ok"}
+
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        """The process and its event loop answer; a restart would not help otherwise."""
+        return {"status": "alive"}
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

@@ -1,0 +1,210 @@
+"""The Helm chart rendered without a cluster: lint, value combinations, refusals, linters."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "sdc"
+HELM = str(ROOT / "bin" / "helm")
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([HELM, *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)}: {result.stderr}")
+    return result
+
+
+def render(*sets: str, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    args = ["template", "sdc", str(CHART), "-n", "sdc", *extra]
+    for s in sets:
+        args += ["--set", s]
+    return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
+
+
+def kinds(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.mark.parametrize(
+    "values", [None, *sorted((CHART / "ci").glob("*.yaml"))], ids=lambda p: getattr(p, "name", "default")
+)
+def test_lint_strict(values: Path | None) -> None:
+    args = ["lint", "--strict", str(CHART)] + (["-f", str(values)] if values else [])
+    assert helm(*args).returncode == 0
+
+
+def test_chart_crds_are_the_repository_crds() -> None:
+    for path in (ROOT / "crds").glob("*.yaml"):
+        assert (CHART / "crds-source" / path.name).read_text() == path.read_text(), f"copy {path} to crds-source/"
+
+
+def test_defaults_are_hardened_and_least_privilege() -> None:
+    docs = render()
+    crds = kinds(docs, "CustomResourceDefinition")
+    assert {c["metadata"]["name"] for c in crds} == {
+        "localllms.llm.sdc.dev",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+    assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in crds)
+    for role in kinds(docs, "ClusterRole") + kinds(docs, "Role"):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
+            assert "secrets" not in rule["resources"], "the operator never reads Secrets"
+    for dep in kinds(docs, "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert container["resources"]["requests"]
+    orchestrator = next(d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "sdc-orchestrator")
+    assert orchestrator["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert not kinds(docs, "PodDisruptionBudget")
+    assert "namespace" not in next(c for c in crds)["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("case", "sets", "check"),
+    [
+        ("crds off", ["crds.enabled=false"], lambda d: not kinds(d, "CustomResourceDefinition")),
+        (
+            "crds not kept",
+            ["crds.keep=false"],
+            lambda d: all(
+                "helm.sh/resource-policy" not in c["metadata"]["annotations"]
+                for c in kinds(d, "CustomResourceDefinition")
+            ),
+        ),
+        (
+            "namespaced operator",
+            ["operator.watchNamespaces={team-a,team-b}"],
+            lambda d: (
+                sorted(r["metadata"]["namespace"] for r in kinds(d, "Role") if r["metadata"]["name"] == "sdc-operator")
+                == ["team-a", "team-b"]
+                and all(r["metadata"]["name"] != "sdc-operator" for r in kinds(d, "ClusterRole"))
+            ),
+        ),
+        (
+            "two replicas: peering and PDBs",
+            ["operator.replicas=2", "orchestrator.replicas=2"],
+            lambda d: (
+                len(kinds(d, "PodDisruptionBudget")) == 2
+                and env_of(next(x for x in kinds(d, "Deployment") if x["metadata"]["name"] == "sdc-operator"))[
+                    "SDC_STANDALONE"
+                ]
+                == "false"
+            ),
+        ),
+        (
+            "gemini key from a secret",
+            ["orchestrator.gemini.apiKeySecret=gem", "orchestrator.gemini.weight=10"],
+            lambda d: (
+                env_of(next(x for x in kinds(d, "Deployment") if x["metadata"]["name"] == "sdc-orchestrator"))[
+                    "GEMINI_API_KEY"
+                ]
+                == {"secretKeyRef": {"name": "gem", "key": "api-key"}}
+            ),
+        ),
+        (
+            "document persistence",
+            ["orchestrator.persistence.enabled=true"],
+            lambda d: len(kinds(d, "PersistentVolumeClaim")) == 1,
+        ),
+        (
+            "monitoring",
+            ["metrics.serviceMonitor.enabled=true", "metrics.grafanaDashboard.enabled=true"],
+            lambda d: (
+                len(kinds(d, "ServiceMonitor")) == 2
+                and "sdc_orchestrator" in kinds(d, "ConfigMap")[0]["data"]["sdc.json"]
+            ),
+        ),
+        ("no network policies", ["networkPolicy.enabled=false"], lambda d: not kinds(d, "NetworkPolicy")),
+        (
+            "orchestrator only",
+            ["operator.enabled=false"],
+            lambda d: (
+                [x["metadata"]["name"] for x in kinds(d, "Deployment")] == ["sdc-orchestrator"]
+                and not kinds(d, "ClusterRoleBinding")
+            ),
+        ),
+    ],
+)
+def test_value_combinations(case: str, sets: list[str], check: Any) -> None:
+    assert check(render(*sets)), case
+
+
+def test_models_render_as_localllms() -> None:
+    docs = render(
+        "models[0].name=gemma",
+        "models[0].spec.runtime=ollama",
+        "models[0].spec.model.name=gemma2:9b",
+        extra=["--api-versions", "llm.sdc.dev/v1alpha1/LocalLLM"],
+    )
+    llm = kinds(docs, "LocalLLM")[0]
+    assert llm["metadata"] == {"name": "gemma", "namespace": "sdc", "labels": llm["metadata"]["labels"]}
+    assert llm["spec"]["model"]["name"] == "gemma2:9b"
+
+
+@pytest.mark.parametrize(
+    ("case", "sets", "fragment"),
+    [
+        ("misspelled top-level value", ["operater.replicas=2"], "operater"),
+        ("misspelled nested value", ["orchestrator.gemini.wieght=10"], "wieght"),
+        ("negative weight", ["orchestrator.gemini.weight=-1"], "weight"),
+        ("unknown fallback provider", ["orchestrator.fallback=claude"], "fallback"),
+        ("invalid namespace name", ["operator.watchNamespaces={Team_A}"], "watchNamespaces"),
+        (
+            "models before the CRD exists",
+            ["models[0].name=x", "models[0].spec.runtime=ollama", "models[0].spec.model.name=x"],
+            "CRD is not installed",
+        ),
+    ],
+)
+def test_bad_values_fail_to_render(case: str, sets: list[str], fragment: str) -> None:
+    args = ["template", "sdc", str(CHART)]
+    for s in sets:
+        args += ["--set", s]
+    result = helm(*args, check=False)
+    assert result.returncode != 0, case
+    assert fragment in result.stderr, (case, result.stderr)
+
+
+def test_kube_score_finds_no_critical_issue(tmp_path: Path) -> None:
+    """kube-score over every scenario. One test is skipped, on purpose: it wants imagePullPolicy Always,
+    and our images are pinned tags, where IfNotPresent is the right policy."""
+    for values in [None, *sorted((CHART / "ci").glob("*.yaml"))]:
+        args = ["template", "sdc", str(CHART), "-n", "sdc"] + (["-f", str(values)] if values else [])
+        manifest = tmp_path / "render.yaml"
+        manifest.write_text(helm(*args).stdout)
+        result = subprocess.run(
+            [
+                str(ROOT / "bin" / "kube-score"),
+                "score",
+                str(manifest),
+                "--output-format",
+                "ci",
+                "--ignore-test",
+                "container-image-pull-policy",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        critical = [line for line in result.stdout.splitlines() if "[CRITICAL]" in line]
+        assert critical == [], (values, critical)

@@ -1,0 +1,146 @@
+"""The chart against the real API server: server-side dry run, install, upgrade, uninstall.
+
+The operator Deployment's pods are simulated by KWOK (Available, no container);
+the real operator runs here as a process with the chart's ServiceAccount token,
+so the RBAC the chart grants is exactly what the test proves sufficient.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, Kubectl, wait_until
+from tests.integration.operator_harness import OperatorProcess, wait_phase
+
+CHART = ROOT / "charts" / "sdc"
+HELM = str(ROOT / "bin" / "helm")
+
+
+def helm(kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run([HELM, f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def token_kubeconfig(kubectl: Kubectl, admin: Path, namespace: str, account: str, out: Path) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount: the chart's identity, not the admin's."""
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=1h").strip()
+    cluster = yaml.safe_load(admin.read_text())["clusters"][0]["cluster"]
+    out.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+            }
+        )
+    )
+    return out
+
+
+def test_rendered_manifests_pass_server_side_dry_run(kubectl: Kubectl, kubeconfig: Path, namespace: str) -> None:
+    for crd in sorted((ROOT / "crds").glob("*.yaml")):
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
+    for team in ("team-a", "team-b"):  # the namespaced scenario's watch list
+        kubectl("create", "namespace", team, check=False)
+    for values in [None, *sorted((CHART / "ci").glob("*.yaml"))]:
+        args = [
+            "template",
+            "dry",
+            str(CHART),
+            "-n",
+            namespace,
+            "--api-versions",
+            "llm.sdc.dev/v1alpha1/LocalLLM",
+            "--set",
+            "models[0].name=gemma",
+            "--set",
+            "models[0].spec.runtime=ollama",
+            "--set",
+            "models[0].spec.model.name=gemma2:9b",
+            "--set",
+            "metrics.serviceMonitor.enabled=false",
+        ]
+        if values:
+            args += ["-f", str(values)]
+        rendered = helm(kubeconfig, *args)
+        out = kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered)
+        assert "localllm.llm.sdc.dev/gemma created (server dry run)" in out
+
+
+def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp_path: Path) -> None:
+    release = f"sdc-{uuid.uuid4().hex[:6]}"
+    ns = release
+    helm(
+        kubeconfig,
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        ns,
+        "--create-namespace",
+        "--take-ownership",
+        "--wait",
+        "--timeout",
+        "2m",
+    )
+    operator_name = f"{release}-operator"
+    deployment = kubectl.get("deployment", operator_name, "-n", ns)
+    assert deployment["status"]["availableReplicas"] == 1
+    # The real operator, with exactly the chart's RBAC.
+    sa_config = token_kubeconfig(kubectl, kubeconfig, ns, operator_name, tmp_path / "sa.kubeconfig")
+    operator = OperatorProcess(sa_config, ns, tmp_path / "operator.log", SDC_ENDPOINTS_CONFIGMAP=f"{release}-endpoints")
+    operator.start()
+    try:
+        kubectl("apply", "-n", ns, "-f", str(ROOT / "manifests" / "ollama-gemma2-9b.yaml"))
+        ready = wait_phase(kubectl, "gemma2-9b", ns, "Ready", timeout=120)
+        assert ready["status"]["endpoint"].endswith(":11434/v1")
+        endpoints = wait_until(
+            "the endpoints ConfigMap",
+            lambda: kubectl("get", "configmap", f"{release}-endpoints", "-n", ns, "-o", "json", check=False).startswith(
+                "{"
+            ),
+        )
+        assert endpoints
+        assert "Forbidden" not in operator.tail(400), operator.tail(40)
+    finally:
+        operator.stop()
+    helm(
+        kubeconfig,
+        "upgrade",
+        release,
+        str(CHART),
+        "-n",
+        ns,
+        "--set",
+        "orchestrator.replicas=2",
+        "--wait",
+        "--timeout",
+        "2m",
+    )
+    assert kubectl.get("deployment", f"{release}-orchestrator", "-n", ns)["status"]["availableReplicas"] == 2
+    assert kubectl.get("pdb", f"{release}-orchestrator", "-n", ns)["spec"]["maxUnavailable"] == 1
+    kubectl("delete", "llm", "--all", "-n", ns)
+    helm(kubeconfig, "uninstall", release, "-n", ns, "--wait")
+    selector = f"app.kubernetes.io/instance={release}"
+    wait_until(
+        "the release's objects to be gone",
+        lambda: (
+            kubectl(
+                "get", "deploy,svc,sa,role,rolebinding,networkpolicy,pdb,pvc", "-n", ns, "-l", selector, "-o", "name"
+            )
+            == ""
+        ),
+    )
+    assert kubectl("get", "clusterrole,clusterrolebinding", "-l", selector, "-o", "name") == ""
+    assert kubectl.get("crd", "localllms.llm.sdc.dev")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    kubectl("delete", "namespace", ns, "--wait=false")
