@@ -183,7 +183,7 @@ def derive_status(
     elif checks["Scheduled"].ok is False:
         phase, message = "Pending", f"cannot schedule: {checks['Scheduled'].message}"
     elif ready >= desired_replicas and rolled_out and updated >= desired_replicas:
-        phase, message = "Ready", f"{ready}/{desired_replicas} replicas ready at {endpoint}"
+        phase, message = "Ready", f"{ready}/{desired_replicas} replicas ready"
     elif checks["ModelCached"].ok is False:
         phase, message = "Failed", f"model download failed: {checks['ModelCached'].message}"
     elif engine.ok is False:
