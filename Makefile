@@ -56,7 +56,14 @@ test-integration: venv tools ## Integration tests only
 demo: venv tools ## The stack end to end on the local cluster
 	$(PY) hack/demo.py
 
-bench: venv tools ## Benchmarks: tables printed and written to benchmarks/REPORT.md
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: requirements/bench.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@echo "==> installing the peer (LiteLLM's proxy) into $(BENCH_VENV): its pins differ from ours"
+	$(BENCH_VENV)/bin/pip install -q -r requirements/bench.txt
+	@touch $@
+
+bench: venv tools $(BENCH_VENV)/.installed ## Benchmarks: tables printed and written to benchmarks/REPORT.md
 	$(PY) benchmarks/run.py
 
 clean: cluster-down ## Remove local state (keeps the tool cache in ~/.cache/sdc-llm)

@@ -187,6 +187,7 @@ def command_lines(ports: dict[str, int]) -> dict[str, list[str]]:
             "--profiling=false",
             "--max-requests-inflight=1000",
             "--max-mutating-requests-inflight=500",
+            *audit_flags(),
         ],
         "kube-controller-manager": [
             str(BIN / "kube-controller-manager"),
@@ -226,6 +227,23 @@ def command_lines(ports: dict[str, int]) -> dict[str, list[str]]:
             f"--server-address=127.0.0.1:{ports['kwok']}",
         ],
     }
+
+
+def audit_flags() -> list[str]:
+    """With SDC_CLUSTER_AUDIT=1, every request is logged (JSON, metadata only): benchmarks count API calls."""
+    if os.environ.get("SDC_CLUSTER_AUDIT") != "1":
+        return []
+    policy = STATE / "audit-policy.yaml"
+    policy.write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n"
+    )
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={LOGS / 'audit.log'}",
+        "--audit-log-format=json",
+        "--audit-log-maxsize=2000",
+        "--audit-log-mode=batch",
+    ]
 
 
 def pid_of(component: str) -> int | None:

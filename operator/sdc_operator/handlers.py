@@ -10,6 +10,7 @@ collector remove children, and deletion is never blocked by a dead operator.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import threading
@@ -20,10 +21,11 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from sdc_operator import GROUP, KIND, PLURAL, VERSION, kube, metrics
+from sdc_operator import GROUP, PLURAL, VERSION, kube, metrics
 from sdc_operator.builders.common import OWNER_LABEL, LocalLLM, cache_claim_name, resource_name
 from sdc_operator.builders.service import endpoint_url
 from sdc_operator.builders.workload import desired_children, engine_parts
+from sdc_operator.debounce import Debouncer
 from sdc_operator.plan import plan, source_errors
 from sdc_operator.publish import ENDPOINTS_KEY, endpoints_configmap, endpoints_document
 from sdc_operator.settings import OperatorSettings
@@ -31,6 +33,7 @@ from sdc_operator.spec import Condition, LocalLLMSpec, semantic_errors
 from sdc_operator.status import Observed, derive_status
 
 SETTINGS = OperatorSettings()
+log = logging.getLogger("sdc_operator")
 CHILDREN = {"selector": {OWNER_LABEL: kopf.PRESENT}}
 _last_status: dict[tuple[str, str], dict[str, Any]] = {}
 _apply_errors: dict[tuple[str, str], str] = {}
@@ -39,6 +42,11 @@ _published: dict[str, str | None] = {}
 # status computation and write, so an older snapshot can never overwrite a newer one.
 _locks: defaultdict[tuple[str, str], threading.RLock] = defaultdict(threading.RLock)
 _publish_lock = threading.Lock()
+_last_phase: dict[tuple[str, str], str] = {}
+_bodies: dict[tuple[str, str], dict[str, Any]] = {}
+_INDEXES: dict[str, Any] = {}
+_status_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_status(key), workers=8)
+_publish_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_publish(key), workers=1)
 
 
 def _now() -> str:
@@ -85,7 +93,7 @@ def _projection(body: kopf.Body) -> dict[str, Any]:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def llm_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+async def llm_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace, name): _projection(body)}
 
 
@@ -94,22 +102,22 @@ def _child_key(namespace: str, labels: kopf.Labels) -> tuple[str, str]:
 
 
 @kopf.index("apps", "v1", "deployments", labels={OWNER_LABEL: kopf.PRESENT})
-def deployment_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def deployment_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     return {_child_key(namespace, labels): _projection(body)}
 
 
 @kopf.index("v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
-def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     return {_child_key(namespace, labels): _projection(body)}
 
 
 @kopf.index("v1", "persistentvolumeclaims", labels={OWNER_LABEL: kopf.PRESENT})
-def claim_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def claim_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     return {_child_key(namespace, labels): _projection(body)}
 
 
 @kopf.index("v1", "services", labels={OWNER_LABEL: kopf.PRESENT})
-def service_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def service_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     return {_child_key(namespace, labels): _projection(body)}
 
 
@@ -163,7 +171,7 @@ def _reconcile_children(body: dict[str, Any], logger: logging.Logger | kopf.Logg
         for action in plan(desired_children(llm, SETTINGS), _observed_children(key, idx)):
             kube.apply(action.obj)
             metrics.APPLIES.labels(action.key[0]).inc()
-            logger.info(f"applied {action.key[0]}/{action.key[1]} ({action.reason})")
+            log.info("applied %s/%s for %s/%s (%s)", *action.key, namespace, name, action.reason)
     except kube.ApiError as err:
         metrics.ERRORS.labels("apply").inc()
         if err.status in (400, 403, 422):
@@ -193,7 +201,7 @@ def _indexes(kwargs: dict[str, Any]) -> dict[str, Any]:
 @kopf.on.event("v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "persistentvolumeclaims", labels={OWNER_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "services", labels={OWNER_LABEL: kopf.PRESENT})
-def child_changed(
+async def child_changed(
     event: dict[str, Any],
     body: kopf.Body,
     namespace: str,
@@ -210,7 +218,7 @@ def child_changed(
         owners = [o.get("uid") for o in body.get("metadata", {}).get("ownerReferences") or []]
         if llm["metadata"]["uid"] in owners:  # removed by hand, not by garbage collection: put it back
             logger.warning(f"{body['kind']} {body['metadata']['name']} was deleted; recreating it")
-            reconcile_children(llm, logger, **idx)
+            await asyncio.to_thread(reconcile_children, llm, logger, **idx)
             return
     refresh_status(namespace, owner, body=llm, **idx)
 
@@ -219,8 +227,16 @@ def child_changed(
 
 
 def refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: Any) -> None:
-    with _locks[(namespace, name)]:
-        _refresh_status(namespace, name, body=body, **idx)
+    """Schedule a status recomputation; bursts of child events collapse into one write."""
+    _INDEXES.update(idx)
+    _bodies[(namespace, name)] = body
+    _status_debouncer.trigger((namespace, name))
+
+
+def _flush_status(key: Any) -> None:
+    namespace, name = key
+    with _locks[key]:
+        _refresh_status(namespace, name, body=_bodies.get(key, {}), **_INDEXES)
 
 
 def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: Any) -> None:
@@ -228,6 +244,8 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
     latest = _one(idx["llm_index"], key)
     if latest is not None:
         body = latest
+    if not body or body["metadata"].get("deletionTimestamp"):
+        return
     llm, errors = _parse(body)
     if key in _apply_errors:
         errors = [*errors, _apply_errors[key]]
@@ -271,16 +289,16 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
         raise
     _last_status[key] = status
     metrics.STATUS_WRITES.inc()
-    if status["phase"] != current.get("phase"):
-        ref = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
-            "metadata": {"name": name, "namespace": namespace, "uid": body["metadata"]["uid"]},
-        }
+    if status["phase"] != _last_phase.get(key, current.get("phase")):
         kind = "Warning" if status["phase"] in ("Failed", "Degraded") else "Normal"
-        kopf.event(ref, type=kind, reason=status["phase"], message=status["message"])
+        try:
+            kube.post_event(namespace, name, str(body["metadata"]["uid"]), kind, status["phase"], status["message"])
+        except kube.ApiError as err:  # an event is best effort: never fail the status for it
+            metrics.ERRORS.labels("event").inc()
+            logging.getLogger("sdc_operator").warning("could not post an event for %s/%s: %s", namespace, name, err)
+    _last_phase[key] = status["phase"]
     _count_phases(idx["llm_index"], key, status["phase"])
-    publish(idx["llm_index"], override={key: status})
+    publish(idx["llm_index"])
 
 
 def _same(new: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -297,10 +315,15 @@ def _count_phases(index: kopf.Index[Any, Any], key: tuple[str, str], phase: str)
         metrics.MODELS.labels(p).set(counts.get(p, 0))
 
 
-def publish(index: kopf.Index[Any, Any], override: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
-    """Write the endpoints ConfigMap when, and only when, its content changes."""
+def publish(index: kopf.Index[Any, Any]) -> None:
+    """Schedule a write of the endpoints ConfigMap (coalesced; written only when its content changes)."""
+    _INDEXES["llm_index"] = index
+    _publish_debouncer.trigger("endpoints")
+
+
+def _flush_publish(_: Any) -> None:
     with _publish_lock:
-        _publish(index, override or {})
+        _publish(_INDEXES["llm_index"], _last_status)
 
 
 def _publish(index: kopf.Index[Any, Any], override: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -319,14 +342,15 @@ def _publish(index: kopf.Index[Any, Any], override: dict[tuple[str, str], dict[s
         return
     try:
         kube.apply(endpoints_configmap(SETTINGS.endpoints_configmap, SETTINGS.endpoints_namespace, document))
-    except kube.ApiError as err:
+    except kube.ApiError:
         metrics.ERRORS.labels("publish").inc()
-        raise kopf.TemporaryError(f"publishing endpoints failed: {err}", delay=5) from err
+        _publish_debouncer.trigger("endpoints")  # try again shortly
+        raise
     _published[cm_key] = document
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def localllm_event(event: dict[str, Any], **kwargs: Any) -> None:
+async def localllm_event(event: dict[str, Any], **kwargs: Any) -> None:
     """Routing weights and deletions change the published endpoints without touching children."""
     publish(kwargs["llm_index"])
 

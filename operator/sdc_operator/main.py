@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> None:
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN
     kopf.configure(verbose=args.verbose, log_format=log_format)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("sdc_operator").setLevel(logging.INFO)
+    if not args.verbose:
+        # Kopf logs every handler success per event: thousands of lines a minute at scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import sdc_operator.handlers  # noqa: F401  (registers the handlers)
 
     # Equal priorities would let two replicas act at once: draw one unless told.

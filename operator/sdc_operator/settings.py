@@ -33,6 +33,9 @@ class OperatorSettings(BaseSettings):
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: watch the whole cluster.")
     endpoints_configmap: str = Field(default="sdc-endpoints", description="ConfigMap the ready endpoints go to.")
     endpoints_namespace: str = Field(default="sdc", description="Namespace of that ConfigMap.")
+    status_debounce_s: float = Field(
+        default=0.5, ge=0, description="Status and endpoint writes are coalesced over this window."
+    )
     metrics_port: int = Field(default=8080)
     health_port: int = Field(default=8081)
     peering_name: str = Field(default="sdc-operator")

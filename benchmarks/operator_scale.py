@@ -1,0 +1,320 @@
+"""The operator at scale: N LocalLLMs created at once, on a cluster of its own.
+
+Per size N (1, 100, 500): time from apply to each Deployment created and to
+each LocalLLM Ready (p50, p99, last), and API requests the operator made per
+object. At the largest N: the operator's resident memory, and the writes it
+makes while idle (the goal is none). The physical limit is KWOK's own pace:
+the same Deployments applied directly with kubectl, no operator involved.
+
+API requests are counted exactly from the API server's audit log (the operator's
+two clients identify as kopf and the Kubernetes Python client), not estimated.
+Run: `python benchmarks/operator_scale.py [--sizes 1,100,500] [--idle-seconds 300]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import ROOT, machine, median, percentile, table, versions, write_report
+
+STATE = ROOT / ".cluster-bench"
+KUBECONFIG = STATE / "kubeconfig"
+AUDIT = STATE / "logs" / "audit.log"
+OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+ENV = {**os.environ, "SDC_CLUSTER_DIR": str(STATE), "SDC_CLUSTER_AUDIT": "1"}
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [str(ROOT / "bin" / "kubectl"), f"--kubeconfig={KUBECONFIG}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args[:3])}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_nodes(count: int = 6) -> list[dict[str, Any]]:
+    """Roomy CPU nodes so that hundreds of model pods fit (the default nodes take 110 pods each)."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": f"bench-cpu-{i}",
+                "labels": {"type": "kwok", "kubernetes.io/hostname": f"bench-cpu-{i}"},
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+            },
+            "status": {
+                "capacity": {"cpu": "512", "memory": "2048Gi", "pods": "250"},
+                "allocatable": {"cpu": "512", "memory": "2048Gi", "pods": "250"},
+            },
+        }
+        for i in range(count)
+    ]
+
+
+def localllm(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "llm.sdc.dev/v1alpha1",
+        "kind": "LocalLLM",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"runtime": "ollama", "model": {"name": "gemma2:9b"}, "cache": {"size": "1Gi"}},
+    }
+
+
+def plain_deployment(name: str, namespace: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "ollama/ollama"}]},
+            },
+        },
+    }
+
+
+class Watcher:
+    """Timestamps of first sightings, from `kubectl get -w` streams (JSON lines)."""
+
+    def __init__(self, namespace: str, resource: str, done: Any) -> None:
+        self.seen: dict[str, float] = {}
+        self.proc = subprocess.Popen(
+            [
+                str(ROOT / "bin" / "kubectl"),
+                f"--kubeconfig={KUBECONFIG}",
+                "get",
+                resource,
+                "-n",
+                namespace,
+                "-w",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.done = done
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        if self.proc.stdout is None:
+            return
+        buffer = ""
+        depth = 0
+        for line in self.proc.stdout:
+            buffer += line
+            depth += line.count("{") - line.count("}")
+            if depth == 0 and buffer.strip():
+                event = json.loads(buffer)
+                buffer = ""
+                obj = event.get("object", {})
+                name = obj.get("metadata", {}).get("name")
+                if name and name not in self.seen and self.done(obj):
+                    self.seen[name] = time.monotonic()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+
+
+def audit_requests(offset: int) -> list[dict[str, Any]]:
+    out = []
+    with AUDIT.open() as fh:
+        fh.seek(offset)
+        for line in fh:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if str(event.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+                out.append(event)
+    return out
+
+
+def wait_all(seen: dict[str, float], n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(seen) < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if len(seen) < n:
+        raise RuntimeError(f"only {len(seen)}/{n} done after {timeout:.0f}s")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_size(n: int, with_operator: bool) -> dict[str, Any]:
+    namespace = f"bench-{'op' if with_operator else 'raw'}-{n}"
+    kubectl("create", "namespace", namespace)
+    deployments = Watcher(namespace, "deployments", lambda o: True)
+    ready_check = (
+        (lambda o: o.get("status", {}).get("phase") == "Ready")
+        if with_operator
+        else (lambda o: o.get("status", {}).get("availableReplicas") == 1)
+    )
+    ready = Watcher(namespace, "localllms" if with_operator else "deployments", ready_check)
+    time.sleep(1.0)  # the watches are established
+    offset = AUDIT.stat().st_size
+    objects = [
+        localllm(f"m{i}", namespace) if with_operator else plain_deployment(f"m{i}", namespace) for i in range(n)
+    ]
+    started = time.monotonic()
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    wait_all(deployments.seen, n, 600)
+    wait_all(ready.seen, n, 900)
+    time.sleep(2)  # let trailing status writes land in the audit log
+    deployments.stop()
+    ready.stop()
+    created = [t - started for t in deployments.seen.values()]
+    readied = [t - started for t in ready.seen.values()]
+    requests = audit_requests(offset) if with_operator else []
+    return {
+        "n": n,
+        "namespace": namespace,
+        "created": created,
+        "ready": readied,
+        "requests": len(requests),
+        "writes": sum(1 for r in requests if r.get("verb") in WRITE_VERBS),
+    }
+
+
+def main() -> str:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1,100,500")
+    parser.add_argument("--idle-seconds", type=float, default=300)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "cluster.py"), "down"], env=ENV, check=False, capture_output=True
+    )
+    subprocess.run([sys.executable, str(ROOT / "hack" / "cluster.py"), "up"], env=ENV, check=True, capture_output=True)
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": bench_nodes()}))
+        kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "localllm.yaml"))
+        kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
+        kubectl("create", "namespace", "sdc")
+        log = open(STATE / "logs" / "operator.log", "wb")  # noqa: SIM115
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "sdc_operator"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "KUBECONFIG": str(KUBECONFIG),
+                "SDC_STANDALONE": "true",
+                "SDC_METRICS_PORT": str(free_port()),
+                "SDC_HEALTH_PORT": str(free_port()),
+                "SDC_LOG_FORMAT": "plain",
+                "SDC_ENDPOINTS_NAMESPACE": "sdc",
+            },
+        )
+        time.sleep(5)
+        rows, limit_rows = [], []
+        idle_writes = idle_requests = 0
+        memory = float("nan")
+        for n in sizes:
+            limit = run_size(n, with_operator=False)
+            result = run_size(n, with_operator=True)
+            print(
+                f"N={n}: all Deployments after {max(result['created']):.1f}s, all Ready after "
+                f"{max(result['ready']):.1f}s (KWOK alone: {max(limit['ready']):.1f}s)",
+                flush=True,
+            )
+            rows.append(
+                [
+                    n,
+                    median(result["created"]),
+                    percentile(result["created"], 99),
+                    median(result["ready"]),
+                    percentile(result["ready"], 99),
+                    max(result["ready"]),
+                    max(limit["ready"]),
+                    result["requests"] / n,
+                    result["writes"] / n,
+                ]
+            )
+            limit_rows.append(limit)
+            if n == max(sizes):
+                memory = rss_mib(operator.pid)
+                offset = AUDIT.stat().st_size
+                print(f"idle for {args.idle_seconds:.0f}s with {n} LocalLLMs present ...", flush=True)
+                time.sleep(args.idle_seconds)
+                idle = audit_requests(offset)
+                idle_requests = len(idle)
+                idle_writes = sum(1 for r in idle if r.get("verb") in WRITE_VERBS)
+    finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(timeout=30)
+        subprocess.run(
+            [sys.executable, str(ROOT / "hack" / "cluster.py"), "down"], env=ENV, check=False, capture_output=True
+        )
+    text = "\n".join(
+        [
+            "## Operator at scale",
+            "",
+            f"Machine: {machine()}. {versions('kopf', 'kubernetes')}; Kubernetes v1.35.4 (local control plane, KWOK).",
+            "N LocalLLMs (ollama, CPU) applied at once in one `kubectl apply`; times are from the apply. The limit: the "
+            "same number of plain Deployments applied directly (no operator), until Available.",
+            f"Command: `python benchmarks/operator_scale.py --sizes {args.sizes} --idle-seconds {args.idle_seconds:.0f}`",
+            "",
+            table(
+                [
+                    "N",
+                    "Deployment created p50 (s)",
+                    "p99 (s)",
+                    "Ready p50 (s)",
+                    "Ready p99 (s)",
+                    "all Ready (s)",
+                    "limit: all Available (s)",
+                    "API requests / object",
+                    "writes / object",
+                ],
+                rows,
+            ),
+            "",
+            f"Operator resident memory with {max(sizes)} LocalLLMs: {memory:.0f} MiB.",
+            f"Idle for {args.idle_seconds:.0f} s with {max(sizes)} LocalLLMs present: {idle_writes} writes, "
+            f"{idle_requests} requests in all (watch renewals included).",
+            "",
+        ]
+    )
+    print(text)
+    write_report("operator", text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

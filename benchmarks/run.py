@@ -1,0 +1,54 @@
+"""`make bench`: every benchmark in turn, then one markdown report (benchmarks/REPORT.md).
+
+Each script also runs alone (see its docstring). They run one after another,
+never together: on two cores, parallel benchmarks would measure each other.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "out"
+SCRIPTS = [
+    ("runtime", ["benchmarks/runtime_bench.py"]),
+    ("orchestrator", ["benchmarks/orchestrator_overhead.py"]),
+    ("failover", ["benchmarks/failover_load.py", "--concurrency", "32", "--seconds", "60"]),
+    ("operator", ["benchmarks/operator_scale.py"]),
+]
+
+
+def main() -> int:
+    selected = sys.argv[1:] or [name for name, _ in SCRIPTS]
+    failed = []
+    for name, argv in SCRIPTS:
+        if name not in selected:
+            continue
+        print(f"\n==> {name}: python {' '.join(argv)}", flush=True)
+        started = time.monotonic()
+        if subprocess.run([sys.executable, *argv], cwd=ROOT, check=False).returncode != 0:
+            failed.append(name)
+        print(f"    ({time.monotonic() - started:.0f}s)", flush=True)
+    parts = [
+        "# Benchmark report",
+        "",
+        "Written by `make bench` (benchmarks/run.py); each section says how to rerun it.",
+        "",
+    ]
+    for name, _ in SCRIPTS:
+        path = OUT / f"{name}.md"
+        if path.exists():
+            parts.append(path.read_text())
+    (ROOT / "benchmarks" / "REPORT.md").write_text("\n".join(parts))
+    print(f"\nreport: {ROOT / 'benchmarks' / 'REPORT.md'}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
