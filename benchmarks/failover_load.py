@@ -29,10 +29,9 @@ from benchmarks.common import machine, percentile, table, write_report
 from tests.support.servers import free_port
 
 
-def start(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+def start(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -120,6 +119,7 @@ def main() -> str:
             "SDC_ATTEMPT_TIMEOUT_S": "5",
             "SDC_TOTAL_TIMEOUT_S": "20",
         },
+        log=data_dir / "orchestrator.log",
     )
     try:
         for port in ports.values():
@@ -151,6 +151,7 @@ def main() -> str:
         ]
     )
     print(text)
+    print(f"orchestrator log: {data_dir / 'orchestrator.log'}")
     write_report("failover", text)
     return text
 

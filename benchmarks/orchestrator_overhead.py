@@ -128,7 +128,12 @@ def main() -> str:
         procs.append(
             start(
                 [str(LITELLM), "--config", str(config), "--port", str(ports["litellm"]), "--num_workers", "1"],
-                env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"},
+                env={
+                    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                    "LITELLM_TELEMETRY": "False",
+                    # No auth on either proxy: what is compared is the cost of routing a request.
+                    "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+                },
                 log=tmp / "litellm.log",
             )
         )

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -91,10 +91,11 @@ class State:
         else:
             return None
         try:
-            resp = await self.upstream.http.post(f"{base}/embeddings", json={"model": model, "input": texts})
-            resp.raise_for_status()
-            return [item["embedding"] for item in sorted(resp.json()["data"], key=lambda d: d["index"])]
-        except (httpx.HTTPError, ValueError, KeyError):
+            async with self.upstream.http.post(f"{base}/embeddings", json={"model": model, "input": texts}) as resp:
+                resp.raise_for_status()
+                data = await resp.json(content_type=None)
+            return [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
             return None  # dense retrieval is an improvement, never a reason to fail
 
 

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--max-batch", type=int, default=16, help="most sequences decoded together")
     args = parser.parse_args(argv)
+    # The generation thread holds the GIL between torch kernels; at the default 5 ms switch
+    # interval the event loop waits that long for every streamed token.
+    sys.setswitchinterval(0.0005)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         engine = Engine(args.model, device=None if args.device == "auto" else args.device, max_batch=args.max_batch)
