@@ -9,7 +9,6 @@ Run: `python benchmarks/runtime_bench.py` (part of `make bench`).
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, table, versions, write_report
-from tests.support.servers import free_port
+from tests.support.servers import runtime_process
 
 MAX_TOKENS = 64
 PROMPT = [{"role": "user", "content": "쿠버네티스에서 GPU 노드를 사용해 언어 모델을 서비스하는 방법을 설명해 주세요."}]
@@ -76,34 +75,8 @@ def main() -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_tiny_model(Path(tmp) / "bench-model", hidden_size=256, layers=4, max_positions=1024)
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sdc_runtime",
-                "--model",
-                str(model_dir),
-                "--port",
-                str(port),
-                "--served-model-name",
-                "bench",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+        with runtime_process(model_dir, "bench", timeout=300) as base:
             served = asyncio.run(through_runtime(base))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
         direct = in_process(model_dir)
     rows = [["in-process generate (the limit)", 1, direct, 1.0]]
     rows += [[f"sdc-runtime over HTTP, {n} concurrent", n, tps, tps / direct] for n, tps in served.items()]

@@ -86,6 +86,20 @@ def emit(event: str, **fields: Any) -> str:
     return line
 
 
+def emit_progress(name: str, index: int, count: int, done_bytes: int, total: int) -> None:
+    """One progress line per file: what the operator (and a person tailing the logs) reads."""
+    percent = round(100 * done_bytes / total, 1) if total else 100
+    emit(
+        "progress",
+        file=name,
+        files_done=index,
+        files_total=count,
+        bytes_done=done_bytes,
+        bytes_total=total,
+        percent=percent,
+    )
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -131,15 +145,7 @@ def fetch_hub(
                 force_download=target.exists(),
             )
         done_bytes += item.size or target.stat().st_size
-        emit(
-            "progress",
-            file=item.name,
-            files_done=index,
-            files_total=len(remote),
-            bytes_done=done_bytes,
-            bytes_total=total,
-            percent=round(100 * done_bytes / total, 1) if total else 100,
-        )
+        emit_progress(item.name, index, len(remote), done_bytes, total)
     return remote
 
 
@@ -162,15 +168,7 @@ def fetch_local(source: Path, dest: Path, globs: list[str]) -> list[RemoteFile]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
         done_bytes += item.size or 0
-        emit(
-            "progress",
-            file=item.name,
-            files_done=index,
-            files_total=len(remote),
-            bytes_done=done_bytes,
-            bytes_total=total,
-            percent=round(100 * done_bytes / total, 1) if total else 100,
-        )
+        emit_progress(item.name, index, len(remote), done_bytes, total)
     return remote
 
 

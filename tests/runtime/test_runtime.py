@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.servers import free_port
+from tests.support.servers import runtime_process
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.runtime
@@ -27,39 +27,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def runtime(tiny_model: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sdc_runtime",
-            "--model",
-            str(tiny_model),
-            "--port",
-            str(port),
-            "--served-model-name",
-            "tiny",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "runtime exited")
-            import time
-
-            time.sleep(0.25)
+    with runtime_process(tiny_model, "tiny") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def client(base: str) -> openai.OpenAI:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,3 +43,41 @@ def serve(app: Any, health_path: str = "/healthz") -> Iterator[str]:
 
 def get(url: str) -> httpx.Response:
     return httpx.get(url, timeout=10)
+
+
+@contextmanager
+def runtime_process(model_dir: Path, served_name: str, timeout: float = 120) -> Iterator[str]:
+    """`sdc-runtime` serving `model_dir` as its own process; yields its base URL once /health is ready."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "sdc_runtime",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--served-model-name",
+        served_name,
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                output = proc.stdout.read().decode(errors="replace") if proc.stdout and proc.poll() is not None else ""
+                raise RuntimeError(f"sdc-runtime did not become healthy: {output[-2000:]}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

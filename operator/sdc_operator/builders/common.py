@@ -141,3 +141,59 @@ def http_probe(path: str, port: int, *, period: int, failures: int, initial: int
         "initialDelaySeconds": initial,
         "timeoutSeconds": 5,
     }
+
+
+def openai_server_container(
+    name: str,
+    image: str,
+    args: list[str],
+    spec: LocalLLMSpec,
+    resources: dict[str, Any],
+    *,
+    port: int,
+    startup_failures: int,
+    command: list[str] | None = None,
+    extra_env: list[dict[str, Any]] | None = None,
+    extra_mounts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The serving container of an engine that reads the cached snapshot and answers /health."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "args": args,
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "env": [
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+            {"name": "HOME", "value": "/tmp"},
+            *(extra_env or []),
+            *env_list(spec),
+        ],
+        "resources": resources,
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": MODEL_MOUNT, "readOnly": True},
+            *(extra_mounts or []),
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        # Loading weights can take many minutes: only the startup probe runs until it is done.
+        "startupProbe": http_probe("/health", port, period=10, failures=startup_failures),
+        "readinessProbe": http_probe("/health", port, period=5, failures=3),
+        "livenessProbe": http_probe("/health", port, period=15, failures=4),
+        "securityContext": container_security(),
+    }
+    if command:
+        container["command"] = command
+    return container
+
+
+def served_args(spec: LocalLLMSpec, port: int) -> list[str]:
+    """The arguments vLLM and sdc-runtime share: the snapshot, the served name, where to listen."""
+    return [
+        "--model",
+        hf_model_dir(spec),
+        "--served-model-name",
+        spec.served_name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+    ]
