@@ -126,10 +126,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     @app.exception_handler(NoRouteError)
     async def no_route(_: Request, exc: NoRouteError) -> JSONResponse:
+        metrics.REQUESTS.labels("none", "none", f"http_{exc.status}").inc()
         return error(exc.status, str(exc), tried=exc.tried)
 
     @app.exception_handler(ClientRequestError)
     async def refused(_: Request, exc: ClientRequestError) -> JSONResponse:
+        metrics.REQUESTS.labels("none", "none", f"http_{exc.status}").inc()
         body = exc.body if isinstance(exc.body, dict) else {"error": {"message": str(exc.body)}}
         return JSONResponse(body, exc.status)
 

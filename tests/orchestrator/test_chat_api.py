@@ -57,6 +57,7 @@ def test_everything_failing_is_a_clear_502(orchestrator: Callable[..., str], bac
     assert resp.status_code == 502
     tried = {t["endpoint"] for t in resp.json()["error"]["tried"]}
     assert tried == {"env/vllm", "env/gemini"}
+    assert 'outcome="http_502"' in httpx.get(f"{base}/metrics").text
 
 
 def test_timeouts_are_a_504(orchestrator: Callable[..., str], backends: Backends) -> None:
