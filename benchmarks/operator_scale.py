@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, machine, median, percentile, table, versions, write_report
+from hack.cluster import node_manifest
+from tests.support.servers import free_port
 
 STATE = ROOT / ".cluster-bench"
 KUBECONFIG = STATE / "kubeconfig"
@@ -48,28 +49,12 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def bench_nodes(count: int = 6) -> list[dict[str, Any]]:
     """Roomy CPU nodes so that hundreds of model pods fit (the default nodes take 110 pods each)."""
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": f"bench-cpu-{i}",
-                "labels": {"type": "kwok", "kubernetes.io/hostname": f"bench-cpu-{i}"},
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-            },
-            "status": {
-                "capacity": {"cpu": "512", "memory": "2048Gi", "pods": "250"},
-                "allocatable": {"cpu": "512", "memory": "2048Gi", "pods": "250"},
-            },
-        }
+        node_manifest(
+            {"name": f"bench-cpu-{i}", "cpu": "512", "memory": "2048Gi", "gpus": 0, "product": None, "pods": "250"}
+        )
         for i in range(count)
     ]
 
@@ -126,16 +111,20 @@ class Watcher:
         self.thread.start()
 
     def _read(self) -> None:
+        # `kubectl get -w -o json` prints pretty-printed JSON objects back to back: decode them
+        # one at a time from a growing buffer (braces inside strings make brace counting unsafe).
         if self.proc.stdout is None:
             return
+        decoder = json.JSONDecoder()
         buffer = ""
-        depth = 0
         for line in self.proc.stdout:
             buffer += line
-            depth += line.count("{") - line.count("}")
-            if depth == 0 and buffer.strip():
-                event = json.loads(buffer)
-                buffer = ""
+            while buffer.strip():
+                try:
+                    event, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    break  # an object is still arriving
+                buffer = buffer.lstrip()[end:]
                 obj = event.get("object", {})
                 name = obj.get("metadata", {}).get("name")
                 if name and name not in self.seen and self.done(obj):

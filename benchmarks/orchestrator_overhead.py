@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -211,5 +210,4 @@ def main() -> str:
 
 
 if __name__ == "__main__":
-    _ = metadata
     main()

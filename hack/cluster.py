@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,8 +284,7 @@ def api_ready(port: int) -> bool:
         return False
 
 
-def wait_for(what: str, check: object, timeout: float, component: str | None = None) -> None:
-    assert callable(check)
+def wait_for(what: str, check: Callable[[], bool], timeout: float, component: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -309,7 +309,21 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
+def serviceaccount_kubeconfig(cluster: dict[str, object], token: str) -> dict[str, object]:
+    """A kubeconfig that authenticates with a ServiceAccount token against `cluster` (a kubeconfig
+    `clusters[].cluster` entry): to run a process with exactly the RBAC a chart grants."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "sa",
+        "clusters": [{"name": "cluster", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": "sa"}}],
+    }
+
+
 def node_manifest(node: dict[str, object]) -> dict[str, object]:
+    """A KWOK-managed Node: name, cpu, memory, gpus (0 = CPU only), product, and optionally pods."""
     gpus = int(str(node["gpus"]))
     labels = {
         "kubernetes.io/hostname": node["name"],
@@ -321,7 +335,7 @@ def node_manifest(node: dict[str, object]) -> dict[str, object]:
     capacity: dict[str, str] = {
         "cpu": str(node["cpu"]),
         "memory": str(node["memory"]),
-        "pods": "110",
+        "pods": str(node.get("pods", "110")),
         "ephemeral-storage": "500Gi",
     }
     taints: list[dict[str, str]] = []

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from hack.cluster import free_port, serviceaccount_kubeconfig  # noqa: E402
+
 BIN = ROOT / "bin"
 STATE = ROOT / ".cluster"
 KUBECONFIG = STATE / "kubeconfig"
@@ -89,12 +91,6 @@ def helm(*args: str) -> str:
     return run(str(BIN / "helm"), f"--kubeconfig={KUBECONFIG}", *args)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     WORK.mkdir(parents=True, exist_ok=True)
     log = open(WORK / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -135,16 +131,8 @@ def up(url: str) -> bool:
 def sa_kubeconfig(account: str) -> Path:
     token = kubectl("create", "token", account, "-n", NAMESPACE, "--duration=2h").strip()
     admin = json.loads(KUBECONFIG.read_text())
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "sa",
-        "clusters": admin["clusters"],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": admin["clusters"][0]["name"], "user": "sa"}}],
-    }
     path = WORK / "operator.kubeconfig"
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps(serviceaccount_kubeconfig(admin["clusters"][0]["cluster"], token)))
     path.chmod(0o600)
     return path
 

@@ -61,7 +61,7 @@ def require_go() -> str:
     return go
 
 
-def run_go(args: list[str], cwd: Path, what: str) -> str:
+def run_go(args: list[str], cwd: Path, what: str, extra_env: dict[str, str] | None = None) -> str:
     """Run a go command, printing a heartbeat so long builds show progress."""
     started = time.monotonic()
     done = threading.Event()
@@ -75,7 +75,12 @@ def run_go(args: list[str], cwd: Path, what: str) -> str:
     ticker = threading.Thread(target=heartbeat, daemon=True)
     ticker.start()
     proc = subprocess.Popen(
-        ["go", *args], cwd=cwd, env=go_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ["go", *args],
+        cwd=cwd,
+        env={**go_env(), **(extra_env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -175,12 +180,8 @@ def go_install(name: str, pkg: str, version: str, binary: str) -> None:
     started = time.monotonic()
     gobin = out_dir / ".gobin"
     gobin.mkdir(parents=True, exist_ok=True)
-    env_args = ["install", "-v", "-ldflags=-s -w", f"{pkg}@{version}"]
-    os.environ["GOBIN"] = str(gobin)
-    try:
-        run_go(env_args, CACHE, f"installing {binary}")
-    finally:
-        os.environ.pop("GOBIN", None)
+    install = ["install", "-v", "-ldflags=-s -w", f"{pkg}@{version}"]
+    run_go(install, CACHE, f"installing {binary}", extra_env={"GOBIN": str(gobin)})
     (gobin / binary).rename(out_dir / binary)
     shutil.rmtree(gobin, ignore_errors=True)
     print(f"    installed {binary} in {int(time.monotonic() - started)}s", flush=True)

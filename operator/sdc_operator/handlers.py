@@ -22,27 +22,28 @@ import kopf
 from pydantic import ValidationError
 
 from sdc_operator import GROUP, PLURAL, VERSION, kube, metrics
-from sdc_operator.builders.common import OWNER_LABEL, LocalLLM, cache_claim_name, resource_name
+from sdc_operator.builders.common import OWNER_LABEL, LocalLLM, cache_claim_name
 from sdc_operator.builders.service import endpoint_url
-from sdc_operator.builders.workload import desired_children, engine_parts
+from sdc_operator.builders.workload import desired_children, engine_port
 from sdc_operator.debounce import Debouncer
 from sdc_operator.plan import plan, source_errors
 from sdc_operator.publish import ENDPOINTS_KEY, endpoints_configmap, endpoints_document
 from sdc_operator.settings import OperatorSettings
-from sdc_operator.spec import Condition, LocalLLMSpec, semantic_errors
+from sdc_operator.spec import Condition, semantic_errors
 from sdc_operator.status import Observed, derive_status
 
 SETTINGS = OperatorSettings()
 log = logging.getLogger("sdc_operator")
-CHILDREN = {"selector": {OWNER_LABEL: kopf.PRESENT}}
 _last_status: dict[tuple[str, str], dict[str, Any]] = {}
 _apply_errors: dict[tuple[str, str], str] = {}
 _published: dict[str, str | None] = {}
-# Kopf runs sync handlers in a thread pool: one lock per LocalLLM serialises its
+# Handlers and debounced flushes run in thread pools: one lock per LocalLLM serialises its
 # status computation and write, so an older snapshot can never overwrite a newer one.
+# Every per-LocalLLM dict here is emptied by `_forget` when the LocalLLM is deleted.
 _locks: defaultdict[tuple[str, str], threading.RLock] = defaultdict(threading.RLock)
 _publish_lock = threading.Lock()
-_last_phase: dict[tuple[str, str], str] = {}
+_last_event_phase: dict[tuple[str, str], str] = {}  # the phase of the last event posted
+_phase: dict[tuple[str, str], str] = {}  # the phase counted in the models-by-phase gauge
 _bodies: dict[tuple[str, str], dict[str, Any]] = {}
 _INDEXES: dict[str, Any] = {}
 _status_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_status(key), workers=8)
@@ -258,7 +259,7 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
         except ValidationError:
             continue
     spec = llm.spec if llm else None
-    port = engine_parts(llm, SETTINGS).port if llm and not errors else 0
+    port = engine_port(llm.spec.runtime) if llm and not errors else 0
     endpoint = endpoint_url(llm, port, SETTINGS.cluster_domain) if llm and port else ""
     observed = Observed(
         deployment=_one(idx["deployment_index"], key),
@@ -278,6 +279,7 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
         previous=previous,
         now=_now(),
     ).model_dump(by_alias=True, exclude_none=True)
+    _track_phase(key, status["phase"])
     if status == _last_status.get(key) or (key not in _last_status and _same(status, current)):
         return
     try:
@@ -289,15 +291,14 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
         raise
     _last_status[key] = status
     metrics.STATUS_WRITES.inc()
-    if status["phase"] != _last_phase.get(key, current.get("phase")):
+    if status["phase"] != _last_event_phase.get(key, current.get("phase")):
         kind = "Warning" if status["phase"] in ("Failed", "Degraded") else "Normal"
         try:
             kube.post_event(namespace, name, str(body["metadata"]["uid"]), kind, status["phase"], status["message"])
         except kube.ApiError as err:  # an event is best effort: never fail the status for it
             metrics.ERRORS.labels("event").inc()
-            logging.getLogger("sdc_operator").warning("could not post an event for %s/%s: %s", namespace, name, err)
-    _last_phase[key] = status["phase"]
-    _count_phases(idx["llm_index"], key, status["phase"])
+            log.warning("could not post an event for %s/%s: %s", namespace, name, err)
+    _last_event_phase[key] = status["phase"]
     publish(idx["llm_index"])
 
 
@@ -305,14 +306,24 @@ def _same(new: dict[str, Any], current: dict[str, Any]) -> bool:
     return all(current.get(k) == v for k, v in new.items())
 
 
-def _count_phases(index: kopf.Index[Any, Any], key: tuple[str, str], phase: str) -> None:
-    counts: dict[str, int] = {}
-    for k, store in index.items():
-        for item in store:
-            p = phase if k == key else (item.get("status") or {}).get("phase", "Pending")
-            counts[p] = counts.get(p, 0) + 1
-    for p in ("Pending", "Downloading", "Starting", "Ready", "Degraded", "Failed"):
-        metrics.MODELS.labels(p).set(counts.get(p, 0))
+def _track_phase(key: tuple[str, str], phase: str) -> None:
+    """Keep the models-by-phase gauge current in O(1) per status computation."""
+    old = _phase.get(key)
+    if old == phase:
+        return
+    if old is not None:
+        metrics.MODELS.labels(old).dec()
+    metrics.MODELS.labels(phase).inc()
+    _phase[key] = phase
+
+
+def _forget(key: tuple[str, str]) -> None:
+    """A deleted LocalLLM leaves no state behind in this process."""
+    phase = _phase.pop(key, None)
+    if phase is not None:
+        metrics.MODELS.labels(phase).dec()
+    for state in (_last_status, _apply_errors, _last_event_phase, _bodies, _locks):
+        state.pop(key, None)
 
 
 def publish(index: kopf.Index[Any, Any]) -> None:
@@ -350,13 +361,8 @@ def _publish(index: kopf.Index[Any, Any], override: dict[tuple[str, str], dict[s
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def localllm_event(event: dict[str, Any], **kwargs: Any) -> None:
+async def localllm_event(event: dict[str, Any], namespace: str, name: str, **kwargs: Any) -> None:
     """Routing weights and deletions change the published endpoints without touching children."""
+    if event.get("type") == "DELETED":
+        _forget((namespace, name))
     publish(kwargs["llm_index"])
-
-
-def spec_of(body: dict[str, Any]) -> LocalLLMSpec:
-    return LocalLLMSpec.model_validate(body.get("spec", {}))
-
-
-__all__ = ["reconcile_children", "refresh_status", "resource_name"]

@@ -7,8 +7,10 @@ operator converge to the same objects without reading them first.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
+import json
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -56,12 +58,8 @@ def _api_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except client.ApiException as err:
         message = err.reason or ""
-        try:
-            import json
-
+        with contextlib.suppress(TypeError, ValueError, AttributeError):  # a body that is not a Status
             message = json.loads(err.body or "{}").get("message", message)
-        except (TypeError, ValueError):
-            pass
         raise ApiError(int(err.status or 0), str(message)) from err
 
 

@@ -83,10 +83,9 @@ class State:
         self.retriever = Retriever(DirectoryStore(settings.sdc_data_dir), self.embed)
 
     async def embed(self, texts: list[str]) -> list[list[float]] | None:
-        targets = self.registry.all("embedding")
         if self.settings.sdc_embedding_base_url:
             base, model = self.settings.sdc_embedding_base_url.rstrip("/"), self.settings.sdc_embedding_model
-        elif targets:
+        elif targets := self.registry.all("embedding"):
             base, model = targets[0].base_url, targets[0].model
         else:
             return None
@@ -221,8 +220,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
                 provider=endpoint.provider,
                 processing_time=round(time.perf_counter() - started, 4),
                 sources=sources,
-                fallback_used=attempts.first_provider not in (None, endpoint.provider)
-                or (provider != endpoint.provider and provider != "auto"),
+                fallback_used=attempts.first_provider not in (None, endpoint.provider),
             ).model_dump()
         )
 

@@ -117,6 +117,3 @@ class EndpointRegistry:
 
     def for_provider(self, provider: str, role: str = "chat") -> list[Endpoint]:
         return [e for e in self.all(role) if e.provider == provider]
-
-    def models(self) -> list[str]:
-        return sorted({e.model for e in self.all() if e.model})

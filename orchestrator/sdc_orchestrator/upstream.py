@@ -153,19 +153,17 @@ class Upstream:
         if self.router.finished(endpoint, ok=False):
             metrics.COOLDOWNS.labels(endpoint.name).inc()
 
-    def _candidates(self, groups: list[list[Endpoint]]) -> AsyncIterator[Endpoint]:
-        async def gen() -> AsyncIterator[Endpoint]:
-            tried: set[str] = set()
-            for index, group in enumerate(groups):
-                per_group = self.settings.sdc_max_attempts if index == 0 else len(group)
-                for _ in range(per_group):
-                    endpoint = self.router.pick(group, tried)
-                    if endpoint is None:
-                        break
-                    tried.add(endpoint.name)
-                    yield endpoint
-
-        return gen()
+    async def _candidates(self, groups: list[list[Endpoint]]) -> AsyncIterator[Endpoint]:
+        """Endpoints to try, in order: up to max_attempts of the first group, then each fallback's."""
+        tried: set[str] = set()
+        for index, group in enumerate(groups):
+            per_group = self.settings.sdc_max_attempts if index == 0 else len(group)
+            for _ in range(per_group):
+                endpoint = self.router.pick(group, tried)
+                if endpoint is None:
+                    break
+                tried.add(endpoint.name)
+                yield endpoint
 
     # -- non-streaming ------------------------------------------------------------------------
     async def complete(

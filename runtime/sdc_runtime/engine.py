@@ -107,10 +107,8 @@ class Engine:
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_s
         self.loaded = threading.Event()
-        self.load_error: BaseException | None = None
         self._pending: queue.Queue[_Row] = queue.Queue()
         self._deferred: list[_Row] = []
-        self._worker: threading.Thread | None = None
         self.model: Any = None
         self.tokenizer: Any = None
         self.is_generative = any(a.endswith("ForCausalLM") for a in self.config.get("architectures", []))
@@ -134,12 +132,10 @@ class Engine:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
             self.model = cls.from_pretrained(self.model_dir, **kwargs).eval()
         except Exception as err:
-            self.load_error = err
             raise ModelDirError(f"cannot load model from {self.model_dir}: {err}") from err
         log.info("model loaded from %s in %.2fs", self.model_dir, time.monotonic() - started)
         self.loaded.set()
-        self._worker = threading.Thread(target=self._serve_forever, name="sdc-generate", daemon=True)
-        self._worker.start()
+        threading.Thread(target=self._serve_forever, name="sdc-generate", daemon=True).start()
 
     @property
     def context_limit(self) -> int:

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import IO, Any
 
 from tests.conftest import ROOT, Kubectl, wait_until
+from tests.support.servers import free_port
 
 GROUP_VERSION = "llm.sdc.dev/v1alpha1"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from hack.cluster import serviceaccount_kubeconfig
 from tests.conftest import ROOT, Kubectl, wait_until
 from tests.integration.operator_harness import OperatorProcess, wait_phase
 
@@ -30,19 +31,8 @@ def helm(kubeconfig: Path, *args: str) -> str:
 def token_kubeconfig(kubectl: Kubectl, admin: Path, namespace: str, account: str, out: Path) -> Path:
     """A kubeconfig that authenticates as a ServiceAccount: the chart's identity, not the admin's."""
     token = kubectl("create", "token", account, "-n", namespace, "--duration=1h").strip()
-    cluster = yaml.safe_load(admin.read_text())["clusters"][0]["cluster"]
-    out.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "sa",
-                "clusters": [{"name": "c", "cluster": cluster}],
-                "users": [{"name": "sa", "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-            }
-        )
-    )
+    cluster = yaml.safe_load(admin.read_text())["clusters"][0]["cluster"]  # YAML too: kind writes YAML
+    out.write_text(json.dumps(serviceaccount_kubeconfig(cluster, token)))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -113,4 +114,7 @@ def test_crd_schema_violation_is_rejected(kubectl: Kubectl, namespace: str) -> N
 
 
 def test_kubeconfig_is_explicit(kubeconfig: Path) -> None:
+    """The suite runs against the cluster it was given, or its own; never the ambient kube-context."""
+    given = os.environ.get("SDC_TEST_KUBECONFIG")
+    assert kubeconfig == (Path(given) if given else ROOT / ".cluster" / "kubeconfig")
     assert kubeconfig.is_file()

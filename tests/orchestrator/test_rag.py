@@ -85,3 +85,6 @@ def test_dense_retrieval_fuses_when_an_embedder_is_configured(
     httpx.post(f"{base}/api/v1/documents", json=[{"id": k, "text": v} for k, v in CORPUS.items()], timeout=60)
     body = httpx.post(f"{base}/api/v1/chat", json={"message": "부산 항구"}, timeout=30).json()
     assert body["sources"][0]["id"] == "busan"
+    embedded = backends["ollama"][0].embedded
+    assert "부산 항구" in embedded, "the question was embedded for dense retrieval"
+    assert sum(1 for text in embedded if text != "부산 항구") >= len(CORPUS), "every passage has a vector"

@@ -84,7 +84,7 @@ def test_hub_download_verifies_and_is_resumable_once(tmp_path: Path, capsys: pyt
     hub = FakeHub(tmp_path / "hub", REV, gated={"google/gemma-tiny": "hf_secret"})
     token = tmp_path / "token"
     token.write_text("hf_secret\n")
-    with serve(hub.app, "/api/models/x/y/revision/z") as endpoint:
+    with serve(hub.app) as endpoint:
         base = (
             "--repo",
             "google/gemma-tiny",

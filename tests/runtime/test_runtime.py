@@ -88,6 +88,22 @@ def test_seed_and_stop_are_honoured(runtime: str) -> None:
         for _ in range(2)
     }
     assert len(runs) == 1
+    # A stop string cuts the output where it first appears (greedy decoding makes that position known).
+    greedy = (
+        c.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=12, temperature=0
+        )
+        .choices[0]
+        .message.content
+        or ""
+    )
+    assert len(greedy) >= 3
+    stop = greedy[1:3]
+    stopped = c.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=12, temperature=0, stop=[stop]
+    ).choices[0]
+    assert stopped.message.content == greedy[: greedy.index(stop)]
+    assert stopped.finish_reason == "stop"
 
 
 def test_embeddings(runtime: str) -> None:

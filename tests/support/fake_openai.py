@@ -24,6 +24,7 @@ class FakeBackend:
         self.delay_s = 0.0
         self.calls = 0
         self.disconnects = 0
+        self.embedded: list[str] = []
         self.last_request: dict[str, Any] | None = None
         self.app = self._build()
 
@@ -42,6 +43,7 @@ class FakeBackend:
         async def embeddings(request: Request) -> dict[str, Any]:
             body = await request.json()
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            self.embedded.extend(texts)
             vecs = [[float(t.count(ch)) for ch in "서울부산항구수도기차"] for t in texts]
             return {
                 "object": "list",

@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, health_path: str = "/healthz") -> Iterator[str]:
+def serve(app: Any) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")

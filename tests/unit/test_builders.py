@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from sdc_operator.builders.common import MODEL_HASH, SPEC_HASH, LocalLLM
-from sdc_operator.builders.workload import deployment, desired_children
+from sdc_operator.builders.workload import deployment, desired_children, engine_parts, engine_port
 from sdc_operator.plan import plan, source_errors
 from sdc_operator.settings import OperatorSettings
 from sdc_operator.spec import LocalLLMSpec, semantic_errors
@@ -147,6 +147,20 @@ def test_deployment(case: str, spec: dict[str, Any], check: Any) -> None:
     obj = deployment(make(spec), SETTINGS)
     container, init = containers(obj)
     assert check(container, init, obj["spec"]["template"]["spec"]), case
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        vllm(),
+        {"runtime": "ollama", "model": {"name": "gemma2:9b"}},
+        {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV}},
+    ],
+    ids=["vllm", "ollama", "transformers"],
+)
+def test_engine_port_is_the_port_the_pod_serves(spec: dict[str, Any]) -> None:
+    llm = make(spec)
+    assert engine_port(llm.spec.runtime) == engine_parts(llm, SETTINGS).port
 
 
 def test_children_are_owned_and_hashed() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sdc_operator.builders import ollama, transformers, vllm
 from sdc_operator.builders.cache import cache_claim
 from sdc_operator.builders.common import (
     MODEL_HASH,
@@ -36,6 +37,11 @@ ENGINES: dict[str, Callable[[LocalLLM, OperatorSettings], EngineParts]] = {
     "ollama": ollama_parts,
     "transformers": transformers_parts,
 }
+
+
+def engine_port(runtime: str) -> int:
+    """The port a runtime serves on, without building its pod (status needs only this)."""
+    return {"vllm": vllm.PORT, "ollama": ollama.PORT, "transformers": transformers.PORT}[runtime]
 
 
 def engine_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
