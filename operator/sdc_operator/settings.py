@@ -28,6 +28,39 @@ class OperatorSettings(BaseSettings):
     allowed_ollama_models: list[str] = Field(
         default_factory=lambda: ["*"], description="fnmatch patterns of Ollama tags that may be pulled."
     )
+    allowed_images: list[str] = Field(
+        default_factory=lambda: [
+            "vllm/vllm-openai:*",
+            "vllm/vllm-openai@sha256:*",
+            "docker.io/vllm/vllm-openai:*",
+            "docker.io/vllm/vllm-openai@sha256:*",
+            "ollama/ollama:*",
+            "ollama/ollama@sha256:*",
+            "docker.io/ollama/ollama:*",
+            "docker.io/ollama/ollama@sha256:*",
+            "ghcr.io/sdc-llm/sdc-runtime:*",
+            "ghcr.io/sdc-llm/sdc-runtime@sha256:*",
+        ],
+        description="fnmatch patterns of images spec.engine.image may name (the configured defaults always pass).",
+    )
+    allowed_toleration_keys: list[str] = Field(
+        default_factory=lambda: ["nvidia.com/gpu", "amd.com/gpu"],
+        description="fnmatch patterns of taint keys a LocalLLM may tolerate (a key-less toleration matches all "
+        "taints and needs '*'). Control-plane taints stay refused unless listed here.",
+    )
+    allowed_priority_classes: list[str] = Field(
+        default_factory=list, description="PriorityClasses a LocalLLM may name (default: none)."
+    )
+    trust_remote_code_repos: list[str] = Field(
+        default_factory=list,
+        description="fnmatch patterns of repositories whose own code may run (model.trustRemoteCode).",
+    )
+    yield_fields_to: list[str] = Field(
+        default_factory=lambda: ["kube-controller-manager"],
+        description="Field managers (an HPA acts as kube-controller-manager) whose Deployment replicas the operator "
+        "leaves alone instead of reverting.",
+    )
+    api_timeout_s: float = Field(default=20, gt=0, description="Timeout of every Kubernetes API call.")
     hf_endpoint: str | None = Field(default=None, description="A Hugging Face mirror for the download step.")
     cluster_domain: str = Field(default="cluster.local")
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: watch the whole cluster.")

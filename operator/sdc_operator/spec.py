@@ -11,6 +11,7 @@ the few checks CEL cannot express.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,7 +61,9 @@ class ModelSource(Model):
         default=False, description="Also download pickled weights (*.bin, *.pt). Off: safetensors only."
     )
     trust_remote_code: bool = Field(
-        default=False, description="Download and run the repository's own Python code. Off unless you trust it."
+        default=False,
+        description="Download and run the repository's own Python code. Off unless you trust it; the "
+        "repository must also be in the operator's remote-code allow-list.",
     )
 
 
@@ -89,11 +92,14 @@ class Resources(Model):
 class Cache(Model):
     size: str = Field(default="50Gi", pattern=QUANTITY_PATTERN, description="Size of the model cache volume.")
     storage_class_name: str | None = Field(
-        default=None, description="StorageClass of the cache volume (default: the cluster's default class)."
+        default=None,
+        description="StorageClass of the cache volume (default: the cluster's default class). Fixed once the "
+        "volume exists: to change it, create a LocalLLM under a new name (or set existingClaim).",
     )
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"] = Field(
         default="ReadWriteOnce",
-        description="Access mode of the cache volume. Use ReadWriteMany when replicas may land on several nodes.",
+        description="Access mode of the cache volume. Use ReadWriteMany when replicas may land on several nodes. "
+        "Fixed once the volume exists: to change it, create a LocalLLM under a new name (or set existingClaim).",
     )
     existing_claim: str | None = Field(
         default=None,
@@ -108,15 +114,28 @@ class Cache(Model):
 
 
 class EnvVar(Model):
-    name: str = Field(description="Environment variable name.", min_length=1)
+    name: str = Field(
+        description="Environment variable name. Names the operator sets itself (HF_HUB_OFFLINE, HOME, "
+        "OLLAMA_HOST, ...) are refused.",
+        min_length=1,
+        max_length=256,
+    )
     value: str | None = Field(default=None, description="Literal value.")
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="Take the value from a Secret key.")
 
 
 class Engine(Model):
-    image: str | None = Field(default=None, description="Override the runtime's container image.")
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Override the runtime's container image. Must match the operator's image allow-list "
+        "(default: the official vLLM and Ollama images and sdc-runtime).",
+    )
     args: list[Annotated[str, Field(max_length=512)]] = Field(
-        default_factory=list, max_length=64, description="Extra arguments appended to the engine command."
+        default_factory=list,
+        max_length=64,
+        description="Extra arguments appended to the engine command. Arguments that change the model, tokenizer, "
+        "port or remote-code setting are refused: use model.* and trustRemoteCode instead.",
     )
     env: list[EnvVar] = Field(
         default_factory=list, max_length=64, description="Extra environment variables for the engine."
@@ -141,13 +160,16 @@ class Scheduling(Model):
     tolerations: list[Toleration] = Field(
         default_factory=list,
         max_length=32,
-        description="Tolerations added to the pods. A toleration of the GPU taint is added when gpus > 0.",
+        description="Tolerations added to the pods. A toleration of the GPU taint is added when gpus > 0. Keys "
+        "outside the operator's toleration allow-list are refused.",
     )
     affinity: dict[str, Any] | None = Field(
         default=None, description="A core/v1 Affinity, passed to the pods as it is."
     )
     runtime_class_name: str | None = Field(default=None, description="RuntimeClass of the pods (e.g. nvidia).")
-    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
+    priority_class_name: str | None = Field(
+        default=None, description="PriorityClass of the pods; only classes in the operator's allow-list."
+    )
 
 
 class Routing(Model):
@@ -176,8 +198,120 @@ class LocalLLMSpec(Model):
         return self.model.served_name or self.model.name
 
 
+# Engine flags the operator sets, or that would load other code or weights than the pinned model:
+# refused in engine.args. argparse accepts any unambiguous prefix of a flag and vLLM accepts `_` for `-`,
+# so the pattern refuses every prefix of these names with either separator.
+OPERATOR_FLAGS = (
+    "model",
+    "tokenizer",
+    "revision",
+    "tokenizer-revision",
+    "code-revision",
+    "port",
+    "host",
+    "served-model-name",
+    "tensor-parallel-size",
+    "trust-remote-code",
+    "download-dir",
+    "load-format",
+    "config",
+    "hf-config-path",
+    "hf-token",
+    "speculative-config",
+    "lora-modules",
+    "uds",
+)
+# Environment the operator sets (or that moves where weights come from): refused in engine.env.
+OPERATOR_ENV = (
+    "HOME",
+    "OLLAMA_HOST",
+    "OLLAMA_MODELS",
+    "OLLAMA_CONTEXT_LENGTH",
+    "VLLM_NO_USAGE_STATS",
+    "VLLM_USE_MODELSCOPE",
+    "TRANSFORMERS_OFFLINE",
+    "TRANSFORMERS_CACHE",
+    "HUGGING_FACE_HUB_TOKEN",
+)
+OPERATOR_ENV_PREFIXES = ("HF_", "SDC_")
+DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _prefixes(flag: str) -> str:
+    """An RE2 group matching every non-empty prefix of `flag`, `-` and `_` alike."""
+    out = ""
+    for char in reversed(flag):
+        atom = "[-_]" if char == "-" else char
+        out = f"{atom}(?:{out})?" if out else atom
+    return out
+
+
+FORBIDDEN_ARG_PATTERN = "^--?(?:tp|" + "|".join(_prefixes(f) for f in OPERATOR_FLAGS) + ")(?:=.*)?$"
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _immutable_cache_rule(expr: str, field: str) -> dict[str, str]:
+    """A transition rule: the cache claim's field cannot change in place (PersistentVolumeClaims forbid it)."""
+    return {
+        "rule": "has(self.cache.existingClaim) || has(oldSelf.cache.existingClaim) || " + expr,
+        "message": f"cache.{field} cannot change once the cache volume exists (a PersistentVolumeClaim keeps it "
+        "for life): to migrate, create a LocalLLM under a new name with the new value (or point "
+        "cache.existingClaim at a claim that has it), move traffic with routing.weight, then delete this one",
+        "fieldPath": f".cache.{field}",
+        "reason": "FieldValueForbidden",
+    }
+
+
+# CEL rules on the whole object: what metadata.name must be to name every child.
+ROOT_RULES = [
+    {
+        "rule": "self.metadata.name.size() <= 63 && self.metadata.name.matches('" + DNS_LABEL_PATTERN + "')",
+        "message": "metadata.name must be a DNS label (lower-case letters, digits and '-', starting with a letter, "
+        "at most 63 characters, no dots): it names the LocalLLM's Service, Deployment and pods",
+        "fieldPath": ".metadata.name",
+        "reason": "FieldValueInvalid",
+    },
+]
+
 # CEL rules on the spec: the API server refuses violating objects with these messages.
 SPEC_RULES = [
+    {
+        "rule": "self.engine.args.all(a, !a.matches('" + FORBIDDEN_ARG_PATTERN + "'))",
+        "message": "engine.args must not set the model, tokenizer, revision, port, host, served name, tensor "
+        "parallelism, download or load format, or remote code: the operator sets them from model.*, "
+        "resources.gpus and model.trustRemoteCode",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "self.engine.env.all(e, !(e.name in "
+        + _cel_list(OPERATOR_ENV)
+        + ") && "
+        + " && ".join(f"!e.name.startsWith('{p}')" for p in OPERATOR_ENV_PREFIXES)
+        + ")",
+        "message": "engine.env must not set variables the operator owns ("
+        + ", ".join(OPERATOR_ENV)
+        + ", "
+        + ", ".join(f"{p}*" for p in OPERATOR_ENV_PREFIXES)
+        + ")",
+        "fieldPath": ".engine.env",
+    },
+    _immutable_cache_rule("self.cache.accessMode == oldSelf.cache.accessMode", "accessMode"),
+    _immutable_cache_rule(
+        "(has(self.cache.storageClassName) ? (has(oldSelf.cache.storageClassName) && "
+        "self.cache.storageClassName == oldSelf.cache.storageClassName) : !has(oldSelf.cache.storageClassName))",
+        "storageClassName",
+    ),
+    {
+        "rule": "has(self.cache.existingClaim) || has(oldSelf.cache.existingClaim) || "
+        "quantity(self.cache.size).compareTo(quantity(oldSelf.cache.size)) >= 0",
+        "message": "cache.size cannot shrink (volumes only grow): to migrate, create a LocalLLM under a new name "
+        "with the smaller cache, move traffic with routing.weight, then delete this one",
+        "fieldPath": ".cache.size",
+        "reason": "FieldValueForbidden",
+    },
     {
         "rule": "self.runtime == 'ollama' || self.model.name.matches('" + HF_REPO_PATTERN + "')",
         "message": "model.name must be a Hugging Face repository id (owner/name) for the vllm and transformers "
@@ -235,7 +369,40 @@ def semantic_errors(spec: LocalLLMSpec) -> list[str]:
     errors = []
     if spec.runtime == "vllm" and spec.resources.gpus > 1 and spec.resources.gpus & (spec.resources.gpus - 1):
         errors.append(f"resources.gpus={spec.resources.gpus}: vLLM tensor parallelism needs a power of two")
-    for arg in spec.engine.args:
-        if re.match(r"^--(model|port|served-model-name|tensor-parallel-size)(=|$)", arg):
+    for arg in spec.engine.args:  # the CRD's CEL rule says the same; this covers objects admitted before it
+        if re.match(FORBIDDEN_ARG_PATTERN, arg):
             errors.append(f"engine.args: {arg.split('=')[0]} is set by the operator; use the spec field instead")
+    for var in spec.engine.env:
+        if var.name in OPERATOR_ENV or var.name.startswith(OPERATOR_ENV_PREFIXES):
+            errors.append(f"engine.env: {var.name} is set by the operator")
     return errors
+
+
+_QUANTITY_SCALE = {
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+}
+
+
+def parse_quantity(value: str) -> Decimal | None:
+    """A Kubernetes quantity ("50Gi", "500m", "1.5") as a number; None when it is not one."""
+    if not re.match(QUANTITY_PATTERN, value):
+        return None
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E"):
+        if value.endswith(suffix):
+            try:
+                return Decimal(value[: -len(suffix)]) * _QUANTITY_SCALE[suffix]
+            except InvalidOperation:
+                return None
+    return Decimal(value)
