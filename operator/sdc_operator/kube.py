@@ -188,6 +188,25 @@ def ensure_peering(name: str, namespaces: list[str]) -> None:
             raise
 
 
+def peering_status(name: str, namespaces: list[str]) -> dict[str, Any]:
+    """The peers Kopf recorded in the peering object(s) (empty when there is none yet)."""
+    api = custom()
+    out: dict[str, Any] = {}
+    targets: list[str | None] = list(namespaces) or [None]
+    for namespace in targets:
+        try:
+            if namespace is None:
+                obj = _api_call(api.get_cluster_custom_object, "kopf.dev", "v1", "clusterkopfpeerings", name)
+            else:
+                obj = _api_call(api.get_namespaced_custom_object, "kopf.dev", "v1", namespace, "kopfpeerings", name)
+        except ApiError as err:
+            if err.status == 404:
+                continue
+            raise
+        out.update((obj or {}).get("status") or {})
+    return out
+
+
 def post_event(namespace: str, name: str, uid: str, kind: str, reason: str, message: str) -> None:
     """A core/v1 Event on the LocalLLM: what `kubectl describe llm` lists."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

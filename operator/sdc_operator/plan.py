@@ -18,6 +18,7 @@ every action idempotent: a plan from a stale snapshot costs at most a no-op.
 from __future__ import annotations
 
 import copy
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "manually_deleted",
     "owns",
     "plan",
+    "priority_clash",
     "reported",
     "retry_delay",
     "source_errors",
@@ -218,3 +220,28 @@ def manually_deleted(child: dict[str, Any], uid: str, name: str) -> bool:
     being deleted), and that case is filtered before this is called.
     """
     return child.get("kind") in ("Deployment", "Service", "PersistentVolumeClaim") and owns(child, uid, name)
+
+
+def priority_clash(peers: dict[str, Any], priority: int, now: datetime.datetime, own: str) -> list[str]:
+    """Live peers (in a Kopf peering object's status) other than this replica with its priority.
+
+    Kopf pauses every replica when two share a priority, so the operator
+    refuses to start into that state instead: the admin sees why at once.
+    `own` is this replica's identity (its POD_ID, or `user@host/` as a prefix):
+    the entry a killed earlier run of this same replica left is not a peer.
+    """
+    clash = []
+    for peer_id, info in peers.items():
+        if peer_id == own or (own.endswith("/") and peer_id.startswith(own)):
+            continue
+        if not isinstance(info, dict) or int(info.get("priority", -1)) != priority:
+            continue
+        try:
+            seen = datetime.datetime.fromisoformat(str(info["lastseen"]))
+        except (KeyError, ValueError):
+            continue
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=datetime.UTC)
+        if seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now:
+            clash.append(peer_id)
+    return clash

@@ -6,19 +6,24 @@ what was expected against what came out.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import datetime
 import re
+from collections.abc import Hashable
 from typing import Any
 
 import pytest
 from sdc_operator.builders.common import LocalLLM
 from sdc_operator.builders.workload import desired_children
+from sdc_operator.debounce import Debouncer
 from sdc_operator.plan import (
     REPLICA_MANAGERS,
     drift,
     manually_deleted,
     owns,
     plan,
+    priority_clash,
     retry_delay,
     status_patch,
     yield_fields,
@@ -304,3 +309,49 @@ def test_operator_env_is_refused(name: str, refused: bool) -> None:
 def test_parse_quantity(text: str, value: float | None) -> None:
     parsed = parse_quantity(text)
     assert (text, None if parsed is None else float(parsed)) == (text, value)
+
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def peer(priority: int, seconds_ago: int, lifetime: int = 30) -> dict[str, Any]:
+    seen = (NOW - datetime.timedelta(seconds=seconds_ago)).isoformat()
+    return {"priority": priority, "lifetime": lifetime, "lastseen": seen}
+
+
+@pytest.mark.parametrize(
+    ("case", "peers", "clash"),
+    [
+        ("no peers", {}, []),
+        ("a live peer with another priority", {"b": peer(100, 5)}, []),
+        ("a live peer with the same priority", {"b": peer(200, 5)}, ["b"]),
+        ("a dead peer with the same priority", {"b": peer(200, 60)}, []),
+        ("this replica's own earlier run", {"me@host/20260101/abc": peer(200, 5)}, []),
+    ],
+)
+def test_priority_clash(case: str, peers: dict[str, Any], clash: list[str]) -> None:
+    assert (case, priority_clash(peers, 200, NOW, "me@host/")) == (case, clash)
+
+
+def test_debouncer_coalesces_a_burst_into_one_run_with_the_latest_state() -> None:
+    runs: list[tuple[str, int]] = []
+    state = {"value": 0}
+
+    async def scenario() -> None:
+        done = asyncio.Event()
+
+        async def run(key: Hashable) -> None:
+            runs.append((str(key), state["value"]))
+            if len(runs) == 2:
+                done.set()
+
+        debouncer = Debouncer(0.05, run)
+        for i in range(10):
+            state["value"] = i
+            debouncer.trigger("k")
+        debouncer.trigger("other")
+        await asyncio.wait_for(done.wait(), timeout=5)
+        await asyncio.sleep(0.1)  # a wrong debouncer would run "k" again here
+
+    asyncio.run(scenario())
+    assert sorted(runs) == [("k", 9), ("other", 9)]
