@@ -27,6 +27,7 @@ import datetime
 import logging
 import time
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,12 +120,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330  # a silent connection (a stopped API server) is dropped and retried
     settings.watching.connect_timeout = SETTINGS.api_timeout_s
     settings.networking.request_timeout = SETTINGS.api_timeout_s * 3
-    settings.execution.max_workers = 20
     settings.peering.standalone = SETTINGS.standalone
     settings.peering.name = SETTINGS.peering_name
     settings.peering.mandatory = not SETTINGS.standalone
     settings.peering.lifetime = SETTINGS.peering_lifetime_s
     kube.TIMEOUT_S = SETTINGS.api_timeout_s
+    # The client blocks; its calls wait on the network, not the CPU: enough threads that a burst of
+    # creations is paced by the API server, not by the default pool's cores + 4.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="sdc-api"))
     memo["sdc_state"] = State()
     if not SETTINGS.standalone:
         await asyncio.to_thread(kube.ensure_peering, SETTINGS.peering_name, SETTINGS.watch_namespaces)

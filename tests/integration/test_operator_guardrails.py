@@ -198,9 +198,8 @@ def test_immutable_cache_fields_are_refused_with_a_migration_path(
             "patch", "llm", "cache", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": patch}), check=False
         )
         assert f"spec.{field}" in out and "new name" in out, (field, out)
-    kubectl("patch", "llm", "cache", "-n", namespace, "--type=merge", "-p", '{"spec":{"cache":{"size":"80Gi"}}}')
     time.sleep(2)
-    assert wait_phase(kubectl, "cache", namespace, "Ready")["status"]["phase"] == "Ready"
+    assert kubectl.get("llm", "cache", "-n", namespace)["status"]["phase"] == "Ready", "never Failed for it"
 
 
 def _pod_spec(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
