@@ -33,6 +33,7 @@ from sdc_operator.builders.transformers import transformers_parts
 from sdc_operator.builders.vllm import vllm_parts
 from sdc_operator.settings import OperatorSettings
 
+
 @dataclass(frozen=True)
 class RuntimeEntry:
     """One serving runtime: how to build its pod parts, and the port it serves on."""
