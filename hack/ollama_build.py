@@ -105,7 +105,11 @@ def build(version: str, include: Path) -> None:
 def stage_for_image(binary: Path) -> None:
     """A real file inside the build context for images/ollama.Dockerfile (bin/ is a symlink, and ignored)."""
     staged = ROOT / "build" / "ollama" / "ollama"
-    if staged.exists() and staged.stat().st_size == binary.stat().st_size and staged.read_bytes() == binary.read_bytes():
+    if (
+        staged.exists()
+        and staged.stat().st_size == binary.stat().st_size
+        and staged.read_bytes() == binary.read_bytes()
+    ):
         return
     staged.parent.mkdir(parents=True, exist_ok=True)
     tmp = staged.with_suffix(".tmp")
