@@ -81,22 +81,21 @@ def check(argvs: list[list[str]]) -> list[dict[str, Any]]:
     from vllm.platforms.cpu import CpuPlatform
 
     platforms.current_platform = CpuPlatform()  # the parser's defaults ask the platform; there is no CUDA here
-    import vllm.entrypoints.cli.serve as serve
+    # The parser and validation `vllm serve` itself uses (vllm/entrypoints/cli/serve.py), without
+    # importing the server.
     from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.common.cli_args import make_arg_parser, validate_parsed_serve_args
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     out: list[dict[str, Any]] = []
     for argv in argvs:
-        parser = FlexibleArgumentParser(prog="vllm")
-        commands = parser.add_subparsers(dest="subparser")
-        command = serve.cmd_init()[0]
-        command.subparser_init(commands)
+        parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
         stderr = io.StringIO()
         try:
             with contextlib.redirect_stderr(stderr):
-                args = parser.parse_args(["serve", *argv])
-                command.validate(args)
-                if args.model_tag is not None:  # what `vllm serve` itself does with the positional model
+                args = parser.parse_args(argv)
+                validate_parsed_serve_args(args)
+                if args.model_tag is not None:  # what `vllm serve` does with the positional model
                     args.model = args.model_tag
                 engine = AsyncEngineArgs.from_cli_args(args)
         except (SystemExit, ValueError, TypeError) as err:
