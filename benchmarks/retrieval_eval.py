@@ -167,14 +167,15 @@ def tune(passages: dict[str, str], questions: Sequence[Question], rounds: int = 
 
 
 ABLATION: list[tuple[str, Weights]] = [
-    ("Kiwi BM25 + normalization (numbers, loanwords)", Weights(join=False, expand=False, rerank=False)),
+    ("Kiwi BM25 + normalization (numbers, units, dates, loanwords)", Weights(join=False, expand=False, rerank=False)),
     ("+ spacing-insensitive compounds", Weights(expand=False, rerank=False)),
-    ("+ CoNg query expansion", Weights(rerank=False)),
-    ("+ reranker: coverage (exact only)", Weights(soft_floor=1.0, detail=0.0)),
-    ("+ CoNg soft coverage", Weights(detail=0.0)),
+    ("+ CoNg query expansion (weight 0.5), still BM25 only", Weights(rerank=False, expansion=0.5)),
+    ("reranker, exact coverage only (no expansion)", Weights(soft_floor=1.0, detail=0.0, semantic=0.0)),
+    ("+ CoNg soft coverage", Weights(detail=0.0, semantic=0.0)),
+    ("+ CoNg bag-of-morphemes similarity", Weights(detail=0.0)),
     ("+ near-duplicate detail (= service)", Weights()),
+    ("service + CoNg query expansion 0.5", Weights(expansion=0.5)),
     ("service without normalization", Weights(normalize=False)),
-    ("service without CoNg expansion", Weights(expand=False)),
 ]
 
 

@@ -239,7 +239,7 @@ class Retriever:
             total = np.array([self._morph_idf(m) for m in ids], dtype=np.float32) @ matrix
             norm = float(np.linalg.norm(total))
             q.mean = (total / norm).astype(np.float32) if norm else None
-        if not w.expand or not q.semantic:
+        if not w.expand or w.expansion <= 0 or not q.semantic:
             return q
         forms, matrix = self._vocabulary()
         for term, morph_id in q.semantic:
@@ -367,10 +367,14 @@ class Retriever:
         present: dict[str, set[str]] = {}
         related: dict[str, list[str]] = {}
         sem_score: dict[str, float] = {}
+        # Joined compounds (개정후, 수원사업장) take part in telling near-duplicates apart, not in coverage.
+        compounds = {t.text for t in q.terms if t.joined and t.text not in concepts}
+        for t in compounds:
+            idf[t] = self.bm25.idf(t) if self.bm25.df(t) else max_idf
         for key in candidates:
             entry = self._entries[key]
             found = {t for t in concepts if t in entry.counts}
-            present[key] = found
+            present[key] = found | {t for t in compounds if t in entry.counts}
             score = sum(idf[t] for t in found)
             soft = []
             if qmatrix is not None and len(entry.ids) and w.soft_floor < 1:
