@@ -211,7 +211,16 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             if getattr(body, key) is not None:
                 payload[key] = getattr(body, key)
         sources = [
-            Source(id=h.passage.doc_id, text=h.passage.text, score=round(h.score, 6), metadata=h.metadata) for h in hits
+            Source(
+                id=h.passage.doc_id,
+                text=h.passage.text,
+                score=round(h.score, 6),
+                metadata=h.metadata,
+                matched=list(h.matched),
+                related=list(h.related),
+                deciding=list(h.deciding),
+            )
+            for h in hits
         ]
         attempts: Attempts = request.state.attempts
         if body.stream:
