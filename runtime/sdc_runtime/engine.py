@@ -55,7 +55,7 @@ from typing import Any
 
 from sdc_runtime import metrics
 from sdc_runtime.detok import Detokenizer, StopMatcher
-from sdc_runtime.loading import LoadOptionError, LoadOptions, from_pretrained_kwargs, plan_load
+from sdc_runtime.loading import LoadOptionError, LoadOptions, LoadPlan, from_pretrained_kwargs, plan_load
 
 log = logging.getLogger("sdc_runtime.engine")
 
@@ -190,6 +190,7 @@ class Engine:
         self.tokenizer: Any = None
         self.device: Any = None
         self.joinable = True
+        self.plan: LoadPlan | None = None
         self.max_token_chars = 64
         self.is_generative = any(a.endswith("ForCausalLM") for a in self.config.get("architectures", []))
 
@@ -204,6 +205,7 @@ class Engine:
         try:
             plan = plan_load(self.options, cuda_available=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported())
             kwargs = from_pretrained_kwargs(plan)
+            self.plan = plan
         except LoadOptionError as err:
             raise ModelDirError(str(err)) from err
         try:

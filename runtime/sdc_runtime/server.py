@@ -26,6 +26,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sdc_runtime import metrics
 from sdc_runtime.engine import BadPromptError, Engine, Generation, QueueFullError, SamplingParams
@@ -55,8 +56,8 @@ def create_app(engine: Engine, served_model_name: str, *, max_body_bytes: int = 
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return openai_error(400, f"{where}: {first.get('msg')}", "invalid_request_error", where or None)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # also FastAPI's own: body parse errors, 404, 405
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return openai_error(exc.status_code, str(exc.detail), kind, headers=dict(exc.headers or {}))
 
