@@ -27,7 +27,7 @@ from sdc_operator.builders.service import endpoint_url
 from sdc_operator.builders.workload import desired_children, engine_port
 from sdc_operator.debounce import Debouncer
 from sdc_operator.plan import plan, source_errors
-from sdc_operator.publish import ENDPOINTS_KEY, endpoints_configmap, endpoints_document
+from sdc_operator.publish import ENDPOINTS_KEY, audience, endpoints_configmap, endpoints_document
 from sdc_operator.settings import OperatorSettings
 from sdc_operator.spec import Condition, semantic_errors
 from sdc_operator.status import Observed, derive_status
@@ -344,7 +344,9 @@ def _publish(index: kopf.Index[Any, Any], override: dict[tuple[str, str], dict[s
             if item["metadata"].get("deletionTimestamp"):
                 continue
             llms.append({**item, "status": override.get(k, item.get("status"))})
-    document = endpoints_document(llms)
+    document = endpoints_document(
+        llms, audience(SETTINGS.endpoints_namespace, SETTINGS.publish_namespaces, SETTINGS.publish_pool)
+    )
     cm_key = f"{SETTINGS.endpoints_namespace}/{SETTINGS.endpoints_configmap}"
     if cm_key not in _published:
         data = kube.read_configmap_data(SETTINGS.endpoints_namespace, SETTINGS.endpoints_configmap)
