@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -36,6 +37,7 @@ from sdc_orchestrator.limits import (
     check_openai_chat,
     check_sampling,
 )
+from sdc_orchestrator.rag.korean import kiwi
 from sdc_orchestrator.rag.prompt import rag_messages
 from sdc_orchestrator.rag.retriever import Hit, Retriever
 from sdc_orchestrator.rag.store import DirectoryStore
@@ -129,8 +131,17 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Indexing and retrieval run in worker threads. A cancelled upload stops at its next step, but a
+        # step already running in a thread runs to its end: a bounded pool caps how much such work
+        # can pile up, whatever clients do (work not yet started is dropped when cancelled).
+        workers = ThreadPoolExecutor(settings.sdc_worker_threads, thread_name_prefix="sdc-work")
+        asyncio.get_running_loop().set_default_executor(workers)
+        # Load Kiwi before serving: loading holds the GIL for seconds, which would stall health checks
+        # and even the SIGTERM handler if it happened inside the first upload.
+        await asyncio.to_thread(_warm_up_kiwi)
         yield
         await state.upstream.close()
+        workers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="SDC orchestrator",
@@ -224,16 +235,22 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             async with state.ingest_slots:
                 return [await state.retriever.upsert(d.id, d.text, d.metadata) for d in docs]
 
+        # Cancelled when the client leaves or the time bound passes: the documents not yet stored are not stored.
         task = asyncio.create_task(ingest())
         try:
             async with asyncio.timeout(settings.sdc_ingest_timeout_s):
                 stored = await _unless_disconnected(task, request)
+        except NoRouteError:
+            metrics.INGESTS.labels("cancelled").inc()
+            raise
         except TimeoutError:
+            metrics.INGESTS.labels("timeout").inc()
             raise InputError(
                 f"indexing took longer than {settings.sdc_ingest_timeout_s:g} s (SDC_INGEST_TIMEOUT_S); "
                 "send smaller documents",
                 413,
             ) from None
+        metrics.INGESTS.labels("ok").inc()
         return JSONResponse({"documents": [{"id": d.id, "passages": len(d.passages)} for d in stored]})
 
     @app.delete("/api/v1/documents/{doc_id:path}")
@@ -369,6 +386,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         return JSONResponse(data)
 
     return app
+
+
+def _warm_up_kiwi() -> None:
+    analyser = kiwi()
+    analyser.split_into_sents("준비합니다. 끝났습니다.")
+    analyser.tokenize("준비합니다")
 
 
 async def _unless_disconnected(task: asyncio.Task[Any], request: Request) -> Any:

@@ -23,3 +23,4 @@ KEY_REQUESTS = Counter(
     ["key", "outcome"],
 )
 STREAMS = Counter("sdc_orchestrator_stream_outcomes_total", "Streamed chats by how they ended", ["provider", "outcome"])
+INGESTS = Counter("sdc_orchestrator_ingests_total", "Document uploads by how they ended", ["outcome"])

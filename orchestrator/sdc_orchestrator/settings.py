@@ -73,6 +73,7 @@ class OrchestratorSettings(BaseSettings):
     sdc_max_concurrent_ingests: int = Field(
         default=1, ge=1, description="Documents indexed at once; Kiwi is CPU-bound, more only queue."
     )
+    sdc_worker_threads: int = Field(default=4, ge=2, description="Threads for indexing, retrieval and file I/O.")
     sdc_ingest_timeout_s: float = Field(default=300.0, gt=0, description="Longest one upload may index.")
     sdc_model_discovery_retry_s: float = Field(
         default=30.0, ge=0, description="A backend whose /v1/models failed is not asked again for this long."

@@ -30,6 +30,7 @@ class FakeBackend:
         self.last_request: dict[str, Any] | None = None
         self.requests: list[dict[str, Any]] = []  # every chat body received, for tests that inspect them all
         self.model_calls = 0
+        self.embed_delay_s = 0.0
         self.app = self._build()
 
     def _build(self) -> FastAPI:
@@ -49,6 +50,8 @@ class FakeBackend:
         @app.post("/v1/embeddings")
         async def embeddings(request: Request) -> dict[str, Any]:
             body = await request.json()
+            if self.embed_delay_s:
+                await asyncio.sleep(self.embed_delay_s)
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
             self.embedded.extend(texts)
             vecs = [[float(t.count(ch)) for ch in "서울부산항구수도기차"] for t in texts]
