@@ -30,6 +30,7 @@ from sdc_orchestrator.api_models import (
 from sdc_orchestrator.backends import EndpointRegistry
 from sdc_orchestrator.gateway import GatewayMiddleware, KeyRing, Limits
 from sdc_orchestrator.limits import (
+    OPENAI_CHAT_SCHEMA,
     InputError,
     InputLimits,
     check_keywords,
@@ -283,6 +284,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         started = time.perf_counter()
         check_message(body.message)
         provider = body.provider or settings.llm_service_type
+        if body.provider not in (None, "auto") and not state.registry.for_provider(body.provider):
+            # Asked for by name and not configured here: the client's mistake (404), not an outage (503).
+            raise NoRouteError(404, f"provider '{body.provider}' is not configured on this orchestrator")
         payload: dict[str, Any] = {"model": body.model}
         for key in ("temperature", "max_tokens"):
             if getattr(body, key) is not None:
@@ -356,7 +360,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             "data": [{"id": n, "object": "model", "created": 0, "owned_by": "sdc"} for n in names],
         }
 
-    @app.post("/v1/chat/completions")
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": OPENAI_CHAT_SCHEMA}}}
+        },
+    )
     async def chat_completions(request: Request) -> Response:
         try:
             raw = await request.json()

@@ -243,3 +243,42 @@ def check_keywords(analysis: Mapping[str, Any] | None) -> list[str]:
     if len(keywords) > 64:
         raise InputError("korean_analysis.keywords: at most 64 keywords")
     return [neutralize(k) for k in keywords]
+
+
+# The OpenAI chat body as OpenAPI documents it (validation is `check_openai_chat`; this is for clients and fuzzers).
+_TEXT_PART = {
+    "type": "object",
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    "required": ["type", "text"],
+}
+OPENAI_CHAT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["messages"],
+    "properties": {
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {
+                    "role": {"enum": sorted(ROLES)},
+                    "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]},
+                    "name": {"type": "string", "maxLength": 256},
+                },
+            },
+        },
+        "model": {"type": "string", "maxLength": 256, "description": "A model from GET /v1/models, or a provider."},
+        "stream": {"type": "boolean"},
+        "max_tokens": {"type": "integer", "minimum": 1, "description": "At most SDC_MAX_TOKENS."},
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "n": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": MAX_STOP}]},
+        "seed": {"type": "integer"},
+        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "user": {"type": "string", "maxLength": 256},
+    },
+}
