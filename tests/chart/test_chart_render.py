@@ -191,7 +191,8 @@ def test_bad_values_fail_to_render(case: str, sets: list[str], fragment: str) ->
 
 def test_kube_score_finds_no_critical_issue(tmp_path: Path) -> None:
     """kube-score over every scenario. One test is skipped, on purpose: it wants imagePullPolicy Always,
-    and our images are pinned tags, where IfNotPresent is the right policy."""
+    and our images are pinned tags, where IfNotPresent is the right policy. One finding is expected:
+    the engines' NetworkPolicy selects pods the operator creates, which no rendered manifest holds."""
     for values in [None, *sorted((CHART / "ci").glob("*.yaml"))]:
         args = ["template", "sdc", str(CHART), "-n", "sdc"] + (["-f", str(values)] if values else [])
         manifest = tmp_path / "render.yaml"
@@ -210,7 +211,9 @@ def test_kube_score_finds_no_critical_issue(tmp_path: Path) -> None:
             text=True,
             check=False,
         )
-        critical = [line for line in result.stdout.splitlines() if "[CRITICAL]" in line]
+        # The engines' policy selects pods the operator makes later, so no rendered pod matches it.
+        engines = "sdc-engines/sdc networking.k8s.io/v1/NetworkPolicy: The NetworkPolicys selector doesn't match any pods"
+        critical = [line for line in result.stdout.splitlines() if "[CRITICAL]" in line and engines not in line]
         assert critical == [], (values, critical)
 
 
