@@ -212,7 +212,9 @@ def test_kube_score_finds_no_critical_issue(tmp_path: Path) -> None:
             check=False,
         )
         # The engines' policy selects pods the operator makes later, so no rendered pod matches it.
-        engines = "sdc-engines/sdc networking.k8s.io/v1/NetworkPolicy: The NetworkPolicys selector doesn't match any pods"
+        engines = (
+            "sdc-engines/sdc networking.k8s.io/v1/NetworkPolicy: The NetworkPolicys selector doesn't match any pods"
+        )
         critical = [line for line in result.stdout.splitlines() if "[CRITICAL]" in line and engines not in line]
         assert critical == [], (values, critical)
 
