@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv tools cluster-up cluster-down cluster-status test test-unit test-integration lint crds demo bench clean
+.PHONY: help venv tools cluster-up cluster-down cluster-status images test test-unit test-integration lint crds demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ cluster-up: tools ## Start the local control plane; kubeconfig at .cluster/kubec
 
 cluster-down: ## Stop exactly what cluster-up started
 	$(PYTHON) hack/cluster.py down
+
+images: venv cluster-up ## Build images/*.Dockerfile here (local Debian base) and load them into the real node
+	$(PY) hack/images.py
 
 cluster-status:
 	@$(PYTHON) hack/cluster.py status

@@ -1,15 +1,22 @@
 # sdc-operator: the LocalLLM operator. Small (no web server, no torch), non-root, read-only friendly.
 # Build from the repository root: docker build -f images/operator.Dockerfile -t sdc-operator .
-FROM python:3.11.14-slim-bookworm AS build
+# BASE_IMAGE: any Debian-like image with python3 (3.11+) and its venv module; `make images`
+# passes a base made here from Debian's packages (no registry needed).
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
+ENV PATH=/opt/sdc/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md requirements/constraints.txt ./
+# Dependencies first, in a layer of their own: a code change reuses it.
+COPY pyproject.toml requirements/constraints.txt images/requirements.py ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3 -m venv /opt/sdc \
+ && python3 requirements.py operator > /tmp/requirements.txt \
+ && /opt/sdc/bin/pip install -c constraints.txt -r /tmp/requirements.txt
+COPY README.md ./
 COPY operator ./operator
 COPY orchestrator ./orchestrator
 COPY runtime ./runtime
-RUN python -m venv /opt/sdc && /opt/sdc/bin/pip install --no-cache-dir -c constraints.txt ".[operator]"
-
-FROM python:3.11.14-slim-bookworm
-COPY --from=build /opt/sdc /opt/sdc
-ENV PATH=/opt/sdc/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN --mount=type=cache,target=/root/.cache/pip /opt/sdc/bin/pip install --no-deps . && rm -rf /src/*
+WORKDIR /
 USER 10001:10001
 ENTRYPOINT ["sdc-operator"]

@@ -1,15 +1,21 @@
 # sdc-orchestrator: the chat API. Carries Kiwi's Korean model (about 90 MB), no torch.
-FROM python:3.11.14-slim-bookworm AS build
+# Build from the repository root: docker build -f images/orchestrator.Dockerfile -t sdc-orchestrator .
+# BASE_IMAGE: see images/operator.Dockerfile.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
+ENV PATH=/opt/sdc/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HOME=/tmp
 WORKDIR /src
-COPY pyproject.toml README.md requirements/constraints.txt ./
+COPY pyproject.toml requirements/constraints.txt images/requirements.py ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3 -m venv /opt/sdc \
+ && python3 requirements.py orchestrator > /tmp/requirements.txt \
+ && /opt/sdc/bin/pip install -c constraints.txt -r /tmp/requirements.txt
+COPY README.md ./
 COPY operator ./operator
 COPY orchestrator ./orchestrator
 COPY runtime ./runtime
-RUN python -m venv /opt/sdc && /opt/sdc/bin/pip install --no-cache-dir -c constraints.txt ".[orchestrator]"
-
-FROM python:3.11.14-slim-bookworm
-COPY --from=build /opt/sdc /opt/sdc
-ENV PATH=/opt/sdc/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
+RUN --mount=type=cache,target=/root/.cache/pip /opt/sdc/bin/pip install --no-deps . && rm -rf /src/*
+WORKDIR /
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["sdc-orchestrator", "--host", "0.0.0.0", "--port", "8080"]

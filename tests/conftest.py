@@ -23,6 +23,20 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 KUBECTL = str(ROOT / "bin" / "kubectl")
 
+# CPU pods that should be simulated by KWOK (Running without containers) say so: while a real node
+# runs, the simulated CPU node is tainted and CPU workloads otherwise land on the real node.
+SIMULATED_TOLERATION = {"key": "sdc.dev/simulated", "operator": "Exists", "effect": "NoSchedule"}
+SIMULATED_NODE_SELECTOR = {"type": "kwok"}
+
+
+def simulated(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """A pod spec placed on the simulated CPU node (a copy; GPU pods need no help: only KWOK has GPUs)."""
+    return {
+        **pod_spec,
+        "nodeSelector": {**pod_spec.get("nodeSelector", {}), **SIMULATED_NODE_SELECTOR},
+        "tolerations": [*pod_spec.get("tolerations", []), SIMULATED_TOLERATION],
+    }
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, Kubectl, wait_until
+from tests.conftest import ROOT, Kubectl, simulated, wait_until
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -21,6 +21,8 @@ def pod(name: str, namespace: str, gpus: int = 0, claim: str | None = None) -> d
     if claim:
         spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
         container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    if not gpus:
+        spec = simulated(spec)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
@@ -34,7 +36,22 @@ def test_nodes_advertise_gpus(kubectl: Kubectl) -> None:
 
 
 def test_deployment_becomes_available(kubectl: Kubectl, namespace: str) -> None:
-    kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2", "-n", namespace)
+    labels = {"app": "web"}
+    kubectl.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": simulated({"containers": [{"name": "nginx", "image": "nginx"}]}),
+                },
+            },
+        }
+    )
     kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=60s")
     dep = kubectl.get("deployment", "web", "-n", namespace)
     assert dep["status"]["availableReplicas"] == 2

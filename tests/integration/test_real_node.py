@@ -1,0 +1,261 @@
+"""End to end on the real node: the chart's pods and a Transformers LocalLLM run as real containers.
+
+What KWOK hides and this proves: the images start, the operator in its pod
+(in-cluster config, the chart's RBAC) builds pod specs that really run (init
+container fetching from a hub inside the cluster, `sdc-runtime` serving,
+Ready only through the real readiness probe, non-root), the orchestrator in
+its pod answers from the endpoints the operator published, a deleted engine
+pod is followed by status and replaced, `helm upgrade` with the same values
+restarts nothing, and `helm uninstall` leaves only the kept CRD.
+
+The images come from `hack/images.py` (built here, cached by content, loaded
+into the node's containerd); the test reaches Services by their ClusterIP from
+the host (routed into the node's namespace, kube-proxy's rules there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Kubectl, wait_until
+from tests.integration.operator_harness import GROUP_VERSION, REVISION
+
+CHART = ROOT / "charts" / "sdc"
+HELM = str(ROOT / "bin" / "helm")
+REAL_NODE = "sdc-real-node"
+MODEL = "sdc/tiny"
+
+
+def helm(kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run([HELM, f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def real_node(kubectl: Kubectl) -> str:
+    nodes = kubectl.get("nodes", "-l", "type=real")["items"]
+    if not nodes:
+        if os.environ.get("SDC_TEST_KUBECONFIG") or os.environ.get("SDC_REAL_NODE") == "0":
+            pytest.skip("this cluster has no real node (SDC_TEST_KUBECONFIG or SDC_REAL_NODE=0)")
+        pytest.fail("the local cluster came up without its real node")
+    return str(nodes[0]["metadata"]["name"])
+
+
+@pytest.fixture(scope="module")
+def images(real_node: str) -> None:
+    """Build (cached by content) and load the images; a warm run takes seconds."""
+    result = subprocess.run([sys.executable, str(ROOT / "hack" / "images.py")], text=True, capture_output=True)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model's files and the hub's code, handed to a pod on the real node through a hostPath."""
+    root = tmp_path_factory.mktemp("hub")
+    subprocess.run([sys.executable, "-m", "sdc_runtime.tiny", str(root / "models" / MODEL)], check=True)
+    (root / "fake_hub.py").write_text((ROOT / "tests" / "support" / "fake_hub.py").read_text())
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the pod runs as uid 1000
+    root.parent.chmod(0o755)
+    return root
+
+
+def hub_objects(namespace: str, root: Path, image: str) -> list[dict[str, Any]]:
+    labels = {"app": "hub"}
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "hub", "namespace": namespace},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "hub",
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                "command": ["python", "/hub/fake_hub.py", "--root", "/hub/models"],
+                                "args": ["--revision", REVISION, "--port", "8080"],
+                                "ports": [{"containerPort": 8080}],
+                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                                "volumeMounts": [{"name": "hub", "mountPath": "/hub", "readOnly": True}],
+                            }
+                        ],
+                        "volumes": [{"name": "hub", "hostPath": {"path": str(root), "type": "Directory"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "hub", "namespace": namespace},
+            "spec": {"selector": labels, "ports": [{"port": 8080, "targetPort": 8080}]},
+        },
+    ]
+
+
+def transformers_llm(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "LocalLLM",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "runtime": "transformers",
+            "model": {"name": MODEL, "revision": REVISION},
+            "resources": {"gpus": 0},
+        },
+    }
+
+
+def pods(kubectl: Kubectl, namespace: str, selector: str) -> list[dict[str, Any]]:
+    return list(kubectl.get("pods", "-n", namespace, "-l", selector)["items"])
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return pod["metadata"].get("deletionTimestamp") is None and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions
+    )
+
+
+def service_url(kubectl: Kubectl, namespace: str, name: str) -> str:
+    svc = kubectl.get("service", name, "-n", namespace)
+    return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+
+
+def chat(base: str, provider: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{base}/api/v1/chat",
+        json={"message": "안녕하세요", "provider": provider, "max_tokens": 8, "use_rag": False},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+@pytest.fixture
+def release(kubectl: Kubectl, kubeconfig: Path) -> Iterator[tuple[str, str]]:
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    yield name, name
+    # Whatever happened: no release, no LocalLLMs, no namespace left behind.
+    kubectl("delete", "llm", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
+    subprocess.run([HELM, f"--kubeconfig={kubeconfig}", "uninstall", name, "-n", name], capture_output=True)
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_chart_and_transformers_model_on_real_pods(
+    kubectl: Kubectl, kubeconfig: Path, real_node: str, images: None, hub_root: Path, release: tuple[str, str]
+) -> None:
+    name, ns = release
+    values = ["--set", f"operator.hfEndpoint=http://hub.{ns}.svc.cluster.local:8080"]
+    runtime_image = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
+    kubectl("create", "namespace", ns)
+    kubectl.apply(hub_objects(ns, hub_root, runtime_image))
+
+    # 1. The chart with its defaults (plus where the hub is): operator and orchestrator Ready on the real node.
+    helm(kubeconfig, "install", name, str(CHART), "-n", ns, *values, "--wait", "--timeout", "5m")
+    chart_pods = pods(kubectl, ns, f"app.kubernetes.io/instance={name}")
+    assert {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in chart_pods} >= {
+        "operator",
+        "orchestrator",
+    }
+    for pod in chart_pods:
+        assert ready(pod), pod["metadata"]["name"]
+        assert pod["spec"]["nodeName"] == real_node, pod["metadata"]["name"]
+    print("\n" + kubectl("get", "pods", "-n", ns, "-o", "wide"))
+
+    # 2. A Transformers LocalLLM: fetched from the in-cluster hub by the init container, served by sdc-runtime.
+    started = time.monotonic()
+    kubectl.apply(transformers_llm("tiny", ns))
+    llm = wait_until(
+        "the LocalLLM to be Ready",
+        lambda: (o := kubectl.get("llm", "tiny", "-n", ns)).get("status", {}).get("phase") == "Ready" and o,
+        timeout=300,
+        interval=1,
+    )
+    print(f"transformers LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
+    (engine,) = [p for p in pods(kubectl, ns, "app.kubernetes.io/instance=tiny") if ready(p)]
+    assert engine["spec"]["nodeName"] == real_node
+    assert engine["spec"]["securityContext"].get("runAsNonRoot") is True
+    assert engine["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert llm["status"]["endpoint"]
+
+    # 3. The in-cluster orchestrator answers through the endpoint the operator published.
+    base = service_url(kubectl, ns, f"{name}-orchestrator")
+    answer = wait_until("a chat answer", lambda: _try_chat(base, "transformers"), timeout=120, interval=2)
+    assert answer["model_used"].startswith("transformers:"), answer
+    models = httpx.get(f"{base}/v1/models", timeout=30).json()
+    served = [m["id"] for m in models["data"]]
+    assert served, models
+    completion = httpx.post(
+        f"{base}/v1/chat/completions",
+        json={"model": served[0], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+        timeout=60,
+    )
+    assert completion.status_code == 200, completion.text
+    assert completion.json()["choices"][0]["message"]["role"] == "assistant"
+
+    # 4. The engine pod deleted: status follows, a replacement becomes Ready, requests recover.
+    before = {p["metadata"]["uid"] for p in chart_pods}
+    kubectl("delete", "pod", engine["metadata"]["name"], "-n", ns, "--wait=false")
+    wait_until(
+        "the LocalLLM to leave Ready",
+        lambda: kubectl.get("llm", "tiny", "-n", ns).get("status", {}).get("phase") != "Ready",
+        timeout=60,
+        interval=0.2,
+    )
+    wait_until(
+        "the LocalLLM to be Ready again",
+        lambda: kubectl.get("llm", "tiny", "-n", ns).get("status", {}).get("phase") == "Ready",
+        timeout=300,
+        interval=1,
+    )
+    replacement = [p for p in pods(kubectl, ns, "app.kubernetes.io/instance=tiny") if ready(p)]
+    assert replacement and replacement[0]["metadata"]["uid"] != engine["metadata"]["uid"]
+    assert wait_until("requests to recover", lambda: _try_chat(base, "transformers"), timeout=120, interval=2)
+
+    # 5. helm upgrade with unchanged values restarts no pod.
+    helm(kubeconfig, "upgrade", name, str(CHART), "-n", ns, *values, "--wait", "--timeout", "3m")
+    after = {p["metadata"]["uid"] for p in pods(kubectl, ns, f"app.kubernetes.io/instance={name}") if ready(p)}
+    assert after == before, "helm upgrade with the same values restarted pods"
+
+    # 6. helm uninstall leaves nothing but the kept CRD.
+    kubectl("delete", "llm", "--all", "-n", ns, "--timeout=120s")
+    helm(kubeconfig, "uninstall", name, "-n", ns, "--wait", "--timeout", "2m")
+    selector = f"app.kubernetes.io/instance={name}"
+    wait_until(
+        "the release's objects to be gone",
+        lambda: (
+            kubectl(
+                "get", "all,cm,secret,sa,role,rolebinding,networkpolicy,pdb,pvc", "-n", ns, "-l", selector, "-o", "name"
+            )
+            == ""
+        ),
+        timeout=120,
+    )
+    assert kubectl("get", "clusterrole,clusterrolebinding", "-l", selector, "-o", "name") == ""
+    assert kubectl.get("crd", "localllms.llm.sdc.dev")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def _try_chat(base: str, provider: str) -> dict[str, Any] | None:
+    try:
+        return chat(base, provider)
+    except (httpx.HTTPError, AssertionError, json.JSONDecodeError):
+        return None
