@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hack import hub
 from tests.conftest import ROOT, Kubectl, wait_until
 from tests.integration.operator_harness import GROUP_VERSION, REVISION
 
@@ -64,51 +65,12 @@ def images(real_node: str) -> None:
 @pytest.fixture(scope="module")
 def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model's files and the hub's code, handed to a pod on the real node through a hostPath."""
-    root = tmp_path_factory.mktemp("hub")
-    subprocess.run([sys.executable, "-m", "sdc_runtime.tiny", str(root / "models" / MODEL)], check=True)
-    (root / "fake_hub.py").write_text((ROOT / "tests" / "support" / "fake_hub.py").read_text())
-    for path in [root, *root.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)  # the pod runs as uid 1000
-    root.parent.chmod(0o755)
+    root = hub.prepare(tmp_path_factory.mktemp("hub"), {MODEL: 0})
+    for parent in root.parents:  # the hub runs as uid 1000: it must be able to walk to its files
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o055)
     return root
-
-
-def hub_objects(namespace: str, root: Path, image: str) -> list[dict[str, Any]]:
-    labels = {"app": "hub"}
-    return [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "hub", "namespace": namespace},
-            "spec": {
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "hub",
-                                "image": image,
-                                "imagePullPolicy": "Never",
-                                "command": ["python", "/hub/fake_hub.py", "--root", "/hub/models"],
-                                "args": ["--revision", REVISION, "--port", "8080"],
-                                "ports": [{"containerPort": 8080}],
-                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-                                "volumeMounts": [{"name": "hub", "mountPath": "/hub", "readOnly": True}],
-                            }
-                        ],
-                        "volumes": [{"name": "hub", "hostPath": {"path": str(root), "type": "Directory"}}],
-                    },
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "hub", "namespace": namespace},
-            "spec": {"selector": labels, "ports": [{"port": 8080, "targetPort": 8080}]},
-        },
-    ]
 
 
 def transformers_llm(name: str, namespace: str) -> dict[str, Any]:
@@ -164,10 +126,10 @@ def test_chart_and_transformers_model_on_real_pods(
     kubectl: Kubectl, kubeconfig: Path, real_node: str, images: None, hub_root: Path, release: tuple[str, str]
 ) -> None:
     name, ns = release
-    values = ["--set", f"operator.hfEndpoint=http://hub.{ns}.svc.cluster.local:8080"]
+    values = ["--set", f"operator.hfEndpoint={hub.url(ns)}"]
     runtime_image = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
     kubectl("create", "namespace", ns)
-    kubectl.apply(hub_objects(ns, hub_root, runtime_image))
+    kubectl.apply(hub.objects(ns, hub_root, runtime_image, REVISION))
 
     # 1. The chart with its defaults (plus where the hub is): operator and orchestrator Ready on the real node.
     helm(kubeconfig, "install", name, str(CHART), "-n", ns, *values, "--wait", "--timeout", "5m")
