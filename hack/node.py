@@ -673,7 +673,6 @@ def import_image(state: Path, holder: int, archive: Path) -> None:
         "k8s.io",
         "images",
         "import",
-        "--no-unpack",
         str(archive),
     )
 

@@ -165,3 +165,26 @@ def test_command_lines_point_at_the_state_dir() -> None:
     assert argv["kubelet"][0] == "/bin-dir/kubelet"
     assert f"--node-ip={node.Plan(0).node_ip}" in argv["kubelet"]
     assert argv["coredns"] == ["/bin-dir/coredns", "-conf", str(STATE / "Corefile")]
+
+
+def test_simulated_cpu_node_is_tainted_only_beside_a_real_node() -> None:
+    from hack import cluster
+
+    cpu = next(n for n in cluster.NODES if not n["gpus"])
+    gpu = next(n for n in cluster.NODES if n["gpus"])
+    assert "taints" not in cluster.node_manifest(cpu)["spec"]  # type: ignore[operator]
+    tainted = cluster.node_manifest(cpu, simulated_taint=True)["spec"]
+    assert tainted == {"taints": [cluster.SIMULATED_TAINT]}
+    gpu_taints = cluster.node_manifest(gpu, simulated_taint=True)["spec"]["taints"]  # type: ignore[index]
+    assert [t["key"] for t in gpu_taints] == ["nvidia.com/gpu"]  # GPU nodes keep only the GPU taint
+
+
+def test_apiserver_command_line_with_and_without_a_real_node() -> None:
+    from hack import cluster
+
+    ports = dict.fromkeys(("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok"), 1)
+    alone = cluster.command_lines(ports)["kube-apiserver"]
+    assert "--bind-address=127.0.0.1" in alone and f"--service-cluster-ip-range={cluster.SERVICE_CIDR}" in alone
+    beside = cluster.command_lines(ports, node.Plan(2))["kube-apiserver"]
+    assert "--bind-address=0.0.0.0" in beside and "--advertise-address=10.199.2.1" in beside
+    assert not any(flag.startswith("--bind-address=127") for flag in beside)
