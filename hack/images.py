@@ -127,11 +127,15 @@ def storage_flags() -> list[str]:
 
 
 def buildah(*args: str, check: bool = True, quiet: bool = True) -> str:
+    # TMPDIR: buildah keeps RUN --mount=type=cache directories (pip's cache) under it.
+    tmp = CACHE / "buildah-tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         ["buildah", *storage_flags(), *args],
         capture_output=quiet,
         text=True,
         check=False,
+        env={**os.environ, "TMPDIR": str(tmp)},
     )
     if check and result.returncode != 0:
         detail = (result.stderr or "").strip()[-3000:] if quiet else ""
@@ -220,6 +224,24 @@ def make_base() -> str:
     return BASE_TAG
 
 
+def pip_trust() -> list[str]:
+    """Volumes that let pip inside the build trust what pip here trusts.
+
+    Where HTTPS to PyPI passes a proxy with its own CA, the host's pip is told
+    so (`pip config`: global.cert); the build gets the same bundle and a pip.conf
+    naming it, as build-time volumes: nothing of it lands in the image.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.cert"], capture_output=True, text=True, check=False
+    )
+    cert = os.environ.get("PIP_CERT") or result.stdout.strip()
+    if not cert or not Path(cert).is_file():
+        return []
+    conf = CACHE / "buildah-pip.conf"
+    conf.write_text("[global]\ncert = /etc/sdc-build-ca.crt\n")
+    return [f"--volume={cert}:/etc/sdc-build-ca.crt:ro", f"--volume={conf}:/etc/pip.conf:ro"]
+
+
 def build(name: str, tag: str, base: str) -> str:
     """Build images/<name>.Dockerfile as `tag` unless an image with the same input hash exists; returns the hash."""
     dockerfile = IMAGES_DIR / f"{name}.Dockerfile"
@@ -231,15 +253,13 @@ def build(name: str, tag: str, base: str) -> str:
         return key
     print(f"==> building {tag} from {dockerfile.relative_to(ROOT)}", flush=True)
     started = time.monotonic()
-    pip_cache = CACHE / "pip-images"
-    pip_cache.mkdir(parents=True, exist_ok=True)
     buildah(
         "bud",
         "--pull-never",
         "--layers",
         "--network=host",
         f"--build-arg=BASE_IMAGE={base}",
-        f"--volume={pip_cache}:/root/.cache/pip",
+        *pip_trust(),
         f"--label={LABEL}={key}",
         "-t",
         tag,

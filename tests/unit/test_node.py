@@ -73,7 +73,7 @@ def test_cluster_dns_has_no_upstream() -> None:
 
 
 def test_cni_bridge_does_not_masquerade() -> None:
-    bridge = node.cni_config(STATE, node.Plan(4))["plugins"][0]  # type: ignore[index]
+    bridge = node.cni_config(STATE, node.Plan(4))["plugins"][0]
     assert bridge["ipMasq"] is False
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.200.4.0/24", "gateway": "10.200.4.1"}]]
 
@@ -131,7 +131,7 @@ def test_pause_archive_is_a_valid_deterministic_oci_layout() -> None:
     archive = node.oci_archive(b"\x7fELF-pause", node.PAUSE_IMAGE)
     assert archive == node.oci_archive(b"\x7fELF-pause", node.PAUSE_IMAGE)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
     index = json.loads(files["index.json"])
     (entry,) = index["manifests"]
     assert entry["annotations"]["io.containerd.image.name"] == node.PAUSE_IMAGE
@@ -143,7 +143,7 @@ def test_pause_archive_is_a_valid_deterministic_oci_layout() -> None:
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(files[f"blobs/sha256/{layer_digest}"]))) as layer:
         member = layer.getmember("pause")
         assert member.mode == 0o755
-        assert layer.extractfile(member).read() == b"\x7fELF-pause"  # type: ignore[union-attr]
+        assert layer.extractfile(member).read() == b"\x7fELF-pause"
 
 
 def test_dns_reply_parsing() -> None:
@@ -175,7 +175,7 @@ def test_simulated_cpu_node_is_tainted_only_beside_a_real_node() -> None:
     assert "taints" not in cluster.node_manifest(cpu)["spec"]  # type: ignore[operator]
     tainted = cluster.node_manifest(cpu, simulated_taint=True)["spec"]
     assert tainted == {"taints": [cluster.SIMULATED_TAINT]}
-    gpu_taints = cluster.node_manifest(gpu, simulated_taint=True)["spec"]["taints"]  # type: ignore[index]
+    gpu_taints = cluster.node_manifest(gpu, simulated_taint=True)["spec"]["taints"]
     assert [t["key"] for t in gpu_taints] == ["nvidia.com/gpu"]  # GPU nodes keep only the GPU taint
 
 
