@@ -442,6 +442,8 @@ def up() -> None:
         real_node.preflight(BIN)
         plan = real_node.claim_slot(NODE_STATE)
     make_pki(real_node.apiserver_sans(plan) if plan else None)
+    if plan:
+        real_node.certificates(PKI, plan)
     ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}
     (STATE / "ports.json").write_text(json.dumps(ports))
     write_kubeconfig(ports["apiserver"])

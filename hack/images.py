@@ -23,6 +23,7 @@ Buildah's storage lives in ``$SDC_TOOLS_CACHE/containers`` (default
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -317,6 +318,19 @@ def load(tag: str, key: str) -> None:
     print(f"    loaded {tag} into the node in {time.monotonic() - started:.0f}s", flush=True)
 
 
+def release_storage() -> None:
+    """Leave no mount behind: remove working containers, then undo containers/storage's own mounts.
+
+    Buildah bind-mounts its overlay directory onto itself and keeps a failed
+    build's container mounted; both would outlive the command.
+    """
+    buildah("rm", "--all", check=False)
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    ours = [m for m in mounts if m.startswith(str(STORAGE) + "/")]
+    for mount in sorted(ours, key=len, reverse=True):
+        subprocess.run(["umount", mount], capture_output=True, check=False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("names", nargs="*", help="Dockerfile stems to build (default: all in images/)")
@@ -325,6 +339,9 @@ def main() -> int:
     started = time.monotonic()
     tags = chart_tags(ROOT / "charts" / "sdc")
     names = args.names or sorted(p.name.removesuffix(".Dockerfile") for p in IMAGES_DIR.glob("*.Dockerfile"))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    lock = open(CACHE / "images.lock", "w")  # noqa: SIM115 - held for the whole run
+    fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per machine: buildah's storage is shared
     try:
         for tool in ("buildah", "skopeo", "debootstrap"):
             if shutil.which(tool) is None:
@@ -340,6 +357,9 @@ def main() -> int:
     except (ImageError, OSError, subprocess.SubprocessError) as err:
         print(f"make images: {err}", file=sys.stderr)
         return 1
+    finally:
+        release_storage()
+        lock.close()
     print(f"images ready in {time.monotonic() - started:.0f}s: {', '.join(tags[n] for n in names)}")
     return 0
 

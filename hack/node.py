@@ -244,7 +244,8 @@ def kubelet_config(state: Path, plan: Plan, pki: Path) -> dict[str, object]:
         "podLogsDir": str(state / "pod-logs"),
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "100Mi", "imagefs.available": "100Mi"},
+        "evictionPressureTransitionPeriod": "30s",
         "serializeImagePulls": False,
         "maxPods": 60,
         "staticPodPath": "",
@@ -626,7 +627,11 @@ def start_holder(plan: Plan, state: Path, cgroup: Path) -> int:
         "mount -t tmpfs -o mode=0755 sdc-varlog /var/log && exec sleep infinity'"
     )
     proc = subprocess.Popen(
-        ["sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        ["sh", "-c", script],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     (state / "holder.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + 10
@@ -756,11 +761,15 @@ def issue(pki: Path, stem: str, subject: str, extensions: list[str]) -> None:
     run("openssl", "x509", "-req", "-in", csr, *ca, "-days", "3650", "-copy_extensions", "copyall", "-out", crt)
 
 
-def up(state: Path, plan: Plan, pki: Path, api_port: int, bin_dir: Path, pause: Path) -> None:
-    """Start containerd, kubelet, kube-proxy and CoreDNS in the node's namespaces (network already set up)."""
+def certificates(pki: Path, plan: Plan) -> None:
+    """The node's certificates (the kubelet's serving one names the slot's address, so it is always reissued)."""
     for stem, (subject, extensions) in node_certificates(plan).items():
         if not (pki / f"{stem}.crt").exists() or stem == "kubelet":
             issue(pki, stem, subject, extensions)
+
+
+def up(state: Path, plan: Plan, pki: Path, api_port: int, bin_dir: Path, pause: Path) -> None:
+    """Start containerd, kubelet, kube-proxy and CoreDNS in the node's namespaces (network, certificates ready)."""
     logs, pids = state / "logs", state / "pids"
     logs.mkdir(parents=True, exist_ok=True)
     pids.mkdir(parents=True, exist_ok=True)
