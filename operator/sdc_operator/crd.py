@@ -34,6 +34,7 @@ KEEP = {
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
     "format",
     "exclusiveMinimum",
     "exclusiveMaximum",

@@ -20,6 +20,12 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$"
 HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$"
 OLLAMA_TAG_PATTERN = r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$"
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
+# What `ollama create`/`ollama cp` accept as a local name ([namespace/]model[:tag], see
+# ollama's types/model/name.go): parts start with a letter, digit or underscore; no spaces.
+OLLAMA_NAME_PATTERN = (
+    r"^([A-Za-z0-9_][A-Za-z0-9_-]{0,79}/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,79})?$"
+)
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 class Model(BaseModel):
@@ -49,9 +55,28 @@ class ModelSource(Model):
     )
     served_name: str | None = Field(
         default=None,
-        description="The model name clients send in OpenAI requests (vLLM --served-model-name). "
-        "Defaults to model.name.",
+        description="The model name clients send in OpenAI requests (vLLM --served-model-name; for ollama the "
+        "local name the model is copied to, [namespace/]model[:tag] without spaces). Defaults to model.name.",
         max_length=200,
+    )
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="ollama only: import the model from a GGUF file at this HTTP(S) URL (typically a Service "
+        "inside the cluster) instead of pulling model.name from the Ollama registry; model.name is then the "
+        "local tag it is created under. Needs model.sha256. This is how Ollama serves models without internet.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="The SHA-256 of the file at model.url (64 hex digits): the download is refused unless it matches.",
+    )
+    parameters: dict[str, Annotated[str, Field(max_length=256, pattern=r"^[^\r\n]*$")]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="ollama only: Modelfile PARAMETER lines baked into the served model (e.g. num_ctx: '8192', "
+        "num_thread: '4', stop: '<|end|>').",
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hugging Face token for gated or private repositories."
@@ -116,7 +141,10 @@ class EnvVar(Model):
 class Engine(Model):
     image: str | None = Field(default=None, description="Override the runtime's container image.")
     args: list[Annotated[str, Field(max_length=512)]] = Field(
-        default_factory=list, max_length=64, description="Extra arguments appended to the engine command."
+        default_factory=list,
+        max_length=64,
+        description="Extra arguments appended to the engine command (vllm serve, sdc-runtime). Not for ollama: "
+        "`ollama serve` takes no arguments; configure it with engine.env (OLLAMA_*) and model.parameters.",
     )
     env: list[EnvVar] = Field(
         default_factory=list, max_length=64, description="Extra environment variables for the engine."
@@ -197,9 +225,40 @@ SPEC_RULES = [
         "fieldPath": ".model.revision",
     },
     {
-        "rule": "self.runtime != 'vllm' || self.resources.gpus > 0 || self.engine.args.exists(a, a == '--device=cpu')",
-        "message": "the vllm runtime needs resources.gpus > 0 (or engine.args containing --device=cpu)",
+        # The vllm/vllm-openai image is CUDA-only, and vLLM refuses `--device=cpu` on it.
+        "rule": "self.runtime != 'vllm' || self.resources.gpus > 0",
+        "message": "the vllm runtime needs resources.gpus > 0 (its image is CUDA-only); serve on CPU with the "
+        "ollama or transformers runtime",
         "fieldPath": ".resources.gpus",
+    },
+    {
+        "rule": "self.runtime != 'ollama' || size(self.engine.args) == 0",
+        "message": "engine.args is not supported for the ollama runtime (`ollama serve` takes no arguments): use "
+        "engine.env (OLLAMA_* variables) or model.parameters",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "self.runtime != 'ollama' || !has(self.model.servedName) || self.model.servedName.matches('"
+        + OLLAMA_NAME_PATTERN
+        + "')",
+        "message": "model.servedName must be an Ollama model name ([namespace/]model[:tag]: letters, digits, _ . -; "
+        "no spaces) for the ollama runtime",
+        "fieldPath": ".model.servedName",
+    },
+    {
+        "rule": "self.runtime == 'ollama' || (!has(self.model.url) && size(self.model.parameters) == 0)",
+        "message": "model.url and model.parameters are for the ollama runtime only",
+        "fieldPath": ".model",
+    },
+    {
+        "rule": "self.model.parameters.all(k, k.matches('^[a-z][a-z_]{0,39}$'))",
+        "message": "model.parameters keys are Modelfile PARAMETER names (lower case, e.g. num_ctx)",
+        "fieldPath": ".model.parameters",
+    },
+    {
+        "rule": "has(self.model.url) == has(self.model.sha256)",
+        "message": "model.url and model.sha256 go together: a downloaded file is always checked against its hash",
+        "fieldPath": ".model.sha256",
     },
 ]
 
@@ -233,8 +292,10 @@ class LocalLLMStatus(Model):
 def semantic_errors(spec: LocalLLMSpec) -> list[str]:
     """Checks CEL cannot express; each error names the field and what to do."""
     errors = []
-    if spec.runtime == "vllm" and spec.resources.gpus > 1 and spec.resources.gpus & (spec.resources.gpus - 1):
-        errors.append(f"resources.gpus={spec.resources.gpus}: vLLM tensor parallelism needs a power of two")
+    if spec.runtime == "ollama" and spec.engine.args:
+        errors.append("engine.args: `ollama serve` takes no arguments; use engine.env or model.parameters")
+    # vLLM's tensor-parallel rule (attention heads divisible by the size) needs the model's
+    # config.json, which the operator never downloads: `sdc-check-model` applies it in the pod.
     for arg in spec.engine.args:
         if re.match(r"^--(model|port|served-model-name|tensor-parallel-size)(=|$)", arg):
             errors.append(f"engine.args: {arg.split('=')[0]} is set by the operator; use the spec field instead")

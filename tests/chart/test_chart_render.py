@@ -33,6 +33,18 @@ def kinds(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def container_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    return dict(deployment["spec"]["template"]["spec"]["containers"][0])
+
+
+def orchestrator_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "sdc-orchestrator")
+
+
+def operator_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "sdc-operator")
+
+
 def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
@@ -136,6 +148,36 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
         ),
         ("no network policies", ["networkPolicy.enabled=false"], lambda d: not kinds(d, "NetworkPolicy")),
         (
+            "default: no seed endpoint (LLM_SERVICE_TYPE=none), readiness on /readyz, engine images from the operator",
+            [],
+            lambda d: (
+                env_of(orchestrator_of(d))["LLM_SERVICE_TYPE"] == "none"
+                and not {"VLLM_HOST", "OLLAMA_HOST", "VLLM_PORT", "LLM_MODEL_NAME"} & set(env_of(orchestrator_of(d)))
+                and container_of(orchestrator_of(d))["readinessProbe"]["httpGet"]["path"] == "/readyz"
+                and not {"SDC_VLLM_IMAGE", "SDC_OLLAMA_IMAGE"} & set(env_of(operator_of(d)))
+            ),
+        ),
+        (
+            "the seed's vllm service when asked for",
+            ["orchestrator.defaultProvider=vllm", "orchestrator.seed.host=vllm.models", "orchestrator.seed.port=8000"],
+            lambda d: (
+                {
+                    k: v
+                    for k, v in env_of(orchestrator_of(d)).items()
+                    if k in ("LLM_SERVICE_TYPE", "VLLM_HOST", "VLLM_PORT")
+                }
+                == {"LLM_SERVICE_TYPE": "vllm", "VLLM_HOST": "vllm.models", "VLLM_PORT": "8000"}
+            ),
+        ),
+        (
+            "engine image overrides reach the operator",
+            ["operator.engineImages.vllm=my/vllm:1", "operator.engineImages.ollama=my/ollama:2"],
+            lambda d: (
+                env_of(operator_of(d))["SDC_VLLM_IMAGE"] == "my/vllm:1"
+                and env_of(operator_of(d))["SDC_OLLAMA_IMAGE"] == "my/ollama:2"
+            ),
+        ),
+        (
             "orchestrator only",
             ["operator.enabled=false"],
             lambda d: (
@@ -168,6 +210,13 @@ def test_models_render_as_localllms() -> None:
         ("misspelled nested value", ["orchestrator.gemini.wieght=10"], "wieght"),
         ("negative weight", ["orchestrator.gemini.weight=-1"], "weight"),
         ("unknown fallback provider", ["orchestrator.fallback=claude"], "fallback"),
+        ("seed provider without its host", ["orchestrator.defaultProvider=vllm"], "needs orchestrator.seed.host"),
+        (
+            "gemini first without a key",
+            ["orchestrator.defaultProvider=gemini"],
+            "needs orchestrator.gemini.apiKeySecret",
+        ),
+        ("unknown default provider", ["orchestrator.defaultProvider=claude"], "defaultProvider"),
         ("invalid namespace name", ["operator.watchNamespaces={Team_A}"], "watchNamespaces"),
         (
             "models before the CRD exists",

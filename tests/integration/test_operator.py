@@ -134,14 +134,32 @@ def test_schema_and_cel_refuse_bad_specs(operator: OperatorProcess, kubectl: Kub
     negative = localllm("neg", namespace, gpus=-1)
     out = kubectl("apply", "-f", "-", stdin=json.dumps(negative), check=False)
     assert "spec.resources.gpus" in out, out
+    refused = [
+        # The vllm/vllm-openai image is CUDA-only: no CPU vLLM, whatever the args say.
+        (localllm("cpuvllm", namespace, gpus=0, engine={"args": ["--device=cpu"]}), "spec.resources.gpus", "CUDA-only"),
+        (
+            localllm("ollargs", namespace, runtime="ollama", model="a:b", gpus=0, engine={"args": ["-v"]}),
+            "spec.engine.args",
+            "takes no arguments",
+        ),
+    ]
+    spaced = localllm("spaced", namespace, runtime="ollama", model="a:b", gpus=0)
+    spaced["spec"]["model"]["servedName"] = "my model"
+    refused.append((spaced, "spec.model.servedName", "Ollama model name"))
+    nohash = localllm("nohash", namespace, runtime="ollama", model="a:b", gpus=0)
+    nohash["spec"]["model"]["url"] = "http://files.sdc.svc/a.gguf"
+    refused.append((nohash, "spec.model.sha256", "go together"))
+    for body, field, words in refused:
+        out = kubectl("apply", "-f", "-", stdin=json.dumps(body), check=False)
+        assert field in out and words in out, out
 
 
 def test_invalid_spec_fails_then_recovers(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
-    kubectl.apply(localllm("three", namespace, gpus=3))
+    kubectl.apply(localllm("three", namespace, gpus=3, engine={"args": ["--port=9"]}))
     failed = wait_phase(kubectl, "three", namespace, "Failed")
-    assert "power of two" in failed["status"]["message"]
+    assert "--port is set by the operator" in failed["status"]["message"]
     assert "NotFound" in kubectl("get", "deploy", "three", "-n", namespace, check=False)
-    kubectl("patch", "llm", "three", "-n", namespace, "--type=merge", "-p", '{"spec":{"resources":{"gpus":4}}}')
+    kubectl("patch", "llm", "three", "-n", namespace, "--type=merge", "-p", '{"spec":{"engine":{"args":[]}}}')
     wait_phase(kubectl, "three", namespace, "Ready")
 
 
