@@ -74,8 +74,17 @@ def chart_tags(chart: Path) -> dict[str, str]:
         for name in ("operator", "orchestrator")
     }
     for name, reference in values["operator"].get("engineImages", {}).items():
-        tags[name] = str(reference)
+        tags[name] = str(reference) or operator_default_image(name)
     return tags
+
+
+def operator_default_image(engine: str) -> str:
+    """The operator's own default for an engine the chart leaves empty (one place: sdc_operator.settings)."""
+    try:
+        from sdc_operator.settings import OperatorSettings
+    except ImportError:  # run without the project's virtualenv: such an image cannot be named
+        return ""
+    return str(getattr(OperatorSettings.model_fields.get(f"{engine}_image"), "default", "") or "")
 
 
 def copy_sources(dockerfile: str) -> list[str]:
@@ -346,7 +355,7 @@ def main() -> int:
         for tool in ("buildah", "skopeo", "debootstrap"):
             if shutil.which(tool) is None:
                 raise ImageError(f"{tool} is not installed: run `make tools`")
-        unknown = [n for n in names if n not in tags]
+        unknown = [n for n in names if not tags.get(n)]
         if unknown:
             raise ImageError(f"no chart default names an image for {', '.join(unknown)} (charts/sdc/values.yaml)")
         base = make_base()

@@ -21,6 +21,9 @@ def test_tags_are_the_charts_defaults() -> None:
     assert tags["operator"] == f"{values['operator']['image']['repository']}:{app}"
     assert tags["orchestrator"] == f"{values['orchestrator']['image']['repository']}:{app}"
     assert tags["runtime"] == values["operator"]["engineImages"]["runtime"]
+    for engine, reference in values["operator"]["engineImages"].items():  # empty: the operator's default
+        assert tags[engine] == (reference or images.operator_default_image(engine))
+        assert tags[engine], engine
 
 
 def test_every_dockerfile_has_a_chart_tag_and_a_base_argument() -> None:
