@@ -12,6 +12,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/sdc \
  && python3 requirements.py operator > /tmp/requirements.txt \
  && /opt/sdc/bin/pip install -c constraints.txt -r /tmp/requirements.txt
+# A passwd entry for the runtime uid: without one, getpass/pwd lookups fail (Kopf's peering id,
+# torch's cache paths).
+RUN groupadd --gid 10001 sdc && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin sdc
 COPY README.md ./
 COPY operator ./operator
 COPY orchestrator ./orchestrator

@@ -16,6 +16,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/sdc \
  && python3 requirements.py runtime > /tmp/requirements.txt \
  && /opt/sdc/bin/pip install -c constraints.txt -r /tmp/requirements.txt
+# A passwd entry for the runtime uid: without one, getpass/pwd lookups fail (torch's cache paths).
+RUN groupadd --gid 1000 sdc && useradd --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin sdc
 COPY README.md ./
 COPY operator ./operator
 COPY orchestrator ./orchestrator
