@@ -59,6 +59,28 @@ def kubeconfig() -> Iterator[Path]:
         subprocess.run([*cluster, "down"], check=False)
 
 
+@pytest.fixture(scope="session")
+def real_node(kubectl: Kubectl) -> str:
+    """The name of the cluster's real node (hack/node.py); skips where there is none by choice."""
+    nodes = kubectl.get("nodes", "-l", "type=real")["items"]
+    if not nodes:
+        if os.environ.get("SDC_TEST_KUBECONFIG") or os.environ.get("SDC_REAL_NODE") == "0":
+            pytest.skip("this cluster has no real node (SDC_TEST_KUBECONFIG or SDC_REAL_NODE=0)")
+        pytest.fail("the local cluster came up without its real node")
+    return str(nodes[0]["metadata"]["name"])
+
+
+@pytest.fixture(scope="session")
+def images(real_node: str) -> None:
+    """The images built (cached by content) and loaded into the real node: seconds when warm,
+    about half an hour cold (torch)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "images.py")], text=True, capture_output=True, check=False
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
 class Kubectl:
     """`kubectl` bound to the test cluster's kubeconfig."""
 

@@ -8,10 +8,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
-def test_demo_runs_end_to_end(kubeconfig: Path) -> None:
+@pytest.mark.timeout(3600)  # a cold run builds the images first (see the `images` fixture)
+def test_demo_runs_end_to_end(kubeconfig: Path, images: None) -> None:
     suffix = uuid.uuid4().hex[:6]
     env = {**os.environ, "SDC_DEMO_NAMESPACE": f"demo-{suffix}", "SDC_DEMO_RELEASE": f"demo-{suffix}"}
     result = subprocess.run(

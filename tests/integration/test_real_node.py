@@ -16,9 +16,7 @@ the host (routed into the node's namespace, kube-proxy's rules there).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,24 +40,6 @@ def helm(kubeconfig: Path, *args: str) -> str:
     result = subprocess.run([HELM, f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
     return result.stdout
-
-
-@pytest.fixture(scope="module")
-def real_node(kubectl: Kubectl) -> str:
-    nodes = kubectl.get("nodes", "-l", "type=real")["items"]
-    if not nodes:
-        if os.environ.get("SDC_TEST_KUBECONFIG") or os.environ.get("SDC_REAL_NODE") == "0":
-            pytest.skip("this cluster has no real node (SDC_TEST_KUBECONFIG or SDC_REAL_NODE=0)")
-        pytest.fail("the local cluster came up without its real node")
-    return str(nodes[0]["metadata"]["name"])
-
-
-@pytest.fixture(scope="module")
-def images(real_node: str) -> None:
-    """Build (cached by content) and load the images; a warm run takes seconds."""
-    result = subprocess.run([sys.executable, str(ROOT / "hack" / "images.py")], text=True, capture_output=True)
-    print(result.stdout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +102,7 @@ def release(kubectl: Kubectl, kubeconfig: Path) -> Iterator[tuple[str, str]]:
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
+@pytest.mark.timeout(3600)  # a cold run builds the images first (see the `images` fixture)
 def test_chart_and_transformers_model_on_real_pods(
     kubectl: Kubectl, kubeconfig: Path, real_node: str, images: None, hub_root: Path, release: tuple[str, str]
 ) -> None:
