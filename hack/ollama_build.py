@@ -10,7 +10,8 @@ into a small include directory and handed to cgo with CGO_CPPFLAGS. No cmake
 step is needed for CPU inference: ggml's CPU backend compiles through cgo.
 The version is stamped with -ldflags, otherwise /api/version says 0.0.0.
 
-Output: ``$SDC_TOOLS_CACHE/tools/ollama-<version>/ollama`` (linked as bin/ollama).
+Output: ``$SDC_TOOLS_CACHE/tools/ollama-<version>/ollama``, linked as bin/ollama and copied to
+build/ollama/ollama, where images/ollama.Dockerfile takes it (`make ollama`).
 Cold: about 5 minutes of CPU; warm: nothing to do. Standard library only.
 """
 
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hack.tools import CACHE, ToolError, link, read_versions, require_go, run_go
+from hack.tools import CACHE, ROOT, ToolError, link, read_versions, require_go, run_go
 
 # The headers llama.cpp includes from its (dropped) vendor/ directory.
 VENDOR_HEADERS = (
@@ -101,6 +102,21 @@ def build(version: str, include: Path) -> None:
     print(f"    built ollama in {int(time.monotonic() - started)}s", flush=True)
 
 
+def stage_for_image(binary: Path) -> None:
+    """A real file inside the build context for images/ollama.Dockerfile (bin/ is a symlink, and ignored)."""
+    staged = ROOT / "build" / "ollama" / "ollama"
+    if (
+        staged.exists()
+        and staged.stat().st_size == binary.stat().st_size
+        and staged.read_bytes() == binary.read_bytes()
+    ):
+        return
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staged.with_suffix(".tmp")
+    shutil.copy2(binary, tmp)
+    tmp.rename(staged)
+
+
 def main() -> int:
     try:
         require_go()
@@ -110,6 +126,7 @@ def main() -> int:
             include = vendor_headers(v["OLLAMA_HEADERS_SDIST_VERSION"], v["OLLAMA_HEADERS_SDIST_SHA256"])
             build(version, include)
         link("ollama", version, "ollama")
+        stage_for_image(binary_path(version))
     except ToolError as err:
         print(f"make ollama: {err}", file=sys.stderr)
         return 1
