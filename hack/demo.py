@@ -207,10 +207,10 @@ def main() -> int:
             NAMESPACE,
             "--set",
             f"operator.hfEndpoint={hub.url(NAMESPACE)}",
-            "--wait",
-            "--timeout",
-            "5m",
+            "--take-ownership",
         )
+        # Not `helm --wait`: the orchestrator is Ready only once a model is (its /readyz is honest).
+        kubectl("rollout", "status", f"deployment/{FULLNAME}-operator", "-n", NAMESPACE, "--timeout=300s")
         print(indent(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")))
 
         step(f"kubectl apply: a Transformers LocalLLM ({LLM_NAME}) on the real node")
@@ -239,6 +239,7 @@ def main() -> int:
 
         wait("the LocalLLM to be Ready", ready, 600)
         print(f"  Ready {time.monotonic() - applied:.0f}s after kubectl apply")
+        kubectl("rollout", "status", f"deployment/{FULLNAME}-orchestrator", "-n", NAMESPACE, "--timeout=180s")
         print(indent(kubectl("get", "llm", "-n", NAMESPACE, "-o", "wide")))
         print(indent(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")))
         published = kubectl(

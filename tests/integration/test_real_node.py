@@ -112,17 +112,20 @@ def test_chart_and_transformers_model_on_real_pods(
     kubectl("create", "namespace", ns)
     kubectl.apply(hub.objects(ns, hub_root, runtime_image, REVISION))
 
-    # 1. The chart with its defaults (plus where the hub is): operator and orchestrator Ready on the real node.
-    helm(kubeconfig, "install", name, str(CHART), "-n", ns, *values, "--wait", "--timeout", "5m")
-    chart_pods = pods(kubectl, ns, f"app.kubernetes.io/instance={name}")
-    assert {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in chart_pods} >= {
-        "operator",
-        "orchestrator",
-    }
-    for pod in chart_pods:
-        assert ready(pod), pod["metadata"]["name"]
+    # 1. The chart with its defaults (plus where the hub is). Not `--wait`: the orchestrator is Ready
+    # only once it has an endpoint to route to (honest /readyz), and there is no model yet.
+    helm(kubeconfig, "install", name, str(CHART), "-n", ns, *values, "--take-ownership")
+    release_pods = f"app.kubernetes.io/instance={name}"
+    operator_pods = wait_until(
+        "the operator pod to be Ready",
+        lambda: [p for p in pods(kubectl, ns, f"{release_pods},app.kubernetes.io/component=operator") if ready(p)],
+        timeout=300,
+        interval=1,
+    )
+    orchestrator_pods = pods(kubectl, ns, f"{release_pods},app.kubernetes.io/component=orchestrator")
+    assert orchestrator_pods and not any(ready(p) for p in orchestrator_pods), "Ready with nothing to route to"
+    for pod in operator_pods + orchestrator_pods:
         assert pod["spec"]["nodeName"] == real_node, pod["metadata"]["name"]
-    print("\n" + kubectl("get", "pods", "-n", ns, "-o", "wide"))
 
     # 2. A Transformers LocalLLM: fetched from the in-cluster hub by the init container, served by sdc-runtime.
     started = time.monotonic()
@@ -139,6 +142,13 @@ def test_chart_and_transformers_model_on_real_pods(
     assert engine["spec"]["securityContext"].get("runAsNonRoot") is True
     assert engine["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
     assert llm["status"]["endpoint"]
+    chart_pods = wait_until(
+        "the orchestrator to be Ready (it has an endpoint now)",
+        lambda: (ps := pods(kubectl, ns, release_pods)) and all(ready(p) for p in ps) and ps,
+        timeout=120,
+        interval=1,
+    )
+    print("\n" + kubectl("get", "pods", "-n", ns, "-o", "wide"))
 
     # 3. The in-cluster orchestrator answers through the endpoint the operator published.
     base = service_url(kubectl, ns, f"{name}-orchestrator")
@@ -176,7 +186,7 @@ def test_chart_and_transformers_model_on_real_pods(
 
     # 5. helm upgrade with unchanged values restarts no pod.
     helm(kubeconfig, "upgrade", name, str(CHART), "-n", ns, *values, "--wait", "--timeout", "3m")
-    after = {p["metadata"]["uid"] for p in pods(kubectl, ns, f"app.kubernetes.io/instance={name}") if ready(p)}
+    after = {p["metadata"]["uid"] for p in pods(kubectl, ns, release_pods) if ready(p)}
     assert after == before, "helm upgrade with the same values restarted pods"
 
     # 6. helm uninstall leaves nothing but the kept CRD.
