@@ -50,6 +50,8 @@ BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 BASE_TAG = "localhost/sdc-base:bookworm-python3"
 LABEL = "dev.sdc.input-hash"
 SKIP_PARTS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+# Build-context files made by another of the project's scripts (not committed): made when missing.
+GENERATED = {"build/ollama/ollama": ["hack/ollama_build.py"]}
 
 
 class ImageError(Exception):
@@ -255,6 +257,10 @@ def pip_trust() -> list[str]:
 def build(name: str, tag: str, base: str) -> str:
     """Build images/<name>.Dockerfile as `tag` unless an image with the same input hash exists; returns the hash."""
     dockerfile = IMAGES_DIR / f"{name}.Dockerfile"
+    for source in copy_sources(dockerfile.read_text()):
+        if not (ROOT / source).exists() and source in GENERATED:
+            print(f"==> {source} is missing: {' '.join(GENERATED[source])}", flush=True)
+            subprocess.run([sys.executable, *(str(ROOT / a) for a in GENERATED[source])], check=True)
     info = image_info(base)
     base_id = str(info.get("FromImageID", "")) if info else ""
     key = input_hash(dockerfile, ROOT, base_id)
