@@ -1,4 +1,4 @@
-"""End to end on the real node: the chart's pods and a Transformers LocalLLM run as real containers.
+"""End to end on the real node: the chart's pods, a Transformers and an Ollama LocalLLM run as real containers.
 
 What KWOK hides and this proves: the images start, the operator in its pod
 (in-cluster config, the chart's RBAC) builds pod specs that really run (init
@@ -29,11 +29,13 @@ import pytest
 from hack import hub
 from tests.conftest import ROOT, Kubectl, wait_until
 from tests.integration.operator_harness import GROUP_VERSION, REVISION
+from tests.support import tiny_gguf
 
 CHART = ROOT / "charts" / "sdc"
 HELM = str(ROOT / "bin" / "helm")
 REAL_NODE = "sdc-real-node"
 MODEL = "sdc/tiny"
+GGUF_REPO = "sdc/tiny-gguf"
 
 
 def helm(kubeconfig: Path, *args: str) -> str:
@@ -45,12 +47,29 @@ def helm(kubeconfig: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model's files and the hub's code, handed to a pod on the real node through a hostPath."""
-    root = hub.prepare(tmp_path_factory.mktemp("hub"), {MODEL: 0})
+    root = tmp_path_factory.mktemp("hub")
+    gguf = root / "models" / GGUF_REPO / "model.gguf"
+    gguf.parent.mkdir(parents=True)
+    (root / "model.gguf.sha256").write_text(tiny_gguf.write(gguf))
+    hub.prepare(root, {MODEL: 0})
     for parent in root.parents:  # the hub runs as uid 1000: it must be able to walk to its files
         if parent == Path("/tmp") or parent == Path("/"):
             break
         parent.chmod(parent.stat().st_mode | 0o055)
     return root
+
+
+def ollama_llm(name: str, namespace: str, url: str, sha256: str) -> dict[str, Any]:
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "LocalLLM",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "runtime": "ollama",
+            "model": {"name": "tiny:latest", "url": url, "sha256": sha256, "parameters": {"num_thread": "1"}},
+            "resources": {"gpus": 0},
+        },
+    }
 
 
 def transformers_llm(name: str, namespace: str) -> dict[str, Any]:
@@ -103,12 +122,13 @@ def release(kubectl: Kubectl, kubeconfig: Path) -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.timeout(3600)  # a cold run builds the images first (see the `images` fixture)
-def test_chart_and_transformers_model_on_real_pods(
+def test_chart_and_models_on_real_pods(
     kubectl: Kubectl, kubeconfig: Path, real_node: str, images: None, hub_root: Path, release: tuple[str, str]
 ) -> None:
     name, ns = release
     values = ["--set", f"operator.hfEndpoint={hub.url(ns)}"]
     runtime_image = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
+    gguf_sha = (hub_root / "model.gguf.sha256").read_text().strip()
     kubectl("create", "namespace", ns)
     kubectl.apply(hub.objects(ns, hub_root, runtime_image, REVISION))
 
@@ -164,6 +184,23 @@ def test_chart_and_transformers_model_on_real_pods(
     )
     assert completion.status_code == 200, completion.text
     assert completion.json()["choices"][0]["message"]["role"] == "assistant"
+
+    # 3b. An Ollama LocalLLM on the real node: the GGUF comes from the in-cluster hub (model.url, checked
+    # against model.sha256), is imported under model.name, and `ollama serve` (built here) serves it.
+    started = time.monotonic()
+    kubectl.apply(ollama_llm("tiny-ollama", ns, f"{hub.url(ns)}/{GGUF_REPO}/resolve/{REVISION}/model.gguf", gguf_sha))
+    wait_until(
+        "the Ollama LocalLLM to be Ready",
+        lambda: kubectl.get("llm", "tiny-ollama", "-n", ns).get("status", {}).get("phase") == "Ready",
+        timeout=300,
+        interval=1,
+    )
+    print(f"ollama LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
+    (ollama_pod,) = [p for p in pods(kubectl, ns, "app.kubernetes.io/instance=tiny-ollama") if ready(p)]
+    assert ollama_pod["spec"]["nodeName"] == real_node
+    answer = wait_until("an answer from ollama", lambda: _try_chat(base, "ollama"), timeout=120, interval=2)
+    assert answer["model_used"].startswith("ollama:"), answer
+    kubectl("delete", "llm", "tiny-ollama", "-n", ns, "--timeout=120s")
 
     # 4. The engine pod deleted: status follows, a replacement becomes Ready, requests recover.
     before = {p["metadata"]["uid"] for p in chart_pods}
