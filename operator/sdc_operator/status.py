@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdc_operator.builders.download import DOWNLOAD_CONTAINER
+from sdc_operator.builders.ollama import FETCH_CONTAINER
 from sdc_operator.spec import Condition, LocalLLMStatus, Phase
 
 # Waiting reasons of a container that will not fix themselves.
@@ -98,11 +99,13 @@ def check_download(observed: Observed) -> Check:
     failure = None
     for pod in observed.pods:
         for status in _container_statuses(pod, init=True):
-            if status.get("name") != DOWNLOAD_CONTAINER:
+            if status.get("name") not in (FETCH_CONTAINER, DOWNLOAD_CONTAINER):
                 continue
             state = status.get("state", {})
             last = status.get("lastState", {}).get("terminated")
             if state.get("terminated", {}).get("exitCode") == 0:
+                if status.get("name") == FETCH_CONTAINER:
+                    continue  # Ollama's import from model.url still follows
                 return Check(True, "Downloaded", "the model is in the cache")
             if "terminated" in state:
                 failure = _termination_message(state["terminated"])
