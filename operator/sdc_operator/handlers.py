@@ -21,11 +21,12 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from sdc_operator import GROUP, PLURAL, VERSION, kube, metrics
+from sdc_operator import GROUP, PLURAL, VERSION, kube, metrics, timings
 from sdc_operator.builders.common import OWNER_LABEL, LocalLLM, cache_claim_name
 from sdc_operator.builders.service import endpoint_url
 from sdc_operator.builders.workload import desired_children, engine_port
 from sdc_operator.debounce import Debouncer
+from sdc_operator.fit import fit_check
 from sdc_operator.plan import plan, source_errors
 from sdc_operator.publish import ENDPOINTS_KEY, endpoints_configmap, endpoints_document
 from sdc_operator.settings import OperatorSettings
@@ -109,6 +110,7 @@ async def deployment_index(body: kopf.Body, namespace: str, labels: kopf.Labels,
 
 @kopf.index("v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
 async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    timings.observe(dict(body))  # model download and load time, once per pod
     return {_child_key(namespace, labels): _projection(body)}
 
 
@@ -267,7 +269,7 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
         claim=next(
             (c for c in _all(idx["claim_index"], key) if llm and c["metadata"]["name"] == cache_claim_name(llm)), None
         ),
-        claim_expected=not (spec and spec.cache.existing_claim),
+        claim_expected=not (spec and (spec.cache.existing_claim or spec.model.source)),
     )
     status = derive_status(
         generation=generation,
@@ -278,6 +280,7 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
         spec_errors=errors,
         previous=previous,
         now=_now(),
+        fit=fit_check(spec, SETTINGS) if spec else None,
     ).model_dump(by_alias=True, exclude_none=True)
     _track_phase(key, status["phase"])
     if status == _last_status.get(key) or (key not in _last_status and _same(status, current)):

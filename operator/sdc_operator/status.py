@@ -28,7 +28,7 @@ STUCK_REASONS = {
     "CrashLoopBackOff",
     "RunContainerError",
 }
-CONDITION_TYPES = ("SpecValid", "CacheBound", "Scheduled", "ModelCached", "Available", "Ready")
+CONDITION_TYPES = ("SpecValid", "Fits", "CacheBound", "Scheduled", "ModelCached", "Available", "Ready")
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,9 @@ def derive_status(
     spec_errors: list[str],
     previous: list[Condition],
     now: str,
+    fit: Check | None = None,
 ) -> LocalLLMStatus:
+    """`fit`: the GPU memory estimate (fit.py); False adds a warning, it never changes the phase."""
     checks: dict[str, Check] = {}
     phase: Phase
     message: str
@@ -198,6 +200,10 @@ def derive_status(
         phase, message = "Pending", checks["CacheBound"].message
     else:
         phase, message = "Pending", checks["Scheduled"].message if observed.pods else "creating the deployment"
+    if fit is not None:
+        checks["Fits"] = fit
+        if fit.ok is False and phase not in ("Ready", "Failed"):
+            message = f"may not fit: {fit.message}; {message}"
     checks["Ready"] = Check(phase == "Ready", phase, message)
     return _assemble(
         phase,

@@ -25,6 +25,7 @@ import aiohttp
 from sdc_orchestrator import metrics
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.router import Router, UpstreamError, classify_status
+from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
 from sdc_orchestrator.settings import OrchestratorSettings
 
 
@@ -51,6 +52,7 @@ class Attempts:
     tried: list[dict[str, str]] = field(default_factory=list)
     upstream_s: float = 0.0
     first_provider: str | None = None
+    user: str | None = None  # X-SDC-User / OpenAI `user`: keeps the user on one endpoint
 
     def failed(self, err: UpstreamError) -> None:
         self.tried.append({"endpoint": err.endpoint.name, "provider": err.endpoint.provider, "error": str(err)})
@@ -117,9 +119,13 @@ class Upstream:
             async with self.http.get(
                 f"{endpoint.base_url}/models", headers=self.headers(endpoint), timeout=aiohttp.ClientTimeout(total=3)
             ) as resp:
+                if resp.status in (404, 405):  # no /v1/models: the guide's default name
+                    self._models[endpoint.name] = DEFAULT_MODEL_NAME
+                    return DEFAULT_MODEL_NAME
                 resp.raise_for_status()
                 data = await resp.json(content_type=None)
-            self._models[endpoint.name] = str(data["data"][0]["id"])
+            listed = data.get("data") or []
+            self._models[endpoint.name] = str(listed[0]["id"]) if listed else DEFAULT_MODEL_NAME
         return self._models[endpoint.name]
 
     def _error(self, endpoint: Endpoint, err: Exception) -> UpstreamError:
@@ -153,13 +159,13 @@ class Upstream:
         if self.router.finished(endpoint, ok=False):
             metrics.COOLDOWNS.labels(endpoint.name).inc()
 
-    async def _candidates(self, groups: list[list[Endpoint]]) -> AsyncIterator[Endpoint]:
+    async def _candidates(self, groups: list[list[Endpoint]], user: str | None = None) -> AsyncIterator[Endpoint]:
         """Endpoints to try, in order: up to max_attempts of the first group, then each fallback's."""
         tried: set[str] = set()
         for index, group in enumerate(groups):
             per_group = self.settings.sdc_max_attempts if index == 0 else len(group)
             for _ in range(per_group):
-                endpoint = self.router.pick(group, tried)
+                endpoint = self.router.pick(group, tried, user)
                 if endpoint is None:
                     break
                 tried.add(endpoint.name)
@@ -172,7 +178,7 @@ class Upstream:
         groups = await self.groups(provider, payload.get("model"))
         try:
             async with asyncio.timeout(self.settings.sdc_total_timeout_s):
-                async for endpoint in self._candidates(groups):
+                async for endpoint in self._candidates(groups, attempts.user):
                     attempts.first_provider = attempts.first_provider or endpoint.provider
                     self.router.started(endpoint)
                     started = time.perf_counter()
@@ -207,7 +213,7 @@ class Upstream:
     ) -> tuple[Endpoint, AsyncIterator[bytes]]:
         """Open a stream on the first backend that sends an event; return it and the remaining events."""
         groups = await self.groups(provider, payload.get("model"))
-        async for endpoint in self._candidates(groups):
+        async for endpoint in self._candidates(groups, attempts.user):
             attempts.first_provider = attempts.first_provider or endpoint.provider
             self.router.started(endpoint)
             started = time.perf_counter()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import queue
@@ -97,11 +98,37 @@ def validate_model_dir(model_dir: Path) -> dict[str, Any]:
     return config
 
 
+def quantization_config(quantization: str, use_gpu: bool) -> Any:
+    """bitsandbytes 4- or 8-bit loading; it needs a CUDA GPU and the optional extra (`[quantization]`)."""
+    if quantization not in ("int4", "int8"):
+        raise ModelDirError(f"--quantization {quantization}: use int4 or int8")
+    if not use_gpu:
+        raise ModelDirError(f"--quantization {quantization} needs a CUDA GPU (bitsandbytes); none is available")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelDirError(
+            f"--quantization {quantization} needs bitsandbytes: pip install 'sdc-localllm[quantization]'"
+        )
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    config: Any = BitsAndBytesConfig  # untyped in transformers
+    if quantization == "int4":
+        return config(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_type="nf4")
+    return config(load_in_8bit=True)
+
+
 class Engine:
     def __init__(
-        self, model_dir: Path, *, device: str | None = None, max_batch: int = 16, batch_wait_s: float = 0.005
+        self,
+        model_dir: Path,
+        *,
+        device: str | None = None,
+        max_batch: int = 16,
+        batch_wait_s: float = 0.005,
+        quantization: str | None = None,
     ) -> None:
         self.model_dir = model_dir
+        self.quantization = quantization  # int4 | int8: bitsandbytes on a GPU
         self.config = validate_model_dir(model_dir)
         self.device_request = device
         self.max_batch = max_batch
@@ -125,6 +152,8 @@ class Engine:
             kwargs: dict[str, Any] = {"trust_remote_code": False}
             if use_gpu:
                 kwargs.update(dtype=torch.bfloat16, device_map="auto")
+            if self.quantization:
+                kwargs["quantization_config"] = quantization_config(self.quantization, use_gpu)
             cls = AutoModelForCausalLM if self.is_generative else AutoModel
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False)
             self.tokenizer.padding_side = "left"

@@ -23,13 +23,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("SDC_RUNTIME_PORT", "8000")))
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--max-batch", type=int, default=16, help="most sequences decoded together")
+    parser.add_argument(
+        "--quantization", choices=["int4", "int8"], default=None, help="load in 4 or 8 bits (bitsandbytes, GPU)"
+    )
     args = parser.parse_args(argv)
     # The generation thread holds the GIL between torch kernels; at the default 5 ms switch
     # interval the event loop waits that long for every streamed token.
     sys.setswitchinterval(0.0005)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        engine = Engine(args.model, device=None if args.device == "auto" else args.device, max_batch=args.max_batch)
+        engine = Engine(
+            args.model,
+            device=None if args.device == "auto" else args.device,
+            max_batch=args.max_batch,
+            quantization=args.quantization,
+        )
     except ModelDirError as err:
         print(f"sdc-runtime: {err}", file=sys.stderr)
         sys.exit(2)

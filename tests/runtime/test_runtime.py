@@ -159,3 +159,16 @@ def test_orchestrator_answers_through_the_runtime(runtime: str, tmp_path: Path) 
         ).json()
     assert body["model"] == "tiny"
     assert isinstance(body["response"], str)
+
+
+def test_quantization_without_a_gpu_is_a_clear_startup_error(tiny_model: Path) -> None:
+    """engine.quantization int4/int8 (bitsandbytes) needs CUDA: on CPU the pod fails at once, saying why."""
+    out = subprocess.run(
+        [sys.executable, "-m", "sdc_runtime", "--model", str(tiny_model), "--quantization", "int4", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "--quantization int4 needs a CUDA GPU" in out.stderr

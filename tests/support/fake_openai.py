@@ -26,6 +26,8 @@ class FakeBackend:
         self.disconnects = 0
         self.embedded: list[str] = []
         self.last_request: dict[str, Any] | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.list_models = True  # False: /v1/models is a 404, like a backend that does not name its model
         self.app = self._build()
 
     def _build(self) -> FastAPI:
@@ -36,8 +38,11 @@ class FakeBackend:
             return {"status": "ok"}
 
         @app.get("/v1/models")
-        async def models() -> dict[str, Any]:
-            return {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "x"}]}
+        async def models() -> Response:
+            if not self.list_models:
+                return JSONResponse({"error": {"message": "not found"}}, 404)
+            listing = [{"id": self.model, "object": "model", "created": 0, "owned_by": "x"}]
+            return JSONResponse({"object": "list", "data": listing})
 
         @app.post("/v1/embeddings")
         async def embeddings(request: Request) -> dict[str, Any]:
@@ -56,6 +61,7 @@ class FakeBackend:
             self.calls += 1
             body = await request.json()
             self.last_request = body
+            self.requests.append(body)
             if self.mode == "down":
                 raise ConnectionError("down")
             if self.mode == "fail":

@@ -33,8 +33,9 @@ def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         {"name": "HOME", "value": "/tmp"},
         {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{PORT}"},
     ]
-    if spec.engine.max_model_len:
-        base_env.append({"name": "OLLAMA_CONTEXT_LENGTH", "value": str(spec.engine.max_model_len)})
+    # num_ctx: Ollama's own default (4096 in 0.12) is shorter than the guide's 8192.
+    context = spec.engine.max_model_len or settings.ollama_context_length
+    base_env.append({"name": "OLLAMA_CONTEXT_LENGTH", "value": str(context)})
     mounts = [{"name": "model-cache", "mountPath": MODEL_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}]
     pull = {
         "name": "model-download",

@@ -9,8 +9,9 @@ The engine never reaches the hub (HF_HUB_OFFLINE): weights come from the cache.
 from __future__ import annotations
 
 from sdc_operator.builders.common import LocalLLM, openai_server_container, served_args
-from sdc_operator.builders.download import hf_download_container
+from sdc_operator.builders.download import download_steps
 from sdc_operator.builders.parts import EngineParts
+from sdc_operator.builders.quantization import quantization_args
 from sdc_operator.builders.resources import engine_resources
 from sdc_operator.settings import OperatorSettings
 
@@ -26,6 +27,7 @@ def vllm_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         args += ["--max-model-len", str(spec.engine.max_model_len)]
     if spec.model.trust_remote_code:
         args.append("--trust-remote-code")
+    args += quantization_args(spec)
     container = openai_server_container(
         "vllm",
         spec.engine.image or settings.vllm_image,
@@ -38,4 +40,4 @@ def vllm_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         extra_mounts=[{"name": "dshm", "mountPath": "/dev/shm"}],
     )
     shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}}
-    return EngineParts(container, PORT, [hf_download_container(llm, settings)], [shm])
+    return EngineParts(container, PORT, download_steps(llm, settings), [shm])
