@@ -28,6 +28,7 @@ from sdc_orchestrator.api_models import (
 )
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.feedback import AlreadyRated, FeedbackStore, UnknownResponse
+from sdc_orchestrator.rag.korean import kiwi
 from sdc_orchestrator.rag.prompt import rag_messages
 from sdc_orchestrator.rag.retriever import Hit, Retriever
 from sdc_orchestrator.rag.store import DirectoryStore
@@ -99,16 +100,19 @@ class State:
         )
 
     def answered(
-        self, route: str, endpoint: Endpoint, data: dict[str, Any], payload: dict[str, Any], started: float
+        self, route: str, endpoint: Endpoint, data: dict[str, Any], payload: dict[str, Any], attempts: Attempts
     ) -> str:
-        """After an answer: remember it for feedback and copy it to the shadow provider; its response id."""
+        """After an answer: remember it for feedback and copy it to the shadow provider; its response id.
+
+        The primary side's latency is its time upstream, like the shadow's: retrieval is not compared.
+        """
         model = str(data.get("model") or endpoint.model)
         response_id = self.feedback.answered(endpoint.provider, model, route)
         try:
             text = str(data["choices"][0]["message"].get("content") or "")
         except (KeyError, IndexError, TypeError, AttributeError):
             return response_id
-        self.shadow.submit(payload, side(endpoint.provider, model, time.perf_counter() - started, data), text)
+        self.shadow.submit(payload, side(endpoint.provider, model, attempts.upstream_s, data), text)
         return response_id
 
     async def embed(self, texts: list[str]) -> list[list[float]] | None:
@@ -133,6 +137,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if state.shadow.enabled:  # Kiwi's model loads in seconds, holding the GIL: before serving, not mid-request
+            await asyncio.to_thread(kiwi)
         yield
         await state.shadow.close()
         await state.upstream.close()
@@ -238,7 +244,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         attempts.user = request.headers.get(USER_HEADER) or body.user
         if body.stream:
             endpoint, events = await state.upstream.stream(provider, payload, attempts)
-            model = endpoint.model or ""
+            model = await state.upstream.model_of(endpoint)  # resolved (and cached) by the stream call
             response_id = state.feedback.answered(endpoint.provider, model, "chat")
             state.shadow.skip()
             return StreamingResponse(
@@ -249,7 +255,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         endpoint, data = await _complete_or_cancel(state, provider, payload, attempts, request)
         text = data["choices"][0]["message"].get("content") or ""
         _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
-        response_id = state.answered("chat", endpoint, data, payload, started)
+        response_id = state.answered("chat", endpoint, data, payload, attempts)
         return JSONResponse(
             ChatResponse(
                 response=text,
@@ -279,7 +285,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         endpoint, data = await _complete_or_cancel(state, provider, payload, attempts, request)
         model = str(data.get("model") or endpoint.model)
         _account(endpoint.provider, model, data, started, attempts)
-        response_id = state.answered("generate", endpoint, data, payload, started)
+        response_id = state.answered("generate", endpoint, data, payload, attempts)
         return JSONResponse(
             GenerateResponse(
                 response=data["choices"][0]["message"].get("content") or "",
@@ -319,7 +325,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         started = time.perf_counter()
         if body.get("stream"):
             endpoint, events = await state.upstream.stream(provider, body, attempts)
-            response_id = state.feedback.answered(endpoint.provider, endpoint.model or "", "openai")
+            response_id = state.feedback.answered(endpoint.provider, await state.upstream.model_of(endpoint), "openai")
             state.shadow.skip()
 
             async def relay() -> AsyncIterator[bytes]:
@@ -333,7 +339,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             return StreamingResponse(relay(), media_type="text/event-stream", headers={RESPONSE_ID_HEADER: response_id})
         endpoint, data = await _complete_or_cancel(state, provider, body, attempts, request)
         _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
-        response_id = state.answered("openai", endpoint, data, body, started)
+        response_id = state.answered("openai", endpoint, data, body, attempts)
         return JSONResponse({**data, "response_id": response_id}, headers={RESPONSE_ID_HEADER: response_id})
 
     # -- migration: feedback and shadow comparison ------------------------------------------------

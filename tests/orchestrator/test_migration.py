@@ -222,8 +222,8 @@ def test_shadow_copies_each_chat_and_reports_pairs(orchestrator: Callable[..., s
     for _ in range(3):
         body = httpx.post(f"{base}/api/v1/chat", json={"message": "대한민국의 수도는?"}, timeout=10).json()
         assert body["provider"] == "vllm" and body["response"] == vllm.answer  # the user's answer is unchanged
-    wait_for(lambda: httpx.get(f"{base}/api/v1/shadow/report").json()["pairs"] == 3)
-    report = httpx.get(f"{base}/api/v1/shadow/report").json()
+    wait_for(lambda: httpx.get(f"{base}/api/v1/shadow/report", timeout=30).json()["pairs"] == 3)
+    report = httpx.get(f"{base}/api/v1/shadow/report", timeout=30).json()
     assert gemini.calls == 3
     assert gemini.last_request is not None and vllm.last_request is not None
     assert gemini.last_request["messages"] == vllm.last_request["messages"], "the same prompt"
@@ -243,11 +243,11 @@ def test_a_slow_shadow_neither_delays_nor_piles_up(orchestrator: Callable[..., s
     backends["gemini"][0].mode = "slow"  # answers after 5 s, far past the shadow's own timeout
     first = httpx.post(f"{base}/api/v1/chat", json={"message": "질문"}, timeout=10)
     assert first.status_code == 200
-    report = httpx.get(f"{base}/api/v1/shadow/report").json()
+    report = httpx.get(f"{base}/api/v1/shadow/report", timeout=30).json()
     assert report["in_flight"] == 1, "the answer came back while its shadow copy still runs"
     httpx.post(f"{base}/api/v1/chat", json={"message": "질문"}, timeout=10).raise_for_status()
-    wait_for(lambda: httpx.get(f"{base}/api/v1/shadow/report").json()["outcomes"].get("timeout") == 1)
-    outcomes = httpx.get(f"{base}/api/v1/shadow/report").json()["outcomes"]
+    wait_for(lambda: httpx.get(f"{base}/api/v1/shadow/report", timeout=30).json()["outcomes"].get("timeout") == 1)
+    outcomes = httpx.get(f"{base}/api/v1/shadow/report", timeout=30).json()["outcomes"]
     assert outcomes == {"dropped": 1, "timeout": 1}
     assert backends["vllm"][0].calls == 2
 
@@ -255,6 +255,19 @@ def test_a_slow_shadow_neither_delays_nor_piles_up(orchestrator: Callable[..., s
 def test_shadow_is_off_by_default(orchestrator: Callable[..., str], backends: Backends) -> None:
     base = orchestrator()
     httpx.post(f"{base}/api/v1/chat", json={"message": "질문"}, timeout=10).raise_for_status()
-    report = httpx.get(f"{base}/api/v1/shadow/report").json()
+    report = httpx.get(f"{base}/api/v1/shadow/report", timeout=30).json()
     assert report["enabled"] is False and report["pairs"] == 0
     assert backends["gemini"][0].calls == 0
+
+
+def test_streamed_chat_carries_a_response_id_and_is_not_shadowed(orchestrator: Callable[..., str]) -> None:
+    base = orchestrator(sdc_shadow_provider="gemini")
+    with httpx.stream("POST", f"{base}/api/v1/chat", json={"message": "안녕", "stream": True}, timeout=10) as resp:
+        lines = list(resp.iter_lines())
+        header = resp.headers["X-SDC-Response-Id"]
+    first = next(line for line in lines if line.startswith("data: "))
+    meta = json.loads(first.removeprefix("data: "))
+    assert meta["response_id"] == header
+    rated = httpx.post(f"{base}/api/v1/feedback", json={"response_id": header, "rating": 1}, timeout=10)
+    assert rated.json()["model"] == "google/gemma-2-9b-it"
+    assert httpx.get(f"{base}/api/v1/shadow/report", timeout=30).json()["outcomes"] == {"skipped": 1}
