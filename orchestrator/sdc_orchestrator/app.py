@@ -397,8 +397,12 @@ async def _chat_sse(
     response_id: str,
 ) -> AsyncIterator[bytes]:
     """The seed's chat, streamed: the sources first, then the backend's OpenAI chunks as they come."""
-    meta = {"sources": [s.model_dump() for s in sources], "model": model, "provider": provider}
-    meta["response_id"] = response_id
+    meta = {
+        "sources": [s.model_dump() for s in sources],
+        "model": model,
+        "provider": provider,
+        "response_id": response_id,
+    }
     yield f"event: sources\ndata: {json.dumps(meta, ensure_ascii=False)}\n\n".encode()
     first = True
     async for chunk in events:
