@@ -29,7 +29,7 @@ STUCK_REASONS = {
     "CrashLoopBackOff",
     "RunContainerError",
 }
-CONDITION_TYPES = ("SpecValid", "CacheBound", "Scheduled", "ModelCached", "Available", "Ready")
+CONDITION_TYPES = ("SpecValid", "Fits", "CacheBound", "Scheduled", "ModelCached", "Available", "Ready")
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,9 @@ def derive_status(
     previous: list[Condition],
     now: str,
     conflicts: tuple[str, ...] | list[str] = (),
+    fit: Check | None = None,
 ) -> LocalLLMStatus:
+    """`fit`: the GPU memory estimate (fit.py); False adds a warning, it never changes the phase."""
     checks: dict[str, Check] = {}
     phase: Phase
     message: str
@@ -210,6 +212,10 @@ def derive_status(
         phase, message = "Pending", checks["CacheBound"].message
     else:
         phase, message = "Pending", checks["Scheduled"].message if observed.pods else "creating the deployment"
+    if fit is not None:
+        checks["Fits"] = fit
+        if fit.ok is False and phase not in ("Ready", "Failed"):
+            message = f"may not fit: {fit.message}; {message}"
     checks["Ready"] = Check(phase == "Ready", phase, message)
     return _assemble(
         phase,

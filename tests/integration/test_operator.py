@@ -63,6 +63,7 @@ def test_create_to_ready_with_gpus_endpoint_and_publication(
     conditions = {c["type"]: c["status"] for c in ready["status"]["conditions"]}
     assert conditions == {
         "SpecValid": "True",
+        "Fits": "Unknown",  # no GPU product selected: nothing to compare the model with
         "CacheBound": "True",
         "Scheduled": "True",
         "ModelCached": "True",
