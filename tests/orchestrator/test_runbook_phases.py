@@ -32,6 +32,7 @@ CHART = ROOT / "charts" / "sdc"
 HELM = str(ROOT / "bin" / "helm")
 LOCALLLM_API = "llm.sdc.dev/v1alpha1/LocalLLM"
 PHASES = sorted((CHART / "migration").glob("phase-*.yaml"))
+AUTH = {"Authorization": "Bearer runbook-key"}
 LOCAL_SHARE = {"0": 0.0, "1": 0.1, "2": 0.8, "3": 1.0, "4": 0.0}
 Backends = dict[str, tuple[FakeBackend, str]]
 
@@ -55,7 +56,7 @@ def ask(base: str, users: int = 200) -> Counter[str]:
     counts: Counter[str] = Counter()
     for i in range(users):
         resp = httpx.post(
-            f"{base}/api/v1/chat", json={"message": "질문"}, headers={"X-SDC-User": f"user-{i}"}, timeout=10
+            f"{base}/api/v1/chat", json={"message": "질문"}, headers={**AUTH, "X-SDC-User": f"user-{i}"}, timeout=10
         )
         assert resp.status_code == 200, resp.text
         counts[resp.json()["provider"]] += 1
@@ -96,6 +97,9 @@ def test_phase_values_split_traffic_as_promised(
     monkeypatch.setenv("SDC_ENDPOINTS_FILE", str(endpoints))
     monkeypatch.setenv("SDC_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SDC_COOLDOWN_S", "30")
+    keys = tmp_path / "keys"
+    keys.write_text("runbook:runbook-key\n")
+    monkeypatch.setenv("SDC_API_KEYS_FILE", str(keys))  # the chart mounts the keys Secret there
     phase = values.name.split("-")[1]
     with serve(create_app(OrchestratorSettings())) as base:
         counts = ask(base)
@@ -103,7 +107,7 @@ def test_phase_values_split_traffic_as_promised(
         assert abs(share - LOCAL_SHARE[phase]) <= 0.08, (values.name, counts)
         if phase == "3":  # local only, Gemini as the fallback
             backends["vllm"][0].mode = "fail"
-            body = httpx.post(f"{base}/api/v1/chat", json={"message": "질문"}, timeout=10).json()
+            body = httpx.post(f"{base}/api/v1/chat", json={"message": "질문"}, headers=AUTH, timeout=10).json()
             assert body["provider"] == "gemini" and body["fallback_used"] is True
             backends["vllm"][0].mode = "ok"
             # the rollback, live: publish phase 4's weight, no restart
@@ -113,6 +117,6 @@ def test_phase_values_split_traffic_as_promised(
             after = ask(base, 40)
             assert after == Counter({"gemini": 40}), after
         if env.get("SDC_SHADOW_PROVIDER"):
-            report = httpx.get(f"{base}/api/v1/shadow/report").json()
+            report = httpx.get(f"{base}/api/v1/shadow/report", headers=AUTH, timeout=30).json()
             assert report["shadow_provider"] == env["SDC_SHADOW_PROVIDER"]
             assert sum(report["outcomes"].values()) > 0
