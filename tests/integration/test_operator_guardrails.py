@@ -37,7 +37,10 @@ def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPa
 
 
 def tiny(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return localllm(name, namespace, runtime="transformers", model="sdc/tiny", gpus=0, **spec)
+    model = spec.pop("model", {})
+    body = localllm(name, namespace, runtime="transformers", model="sdc/tiny", gpus=0, **spec)
+    body["spec"]["model"].update(model)
+    return body
 
 
 def foreign_service(name: str, namespace: str) -> dict[str, Any]:
@@ -67,8 +70,18 @@ def foreign_deployment(name: str, namespace: str, labels: dict[str, str] | None 
 
 
 def fingerprint(obj: dict[str, Any]) -> tuple[Any, ...]:
+    """What another writer could change: identity, spec (and its generation), labels, owners, annotations.
+    Not the resourceVersion: the object's own controllers keep writing its status."""
     meta = obj["metadata"]
-    return meta["uid"], meta["resourceVersion"], meta.get("ownerReferences"), meta.get("labels"), obj["spec"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith("deployment.")}
+    return (
+        meta["uid"],
+        meta.get("generation"),
+        meta.get("ownerReferences"),
+        meta.get("labels"),
+        annotations,
+        obj["spec"],
+    )
 
 
 def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -229,7 +242,7 @@ def test_drift_is_repaired_and_other_managers_keep_their_fields(
     kubectl("delete", "svc", "drift", "-n", namespace)
     repaired("deleted Service", lambda: kubectl("get", "svc", "drift", "-n", namespace, check=False).startswith("NAME"))
     kubectl("delete", "deploy", "drift", "-n", namespace)
-    repaired("deleted Deployment", lambda: kubectl("get", "deploy", "-n", namespace, "-o", "name") == "deployment.apps/drift")  # fmt: skip
+    repaired("deleted Deployment", lambda: kubectl("get", "deploy", "-n", namespace, "-o", "name").strip() == "deployment.apps/drift")  # fmt: skip
     print(f"\ndrift repaired after (s): {timings}")
     # An HPA owns replicas through the scale subresource as kube-controller-manager: that value stands.
     kubectl(
