@@ -122,6 +122,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330  # a silent connection (a stopped API server) is dropped and retried
     settings.watching.connect_timeout = SETTINGS.api_timeout_s
     settings.networking.request_timeout = SETTINGS.api_timeout_s * 3
+    # Retries of a failing API (a stopped API server): short and flat, so the watches are back within
+    # seconds of /readyz instead of after a growing backoff; ten minutes of them before Kopf gives up.
+    settings.networking.error_backoffs = (0.5, 1, 2, 3, *([5] * 120))
     settings.peering.standalone = SETTINGS.standalone
     settings.peering.name = SETTINGS.peering_name
     settings.peering.mandatory = not SETTINGS.standalone
