@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, Kubectl, wait_until
 from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
+from tests.support.metrics import scrape
 
 ENDPOINTS_NS = "sdc"
 REPAIR_S = 30  # the issue's bound for drift repair
@@ -278,3 +280,36 @@ def test_status_is_exact_after_every_transition(operator: OperatorProcess, kubec
     again = wait_phase(kubectl, "exact", namespace, "Ready")
     assert again["status"]["endpoint"] == ready["status"]["endpoint"]
     assert again["status"]["observedGeneration"] == again["metadata"]["generation"]
+
+
+def test_restart_over_converged_objects_writes_nothing(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    """No false drift: a restarted operator finds every child as the spec wants it and writes nothing."""
+    kubectl.apply(
+        [
+            tiny("calm-t", namespace),
+            localllm("calm-o", namespace, runtime="ollama", model="gemma2:9b", gpus=0),
+            localllm("calm-v", namespace, gpus=2, resources={"cpu": "0.5", "memory": "1Gi"}),
+        ]
+    )
+    for name in ("calm-t", "calm-o", "calm-v"):
+        wait_phase(kubectl, name, namespace, "Ready")
+    time.sleep(3)  # trailing status writes
+    operator.stop()
+    operator.start()
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+
+    def ready_models() -> float:
+        try:
+            return scrape(url, "sdc_operator_models", phase="Ready")
+        except httpx.HTTPError:  # not serving metrics yet
+            return 0
+
+    wait_until("the restarted operator to count its models", lambda: ready_models() >= 3, timeout=60)
+    time.sleep(5)
+    writes = {
+        "applies": scrape(url, "sdc_operator_applies_total"),
+        "status writes": scrape(url, "sdc_operator_status_writes_total"),
+    }
+    assert writes == {"applies": 0, "status writes": 0}, operator.tail(30)
