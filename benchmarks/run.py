@@ -19,6 +19,7 @@ SCRIPTS = [
     ("failover", ["benchmarks/failover_load.py", "--concurrency", "32", "--seconds", "60"]),
     ("operator", ["benchmarks/operator_scale.py"]),
     ("faults", ["benchmarks/fault_suite.py"]),
+    ("retrieval", ["benchmarks/retrieval_eval.py"]),
 ]
 
 

@@ -9,12 +9,23 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Default engine images. Nothing on the development machines can list a registry's tags, so the
+# versions come from the package indexes that mirror the same releases:
+# - vLLM: the newest vllm release on PyPI (`pip index versions vllm`); vllm/vllm-openai:vX.Y.Z is
+#   published with every release. `make test` checks the vLLM command line against the argument
+#   parser of exactly this version (tests/unit/test_vllm_args.py), so bump it here only.
+# - Ollama: the newest `go list -m -versions github.com/ollama/ollama`; ollama/ollama:X.Y.Z is
+#   published with every release. hack/tool-versions.env OLLAMA_VERSION (the binary `make images`
+#   builds for the local node) must match; a test keeps them equal.
+VLLM_VERSION = "0.33.0"
+OLLAMA_VERSION = "0.17.4"
+
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SDC_", frozen=True, extra="ignore")
 
-    vllm_image: str = Field(default="vllm/vllm-openai:v0.11.0", description="Default vLLM image.")
-    ollama_image: str = Field(default="ollama/ollama:0.12.6", description="Default Ollama image.")
+    vllm_image: str = Field(default=f"vllm/vllm-openai:v{VLLM_VERSION}", description="Default vLLM image.")
+    ollama_image: str = Field(default=f"ollama/ollama:{OLLAMA_VERSION}", description="Default Ollama image.")
     runtime_image: str = Field(default="ghcr.io/sdc-llm/sdc-runtime:0.1.0", description="sdc-runtime image.")
     fetcher_image: str = Field(
         default="ghcr.io/sdc-llm/sdc-runtime:0.1.0", description="Image that runs sdc-fetch-model."
@@ -66,6 +77,12 @@ class OperatorSettings(BaseSettings):
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: watch the whole cluster.")
     endpoints_configmap: str = Field(default="sdc-endpoints", description="ConfigMap the ready endpoints go to.")
     endpoints_namespace: str = Field(default="sdc", description="Namespace of that ConfigMap.")
+    publish_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces besides endpoints_namespace whose LocalLLMs are published to the orchestrator "
+        "('*': every namespace). Empty: only the orchestrator's own namespace (tenant isolation).",
+    )
+    publish_pool: str | None = Field(default=None, description="Publish only LocalLLMs with this routing.pool.")
     status_debounce_s: float = Field(
         default=0.5, ge=0, description="Status and endpoint writes are coalesced over this window."
     )
@@ -80,3 +97,11 @@ class OperatorSettings(BaseSettings):
     )
     standalone: bool = Field(default=False, description="Skip peering (a single replica).")
     log_format: str = Field(default="json")
+    ollama_context_length: int = Field(
+        default=8192, ge=256, description="Ollama's num_ctx when engine.maxModelLen is unset (the guide's 8192)."
+    )
+    gpu_memory_gib: dict[str, float] = Field(
+        default_factory=dict,
+        description="GPU memory (GiB) by nvidia.com/gpu.product, added to or overriding fit.GPU_MEMORY_GIB "
+        '(JSON, e.g. {"NVIDIA-L4": 22}).',
+    )

@@ -21,6 +21,12 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$"
 HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$"
 OLLAMA_TAG_PATTERN = r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$"
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
+# What `ollama create`/`ollama cp` accept as a local name ([namespace/]model[:tag], see
+# ollama's types/model/name.go): parts start with a letter, digit or underscore; no spaces.
+OLLAMA_NAME_PATTERN = (
+    r"^([A-Za-z0-9_][A-Za-z0-9_-]{0,79}/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,79})?$"
+)
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 class Model(BaseModel):
@@ -28,11 +34,31 @@ class Model(BaseModel):
 
 
 Runtime = Literal["vllm", "ollama", "transformers"]
+Quantization = Literal["awq", "gptq", "fp8", "bitsandbytes", "q4_0", "q4_K_M", "q5_K_M", "q8_0", "fp16", "int4", "int8"]
+QUANTIZATION_BY_RUNTIME: dict[str, tuple[str, ...]] = {
+    "vllm": ("awq", "gptq", "fp8", "bitsandbytes"),
+    "ollama": ("q4_0", "q4_K_M", "q5_K_M", "q8_0", "fp16"),
+    "transformers": ("int4", "int8"),
+}
 
 
 class SecretKeyRef(Model):
     name: str = Field(description="Name of a Secret in the LocalLLM's namespace.", min_length=1)
     key: str = Field(default="token", description="Key in the Secret's data.")
+
+
+class ModelVolume(Model):
+    claim_name: str = Field(
+        description="An existing PersistentVolumeClaim in the LocalLLM's namespace that holds the model.",
+        min_length=1,
+        max_length=253,
+    )
+    path: str = Field(
+        description="Directory of the model inside that volume (config.json and safetensors), relative.",
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$",
+    )
 
 
 class ModelSource(Model):
@@ -50,12 +76,42 @@ class ModelSource(Model):
     )
     served_name: str | None = Field(
         default=None,
-        description="The model name clients send in OpenAI requests (vLLM --served-model-name). "
-        "Defaults to model.name.",
+        description="The model name clients send in OpenAI requests (vLLM --served-model-name; for ollama the "
+        "local name the model is copied to, [namespace/]model[:tag] without spaces). Defaults to model.name.",
         max_length=200,
+    )
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="ollama only: import the model from a GGUF file at this HTTP(S) URL (typically a Service "
+        "inside the cluster) instead of pulling model.name from the Ollama registry; model.name is then the "
+        "local tag it is created under. Needs model.sha256. This is how Ollama serves models without internet.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="The SHA-256 of the file at model.url (64 hex digits): the download is refused unless it matches.",
+    )
+    parameters: dict[str, Annotated[str, Field(max_length=256, pattern=r"^[^\r\n]*$")]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="ollama only: Modelfile PARAMETER lines baked into the served model (e.g. num_ctx: '8192', "
+        "num_thread: '4', stop: '<|end|>').",
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hugging Face token for gated or private repositories."
+    )
+    parameter_count: str | None = Field(
+        default=None,
+        pattern=r"^([0-9]+x)?[0-9]+(\.[0-9]+)?[BM]$",
+        description="Parameter count (e.g. 9B, 500M, 8x7B) for the GPU fit check (condition Fits). "
+        "Default: the size in the model's name.",
+    )
+    source: ModelVolume | None = Field(
+        default=None,
+        description="Serve a model already on a volume (e.g. your fine-tuned weights) instead of downloading "
+        "model.name: mounted read-only, no download step, no revision needed. vllm and transformers only.",
     )
     allow_pickle: bool = Field(
         default=False, description="Also download pickled weights (*.bin, *.pt). Off: safetensors only."
@@ -134,14 +190,22 @@ class Engine(Model):
     args: list[Annotated[str, Field(max_length=512)]] = Field(
         default_factory=list,
         max_length=64,
-        description="Extra arguments appended to the engine command. Arguments that change the model, tokenizer, "
-        "port or remote-code setting are refused: use model.* and trustRemoteCode instead.",
+        description="Extra arguments appended to the engine command (vllm serve, sdc-runtime). Arguments that "
+        "change the model, tokenizer, port or remote-code setting are refused: use model.* and trustRemoteCode "
+        "instead. Not for ollama: `ollama serve` takes no arguments; configure it with engine.env (OLLAMA_*) and "
+        "model.parameters.",
     )
     env: list[EnvVar] = Field(
         default_factory=list, max_length=64, description="Extra environment variables for the engine."
     )
     max_model_len: int | None = Field(
         default=None, ge=16, description="Context length to serve (vllm --max-model-len, ollama num_ctx)."
+    )
+    quantization: Quantization | None = Field(
+        default=None,
+        description="How the weights are quantized. vllm: awq, gptq, fp8 or bitsandbytes (--quantization); "
+        "ollama: the tag's suffix (q4_0, q4_K_M, q5_K_M, q8_0, fp16; model.name must end in -<suffix>); "
+        "transformers: int4 or int8 (bitsandbytes, GPU only).",
     )
 
 
@@ -181,6 +245,14 @@ class Routing(Model):
         "same role. 0 drains it. Move weight step by step to migrate; set it back to roll back.",
     )
     role: Literal["chat", "embedding"] = Field(default="chat", description="What the orchestrator uses this model for.")
+    pool: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Named routing pool. An orchestrator serves only the LocalLLMs of its own namespace (and the "
+        "namespaces its chart opts into) whose pool equals its routing.pool value; unset matches an orchestrator "
+        "without a pool.",
+    )
 
 
 class LocalLLMSpec(Model):
@@ -323,16 +395,70 @@ SPEC_RULES = [
         "fieldPath": ".model.name",
     },
     {
-        "rule": "self.runtime == 'ollama' || (has(self.model.revision) && self.model.revision.matches('"
+        "rule": "self.runtime == 'ollama' || has(self.model.source) || (has(self.model.revision) && self.model.revision.matches('"
         + COMMIT_PATTERN
         + "'))",
         "message": "model.revision must be a pinned 40-character commit hash for the vllm and transformers runtimes",
         "fieldPath": ".model.revision",
     },
     {
-        "rule": "self.runtime != 'vllm' || self.resources.gpus > 0 || self.engine.args.exists(a, a == '--device=cpu')",
-        "message": "the vllm runtime needs resources.gpus > 0 (or engine.args containing --device=cpu)",
+        "rule": "self.runtime != 'ollama' || !has(self.model.source)",
+        "message": "model.source (a model on a volume) is for the vllm and transformers runtimes; Ollama pulls tags",
+        "fieldPath": ".model.source",
+    },
+    *[
+        {
+            "rule": f"self.runtime != '{runtime}' || !has(self.engine.quantization) || self.engine.quantization in "
+            + "["
+            + ", ".join(f"'{q}'" for q in allowed)
+            + "]",
+            "message": f"engine.quantization for {runtime} must be one of: {', '.join(allowed)}",
+            "fieldPath": ".engine.quantization",
+        }
+        for runtime, allowed in QUANTIZATION_BY_RUNTIME.items()
+    ],
+    {
+        "rule": "self.runtime != 'ollama' || !has(self.engine.quantization) || "
+        "self.model.name.lowerAscii().endsWith('-' + self.engine.quantization.lowerAscii())",
+        "message": "for ollama, engine.quantization is the tag's suffix: model.name must end in -<quantization> "
+        "(e.g. gemma2:9b-instruct-q8_0)",
+        "fieldPath": ".engine.quantization",
+    },
+    {
+        # The vllm/vllm-openai image is CUDA-only, and vLLM refuses `--device=cpu` on it.
+        "rule": "self.runtime != 'vllm' || self.resources.gpus > 0",
+        "message": "the vllm runtime needs resources.gpus > 0 (its image is CUDA-only); serve on CPU with the "
+        "ollama or transformers runtime",
         "fieldPath": ".resources.gpus",
+    },
+    {
+        "rule": "self.runtime != 'ollama' || !has(self.engine.args) || size(self.engine.args) == 0",
+        "message": "engine.args is not supported for the ollama runtime (`ollama serve` takes no arguments): use "
+        "engine.env (OLLAMA_* variables) or model.parameters",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "self.runtime != 'ollama' || !has(self.model.servedName) || self.model.servedName.matches('"
+        + OLLAMA_NAME_PATTERN
+        + "')",
+        "message": "model.servedName must be an Ollama model name ([namespace/]model[:tag]: letters, digits, _ . -; "
+        "no spaces) for the ollama runtime",
+        "fieldPath": ".model.servedName",
+    },
+    {
+        "rule": "self.runtime == 'ollama' || (!has(self.model.url) && (!has(self.model.parameters) || size(self.model.parameters) == 0))",
+        "message": "model.url and model.parameters are for the ollama runtime only",
+        "fieldPath": ".model",
+    },
+    {
+        "rule": "!has(self.model.parameters) || self.model.parameters.all(k, k.matches('^[a-z][a-z_]{0,39}$'))",
+        "message": "model.parameters keys are Modelfile PARAMETER names (lower case, e.g. num_ctx)",
+        "fieldPath": ".model.parameters",
+    },
+    {
+        "rule": "has(self.model.url) == has(self.model.sha256)",
+        "message": "model.url and model.sha256 go together: a downloaded file is always checked against its hash",
+        "fieldPath": ".model.sha256",
     },
 ]
 
@@ -366,8 +492,11 @@ class LocalLLMStatus(Model):
 def semantic_errors(spec: LocalLLMSpec) -> list[str]:
     """Checks CEL cannot express; each error names the field and what to do."""
     errors = []
-    if spec.runtime == "vllm" and spec.resources.gpus > 1 and spec.resources.gpus & (spec.resources.gpus - 1):
-        errors.append(f"resources.gpus={spec.resources.gpus}: vLLM tensor parallelism needs a power of two")
+    if spec.runtime == "ollama" and spec.engine.args:
+        errors.append("engine.args: `ollama serve` takes no arguments; use engine.env or model.parameters")
+    errors.extend(quantization_errors(spec))
+    # vLLM's tensor-parallel rule (attention heads divisible by the size) needs the model's
+    # config.json, which the operator never downloads: `sdc-check-model` applies it in the pod.
     for arg in spec.engine.args:  # the CRD's CEL rule says the same; this covers objects admitted before it
         if re.match(FORBIDDEN_ARG_PATTERN, arg):
             errors.append(f"engine.args: {arg.split('=')[0]} is set by the operator; use the spec field instead")
@@ -405,3 +534,19 @@ def parse_quantity(value: str) -> Decimal | None:
             except InvalidOperation:
                 return None
     return Decimal(value)
+
+
+def quantization_errors(spec: LocalLLMSpec) -> list[str]:
+    """The quantization rules CEL also enforces, for objects that reach the operator another way."""
+    quant = spec.engine.quantization
+    errors = []
+    if quant and quant not in QUANTIZATION_BY_RUNTIME[spec.runtime]:
+        allowed = ", ".join(QUANTIZATION_BY_RUNTIME[spec.runtime])
+        errors.append(f"engine.quantization={quant}: {spec.runtime} takes one of {allowed}")
+    elif quant and spec.runtime == "ollama" and not spec.model.name.lower().endswith(f"-{quant.lower()}"):
+        errors.append(f"engine.quantization={quant}: an Ollama tag ending in -{quant} (model.name={spec.model.name})")
+    if quant and any(re.match(r"^--(quantization|load-in-[48]bit)(=|$)", a) for a in spec.engine.args):
+        errors.append("engine.args: --quantization is set by engine.quantization; set it there only")
+    if spec.model.source is not None and spec.runtime == "ollama":
+        errors.append("model.source: Ollama pulls tags; a model on a volume needs vllm or transformers")
+    return errors

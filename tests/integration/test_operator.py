@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import ROOT, Kubectl, globbed, wait_until
+from tests.conftest import ROOT, SIMULATED_NODE_SELECTOR, SIMULATED_TOLERATION, Kubectl, globbed, wait_until
 from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
 from tests.support.metrics import scrape
 
@@ -21,7 +22,10 @@ def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPa
     kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "localllm.yaml"))
     kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
     kubectl("create", "namespace", ENDPOINTS_NS, check=False)
-    proc = OperatorProcess(kubeconfig, ENDPOINTS_NS, tmp_path_factory.mktemp("operator") / "operator.log")
+    # The tests make LocalLLMs in namespaces of their own: publish them all (by default only ENDPOINTS_NS).
+    proc = OperatorProcess(
+        kubeconfig, ENDPOINTS_NS, tmp_path_factory.mktemp("operator") / "operator.log", SDC_PUBLISH_NAMESPACES='["*"]'
+    )
     proc.start()
     yield proc
     proc.stop()
@@ -59,6 +63,7 @@ def test_create_to_ready_with_gpus_endpoint_and_publication(
     conditions = {c["type"]: c["status"] for c in ready["status"]["conditions"]}
     assert conditions == {
         "SpecValid": "True",
+        "Fits": "Unknown",  # no GPU product selected: nothing to compare the model with
         "CacheBound": "True",
         "Scheduled": "True",
         "ModelCached": "True",
@@ -134,14 +139,32 @@ def test_schema_and_cel_refuse_bad_specs(operator: OperatorProcess, kubectl: Kub
     negative = localllm("neg", namespace, gpus=-1)
     out = kubectl("apply", "-f", "-", stdin=json.dumps(negative), check=False)
     assert "spec.resources.gpus" in out, out
+    refused = [
+        # The vllm/vllm-openai image is CUDA-only: no CPU vLLM, whatever the args say.
+        (localllm("cpuvllm", namespace, gpus=0, engine={"args": ["--device=cpu"]}), "spec.resources.gpus", "CUDA-only"),
+        (
+            localllm("ollargs", namespace, runtime="ollama", model="a:b", gpus=0, engine={"args": ["-v"]}),
+            "spec.engine.args",
+            "takes no arguments",
+        ),
+    ]
+    spaced = localllm("spaced", namespace, runtime="ollama", model="a:b", gpus=0)
+    spaced["spec"]["model"]["servedName"] = "my model"
+    refused.append((spaced, "spec.model.servedName", "Ollama model name"))
+    nohash = localllm("nohash", namespace, runtime="ollama", model="a:b", gpus=0)
+    nohash["spec"]["model"]["url"] = "http://files.sdc.svc/a.gguf"
+    refused.append((nohash, "spec.model.sha256", "go together"))
+    for body, field, words in refused:
+        out = kubectl("apply", "-f", "-", stdin=json.dumps(body), check=False)
+        assert field in out and words in out, out
 
 
 def test_invalid_spec_fails_then_recovers(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
-    kubectl.apply(localllm("three", namespace, gpus=3))
+    kubectl.apply(localllm("three", namespace, gpus=3, engine={"args": ["--port=9"]}))
     failed = wait_phase(kubectl, "three", namespace, "Failed")
-    assert "power of two" in failed["status"]["message"]
+    assert "--port is set by the operator" in failed["status"]["message"]
     assert "NotFound" in kubectl("get", "deploy", "three", "-n", namespace, check=False)
-    kubectl("patch", "llm", "three", "-n", namespace, "--type=merge", "-p", '{"spec":{"resources":{"gpus":4}}}')
+    kubectl("patch", "llm", "three", "-n", namespace, "--type=merge", "-p", '{"spec":{"engine":{"args":[]}}}')
     wait_phase(kubectl, "three", namespace, "Ready")
 
 
@@ -213,7 +236,13 @@ def test_metrics_and_liveness(operator: OperatorProcess, kubectl: Kubectl, names
 def test_manifest_examples_become_ready(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
     manifests = globbed(ROOT / "manifests", "*.yaml")
     for path in manifests:
-        kubectl("apply", "-n", namespace, "-f", str(path))
+        example = yaml.safe_load(path.read_text())
+        if not example["spec"].get("resources", {}).get("gpus"):  # CPU examples: KWOK plays the engine
+            example["spec"]["scheduling"] = {
+                "nodeSelector": SIMULATED_NODE_SELECTOR,
+                "tolerations": [SIMULATED_TOLERATION],
+            }
+        kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(example))
     names = [n.split("/")[-1] for n in kubectl("get", "llm", "-n", namespace, "-o", "name").split()]
     assert len(names) == len(manifests)
     for name in names:
