@@ -115,10 +115,28 @@ def analyze_passage(
     return Passage(doc_id, index, text, [t.text for t in terms], None, morphs, version or analyzer_version())
 
 
-def prepare(doc_id: str, text: str, metadata: dict[str, Any], weights: Weights | None = None) -> Document:
-    """Chunk and analyse a document (CPU work, linear in the text; call it off the event loop)."""
+class IngestionCancelled(Exception):
+    """`prepare` stopped because its `stop` callback said so."""
+
+
+def prepare(
+    doc_id: str,
+    text: str,
+    metadata: dict[str, Any],
+    weights: Weights | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Document:
+    """Chunk and analyse a document (CPU work, linear in the text; call it off the event loop).
+
+    The work is done one bounded passage at a time; `stop` is asked before each, so a caller whose
+    client went away can end it within one passage's analysis (milliseconds).
+    """
     version = analyzer_version()
-    passages = [analyze_passage(doc_id, i, t, version, weights) for i, t in enumerate(iter_chunks(text))]
+    passages = []
+    for i, t in enumerate(iter_chunks(text)):
+        if stop is not None and stop():
+            raise IngestionCancelled(doc_id)
+        passages.append(analyze_passage(doc_id, i, t, version, weights))
     return Document(doc_id, text, metadata, passages)
 
 
@@ -178,7 +196,12 @@ class Retriever:
             self._unindex(doc_id)
 
     async def upsert(self, doc_id: str, text: str, metadata: dict[str, Any]) -> Document:
-        doc = await asyncio.to_thread(prepare, doc_id, text, metadata, self.weights)
+        cancelled = threading.Event()
+        try:
+            doc = await asyncio.to_thread(prepare, doc_id, text, metadata, self.weights, cancelled.is_set)
+        except asyncio.CancelledError:
+            cancelled.set()  # the worker thread stops at its next passage instead of finishing the document
+            raise
         if self.embedder and doc.passages:
             vectors = await self.embedder([p.text for p in doc.passages])
             if vectors:
