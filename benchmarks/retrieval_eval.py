@@ -326,7 +326,8 @@ def main() -> int:
         print(ingest)
         small, large = ingest[250_000], ingest[1_000_000]
         parts += [
-            "Ablation (all questions; each line adds one technique to the one above):",
+            "Ablation (all questions): the first four lines add one technique at a time to BM25; the reranker lines "
+            "build it up from exact term coverage; the last two switch one technique on or off in the service.",
             "",
             ablation,
             "",
