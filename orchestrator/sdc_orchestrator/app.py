@@ -40,6 +40,7 @@ from sdc_orchestrator.limits import (
     check_openai_chat,
     check_sampling,
 )
+from sdc_orchestrator.rag import semantic
 from sdc_orchestrator.rag.korean import kiwi
 from sdc_orchestrator.rag.prompt import rag_messages
 from sdc_orchestrator.rag.retriever import Hit, Retriever
@@ -486,6 +487,7 @@ def _warm_up_kiwi() -> None:
     analyser = kiwi()
     analyser.split_into_sents("준비합니다. 끝났습니다.")
     analyser.tokenize("준비합니다")
+    semantic.space()  # the CoNg vectors' anchor basis: built once per process, before the first document
 
 
 async def _unless_disconnected(task: asyncio.Task[Any], request: Request) -> Any:
