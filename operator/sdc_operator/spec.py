@@ -232,7 +232,7 @@ SPEC_RULES = [
         "fieldPath": ".resources.gpus",
     },
     {
-        "rule": "self.runtime != 'ollama' || size(self.engine.args) == 0",
+        "rule": "self.runtime != 'ollama' || !has(self.engine.args) || size(self.engine.args) == 0",
         "message": "engine.args is not supported for the ollama runtime (`ollama serve` takes no arguments): use "
         "engine.env (OLLAMA_* variables) or model.parameters",
         "fieldPath": ".engine.args",
@@ -246,12 +246,13 @@ SPEC_RULES = [
         "fieldPath": ".model.servedName",
     },
     {
-        "rule": "self.runtime == 'ollama' || (!has(self.model.url) && size(self.model.parameters) == 0)",
+        "rule": "self.runtime == 'ollama' || (!has(self.model.url) && (!has(self.model.parameters) "
+        "|| size(self.model.parameters) == 0))",
         "message": "model.url and model.parameters are for the ollama runtime only",
         "fieldPath": ".model",
     },
     {
-        "rule": "self.model.parameters.all(k, k.matches('^[a-z][a-z_]{0,39}$'))",
+        "rule": "!has(self.model.parameters) || self.model.parameters.all(k, k.matches('^[a-z][a-z_]{0,39}$'))",
         "message": "model.parameters keys are Modelfile PARAMETER names (lower case, e.g. num_ctx)",
         "fieldPath": ".model.parameters",
     },
