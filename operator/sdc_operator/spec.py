@@ -246,8 +246,7 @@ SPEC_RULES = [
         "fieldPath": ".model.servedName",
     },
     {
-        "rule": "self.runtime == 'ollama' || (!has(self.model.url) && (!has(self.model.parameters) "
-        "|| size(self.model.parameters) == 0))",
+        "rule": "self.runtime == 'ollama' || (!has(self.model.url) && (!has(self.model.parameters) || size(self.model.parameters) == 0))",
         "message": "model.url and model.parameters are for the ollama runtime only",
         "fieldPath": ".model",
     },
