@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from sdc_operator import GROUP, KIND, PLURAL, VERSION
-from sdc_operator.spec import SPEC_RULES, LocalLLMSpec, LocalLLMStatus
+from sdc_operator.spec import ROOT_RULES, SPEC_RULES, LocalLLMSpec, LocalLLMStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATHS = (ROOT / "crds" / "localllm.yaml", ROOT / "charts" / "sdc" / "crds-source" / "localllm.yaml")
@@ -90,6 +90,12 @@ PRINTER_COLUMNS = [
     {"name": "GPUs", "type": "integer", "jsonPath": ".spec.resources.gpus"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Ready replicas"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Fits",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Fits")].status',
+        "description": "Whether the model is estimated to fit the GPUs it asks for",
+    },
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message"},
@@ -145,6 +151,7 @@ def crd() -> dict[str, Any]:
                             "with its model cache, its download and an OpenAI-compatible endpoint.",
                             "type": "object",
                             "required": ["spec"],
+                            "x-kubernetes-validations": ROOT_RULES,
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "API version: llm.sdc.dev/v1alpha1."},
                                 "kind": {"type": "string", "description": "Kind: LocalLLM."},

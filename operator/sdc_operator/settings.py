@@ -39,11 +39,50 @@ class OperatorSettings(BaseSettings):
     allowed_ollama_models: list[str] = Field(
         default_factory=lambda: ["*"], description="fnmatch patterns of Ollama tags that may be pulled."
     )
+    allowed_images: list[str] = Field(
+        default_factory=lambda: [
+            "vllm/vllm-openai:*",
+            "vllm/vllm-openai@sha256:*",
+            "docker.io/vllm/vllm-openai:*",
+            "docker.io/vllm/vllm-openai@sha256:*",
+            "ollama/ollama:*",
+            "ollama/ollama@sha256:*",
+            "docker.io/ollama/ollama:*",
+            "docker.io/ollama/ollama@sha256:*",
+            "ghcr.io/sdc-llm/sdc-runtime:*",
+            "ghcr.io/sdc-llm/sdc-runtime@sha256:*",
+        ],
+        description="fnmatch patterns of images spec.engine.image may name (the configured defaults always pass).",
+    )
+    allowed_toleration_keys: list[str] = Field(
+        default_factory=lambda: ["nvidia.com/gpu", "amd.com/gpu"],
+        description="fnmatch patterns of taint keys a LocalLLM may tolerate (a key-less toleration matches all "
+        "taints and needs '*'). Control-plane taints stay refused unless listed here.",
+    )
+    allowed_priority_classes: list[str] = Field(
+        default_factory=list, description="PriorityClasses a LocalLLM may name (default: none)."
+    )
+    trust_remote_code_repos: list[str] = Field(
+        default_factory=list,
+        description="fnmatch patterns of repositories whose own code may run (model.trustRemoteCode).",
+    )
+    yield_fields_to: list[str] = Field(
+        default_factory=lambda: ["kube-controller-manager"],
+        description="Field managers (an HPA acts as kube-controller-manager) whose Deployment replicas the operator "
+        "leaves alone instead of reverting.",
+    )
+    api_timeout_s: float = Field(default=20, gt=0, description="Timeout of every Kubernetes API call.")
     hf_endpoint: str | None = Field(default=None, description="A Hugging Face mirror for the download step.")
     cluster_domain: str = Field(default="cluster.local")
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: watch the whole cluster.")
     endpoints_configmap: str = Field(default="sdc-endpoints", description="ConfigMap the ready endpoints go to.")
     endpoints_namespace: str = Field(default="sdc", description="Namespace of that ConfigMap.")
+    publish_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces besides endpoints_namespace whose LocalLLMs are published to the orchestrator "
+        "('*': every namespace). Empty: only the orchestrator's own namespace (tenant isolation).",
+    )
+    publish_pool: str | None = Field(default=None, description="Publish only LocalLLMs with this routing.pool.")
     status_debounce_s: float = Field(
         default=0.5, ge=0, description="Status and endpoint writes are coalesced over this window."
     )
@@ -58,3 +97,11 @@ class OperatorSettings(BaseSettings):
     )
     standalone: bool = Field(default=False, description="Skip peering (a single replica).")
     log_format: str = Field(default="json")
+    ollama_context_length: int = Field(
+        default=8192, ge=256, description="Ollama's num_ctx when engine.maxModelLen is unset (the guide's 8192)."
+    )
+    gpu_memory_gib: dict[str, float] = Field(
+        default_factory=dict,
+        description="GPU memory (GiB) by nvidia.com/gpu.product, added to or overriding fit.GPU_MEMORY_GIB "
+        '(JSON, e.g. {"NVIDIA-L4": 22}).',
+    )

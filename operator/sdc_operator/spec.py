@@ -11,6 +11,7 @@ the few checks CEL cannot express.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,11 +34,31 @@ class Model(BaseModel):
 
 
 Runtime = Literal["vllm", "ollama", "transformers"]
+Quantization = Literal["awq", "gptq", "fp8", "bitsandbytes", "q4_0", "q4_K_M", "q5_K_M", "q8_0", "fp16", "int4", "int8"]
+QUANTIZATION_BY_RUNTIME: dict[str, tuple[str, ...]] = {
+    "vllm": ("awq", "gptq", "fp8", "bitsandbytes"),
+    "ollama": ("q4_0", "q4_K_M", "q5_K_M", "q8_0", "fp16"),
+    "transformers": ("int4", "int8"),
+}
 
 
 class SecretKeyRef(Model):
     name: str = Field(description="Name of a Secret in the LocalLLM's namespace.", min_length=1)
     key: str = Field(default="token", description="Key in the Secret's data.")
+
+
+class ModelVolume(Model):
+    claim_name: str = Field(
+        description="An existing PersistentVolumeClaim in the LocalLLM's namespace that holds the model.",
+        min_length=1,
+        max_length=253,
+    )
+    path: str = Field(
+        description="Directory of the model inside that volume (config.json and safetensors), relative.",
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$",
+    )
 
 
 class ModelSource(Model):
@@ -81,11 +102,24 @@ class ModelSource(Model):
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hugging Face token for gated or private repositories."
     )
+    parameter_count: str | None = Field(
+        default=None,
+        pattern=r"^([0-9]+x)?[0-9]+(\.[0-9]+)?[BM]$",
+        description="Parameter count (e.g. 9B, 500M, 8x7B) for the GPU fit check (condition Fits). "
+        "Default: the size in the model's name.",
+    )
+    source: ModelVolume | None = Field(
+        default=None,
+        description="Serve a model already on a volume (e.g. your fine-tuned weights) instead of downloading "
+        "model.name: mounted read-only, no download step, no revision needed. vllm and transformers only.",
+    )
     allow_pickle: bool = Field(
         default=False, description="Also download pickled weights (*.bin, *.pt). Off: safetensors only."
     )
     trust_remote_code: bool = Field(
-        default=False, description="Download and run the repository's own Python code. Off unless you trust it."
+        default=False,
+        description="Download and run the repository's own Python code. Off unless you trust it; the "
+        "repository must also be in the operator's remote-code allow-list.",
     )
 
 
@@ -114,11 +148,14 @@ class Resources(Model):
 class Cache(Model):
     size: str = Field(default="50Gi", pattern=QUANTITY_PATTERN, description="Size of the model cache volume.")
     storage_class_name: str | None = Field(
-        default=None, description="StorageClass of the cache volume (default: the cluster's default class)."
+        default=None,
+        description="StorageClass of the cache volume (default: the cluster's default class). Fixed once the "
+        "volume exists: to change it, create a LocalLLM under a new name (or set existingClaim).",
     )
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"] = Field(
         default="ReadWriteOnce",
-        description="Access mode of the cache volume. Use ReadWriteMany when replicas may land on several nodes.",
+        description="Access mode of the cache volume. Use ReadWriteMany when replicas may land on several nodes. "
+        "Fixed once the volume exists: to change it, create a LocalLLM under a new name (or set existingClaim).",
     )
     existing_claim: str | None = Field(
         default=None,
@@ -133,24 +170,42 @@ class Cache(Model):
 
 
 class EnvVar(Model):
-    name: str = Field(description="Environment variable name.", min_length=1)
+    name: str = Field(
+        description="Environment variable name. Names the operator sets itself (HF_HUB_OFFLINE, HOME, "
+        "OLLAMA_HOST, ...) are refused.",
+        min_length=1,
+        max_length=256,
+    )
     value: str | None = Field(default=None, description="Literal value.")
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="Take the value from a Secret key.")
 
 
 class Engine(Model):
-    image: str | None = Field(default=None, description="Override the runtime's container image.")
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Override the runtime's container image. Must match the operator's image allow-list "
+        "(default: the official vLLM and Ollama images and sdc-runtime).",
+    )
     args: list[Annotated[str, Field(max_length=512)]] = Field(
         default_factory=list,
         max_length=64,
-        description="Extra arguments appended to the engine command (vllm serve, sdc-runtime). Not for ollama: "
-        "`ollama serve` takes no arguments; configure it with engine.env (OLLAMA_*) and model.parameters.",
+        description="Extra arguments appended to the engine command (vllm serve, sdc-runtime). Arguments that "
+        "change the model, tokenizer, port or remote-code setting are refused: use model.* and trustRemoteCode "
+        "instead. Not for ollama: `ollama serve` takes no arguments; configure it with engine.env (OLLAMA_*) and "
+        "model.parameters.",
     )
     env: list[EnvVar] = Field(
         default_factory=list, max_length=64, description="Extra environment variables for the engine."
     )
     max_model_len: int | None = Field(
         default=None, ge=16, description="Context length to serve (vllm --max-model-len, ollama num_ctx)."
+    )
+    quantization: Quantization | None = Field(
+        default=None,
+        description="How the weights are quantized. vllm: awq, gptq, fp8 or bitsandbytes (--quantization); "
+        "ollama: the tag's suffix (q4_0, q4_K_M, q5_K_M, q8_0, fp16; model.name must end in -<suffix>); "
+        "transformers: int4 or int8 (bitsandbytes, GPU only).",
     )
 
 
@@ -169,13 +224,16 @@ class Scheduling(Model):
     tolerations: list[Toleration] = Field(
         default_factory=list,
         max_length=32,
-        description="Tolerations added to the pods. A toleration of the GPU taint is added when gpus > 0.",
+        description="Tolerations added to the pods. A toleration of the GPU taint is added when gpus > 0. Keys "
+        "outside the operator's toleration allow-list are refused.",
     )
     affinity: dict[str, Any] | None = Field(
         default=None, description="A core/v1 Affinity, passed to the pods as it is."
     )
     runtime_class_name: str | None = Field(default=None, description="RuntimeClass of the pods (e.g. nvidia).")
-    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
+    priority_class_name: str | None = Field(
+        default=None, description="PriorityClass of the pods; only classes in the operator's allow-list."
+    )
 
 
 class Routing(Model):
@@ -187,6 +245,14 @@ class Routing(Model):
         "same role. 0 drains it. Move weight step by step to migrate; set it back to roll back.",
     )
     role: Literal["chat", "embedding"] = Field(default="chat", description="What the orchestrator uses this model for.")
+    pool: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Named routing pool. An orchestrator serves only the LocalLLMs of its own namespace (and the "
+        "namespaces its chart opts into) whose pool equals its routing.pool value; unset matches an orchestrator "
+        "without a pool.",
+    )
 
 
 class LocalLLMSpec(Model):
@@ -204,8 +270,120 @@ class LocalLLMSpec(Model):
         return self.model.served_name or self.model.name
 
 
+# Engine flags the operator sets, or that would load other code or weights than the pinned model:
+# refused in engine.args. argparse accepts any unambiguous prefix of a flag and vLLM accepts `_` for `-`,
+# so the pattern refuses every prefix of these names with either separator.
+OPERATOR_FLAGS = (
+    "model",
+    "tokenizer",
+    "revision",
+    "tokenizer-revision",
+    "code-revision",
+    "port",
+    "host",
+    "served-model-name",
+    "tensor-parallel-size",
+    "trust-remote-code",
+    "download-dir",
+    "load-format",
+    "config",
+    "hf-config-path",
+    "hf-token",
+    "speculative-config",
+    "lora-modules",
+    "uds",
+)
+# Environment the operator sets (or that moves where weights come from): refused in engine.env.
+OPERATOR_ENV = (
+    "HOME",
+    "OLLAMA_HOST",
+    "OLLAMA_MODELS",
+    "OLLAMA_CONTEXT_LENGTH",
+    "VLLM_NO_USAGE_STATS",
+    "VLLM_USE_MODELSCOPE",
+    "TRANSFORMERS_OFFLINE",
+    "TRANSFORMERS_CACHE",
+    "HUGGING_FACE_HUB_TOKEN",
+)
+OPERATOR_ENV_PREFIXES = ("HF_", "SDC_")
+DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _prefixes(flag: str) -> str:
+    """An RE2 group matching every non-empty prefix of `flag`, `-` and `_` alike."""
+    out = ""
+    for char in reversed(flag):
+        atom = "[-_]" if char == "-" else char
+        out = f"{atom}(?:{out})?" if out else atom
+    return out
+
+
+FORBIDDEN_ARG_PATTERN = "^--?(?:tp|" + "|".join(_prefixes(f) for f in OPERATOR_FLAGS) + ")(?:=.*)?$"
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _immutable_cache_rule(expr: str, field: str) -> dict[str, str]:
+    """A transition rule: the cache claim's field cannot change in place (PersistentVolumeClaims forbid it)."""
+    return {
+        "rule": "has(self.cache.existingClaim) || has(oldSelf.cache.existingClaim) || " + expr,
+        "message": f"cache.{field} cannot change once the cache volume exists (a PersistentVolumeClaim keeps it "
+        "for life): to migrate, create a LocalLLM under a new name with the new value (or point "
+        "cache.existingClaim at a claim that has it), move traffic with routing.weight, then delete this one",
+        "fieldPath": f".cache.{field}",
+        "reason": "FieldValueForbidden",
+    }
+
+
+# CEL rules on the whole object: what metadata.name must be to name every child.
+ROOT_RULES = [
+    {
+        "rule": "self.metadata.name.size() <= 63 && self.metadata.name.matches('" + DNS_LABEL_PATTERN + "')",
+        "message": "metadata.name must be a DNS label (lower-case letters, digits and '-', starting with a letter, "
+        "at most 63 characters, no dots): it names the LocalLLM's Service, Deployment and pods",
+        "fieldPath": ".metadata.name",
+        "reason": "FieldValueInvalid",
+    },
+]
+
 # CEL rules on the spec: the API server refuses violating objects with these messages.
 SPEC_RULES = [
+    {
+        "rule": "self.engine.args.all(a, !a.matches('" + FORBIDDEN_ARG_PATTERN + "'))",
+        "message": "engine.args must not set the model, tokenizer, revision, port, host, served name, tensor "
+        "parallelism, download or load format, or remote code: the operator sets them from model.*, "
+        "resources.gpus and model.trustRemoteCode",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "self.engine.env.all(e, !(e.name in "
+        + _cel_list(OPERATOR_ENV)
+        + ") && "
+        + " && ".join(f"!e.name.startsWith('{p}')" for p in OPERATOR_ENV_PREFIXES)
+        + ")",
+        "message": "engine.env must not set variables the operator owns ("
+        + ", ".join(OPERATOR_ENV)
+        + ", "
+        + ", ".join(f"{p}*" for p in OPERATOR_ENV_PREFIXES)
+        + ")",
+        "fieldPath": ".engine.env",
+    },
+    _immutable_cache_rule("self.cache.accessMode == oldSelf.cache.accessMode", "accessMode"),
+    _immutable_cache_rule(
+        "(has(self.cache.storageClassName) ? (has(oldSelf.cache.storageClassName) && "
+        "self.cache.storageClassName == oldSelf.cache.storageClassName) : !has(oldSelf.cache.storageClassName))",
+        "storageClassName",
+    ),
+    {
+        "rule": "has(self.cache.existingClaim) || has(oldSelf.cache.existingClaim) || "
+        "quantity(self.cache.size).compareTo(quantity(oldSelf.cache.size)) >= 0",
+        "message": "cache.size cannot shrink (volumes only grow): to migrate, create a LocalLLM under a new name "
+        "with the smaller cache, move traffic with routing.weight, then delete this one",
+        "fieldPath": ".cache.size",
+        "reason": "FieldValueForbidden",
+    },
     {
         "rule": "self.runtime == 'ollama' || self.model.name.matches('" + HF_REPO_PATTERN + "')",
         "message": "model.name must be a Hugging Face repository id (owner/name) for the vllm and transformers "
@@ -218,11 +396,34 @@ SPEC_RULES = [
         "fieldPath": ".model.name",
     },
     {
-        "rule": "self.runtime == 'ollama' || (has(self.model.revision) && self.model.revision.matches('"
+        "rule": "self.runtime == 'ollama' || has(self.model.source) || (has(self.model.revision) && self.model.revision.matches('"
         + COMMIT_PATTERN
         + "'))",
         "message": "model.revision must be a pinned 40-character commit hash for the vllm and transformers runtimes",
         "fieldPath": ".model.revision",
+    },
+    {
+        "rule": "self.runtime != 'ollama' || !has(self.model.source)",
+        "message": "model.source (a model on a volume) is for the vllm and transformers runtimes; Ollama pulls tags",
+        "fieldPath": ".model.source",
+    },
+    *[
+        {
+            "rule": f"self.runtime != '{runtime}' || !has(self.engine.quantization) || self.engine.quantization in "
+            + "["
+            + ", ".join(f"'{q}'" for q in allowed)
+            + "]",
+            "message": f"engine.quantization for {runtime} must be one of: {', '.join(allowed)}",
+            "fieldPath": ".engine.quantization",
+        }
+        for runtime, allowed in QUANTIZATION_BY_RUNTIME.items()
+    ],
+    {
+        "rule": "self.runtime != 'ollama' || !has(self.engine.quantization) || "
+        "self.model.name.lowerAscii().endsWith('-' + self.engine.quantization.lowerAscii())",
+        "message": "for ollama, engine.quantization is the tag's suffix: model.name must end in -<quantization> "
+        "(e.g. gemma2:9b-instruct-q8_0)",
+        "fieldPath": ".engine.quantization",
     },
     {
         # The vllm/vllm-openai image is CUDA-only, and vLLM refuses `--device=cpu` on it.
@@ -294,9 +495,59 @@ def semantic_errors(spec: LocalLLMSpec) -> list[str]:
     errors = []
     if spec.runtime == "ollama" and spec.engine.args:
         errors.append("engine.args: `ollama serve` takes no arguments; use engine.env or model.parameters")
+    errors.extend(quantization_errors(spec))
     # vLLM's tensor-parallel rule (attention heads divisible by the size) needs the model's
     # config.json, which the operator never downloads: `sdc-check-model` applies it in the pod.
-    for arg in spec.engine.args:
-        if re.match(r"^--(model|port|served-model-name|tensor-parallel-size)(=|$)", arg):
+    for arg in spec.engine.args:  # the CRD's CEL rule says the same; this covers objects admitted before it
+        if re.match(FORBIDDEN_ARG_PATTERN, arg):
             errors.append(f"engine.args: {arg.split('=')[0]} is set by the operator; use the spec field instead")
+    for var in spec.engine.env:
+        if var.name in OPERATOR_ENV or var.name.startswith(OPERATOR_ENV_PREFIXES):
+            errors.append(f"engine.env: {var.name} is set by the operator")
+    return errors
+
+
+_QUANTITY_SCALE = {
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+}
+
+
+def parse_quantity(value: str) -> Decimal | None:
+    """A Kubernetes quantity ("50Gi", "500m", "1.5") as a number; None when it is not one."""
+    if not re.match(QUANTITY_PATTERN, value):
+        return None
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E"):
+        if value.endswith(suffix):
+            try:
+                return Decimal(value[: -len(suffix)]) * _QUANTITY_SCALE[suffix]
+            except InvalidOperation:
+                return None
+    return Decimal(value)
+
+
+def quantization_errors(spec: LocalLLMSpec) -> list[str]:
+    """The quantization rules CEL also enforces, for objects that reach the operator another way."""
+    quant = spec.engine.quantization
+    errors = []
+    if quant and quant not in QUANTIZATION_BY_RUNTIME[spec.runtime]:
+        allowed = ", ".join(QUANTIZATION_BY_RUNTIME[spec.runtime])
+        errors.append(f"engine.quantization={quant}: {spec.runtime} takes one of {allowed}")
+    elif quant and spec.runtime == "ollama" and not spec.model.name.lower().endswith(f"-{quant.lower()}"):
+        errors.append(f"engine.quantization={quant}: an Ollama tag ending in -{quant} (model.name={spec.model.name})")
+    if quant and any(re.match(r"^--(quantization|load-in-[48]bit)(=|$)", a) for a in spec.engine.args):
+        errors.append("engine.args: --quantization is set by engine.quantization; set it there only")
+    if spec.model.source is not None and spec.runtime == "ollama":
+        errors.append("model.source: Ollama pulls tags; a model on a volume needs vllm or transformers")
     return errors

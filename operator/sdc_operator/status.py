@@ -29,7 +29,7 @@ STUCK_REASONS = {
     "CrashLoopBackOff",
     "RunContainerError",
 }
-CONDITION_TYPES = ("SpecValid", "CacheBound", "Scheduled", "ModelCached", "Available", "Ready")
+CONDITION_TYPES = ("SpecValid", "Fits", "CacheBound", "Scheduled", "ModelCached", "Available", "Ready")
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,10 @@ def derive_status(
     spec_errors: list[str],
     previous: list[Condition],
     now: str,
+    conflicts: tuple[str, ...] | list[str] = (),
+    fit: Check | None = None,
 ) -> LocalLLMStatus:
+    """`fit`: the GPU memory estimate (fit.py); False adds a warning, it never changes the phase."""
     checks: dict[str, Check] = {}
     phase: Phase
     message: str
@@ -160,6 +163,14 @@ def derive_status(
         phase, message = "Failed", "fix the spec: " + "; ".join(spec_errors)
         return _assemble(phase, message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
     checks["SpecValid"] = Check(True, "Valid", "the spec is valid")
+    if conflicts:
+        # Another object holds a child's name: it is never changed; the LocalLLM waits for the name.
+        message = (
+            f"name taken: {', '.join(conflicts)} exists and is not owned by this LocalLLM; "
+            "delete or rename it (or rename the LocalLLM)"
+        )
+        checks["Ready"] = Check(False, "NameConflict", message)
+        return _assemble("Failed", message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
     checks["CacheBound"] = check_claim(observed)
     checks["Scheduled"] = check_scheduled(observed)
     checks["ModelCached"] = check_download(observed)
@@ -201,6 +212,10 @@ def derive_status(
         phase, message = "Pending", checks["CacheBound"].message
     else:
         phase, message = "Pending", checks["Scheduled"].message if observed.pods else "creating the deployment"
+    if fit is not None:
+        checks["Fits"] = fit
+        if fit.ok is False and phase not in ("Ready", "Failed"):
+            message = f"may not fit: {fit.message}; {message}"
     checks["Ready"] = Check(phase == "Ready", phase, message)
     return _assemble(
         phase,

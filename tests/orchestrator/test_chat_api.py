@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.support.fake_openai import FakeBackend
+from tests.support.metrics import scrape
 
 Backends = dict[str, tuple[FakeBackend, str]]
 
@@ -31,14 +32,16 @@ def test_seed_curl_example_answers(orchestrator: Callable[..., str], backends: B
 
 def test_failing_primary_falls_back_to_gemini(orchestrator: Callable[..., str], backends: Backends) -> None:
     base = orchestrator()
+    fallbacks = {"from_provider": "vllm", "to_provider": "gemini"}
+    before = scrape(f"{base}/metrics", "sdc_orchestrator_fallbacks_total", **fallbacks)
+    cooldowns = scrape(f"{base}/metrics", "sdc_orchestrator_cooldowns_total")
     for mode in ("fail", "ratelimit"):
         backends["vllm"][0].mode = mode
         body = httpx.post(f"{base}/api/v1/chat", json={"message": "질문", "provider": "vllm"}, timeout=10).json()
         assert body["provider"] == "gemini", mode
         assert body["fallback_used"] is True
-    metrics = httpx.get(f"{base}/metrics").text
-    assert 'sdc_orchestrator_fallbacks_total{from_provider="vllm",to_provider="gemini"}' in metrics
-    assert "sdc_orchestrator_cooldowns_total" in metrics
+    assert scrape(f"{base}/metrics", "sdc_orchestrator_fallbacks_total", **fallbacks) - before == 2
+    assert scrape(f"{base}/metrics", "sdc_orchestrator_cooldowns_total") > cooldowns
 
 
 def test_client_errors_are_returned_not_retried(orchestrator: Callable[..., str], backends: Backends) -> None:
@@ -53,11 +56,13 @@ def test_client_errors_are_returned_not_retried(orchestrator: Callable[..., str]
 def test_everything_failing_is_a_clear_502(orchestrator: Callable[..., str], backends: Backends) -> None:
     base = orchestrator()
     backends["vllm"][0].mode = backends["gemini"][0].mode = "fail"
+    failed = {"outcome": "http_502"}
+    before = scrape(f"{base}/metrics", "sdc_orchestrator_requests_total", **failed)
     resp = httpx.post(f"{base}/api/v1/chat", json={"message": "질문", "provider": "vllm"}, timeout=10)
     assert resp.status_code == 502
     tried = {t["endpoint"] for t in resp.json()["error"]["tried"]}
     assert tried == {"env/vllm", "env/gemini"}
-    assert 'outcome="http_502"' in httpx.get(f"{base}/metrics").text
+    assert scrape(f"{base}/metrics", "sdc_orchestrator_requests_total", **failed) - before == 1
 
 
 def test_timeouts_are_a_504(orchestrator: Callable[..., str], backends: Backends) -> None:

@@ -13,8 +13,14 @@ from typing import Any
 
 from sdc_operator.builders.common import MODEL_MOUNT, LocalLLM, container_security
 from sdc_operator.settings import OperatorSettings
+from sdc_operator.spec import parse_quantity
 
 DOWNLOAD_CONTAINER = "model-download"
+
+
+def download_steps(llm: LocalLLM, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The init containers that bring the weights: none when they are already on a volume (model.source)."""
+    return [] if llm.spec.model.source is not None else [hf_download_container(llm, settings)]
 
 
 def hf_download_container(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
@@ -29,6 +35,9 @@ def hf_download_container(llm: LocalLLM, settings: OperatorSettings) -> dict[str
         "--allow",
         ",".join(settings.allowed_sources),
     ]
+    cache_bytes = parse_quantity(llm.spec.cache.size)
+    if not llm.spec.cache.existing_claim and cache_bytes:
+        args += ["--max-bytes", str(int(cache_bytes))]  # the fetcher refuses a snapshot the volume cannot hold
     if model.allow_pickle:
         args.append("--allow-pickle")
     if model.trust_remote_code:

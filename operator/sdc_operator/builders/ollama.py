@@ -86,8 +86,9 @@ def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
     image = spec.engine.image or settings.ollama_image
     # ollama writes ~/.ollama/id_ed25519 on start: HOME must be writable for a non-root user.
     base_env = [{"name": "OLLAMA_MODELS", "value": MODELS_DIR}, {"name": "HOME", "value": "/tmp"}]
-    if spec.engine.max_model_len:
-        base_env.append({"name": "OLLAMA_CONTEXT_LENGTH", "value": str(spec.engine.max_model_len)})
+    # num_ctx: Ollama's own default is shorter than the guide's 8192.
+    context = spec.engine.max_model_len or settings.ollama_context_length
+    base_env.append({"name": "OLLAMA_CONTEXT_LENGTH", "value": str(context)})
     mounts = [{"name": "model-cache", "mountPath": MODEL_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}]
     init_env = [
         *base_env,

@@ -8,6 +8,7 @@ spec-hash annotation so the planner can tell drift without a deep diff.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sdc_operator.builders import ollama, transformers, vllm
@@ -17,7 +18,6 @@ from sdc_operator.builders.common import (
     SPEC_HASH,
     LocalLLM,
     cache_claim_name,
-    labels,
     metadata,
     model_identity,
     pod_security,
@@ -25,6 +25,7 @@ from sdc_operator.builders.common import (
     selector,
     stable_hash,
 )
+from sdc_operator.builders.observability import pod_metadata
 from sdc_operator.builders.ollama import ollama_parts
 from sdc_operator.builders.parts import EngineParts
 from sdc_operator.builders.service import service
@@ -32,20 +33,31 @@ from sdc_operator.builders.transformers import transformers_parts
 from sdc_operator.builders.vllm import vllm_parts
 from sdc_operator.settings import OperatorSettings
 
-ENGINES: dict[str, Callable[[LocalLLM, OperatorSettings], EngineParts]] = {
-    "vllm": vllm_parts,
-    "ollama": ollama_parts,
-    "transformers": transformers_parts,
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """One serving runtime: how to build its pod parts, and the port it serves on."""
+
+    parts: Callable[[LocalLLM, OperatorSettings], EngineParts]
+    port: int
+
+
+# The one registry of runtimes: a new runtime is a builder module and one entry here
+# (plus its name in spec.Runtime, the CRD's enum).
+ENGINES: dict[str, RuntimeEntry] = {
+    "vllm": RuntimeEntry(vllm_parts, vllm.PORT),
+    "ollama": RuntimeEntry(ollama_parts, ollama.PORT),
+    "transformers": RuntimeEntry(transformers_parts, transformers.PORT),
 }
 
 
 def engine_port(runtime: str) -> int:
     """The port a runtime serves on, without building its pod (status needs only this)."""
-    return {"vllm": vllm.PORT, "ollama": ollama.PORT, "transformers": transformers.PORT}[runtime]
+    return ENGINES[runtime].port
 
 
 def engine_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
-    return ENGINES[llm.spec.runtime](llm, settings)
+    return ENGINES[llm.spec.runtime].parts(llm, settings)
 
 
 def tolerations(llm: LocalLLM, settings: OperatorSettings) -> list[dict[str, Any]]:
@@ -53,6 +65,14 @@ def tolerations(llm: LocalLLM, settings: OperatorSettings) -> list[dict[str, Any
     if llm.spec.resources.gpus > 0 and not any(t.get("key") == settings.gpu_toleration_key for t in out):
         out.append({"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"})
     return out
+
+
+def model_claim(llm: LocalLLM) -> dict[str, Any]:
+    """The /models volume; read-only when it is the user's model (model.source), never written by us."""
+    claim: dict[str, Any] = {"claimName": cache_claim_name(llm)}
+    if llm.spec.model.source is not None:
+        claim["readOnly"] = True
+    return claim
 
 
 def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
@@ -66,7 +86,7 @@ def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
         "initContainers": parts.init_containers,
         "containers": [parts.container],
         "volumes": [
-            {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache_claim_name(llm)}},
+            {"name": "model-cache", "persistentVolumeClaim": model_claim(llm)},
             {"name": "tmp", "emptyDir": {}},
             *parts.volumes,
         ],
@@ -99,7 +119,7 @@ def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector(llm)},
             "strategy": strategy,
-            "template": {"metadata": {"labels": labels(llm)}, "spec": pod},
+            "template": {"metadata": pod_metadata(llm, parts.port), "spec": pod},
         },
     }
 
