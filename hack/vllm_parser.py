@@ -149,6 +149,7 @@ def check(argvs: list[list[str]]) -> list[dict[str, Any]]:
                 "tensor_parallel_size": engine.tensor_parallel_size,
                 "max_model_len": engine.max_model_len,
                 "trust_remote_code": engine.trust_remote_code,
+                "quantization": engine.quantization,
                 "host": args.host,
                 "port": args.port,
             }
