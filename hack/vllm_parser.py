@@ -20,6 +20,7 @@ the parser version live in that one place.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -31,11 +32,49 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SDC_TOOLS_CACHE", Path.home() / ".cache" / "sdc-llm")) / "vllm-parser"
-# What `vllm serve`'s import chain needs beyond our virtualenv (found by importing it), pinned.
+# vllm's own requirements (its wheel's Requires-Dist at that version) that its parser's import chain
+# touches, minus what our virtualenv has (torch, transformers, fastapi, ...) and the CUDA-only ones;
+# installed with --no-deps, pinned. Bumping VLLM_VERSION may need this list refreshed.
 VLLM_PARSER_DEPS = (
+    "anthropic==2.14.0",
+    "apache-tvm-ffi==0.1.11",
+    "blake3==1.0.11",
+    "cachetools==8.0.2",
+    "cbor2==6.3.0",
+    "cloudpickle==3.1.3",
+    "compressed-tensors==0.17.0",
+    "depyf==0.20.0",
+    "einops==0.8.2",
+    "ijson==3.6.0",
+    "jsonschema==4.26.0",
+    "lark==1.2.2",
+    "llguidance==1.7.6",
+    "lm-format-enforcer==0.11.3",
+    "mcp==2.3.0",
+    "mistral-common==1.13.1",
+    "model-hosting-container-standards==0.1.16",
+    "msgspec==0.22.0",
+    "opentelemetry-api==1.45.2",
+    "opentelemetry-exporter-otlp==1.45.2",
+    "opentelemetry-sdk==1.45.2",
+    "opentelemetry-semantic-conventions-ai==0.5.1",
+    "orjson==3.13.0",
+    "oss-harmony==0.0.11",
+    "outlines-core==0.2.14",
+    "partial-json-parser==0.2.1.1.post7",
+    "pillow==13.0.0",
+    "prometheus-fastapi-instrumentator==8.1.0",
+    "protobuf==7.36.2",
     "psutil==7.2.2",
-    "cbor2==6.0.1",
-    "pyzmq==27.2.0",
+    "py-cpuinfo==9.0.0",
+    "pybase64==1.5.1",
+    "python-json-logger==4.2.0",
+    "pyzmq==27.3.0",
+    "sentencepiece==0.2.3",
+    "setproctitle==1.3.8",
+    "tiktoken==0.14.0",
+    "watchfiles==1.3.0",
+    "xgrammar==0.2.8",
 )
 
 
@@ -47,7 +86,8 @@ def version() -> str:
 
 
 def paths(ver: str) -> tuple[Path, Path, Path]:
-    return CACHE / "wheels", CACHE / f"src-{ver}", CACHE / f"deps-{ver}"
+    deps_key = hashlib.sha256("\n".join(VLLM_PARSER_DEPS).encode()).hexdigest()[:12]
+    return CACHE / "wheels", CACHE / f"src-{ver}", CACHE / f"deps-{ver}-{deps_key}"
 
 
 def pip(*args: str) -> None:
@@ -109,6 +149,7 @@ def check(argvs: list[list[str]]) -> list[dict[str, Any]]:
                 "tensor_parallel_size": engine.tensor_parallel_size,
                 "max_model_len": engine.max_model_len,
                 "trust_remote_code": engine.trust_remote_code,
+                "quantization": engine.quantization,
                 "host": args.host,
                 "port": args.port,
             }

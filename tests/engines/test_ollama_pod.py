@@ -55,11 +55,16 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     fetcher.chmod(0o755)
     bin_dir.chmod(0o755)
-    for parent in bin_dir.parents:  # pytest's temporary root is private to root
-        if parent == Path("/tmp") or parent == Path("/"):
+    open_to_pod(bin_dir)
+    return bin_dir
+
+
+def open_to_pod(path: Path) -> None:
+    """pytest's temporary directories are private to root: let the pod's user traverse to `path`."""
+    for parent in [path, *path.parents]:
+        if parent in (Path("/tmp"), Path("/")):
             break
         parent.chmod(parent.stat().st_mode | 0o055)
-    return bin_dir
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +89,7 @@ def test_ollama_pod_serves_a_model_imported_from_a_url(
             },
         }
     )
+    open_to_pod(tmp_path)
     cache, work = tmp_path / "cache", tmp_path / "pod"
     fetch, script = pod["initContainers"]
     local = LocalPod(pod, {"model-cache": cache, "tmp": work / "tmp"}, images)

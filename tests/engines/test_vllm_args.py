@@ -46,6 +46,10 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         vllm(model={"name": "LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct", "revision": REV, "trustRemoteCode": True}),
         {"trust_remote_code": True},
     ),
+    *(
+        (f"quantization {q}", vllm(engine={"quantization": q}), {"quantization": q})
+        for q in ("awq", "gptq", "fp8", "bitsandbytes")
+    ),
     (
         "the 70B example's extra args",
         vllm(resources={"gpus": 4}, engine={"args": ["--gpu-memory-utilization=0.92", "--max-num-seqs", "64"]}),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -57,13 +58,16 @@ class LocalPod:
 
     # -- the spec, mapped to this machine --------------------------------------------------
     def translate(self, container: dict[str, Any], value: str) -> str:
-        """Rewrite a container's mount paths to the host directories (longest path first)."""
-        mounts = sorted(container.get("volumeMounts", []), key=lambda m: -len(m["mountPath"]))
-        for mount in mounts:
-            value = value.replace(mount["mountPath"], str(self.volumes[mount["name"]]))
-        return value
+        """Rewrite a container's mount paths to the host directories, in one pass (a replaced path is not
+        rewritten again) and only where a path starts (`/tmp` in `/x/tmp` stays)."""
+        mounts = {m["mountPath"]: str(self.volumes[m["name"]]) for m in container.get("volumeMounts", [])}
+        if not mounts:
+            return value
+        pattern = "|".join(re.escape(path) for path in sorted(mounts, key=len, reverse=True))
+        return re.sub(rf"(?<![\w./-])({pattern})(?=/|$|[^\w.-])", lambda m: mounts[m.group(1)], value)
 
     def argv(self, container: dict[str, Any], words: list[str]) -> list[str]:
+        """The process, in the pod's network as its user; words[0] is already a path on this machine."""
         return [
             "nsenter",
             "-t",
@@ -74,7 +78,8 @@ class LocalPod:
             f"--regid={self.gid}",
             "--clear-groups",
             "--",
-            *[self.translate(container, w) for w in words],
+            words[0],
+            *[self.translate(container, w) for w in words[1:]],
         ]
 
     def env(self, container: dict[str, Any]) -> dict[str, str]:

@@ -9,7 +9,7 @@ weights come from the cache. The pod runs as uid 1000, which has no passwd
 entry in the image: USER and a writable TORCHINDUCTOR_CACHE_DIR keep torch's
 user lookup and compile cache from failing. `make test` parses the command line
 with vLLM's own argument parser at the default image's version
-(tests/unit/test_vllm_args.py). A CPU vLLM is refused at admission (gpus: 0).
+(tests/engines/test_vllm_args.py). A CPU vLLM is refused at admission (gpus: 0).
 """
 
 from __future__ import annotations
