@@ -29,6 +29,9 @@ from typing import Any
 
 import httpx
 
+# One torch thread for the server and the in-process peer alike: on a shared 2-core machine, torch's
+# spinning worker threads lose far more to contention than they gain (set it to override).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, table, versions, write_report
 from tests.support.servers import runtime_process
@@ -148,7 +151,10 @@ def main() -> str:
     parser.add_argument("--runtime-src", type=Path, default=None, help="serve sdc_runtime from DIR/runtime")
     parser.add_argument("--label", default="sdc-runtime")
     parser.add_argument("--out", default="runtime", help="name of the report section file")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="best of this many rounds per figure")
     args = parser.parse_args()
+    global ROUNDS
+    ROUNDS = max(1, args.rounds)
     from sdc_runtime.tiny import make_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,7 +181,8 @@ def main() -> str:
             "",
             f"Machine: {machine()}. {versions('torch', 'transformers')}.",
             f"Model: random-weight Llama, hidden 256, 4 layers (made on the spot), greedy, {MAX_TOKENS} tokens per request "
-            f"(ignore_eos), best of {ROUNDS} rounds, server --max-batch {max(CONCURRENCY)}. CPU only.",
+            f"(ignore_eos), best of {ROUNDS} rounds, server --max-batch {max(CONCURRENCY)}, "
+            f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}. CPU only.",
             "Command: `python benchmarks/runtime_bench.py`",
             "",
             table(["path", "concurrency", "tokens/s (aggregate)", "ratio to in-process", "vs 1 stream"], rows),
