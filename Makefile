@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv tools cluster-up cluster-down cluster-status test test-unit test-integration lint crds demo bench clean
+.PHONY: help venv tools ollama cluster-up cluster-down cluster-status images test test-unit test-integration fuzz lint crds demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -26,14 +26,23 @@ venv: $(STAMP) ## Create .venv with the project and its dev/runtime extras
 tools: ## Build the pinned cluster binaries from Go modules into bin/ (cached in ~/.cache/sdc-llm)
 	$(PYTHON) hack/tools.py
 
+ollama: ## Build ollama (CPU) from its Go module: bin/ollama, and build/ollama/ollama for images/ollama.Dockerfile
+	$(PYTHON) hack/ollama_build.py
+
 cluster-up: tools ## Start the local control plane; kubeconfig at .cluster/kubeconfig
 	$(PYTHON) hack/cluster.py up
 
 cluster-down: ## Stop exactly what cluster-up started
 	$(PYTHON) hack/cluster.py down
 
+images: venv ollama cluster-up ## Build images/*.Dockerfile here (local Debian base) and load them into the real node
+	$(PY) hack/images.py
+
 cluster-status:
 	@$(PYTHON) hack/cluster.py status
+
+fuzz: venv ## Schemathesis: >1300 requests generated from the orchestrator's OpenAPI schema, 0 server errors expected
+	SDC_FUZZ_EXAMPLES=150 $(PY) -m pytest tests/orchestrator/test_schema_fuzz.py -s -p no:cacheprovider
 
 lint: venv ## ruff, mypy (strict), import-linter, CRD drift check
 	$(VENV)/bin/ruff check .
@@ -44,7 +53,7 @@ lint: venv ## ruff, mypy (strict), import-linter, CRD drift check
 crds: venv ## Regenerate crds/ (and the chart's copy) from the pydantic models
 	$(PY) -m sdc_operator.crd --write
 
-test: venv tools lint ## The test command: lint, unit and integration tests (brings the local cluster up if needed)
+test: venv tools ollama lint ## The test command: lint, unit and integration tests (brings the local cluster up if needed)
 	$(PY) hack/run_tests.py tests
 
 test-unit: venv ## Unit tests only (no cluster)
@@ -53,7 +62,7 @@ test-unit: venv ## Unit tests only (no cluster)
 test-integration: venv tools ## Integration tests only
 	$(PY) hack/run_tests.py tests -m integration
 
-demo: venv tools ## The stack end to end on the local cluster
+demo: venv tools ollama ## The stack end to end on the local cluster
 	$(PY) hack/demo.py
 
 BENCH_VENV := .venv-bench

@@ -23,6 +23,20 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 KUBECTL = str(ROOT / "bin" / "kubectl")
 
+# CPU pods that should be simulated by KWOK (Running without containers) say so: while a real node
+# runs, the simulated CPU node is tainted and CPU workloads otherwise land on the real node.
+SIMULATED_TOLERATION = {"key": "sdc.dev/simulated", "operator": "Exists", "effect": "NoSchedule"}
+SIMULATED_NODE_SELECTOR = {"type": "kwok"}
+
+
+def simulated(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """A pod spec placed on the simulated CPU node (a copy; GPU pods need no help: only KWOK has GPUs)."""
+    return {
+        **pod_spec,
+        "nodeSelector": {**pod_spec.get("nodeSelector", {}), **SIMULATED_NODE_SELECTOR},
+        "tolerations": [*pod_spec.get("tolerations", []), SIMULATED_TOLERATION],
+    }
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -30,19 +44,66 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def refuse_foreign(kubeconfig: Path) -> Path:
+    """The kubeconfig, if every cluster in it is on this machine; an AssertionError otherwise.
+
+    The suite creates and deletes namespaces: it must never reach a shared cluster, whatever
+    KUBECONFIG or the current kube-context say. Loopback servers only (the local control plane,
+    or a kind cluster named by SDC_TEST_KUBECONFIG).
+    """
+    import ipaddress
+    from urllib.parse import urlparse
+
+    import yaml
+
+    config = yaml.safe_load(kubeconfig.read_text()) or {}
+    servers = [str((c.get("cluster") or {}).get("server", "")) for c in config.get("clusters") or []]
+    assert servers, f"{kubeconfig} names no cluster"
+    for server in servers:
+        host = urlparse(server).hostname or ""
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = host == "localhost"
+        assert local, f"refusing {kubeconfig}: its cluster {server} is not on this machine"
+    return kubeconfig
+
+
 @pytest.fixture(scope="session")
 def kubeconfig() -> Iterator[Path]:
     given = os.environ.get("SDC_TEST_KUBECONFIG")
     if given:
-        yield Path(given)
+        yield refuse_foreign(Path(given))
         return
     cluster = [sys.executable, str(ROOT / "hack" / "cluster.py")]
     started = subprocess.run([*cluster, "status"], capture_output=True, check=False).returncode != 0
     if started:
         subprocess.run([*cluster, "up"], check=True)
-    yield ROOT / ".cluster" / "kubeconfig"
+    yield refuse_foreign(ROOT / ".cluster" / "kubeconfig")
     if started and not os.environ.get("SDC_KEEP_CLUSTER"):
         subprocess.run([*cluster, "down"], check=False)
+
+
+@pytest.fixture(scope="session")
+def real_node(kubectl: Kubectl) -> str:
+    """The name of the cluster's real node (hack/node.py); skips where there is none by choice."""
+    nodes = kubectl.get("nodes", "-l", "type=real")["items"]
+    if not nodes:
+        if os.environ.get("SDC_TEST_KUBECONFIG") or os.environ.get("SDC_REAL_NODE") == "0":
+            pytest.skip("this cluster has no real node (SDC_TEST_KUBECONFIG or SDC_REAL_NODE=0)")
+        pytest.fail("the local cluster came up without its real node")
+    return str(nodes[0]["metadata"]["name"])
+
+
+@pytest.fixture(scope="session")
+def images(real_node: str) -> None:
+    """The images built (cached by content) and loaded into the real node: seconds when warm,
+    about half an hour cold (torch)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "images.py")], text=True, capture_output=True, check=False
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 class Kubectl:
@@ -99,6 +160,13 @@ def pytest_runtest_makereport(
     if report.when == "call":
         item.rep_call = report
     return report
+
+
+def globbed(folder: Path, pattern: str) -> list[Path]:
+    """The files a loop runs over: never zero, so a moved folder fails the test instead of passing it."""
+    found = sorted(folder.glob(pattern))
+    assert found, f"no {pattern} under {folder}"
+    return found
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdc_operator.builders.download import DOWNLOAD_CONTAINER
+from sdc_operator.builders.ollama import FETCH_CONTAINER
 from sdc_operator.spec import Condition, LocalLLMStatus, Phase
 
 # Waiting reasons of a container that will not fix themselves.
@@ -98,11 +99,13 @@ def check_download(observed: Observed) -> Check:
     failure = None
     for pod in observed.pods:
         for status in _container_statuses(pod, init=True):
-            if status.get("name") != DOWNLOAD_CONTAINER:
+            if status.get("name") not in (FETCH_CONTAINER, DOWNLOAD_CONTAINER):
                 continue
             state = status.get("state", {})
             last = status.get("lastState", {}).get("terminated")
             if state.get("terminated", {}).get("exitCode") == 0:
+                if status.get("name") == FETCH_CONTAINER:
+                    continue  # Ollama's import from model.url still follows
                 return Check(True, "Downloaded", "the model is in the cache")
             if "terminated" in state:
                 failure = _termination_message(state["terminated"])
@@ -147,6 +150,7 @@ def derive_status(
     spec_errors: list[str],
     previous: list[Condition],
     now: str,
+    conflicts: tuple[str, ...] | list[str] = (),
 ) -> LocalLLMStatus:
     checks: dict[str, Check] = {}
     phase: Phase
@@ -157,6 +161,14 @@ def derive_status(
         phase, message = "Failed", "fix the spec: " + "; ".join(spec_errors)
         return _assemble(phase, message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
     checks["SpecValid"] = Check(True, "Valid", "the spec is valid")
+    if conflicts:
+        # Another object holds a child's name: it is never changed; the LocalLLM waits for the name.
+        message = (
+            f"name taken: {', '.join(conflicts)} exists and is not owned by this LocalLLM; "
+            "delete or rename it (or rename the LocalLLM)"
+        )
+        checks["Ready"] = Check(False, "NameConflict", message)
+        return _assemble("Failed", message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
     checks["CacheBound"] = check_claim(observed)
     checks["Scheduled"] = check_scheduled(observed)
     checks["ModelCached"] = check_download(observed)

@@ -1,12 +1,15 @@
 """The chart against the real API server: server-side dry run, install, upgrade, uninstall.
 
-The operator Deployment's pods are simulated by KWOK (Available, no container);
-the real operator runs here as a process with the chart's ServiceAccount token,
-so the RBAC the chart grants is exactly what the test proves sufficient.
+The operator Deployment's pods are simulated by KWOK (Available, no container:
+the chart's pods are pinned to the simulated CPU node); the real operator runs
+here as a process with the chart's ServiceAccount token, so the RBAC the chart
+grants is exactly what the test proves sufficient. The same chart on real pods:
+tests/integration/test_real_node.py.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import uuid
@@ -15,11 +18,22 @@ from pathlib import Path
 import yaml
 
 from hack.cluster import serviceaccount_kubeconfig
-from tests.conftest import ROOT, Kubectl, wait_until
+from tests.conftest import ROOT, SIMULATED_NODE_SELECTOR, SIMULATED_TOLERATION, Kubectl, globbed, wait_until
 from tests.integration.operator_harness import OperatorProcess, wait_phase
 
 CHART = ROOT / "charts" / "sdc"
 HELM = str(ROOT / "bin" / "helm")
+# The chart's pods on the simulated CPU node (KWOK makes them Available without containers).
+SIMULATED_VALUES = [
+    arg
+    for component in ("operator", "orchestrator")
+    for arg in (
+        "--set-json",
+        f"{component}.nodeSelector={json.dumps(SIMULATED_NODE_SELECTOR)}",
+        "--set-json",
+        f"{component}.tolerations={json.dumps([SIMULATED_TOLERATION])}",
+    )
+]
 
 
 def helm(kubeconfig: Path, *args: str) -> str:
@@ -37,12 +51,12 @@ def token_kubeconfig(kubectl: Kubectl, admin: Path, namespace: str, account: str
 
 
 def test_rendered_manifests_pass_server_side_dry_run(kubectl: Kubectl, kubeconfig: Path, namespace: str) -> None:
-    for crd in sorted((ROOT / "crds").glob("*.yaml")):
+    for crd in globbed(ROOT / "crds", "*.yaml"):
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
     for team in ("team-a", "team-b"):  # the namespaced scenario's watch list
         kubectl("create", "namespace", team, check=False)
-    for values in [None, *sorted((CHART / "ci").glob("*.yaml"))]:
+    for values in [None, *globbed(CHART / "ci", "*.yaml")]:
         args = [
             "template",
             "dry",
@@ -79,6 +93,7 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
         ns,
         "--create-namespace",
         "--take-ownership",
+        *SIMULATED_VALUES,
         "--wait",
         "--timeout",
         "2m",
@@ -86,6 +101,15 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
     operator_name = f"{release}-operator"
     deployment = kubectl.get("deployment", operator_name, "-n", ns)
     assert deployment["status"]["availableReplicas"] == 1
+    # The gateway's defaults as the API server holds them: a key Secret, and engines closed to all but the
+    # orchestrator. (Whether traffic is dropped depends on the CNI: the bridge CNI enforces nothing.)
+    keys = kubectl.get("secret", f"{release}-api-keys", "-n", ns)
+    assert base64.b64decode(keys["data"]["keys"]).decode().startswith("admin:sk-sdc-")
+    engines = kubectl.get("networkpolicy", f"{release}-engines", "-n", ns)
+    assert engines["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/managed-by"] == "sdc-operator"
+    [peer] = engines["spec"]["ingress"][0]["from"]
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "sdc-orchestrator"
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": ns}
     # The real operator, with exactly the chart's RBAC.
     sa_config = token_kubeconfig(kubectl, kubeconfig, ns, operator_name, tmp_path / "sa.kubeconfig")
     operator = OperatorProcess(sa_config, ns, tmp_path / "operator.log", SDC_ENDPOINTS_CONFIGMAP=f"{release}-endpoints")
@@ -111,14 +135,17 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
         str(CHART),
         "-n",
         ns,
+        *SIMULATED_VALUES,
         "--set",
-        "orchestrator.replicas=2",
+        "operator.replicas=2",
         "--wait",
         "--timeout",
         "2m",
     )
-    assert kubectl.get("deployment", f"{release}-orchestrator", "-n", ns)["status"]["availableReplicas"] == 2
-    assert kubectl.get("pdb", f"{release}-orchestrator", "-n", ns)["spec"]["maxUnavailable"] == 1
+    assert kubectl.get("deployment", operator_name, "-n", ns)["status"]["availableReplicas"] == 2
+    assert kubectl.get("pdb", operator_name, "-n", ns)["spec"]["maxUnavailable"] == 1
+    after = kubectl.get("secret", f"{release}-api-keys", "-n", ns)
+    assert after["data"] == keys["data"], "an upgrade keeps the generated key"
     kubectl("delete", "llm", "--all", "-n", ns)
     helm(kubeconfig, "uninstall", release, "-n", ns, "--wait")
     selector = f"app.kubernetes.io/instance={release}"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, Kubectl, wait_until
+import pytest
+
+from tests.conftest import ROOT, Kubectl, refuse_foreign, simulated, wait_until
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -21,6 +22,8 @@ def pod(name: str, namespace: str, gpus: int = 0, claim: str | None = None) -> d
     if claim:
         spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
         container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    if not gpus:
+        spec = simulated(spec)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
@@ -34,7 +37,22 @@ def test_nodes_advertise_gpus(kubectl: Kubectl) -> None:
 
 
 def test_deployment_becomes_available(kubectl: Kubectl, namespace: str) -> None:
-    kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2", "-n", namespace)
+    labels = {"app": "web"}
+    kubectl.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": simulated({"containers": [{"name": "nginx", "image": "nginx"}]}),
+                },
+            },
+        }
+    )
     kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=60s")
     dep = kubectl.get("deployment", "web", "-n", namespace)
     assert dep["status"]["availableReplicas"] == 2
@@ -113,8 +131,26 @@ def test_crd_schema_violation_is_rejected(kubectl: Kubectl, namespace: str) -> N
     assert "spec.runtime" in out and "Unsupported value" in out, out
 
 
-def test_kubeconfig_is_explicit(kubeconfig: Path) -> None:
+def test_kubeconfig_is_explicit(kubeconfig: Path, kubectl: Kubectl, tmp_path: Path, monkeypatch: Any) -> None:
     """The suite runs against the cluster it was given, or its own; never the ambient kube-context."""
-    given = os.environ.get("SDC_TEST_KUBECONFIG")
-    assert kubeconfig == (Path(given) if given else ROOT / ".cluster" / "kubeconfig")
-    assert kubeconfig.is_file()
+    foreign = tmp_path / "foreign-kubeconfig"
+    foreign.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "prod", "cluster": {"server": "https://10.20.30.40:6443"}}],
+                "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "admin"}}],
+                "users": [{"name": "admin", "user": {"token": "x"}}],
+                "current-context": "prod",
+            }
+        )
+    )
+    with pytest.raises(AssertionError, match="not on this machine"):
+        refuse_foreign(foreign)
+    assert refuse_foreign(kubeconfig) == kubeconfig
+    # An ambient KUBECONFIG naming a shared cluster changes nothing: every call names ours.
+    monkeypatch.setenv("KUBECONFIG", str(foreign))
+    server = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
+    assert server.startswith(("https://127.0.0.1:", "https://localhost:", "https://[::1]:")), server
+    assert kubectl("get", "--raw", "/readyz") == "ok"

@@ -67,6 +67,58 @@ GPU_MSG = "0/3 nodes are available: 1 node(s) had untolerated taint, 2 Insuffici
             "downloading",
         ),
         (
+            "ollama: the url fetch refused the file",
+            Observed(
+                claim=BOUND,
+                deployment=deploy(),
+                pods=[
+                    {
+                        "status": {
+                            "phase": "Pending",
+                            "conditions": [{"type": "PodScheduled", "status": "True"}],
+                            "initContainerStatuses": [
+                                {
+                                    "name": "model-fetch",
+                                    "state": {
+                                        "terminated": {
+                                            "exitCode": 2,
+                                            "message": '{"event": "error", "message": "sha256 of u is x, expected y"}',
+                                        }
+                                    },
+                                },
+                                {"name": "model-download", "state": {"waiting": {"reason": "PodInitializing"}}},
+                            ],
+                        }
+                    }
+                ],
+            ),
+            [],
+            "Failed",
+            "sha256 of u",
+        ),
+        (
+            "ollama: fetched, import running",
+            Observed(
+                claim=BOUND,
+                deployment=deploy(),
+                pods=[
+                    {
+                        "status": {
+                            "phase": "Pending",
+                            "conditions": [{"type": "PodScheduled", "status": "True"}],
+                            "initContainerStatuses": [
+                                {"name": "model-fetch", **DONE},
+                                {"name": "model-download", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}},
+                            ],
+                        }
+                    }
+                ],
+            ),
+            [],
+            "Downloading",
+            "downloading",
+        ),
+        (
             "download refused",
             Observed(
                 claim=BOUND,
@@ -130,9 +182,8 @@ def test_phase(case: str, observed: Observed, errors: list[str], phase: str, fra
         previous=[],
         now="2026-01-01T00:00:00Z",
     )
-    assert status.phase == phase, (case, status.message)
-    assert fragment in status.message, (case, status.message)
-    assert (status.endpoint is not None) == (phase == "Ready"), case
+    got = (case, status.phase, fragment in status.message, status.endpoint is not None)
+    assert got == (case, phase, True, phase == "Ready"), status.message
     assert all(c.observed_generation == 2 for c in status.conditions)
 
 
