@@ -147,13 +147,13 @@ def measure(model_dir: Path, runtime_src: Path | None) -> tuple[dict[int, float]
 
 
 def main() -> str:
+    global ROUNDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime-src", type=Path, default=None, help="serve sdc_runtime from DIR/runtime")
     parser.add_argument("--label", default="sdc-runtime")
     parser.add_argument("--out", default="runtime", help="name of the report section file")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="best of this many rounds per figure")
     args = parser.parse_args()
-    global ROUNDS
     ROUNDS = max(1, args.rounds)
     from sdc_runtime.tiny import make_tiny_model
 
