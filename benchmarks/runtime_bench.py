@@ -86,16 +86,21 @@ async def streamed(
     """(seconds to the first content chunk, seconds to the end) of one streamed request."""
     started = time.perf_counter()
     ttft = float("nan")
-    async with client.stream("POST", f"{base}/v1/chat/completions", json=_body(max_tokens, stream=True)) as resp:
-        resp.raise_for_status()
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            choices = json.loads(line[6:]).get("choices") or [{}]
-            if ttft != ttft and choices[0].get("delta", {}).get("content"):
-                ttft = time.perf_counter() - started
-                if first is not None:
-                    first.set()
+    try:
+        async with client.stream("POST", f"{base}/v1/chat/completions", json=_body(max_tokens, stream=True)) as resp:
+            resp.raise_for_status()
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                choice = (json.loads(line[6:]).get("choices") or [{}])[0]
+                # The first token: text, or the end (a random model may emit only special tokens).
+                if ttft != ttft and (choice.get("delta", {}).get("content") or choice.get("finish_reason")):
+                    ttft = time.perf_counter() - started
+                    if first is not None:
+                        first.set()
+    finally:
+        if first is not None:
+            first.set()  # never leave the scenario waiting on a request that ended
     return ttft, time.perf_counter() - started
 
 
