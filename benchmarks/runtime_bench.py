@@ -8,7 +8,8 @@ Three questions, side by side in one run on the same model:
 - a short request (16 tokens) sent while 8 long ones (256 tokens) decode: its
   time to first token and its total time, against the long batch's time (a
   static batcher makes it wait for the whole batch).
-All requests are greedy with `ignore_eos`, so each produces exactly its token budget.
+All requests use `ignore_eos`, so each produces exactly its token budget; throughput requests are
+greedy, streamed ones sample (see `_body`).
 
 Run: `python benchmarks/runtime_bench.py` (part of `make bench`).
 `--runtime-src DIR` serves the runtime from another checkout's `runtime/` (e.g. `git archive main`)
@@ -68,7 +69,10 @@ def _body(max_tokens: int, stream: bool = False) -> dict[str, Any]:
         "model": "bench",
         "messages": PROMPT,
         "max_tokens": max_tokens,
-        "temperature": 0,
+        # Streamed requests sample (no seed, so a static batcher may batch them too): the random
+        # model's greedy answer to this prompt is special tokens only, which stream no text, and
+        # the wait scenario needs to see the long requests decoding.
+        "temperature": 1.0 if stream else 0,
         "ignore_eos": True,
         "stream": stream,
     }
