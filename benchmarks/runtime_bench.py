@@ -140,19 +140,22 @@ async def short_during_long(base: str) -> dict[str, float]:
     return best
 
 
-def measure(model_dir: Path, runtime_src: Path | None) -> tuple[dict[int, float], dict[str, float]]:
+def measure(model_dir: Path, runtime_src: Path | None) -> tuple[float, dict[int, float], dict[str, float]]:
     env_before = dict(os.environ)
     if runtime_src is not None:  # the server subprocess imports sdc_runtime from there
         os.environ["PYTHONPATH"] = os.pathsep.join([str(runtime_src / "runtime"), os.environ.get("PYTHONPATH", "")])
     os.environ["SDC_RUNTIME_MAX_BATCH"] = str(max(CONCURRENCY))
     try:
         with runtime_process(model_dir, "bench", timeout=300) as base:
+            # The peer runs right beside the server (idle meanwhile): on a shared machine the load
+            # changes by the minute, and the single-stream comparison needs the same minute.
+            direct = in_process(model_dir)
             served = asyncio.run(throughput(base))
             waits = asyncio.run(short_during_long(base))
     finally:
         os.environ.clear()
         os.environ.update(env_before)
-    return served, waits
+    return direct, served, waits
 
 
 def main() -> str:
@@ -168,8 +171,7 @@ def main() -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_tiny_model(Path(tmp) / "bench-model", hidden_size=256, layers=4, max_positions=1024)
-        served, waits = measure(model_dir, args.runtime_src)
-        direct = in_process(model_dir)
+        direct, served, waits = measure(model_dir, args.runtime_src)
     rows: list[list[object]] = [["in-process generate (the single-stream limit)", 1, direct, 1.0, ""]]
     rows += [
         [f"{args.label} over HTTP, {n} concurrent", n, tps, tps / direct, f"{tps / served[1]:.2f}x"]
