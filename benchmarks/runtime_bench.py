@@ -8,7 +8,8 @@ Three questions, side by side in one run on the same model:
 - a short request (16 tokens) sent while 8 long ones (256 tokens) decode: its
   time to first token and its total time, against the long batch's time (a
   static batcher makes it wait for the whole batch).
-All requests are greedy with `ignore_eos`, so each produces exactly its token budget.
+All requests use `ignore_eos`, so each produces exactly its token budget; throughput requests are
+greedy, streamed ones sample (see `_body`).
 
 Run: `python benchmarks/runtime_bench.py` (part of `make bench`).
 `--runtime-src DIR` serves the runtime from another checkout's `runtime/` (e.g. `git archive main`)
@@ -29,6 +30,9 @@ from typing import Any
 
 import httpx
 
+# One torch thread for the server and the in-process peer alike: on a shared 2-core machine, torch's
+# spinning worker threads lose far more to contention than they gain (set it to override).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, table, versions, write_report
 from tests.support.servers import runtime_process
@@ -65,7 +69,10 @@ def _body(max_tokens: int, stream: bool = False) -> dict[str, Any]:
         "model": "bench",
         "messages": PROMPT,
         "max_tokens": max_tokens,
-        "temperature": 0,
+        # Streamed requests sample (no seed, so a static batcher may batch them too): the random
+        # model's greedy answer to this prompt is special tokens only, which stream no text, and
+        # the wait scenario needs to see the long requests decoding.
+        "temperature": 1.0 if stream else 0,
         "ignore_eos": True,
         "stream": stream,
     }
@@ -83,16 +90,21 @@ async def streamed(
     """(seconds to the first content chunk, seconds to the end) of one streamed request."""
     started = time.perf_counter()
     ttft = float("nan")
-    async with client.stream("POST", f"{base}/v1/chat/completions", json=_body(max_tokens, stream=True)) as resp:
-        resp.raise_for_status()
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            choices = json.loads(line[6:]).get("choices") or [{}]
-            if ttft != ttft and choices[0].get("delta", {}).get("content"):
-                ttft = time.perf_counter() - started
-                if first is not None:
-                    first.set()
+    try:
+        async with client.stream("POST", f"{base}/v1/chat/completions", json=_body(max_tokens, stream=True)) as resp:
+            resp.raise_for_status()
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                choice = (json.loads(line[6:]).get("choices") or [{}])[0]
+                # The first token: text, or the end (a random model may emit only special tokens).
+                if ttft != ttft and (choice.get("delta", {}).get("content") or choice.get("finish_reason")):
+                    ttft = time.perf_counter() - started
+                    if first is not None:
+                        first.set()
+    finally:
+        if first is not None:
+            first.set()  # never leave the scenario waiting on a request that ended
     return ttft, time.perf_counter() - started
 
 
@@ -128,33 +140,38 @@ async def short_during_long(base: str) -> dict[str, float]:
     return best
 
 
-def measure(model_dir: Path, runtime_src: Path | None) -> tuple[dict[int, float], dict[str, float]]:
+def measure(model_dir: Path, runtime_src: Path | None) -> tuple[float, dict[int, float], dict[str, float]]:
     env_before = dict(os.environ)
     if runtime_src is not None:  # the server subprocess imports sdc_runtime from there
         os.environ["PYTHONPATH"] = os.pathsep.join([str(runtime_src / "runtime"), os.environ.get("PYTHONPATH", "")])
     os.environ["SDC_RUNTIME_MAX_BATCH"] = str(max(CONCURRENCY))
     try:
         with runtime_process(model_dir, "bench", timeout=300) as base:
+            # The peer runs right beside the server (idle meanwhile): on a shared machine the load
+            # changes by the minute, and the single-stream comparison needs the same minute.
+            direct = in_process(model_dir)
             served = asyncio.run(throughput(base))
             waits = asyncio.run(short_during_long(base))
     finally:
         os.environ.clear()
         os.environ.update(env_before)
-    return served, waits
+    return direct, served, waits
 
 
 def main() -> str:
+    global ROUNDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime-src", type=Path, default=None, help="serve sdc_runtime from DIR/runtime")
     parser.add_argument("--label", default="sdc-runtime")
     parser.add_argument("--out", default="runtime", help="name of the report section file")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="best of this many rounds per figure")
     args = parser.parse_args()
+    ROUNDS = max(1, args.rounds)
     from sdc_runtime.tiny import make_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_tiny_model(Path(tmp) / "bench-model", hidden_size=256, layers=4, max_positions=1024)
-        served, waits = measure(model_dir, args.runtime_src)
-        direct = in_process(model_dir)
+        direct, served, waits = measure(model_dir, args.runtime_src)
     rows: list[list[object]] = [["in-process generate (the single-stream limit)", 1, direct, 1.0, ""]]
     rows += [
         [f"{args.label} over HTTP, {n} concurrent", n, tps, tps / direct, f"{tps / served[1]:.2f}x"]
@@ -175,7 +192,8 @@ def main() -> str:
             "",
             f"Machine: {machine()}. {versions('torch', 'transformers')}.",
             f"Model: random-weight Llama, hidden 256, 4 layers (made on the spot), greedy, {MAX_TOKENS} tokens per request "
-            f"(ignore_eos), best of {ROUNDS} rounds, server --max-batch {max(CONCURRENCY)}. CPU only.",
+            f"(ignore_eos), best of {ROUNDS} rounds, server --max-batch {max(CONCURRENCY)}, "
+            f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}. CPU only.",
             "Command: `python benchmarks/runtime_bench.py`",
             "",
             table(["path", "concurrency", "tokens/s (aggregate)", "ratio to in-process", "vs 1 stream"], rows),

@@ -385,8 +385,10 @@ class Engine:
 
         eos = set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
         eos |= set(_as_list(self.tokenizer.eos_token_id))
-        batch = _Batch(self, eos)
+        pad = self.tokenizer.pad_token_id
+        batch = _Batch(self, eos, 0 if pad is None else int(pad))
         while True:
+            newcomers: list[_Row] = []
             try:
                 with torch.inference_mode():
                     if not batch.rows or self.joinable:
@@ -398,7 +400,7 @@ class Engine:
                         batch.step()
             except Exception as err:  # a failed step fails its rows, never the worker
                 log.exception("generation step failed")
-                batch.fail_all(err)
+                batch.fail_all(err, newcomers)
             self.running = len(batch.rows)
             metrics.RUNNING.set(self.running)
 
@@ -406,11 +408,11 @@ class Engine:
 class _Batch:
     """The running rows and their shared, left-padded KV cache."""
 
-    def __init__(self, engine: Engine, eos: set[int]) -> None:
+    def __init__(self, engine: Engine, eos: set[int], pad: int) -> None:
         self.engine = engine
         self.model = engine.model
         self.eos = eos
-        self.pad = int(engine.tokenizer.pad_token_id)
+        self.pad = pad  # any id: padded columns are masked out
         # Transformers 5 renamed the cache argument and output field `past_key_values` to `cache`.
         self.cache_field = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.rows: list[_Row] = []
@@ -554,8 +556,8 @@ class _Batch:
         metrics.PROMPT_TOKENS.inc(len(row.prompt_ids))
         row.push(None)
 
-    def fail_all(self, err: BaseException) -> None:
-        for row in self.rows:
+    def fail_all(self, err: BaseException, newcomers: Sequence[_Row] = ()) -> None:
+        for row in [*self.rows, *newcomers]:
             if not row.finished:
                 self._finish(row, "error", err)
         self.rows, self.cache, self.mask = [], None, None

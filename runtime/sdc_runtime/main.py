@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import threading
+from importlib import metadata
 from pathlib import Path
 
 from sdc_runtime.loading import DEVICE_MAPS, LoadOptions
@@ -68,11 +69,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _default_alloc_conf() -> None:
+    """Expandable segments unless the caller chose: less fragmentation as KV caches grow and shrink.
+
+    Set before torch loads. torch 2.9 renamed PYTORCH_CUDA_ALLOC_CONF to PYTORCH_ALLOC_CONF (the
+    image sets the new name); an explicit setting of either wins.
+    """
+    if "PYTORCH_ALLOC_CONF" in os.environ or "PYTORCH_CUDA_ALLOC_CONF" in os.environ:
+        return
+    try:
+        major, minor = (int(p) for p in metadata.version("torch").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return
+    name = "PYTORCH_ALLOC_CONF" if (major, minor) >= (2, 9) else "PYTORCH_CUDA_ALLOC_CONF"
+    os.environ[name] = "expandable_segments:True"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    # Set before torch loads: fewer out-of-memory failures from fragmentation as KV caches grow
-    # and shrink with the batch (the image sets it too; an explicit setting wins).
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    _default_alloc_conf()
     # The generation thread holds the GIL between torch kernels; at the default 5 ms switch
     # interval the event loop waits that long for every streamed token.
     sys.setswitchinterval(0.0005)
