@@ -159,6 +159,16 @@ def containers(obj: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
             ),
         ),
         (
+            "transformers passes remote code only when the spec asks",
+            {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV, "trustRemoteCode": True}},
+            lambda c, i, p: "--trust-remote-code" in c["args"],
+        ),
+        (
+            "transformers keeps remote code off by default",
+            {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV}},
+            lambda c, i, p: "--trust-remote-code" not in c["args"],
+        ),
+        (
             "ollama pulls the tag in an init container",
             {"runtime": "ollama", "model": {"name": "gemma2:9b"}},
             lambda c, i, p: (

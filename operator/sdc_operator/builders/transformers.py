@@ -14,10 +14,12 @@ PORT = 8000
 
 def transformers_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
     spec = llm.spec
+    # sdc-runtime keeps remote code off unless told; the operator says so only for an allowed repo.
+    remote_code = ["--trust-remote-code"] if spec.model.trust_remote_code else []
     container = openai_server_container(
         "transformers",
         spec.engine.image or settings.runtime_image,
-        [*served_args(spec, PORT), *quantization_args(spec), *spec.engine.args],
+        [*served_args(spec, PORT), *quantization_args(spec), *remote_code, *spec.engine.args],
         spec,
         engine_resources(spec, settings),
         port=PORT,
