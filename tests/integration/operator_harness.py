@@ -38,6 +38,8 @@ class OperatorProcess:
             "SDC_LOG_FORMAT": "plain",
             "SDC_ALLOWED_SOURCES": '["*/*"]',
             "SDC_TRUST_REMOTE_CODE_REPOS": '["LGAI-EXAONE/*"]',  # the EXAONE example manifest's code
+            # Simulated CPU pods tolerate the KWOK CPU node's taint; an admin allows it the same way.
+            "SDC_ALLOWED_TOLERATION_KEYS": f'["nvidia.com/gpu", "{SIMULATED_TOLERATION["key"]}"]',
             **self.extra_env,
         }
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
