@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv tools ollama cluster-up cluster-down cluster-status test test-unit test-integration lint crds demo bench clean
+.PHONY: help venv tools ollama cluster-up cluster-down cluster-status test test-unit test-integration fuzz lint crds demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ cluster-down: ## Stop exactly what cluster-up started
 
 cluster-status:
 	@$(PYTHON) hack/cluster.py status
+
+fuzz: venv ## Schemathesis: >1300 requests generated from the orchestrator's OpenAPI schema, 0 server errors expected
+	SDC_FUZZ_EXAMPLES=150 $(PY) -m pytest tests/orchestrator/test_schema_fuzz.py -s -p no:cacheprovider
 
 lint: venv ## ruff, mypy (strict), import-linter, CRD drift check
 	$(VENV)/bin/ruff check .

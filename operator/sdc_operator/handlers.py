@@ -51,7 +51,7 @@ from sdc_operator.plan import (
     yield_fields,
 )
 from sdc_operator.policy import policy_errors
-from sdc_operator.publish import ENDPOINTS_KEY, endpoints_configmap, endpoints_document
+from sdc_operator.publish import ENDPOINTS_KEY, audience, endpoints_configmap, endpoints_document
 from sdc_operator.settings import OperatorSettings
 from sdc_operator.spec import Condition, semantic_errors
 from sdc_operator.status import Observed, derive_status
@@ -484,7 +484,9 @@ async def _flush_publish(state: State) -> None:
             if item["metadata"].get("deletionTimestamp"):
                 continue
             llms.append({**item, "status": state.last_status.get(k, item.get("status"))})
-    document = endpoints_document(llms)
+    document = endpoints_document(
+        llms, audience(SETTINGS.endpoints_namespace, SETTINGS.publish_namespaces, SETTINGS.publish_pool)
+    )
     if not state.published_known:
         data = await asyncio.to_thread(
             kube.read_configmap_data, SETTINGS.endpoints_namespace, SETTINGS.endpoints_configmap

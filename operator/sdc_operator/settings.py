@@ -77,6 +77,12 @@ class OperatorSettings(BaseSettings):
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: watch the whole cluster.")
     endpoints_configmap: str = Field(default="sdc-endpoints", description="ConfigMap the ready endpoints go to.")
     endpoints_namespace: str = Field(default="sdc", description="Namespace of that ConfigMap.")
+    publish_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces besides endpoints_namespace whose LocalLLMs are published to the orchestrator "
+        "('*': every namespace). Empty: only the orchestrator's own namespace (tenant isolation).",
+    )
+    publish_pool: str | None = Field(default=None, description="Publish only LocalLLMs with this routing.pool.")
     status_debounce_s: float = Field(
         default=0.5, ge=0, description="Status and endpoint writes are coalesced over this window."
     )

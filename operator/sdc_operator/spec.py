@@ -208,6 +208,14 @@ class Routing(Model):
         "same role. 0 drains it. Move weight step by step to migrate; set it back to roll back.",
     )
     role: Literal["chat", "embedding"] = Field(default="chat", description="What the orchestrator uses this model for.")
+    pool: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Named routing pool. An orchestrator serves only the LocalLLMs of its own namespace (and the "
+        "namespaces its chart opts into) whose pool equals its routing.pool value; unset matches an orchestrator "
+        "without a pool.",
+    )
 
 
 class LocalLLMSpec(Model):

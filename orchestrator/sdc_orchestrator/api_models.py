@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 Provider = Literal["ollama", "vllm", "transformers", "gemini", "auto"]
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     message: str = Field(min_length=1, description="The user's message.")
     provider: Provider | None = Field(default=None, description="Backend to use; default LLM_SERVICE_TYPE.")
-    model: str | None = Field(default=None, description="A specific served model (GET /v1/models).")
-    stream: bool = False
-    use_rag: bool | None = Field(default=None, description="Retrieve context; default on when documents exist.")
+    model: str | None = Field(default=None, max_length=256, description="A specific served model (GET /v1/models).")
+    stream: StrictBool = False
+    use_rag: StrictBool | None = Field(default=None, description="Retrieve context; default on when documents exist.")
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
 
@@ -46,10 +46,10 @@ class ChatResponse(BaseModel):
 class GenerateRequest(BaseModel):
     """The old Gemini service's generation request."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     query: str = Field(min_length=1)
-    context: str | list[str] | None = None
-    korean_analysis: dict[str, Any] | None = None
+    context: str | list[str] | None = Field(default=None, description="Text the answer is based on.")
+    korean_analysis: dict[str, Any] | None = Field(default=None, description="`keywords`: a list of strings.")
 
 
 class GenerateResponse(BaseModel):
@@ -60,7 +60,7 @@ class GenerateResponse(BaseModel):
 
 
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     id: str = Field(min_length=1, max_length=512)
     text: str = Field(min_length=1, max_length=2_000_000)
     metadata: dict[str, Any] = Field(default_factory=dict)

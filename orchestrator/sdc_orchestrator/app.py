@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdc_orchestrator import metrics
@@ -26,6 +28,17 @@ from sdc_orchestrator.api_models import (
     Source,
 )
 from sdc_orchestrator.backends import EndpointRegistry
+from sdc_orchestrator.gateway import GatewayMiddleware, KeyRing, Limits
+from sdc_orchestrator.limits import (
+    OPENAI_CHAT_SCHEMA,
+    InputError,
+    InputLimits,
+    check_keywords,
+    check_metadata,
+    check_openai_chat,
+    check_sampling,
+)
+from sdc_orchestrator.rag.korean import kiwi
 from sdc_orchestrator.rag.prompt import rag_messages
 from sdc_orchestrator.rag.retriever import Hit, Retriever
 from sdc_orchestrator.rag.store import DirectoryStore
@@ -46,6 +59,8 @@ class OverheadMiddleware:
     A plain ASGI middleware, not BaseHTTPMiddleware: that one hides the client's
     disconnect from the endpoint, and a disconnect must cancel the upstream call.
     For a stream the header can only count the time before the first byte.
+    When the request ends, however it ends, its attempts give back every
+    router slot still held (the one place a cancelled request is accounted).
     """
 
     PATHS = ("/api/v1/chat", "/v1/chat", "/api/v1/generate", "/generate")
@@ -71,7 +86,10 @@ class OverheadMiddleware:
                 metrics.OVERHEAD.observe(own)
             await send(message)
 
-        await self.app(scope, receive, stamped)
+        try:
+            await self.app(scope, receive, stamped)
+        finally:
+            attempts.close()
 
 
 class State:
@@ -81,6 +99,16 @@ class State:
         self.router = Router(cooldown_s=settings.sdc_cooldown_s)
         self.upstream = Upstream(settings, self.registry, self.router)
         self.retriever = Retriever(DirectoryStore(settings.sdc_data_dir), self.embed)
+        self.keys = KeyRing(settings.sdc_api_keys_file)
+        self.limits = Limits(settings.sdc_rate_limit_rpm, settings.sdc_max_concurrent_per_key)
+        self.input_limits = InputLimits(
+            max_tokens=settings.sdc_max_tokens,
+            max_n=settings.sdc_max_n,
+            max_messages=settings.sdc_max_messages,
+            max_prompt_chars=settings.sdc_max_prompt_chars,
+            max_metadata_bytes=settings.sdc_max_metadata_bytes,
+        )
+        self.ingest_slots = asyncio.Semaphore(settings.sdc_max_concurrent_ingests)
 
     async def embed(self, texts: list[str]) -> list[list[float]] | None:
         if self.settings.sdc_embedding_base_url:
@@ -104,8 +132,17 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Indexing and retrieval run in worker threads. A cancelled upload stops at its next step, but a
+        # step already running in a thread runs to its end: a bounded pool caps how much such work
+        # can pile up, whatever clients do (work not yet started is dropped when cancelled).
+        workers = ThreadPoolExecutor(settings.sdc_worker_threads, thread_name_prefix="sdc-work")
+        asyncio.get_running_loop().set_default_executor(workers)
+        # Load Kiwi before serving: loading holds the GIL for seconds, which would stall health checks
+        # and even the SIGTERM handler if it happened inside the first upload.
+        await asyncio.to_thread(_warm_up_kiwi)
         yield
         await state.upstream.close()
+        workers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="SDC orchestrator",
@@ -123,6 +160,18 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         ]
         return error(422 if problems else 400, "; ".join(problems) or "invalid request")
 
+    @app.exception_handler(InputError)
+    async def refused_input(_: Request, exc: InputError) -> JSONResponse:
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        # FastAPI's own 400 for a body it cannot parse (e.g. JSON nested 100k deep) says nothing about why.
+        detail = exc.detail if exc.detail != "There was an error parsing the body" else "the body is not valid JSON"
+        return JSONResponse(
+            {"error": {"message": str(detail), "code": exc.status_code}}, exc.status_code, headers=exc.headers
+        )
+
     @app.exception_handler(NoRouteError)
     async def no_route(_: Request, exc: NoRouteError) -> JSONResponse:
         metrics.REQUESTS.labels("none", "none", f"http_{exc.status}").inc()
@@ -135,6 +184,14 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         return JSONResponse(body, exc.status)
 
     app.add_middleware(OverheadMiddleware)
+    # Added last, so outermost: nothing runs for a request without a key, over its limits or too large.
+    app.add_middleware(
+        GatewayMiddleware,
+        keys=state.keys,
+        limits=state.limits,
+        max_body_bytes=settings.sdc_max_body_bytes,
+        admin_names=settings.admin_names(),
+    )
 
     # -- health, metrics ---------------------------------------------------------------------
     @app.get("/healthz")
@@ -170,16 +227,48 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     # -- documents ---------------------------------------------------------------------------
     @app.post("/api/v1/documents")
-    async def add_documents(body: DocumentIn | list[DocumentIn]) -> dict[str, Any]:
+    async def add_documents(body: DocumentIn | list[DocumentIn], request: Request) -> JSONResponse:
         docs = body if isinstance(body, list) else [body]
-        stored = [await state.retriever.upsert(d.id, d.text, d.metadata) for d in docs]
-        return {"documents": [{"id": d.id, "passages": len(d.passages)} for d in stored]}
+        if not docs:
+            raise InputError("no documents: send one object or a non-empty list")
+        if len(docs) > settings.sdc_max_documents_per_request:
+            raise InputError(f"{len(docs)} documents; at most {settings.sdc_max_documents_per_request} per request")
+        for i, doc in enumerate(docs):
+            where = f"documents[{i}]" if isinstance(body, list) else "document"
+            if len(doc.text) > settings.sdc_max_document_chars:
+                raise InputError(
+                    f"{where}.text: {len(doc.text)} characters; the limit is {settings.sdc_max_document_chars}", 413
+                )
+            check_metadata(doc.metadata, state.input_limits, f"{where}.metadata")
+
+        async def ingest() -> list[Any]:
+            # One indexing at a time (Kiwi is CPU-bound): the rest wait here, not in threads.
+            async with state.ingest_slots:
+                return [await state.retriever.upsert(d.id, d.text, d.metadata) for d in docs]
+
+        # Cancelled when the client leaves or the time bound passes: the documents not yet stored are not stored.
+        task = asyncio.create_task(ingest())
+        try:
+            async with asyncio.timeout(settings.sdc_ingest_timeout_s):
+                stored = await _unless_disconnected(task, request)
+        except NoRouteError:
+            metrics.INGESTS.labels("cancelled").inc()
+            raise
+        except TimeoutError:
+            metrics.INGESTS.labels("timeout").inc()
+            raise InputError(
+                f"indexing took longer than {settings.sdc_ingest_timeout_s:g} s (SDC_INGEST_TIMEOUT_S); "
+                "send smaller documents",
+                413,
+            ) from None
+        metrics.INGESTS.labels("ok").inc()
+        return JSONResponse({"documents": [{"id": d.id, "passages": len(d.passages)} for d in stored]})
 
     @app.delete("/api/v1/documents/{doc_id:path}")
     async def delete_document(doc_id: str) -> JSONResponse:
         if await state.retriever.delete(doc_id):
             return JSONResponse({"deleted": doc_id})
-        return error(404, f"no document with id '{doc_id}'")
+        return error(404, f"no document with id '{doc_id[:512]}'")
 
     # -- the seed's chat -------------------------------------------------------------------
     async def retrieve(question: str, use_rag: bool | None) -> list[Hit]:
@@ -187,14 +276,14 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             return []
         return await state.retriever.search(question, settings.sdc_rag_top_k)
 
-    def check_message(text: str) -> None:
+    def check_message(text: str, field: str = "message") -> None:
         if not text.strip():
-            raise RequestValidationError([{"loc": ("body", "message"), "msg": "must not be blank"}])
+            raise RequestValidationError([{"loc": ("body", field), "msg": "must not be blank"}])
         if len(text) > settings.sdc_max_message_chars:
             raise RequestValidationError(
                 [
                     {
-                        "loc": ("body", "message"),
+                        "loc": ("body", field),
                         "msg": f"is {len(text)} characters; the limit is {settings.sdc_max_message_chars}",
                     }
                 ]
@@ -205,11 +294,17 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         started = time.perf_counter()
         check_message(body.message)
         provider = body.provider or settings.llm_service_type
-        hits = await retrieve(body.message, body.use_rag)
-        payload: dict[str, Any] = {"messages": rag_messages(body.message, hits), "model": body.model}
+        if body.provider not in (None, "auto") and not state.registry.for_provider(body.provider):
+            # Asked for by name and not configured here: the client's mistake (404), not an outage (503).
+            raise NoRouteError(404, f"provider '{body.provider}' is not configured on this orchestrator")
+        payload: dict[str, Any] = {"model": body.model}
         for key in ("temperature", "max_tokens"):
             if getattr(body, key) is not None:
                 payload[key] = getattr(body, key)
+        check_sampling(payload, state.input_limits)
+        payload.setdefault("max_tokens", settings.sdc_max_tokens)
+        hits = await retrieve(body.message, body.use_rag)
+        payload["messages"] = rag_messages(body.message, hits)
         sources = [
             Source(
                 id=h.passage.doc_id,
@@ -226,7 +321,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         if body.stream:
             endpoint, events = await state.upstream.stream(provider, payload, attempts)
             return StreamingResponse(
-                _chat_sse(events, endpoint.model or "", endpoint.provider, sources, started),
+                _chat_sse(events, state.upstream.known_model(endpoint), endpoint.provider, sources, started),
                 media_type="text/event-stream",
             )
         endpoint, data = await _complete_or_cancel(state, provider, payload, attempts, request)
@@ -248,11 +343,18 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     async def generate(body: GenerateRequest, request: Request) -> JSONResponse:
         """The old Gemini service's endpoint: the caller brings its own context."""
         started = time.perf_counter()
+        check_message(body.query, "query")
         context = "\n".join(body.context) if isinstance(body.context, list) else body.context
-        keywords = (body.korean_analysis or {}).get("keywords")
+        if context and len(context) > settings.sdc_max_prompt_chars:
+            raise InputError(f"context: {len(context)} characters; the limit is {settings.sdc_max_prompt_chars}", 413)
+        keywords = check_keywords(body.korean_analysis)
         if keywords:
-            context = f"{context or ''}\n핵심어: {', '.join(map(str, keywords))}".strip()
-        payload = {"messages": rag_messages(body.query, [], context), "model": None}
+            context = f"{context or ''}\n핵심어: {', '.join(keywords)}".strip()
+        payload = {
+            "messages": rag_messages(body.query, [], context),
+            "model": None,
+            "max_tokens": settings.sdc_max_tokens,
+        }
         endpoint, data = await _complete_or_cancel(
             state, settings.llm_service_type, payload, request.state.attempts, request
         )
@@ -270,20 +372,25 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         served = await state.upstream.served_models()
-        names = ["auto", *sorted({m for m in served.values() if m})]
+        ids = {state.registry.model_id(e, served.get(e.name)) for e in state.registry.all("chat")}
+        names = ["auto", *sorted(m for m in ids if m)]
         return {
             "object": "list",
             "data": [{"id": n, "object": "model", "created": 0, "owned_by": "sdc"} for n in names],
         }
 
-    @app.post("/v1/chat/completions")
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": OPENAI_CHAT_SCHEMA}}}
+        },
+    )
     async def chat_completions(request: Request) -> Response:
         try:
-            body = await request.json()
-        except ValueError:
-            return error(400, "the request body is not valid JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-            return error(400, "messages: a non-empty list is required")
+            raw = await request.json()
+        except (ValueError, RecursionError):
+            return error(400, "the request body is not valid JSON (or nested too deeply)")
+        body = check_openai_chat(raw, state.input_limits)
         provider = "auto"
         model = body.get("model")
         if model in ("ollama", "vllm", "transformers", "gemini"):
@@ -309,20 +416,35 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     return app
 
 
+def _warm_up_kiwi() -> None:
+    analyser = kiwi()
+    analyser.split_into_sents("준비합니다. 끝났습니다.")
+    analyser.tokenize("준비합니다")
+
+
+async def _unless_disconnected(task: asyncio.Task[Any], request: Request) -> Any:
+    """Await `task`; cancel it if the client goes away (or this request is cancelled)."""
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise NoRouteError(499, "client closed the request")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 async def _complete_or_cancel(
     state: State, provider: str, payload: dict[str, Any], attempts: Attempts, request: Request
 ) -> tuple[Any, dict[str, Any]]:
     """Run the upstream call; cancel it (closing the backend connection) if the client goes away."""
     task = asyncio.create_task(state.upstream.complete(provider, payload, attempts))
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=0.5)
-        if done:
-            return task.result()
-        if await request.is_disconnected():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            raise NoRouteError(499, "client closed the request")
+    result: tuple[Any, dict[str, Any]] = await _unless_disconnected(task, request)
+    return result
 
 
 def _account(provider: str, model: str, data: dict[str, Any], started: float, attempts: Attempts) -> None:

@@ -5,6 +5,13 @@ Gemini's OpenAI-compatible endpoint), so an endpoint is just a base URL, a
 model name, a weight and an optional key. The operator's ConfigMap is mounted
 as a file; `EndpointRegistry.refresh` rereads it when its mtime changes, so new
 models go live without a restart and without API access.
+
+Tenancy: each published entry says which namespace (and routing pool) its
+LocalLLM lives in. The registry keeps only the namespaces and pool this
+release serves (SDC_ROUTE_NAMESPACES, SDC_ROUTE_POOL; by default its own
+namespace, SDC_NAMESPACE, and no pool), whatever the file holds, and a model
+from another namespace is named `<namespace>/<model>`, so the same served name
+in two namespaces never becomes one routing pool.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ class Endpoint:
     weight: int = 100
     role: str = "chat"
     api_key: str | None = None
+    namespace: str | None = None  # where a published LocalLLM lives; None for the seed's variables
+    pool: str | None = None
 
     def __repr__(self) -> str:  # never print the key
         return f"Endpoint({self.name}, {self.provider}, {self.base_url}, model={self.model})"
@@ -65,12 +74,20 @@ def seed_endpoints(settings: OrchestratorSettings) -> list[Endpoint]:
     return out
 
 
-def published_endpoints(path: Path) -> list[Endpoint]:
+def published_endpoints(
+    path: Path, namespaces: frozenset[str] | None = None, pool: str | None = None
+) -> list[Endpoint]:
+    """The entries of the operator's file meant for this release (namespaces None = any)."""
     data = json.loads(path.read_text())
     out = []
     for item in data.get("endpoints", []):
         runtime = str(item.get("runtime"))
         if runtime not in PROVIDERS:
+            continue
+        namespace = item.get("namespace") or str(item["name"]).partition("/")[0]
+        if namespaces is not None and namespace not in namespaces:
+            continue
+        if (item.get("pool") or None) != (pool or None):
             continue
         out.append(
             Endpoint(
@@ -80,6 +97,8 @@ def published_endpoints(path: Path) -> list[Endpoint]:
                 item.get("model"),
                 int(item.get("weight", 100)),
                 str(item.get("role", "chat")),
+                namespace=namespace,
+                pool=item.get("pool") or None,
             )
         )
     return out
@@ -105,7 +124,7 @@ class EndpointRegistry:
         if mtime == self._mtime:
             return
         try:
-            self._published = published_endpoints(path)
+            self._published = published_endpoints(path, self.settings.route_namespaces(), self.settings.sdc_route_pool)
             self._mtime = mtime
             log.info("loaded %d published endpoints from %s", len(self._published), path)
         except (OSError, ValueError, KeyError) as err:
@@ -114,6 +133,16 @@ class EndpointRegistry:
     def all(self, role: str = "chat") -> list[Endpoint]:
         self.refresh()
         return [e for e in (*self._published, *self._seed) if e.role == role]
+
+    def model_id(self, endpoint: Endpoint, served: str | None) -> str | None:
+        """The name clients use for an endpoint's model: `<namespace>/<model>` outside the home namespace.
+
+        Without SDC_NAMESPACE (local development, no cluster) names stay as served.
+        """
+        home = self.settings.sdc_namespace
+        if served and home and endpoint.namespace and endpoint.namespace != home:
+            return f"{endpoint.namespace}/{served}"
+        return served
 
     def for_provider(self, provider: str, role: str = "chat") -> list[Endpoint]:
         return [e for e in self.all(role) if e.provider == provider]

@@ -1,12 +1,33 @@
-"""`sdc-orchestrator`: serve the chat API."""
+"""`sdc-orchestrator`: serve the chat API.
+
+Shutdown is bounded: on SIGTERM uvicorn stops accepting, gives requests in
+flight GRACE_S to finish, then cancels them; indexing that runs in a worker
+thread cannot be cancelled, and Python would wait for it at exit, so a
+watchdog ends the process HARD_STOP_S after the signal whatever still runs
+(the document store's writes are atomic, so nothing is left half-written).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import threading
+from types import FrameType
 
 import uvicorn
+
+GRACE_S = 5
+HARD_STOP_S = 8.0
+
+
+class BoundedShutdownServer(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            timer = threading.Timer(HARD_STOP_S, os._exit, (0,))
+            timer.daemon = True
+            timer.start()
+        super().handle_exit(sig, frame)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,13 +44,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
-        "sdc_orchestrator.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=int(args.timeout_keep_alive),
-    )
+    options = {
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_keep_alive": int(args.timeout_keep_alive),
+        "timeout_graceful_shutdown": GRACE_S,
+    }
+    if args.workers > 1:
+        uvicorn.run("sdc_orchestrator.app:create_app", workers=args.workers, **options)
+        return
+    BoundedShutdownServer(uvicorn.Config("sdc_orchestrator.app:create_app", **options)).run()

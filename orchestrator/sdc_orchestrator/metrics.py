@@ -17,3 +17,10 @@ FALLBACKS = Counter(
 ATTEMPT_ERRORS = Counter("sdc_orchestrator_attempt_errors_total", "Failed upstream attempts", ["provider", "kind"])
 COOLDOWNS = Counter("sdc_orchestrator_cooldowns_total", "Endpoints put in cool-down", ["endpoint"])
 OVERHEAD = Histogram("sdc_orchestrator_overhead_seconds", "Time the orchestrator itself added", buckets=BUCKETS)
+KEY_REQUESTS = Counter(
+    "sdc_orchestrator_key_requests_total",
+    "Requests per API key name (never the key) and what the gateway did with them",
+    ["key", "outcome"],
+)
+STREAMS = Counter("sdc_orchestrator_stream_outcomes_total", "Streamed chats by how they ended", ["provider", "outcome"])
+INGESTS = Counter("sdc_orchestrator_ingests_total", "Document uploads by how they ended", ["outcome"])

@@ -7,14 +7,24 @@ then each provider in LLM_FALLBACK order. Timeouts, connection errors, 429 and
 5xx cool the endpoint down for a few seconds and move on; any other 4xx is the
 client's fault and goes back to the client unchanged. Streaming requests only
 retry before the first byte has been sent.
+
+Accounting lives in one place, `Slot`: every attempt takes one from
+`Router.acquire` and gives it back exactly once, as `ok` (resets failures),
+`failed` (the backend's fault: cool it down) or `abandoned` (the client left,
+was cancelled, or sent a request any backend would refuse: the backend is not
+to blame, so only the in-flight count drops). A slot nobody released is
+released as abandoned when its request ends (`Attempts.close`), so no path,
+including a cancellation before a stream's first byte, leaks an in-flight count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sdc_orchestrator.backends import Endpoint
 
@@ -86,30 +96,57 @@ class Router:
         if provider == "auto":
             first = [e for group in by_provider.values() for e in group]
         else:
+            # Named explicitly, a provider answers even when its `auto` share is 0 (GEMINI_WEIGHT=0):
+            # weights then only split traffic among its endpoints.
             first = by_provider.get(provider, [])
+            if first and all(e.weight <= 0 for e in first):
+                first = [_with_weight(e) for e in first]
         groups = [first]
         for name in fallbacks:
             if name != provider:
                 groups.append([e if e.weight > 0 else _with_weight(e) for e in by_provider.get(name, [])])
         return groups
 
-    def started(self, endpoint: Endpoint) -> None:
+    def acquire(self, endpoint: Endpoint) -> Slot:
         self.state(endpoint).in_flight += 1
+        return Slot(self, endpoint)
 
-    def finished(self, endpoint: Endpoint, ok: bool) -> bool:
+    def _release(self, endpoint: Endpoint, outcome: Outcome) -> bool:
         """Record an outcome; returns True when the endpoint was just cooled down."""
         state = self.state(endpoint)
         state.in_flight = max(0, state.in_flight - 1)
-        if ok:
+        if outcome == "ok":
             state.failures = 0
+        if outcome != "failed":
             return False
         state.failures += 1
         state.cooled_until = self._now() + self.cooldown_s
         return True
 
 
+Outcome = Literal["ok", "failed", "abandoned"]
+
+
+@dataclass
+class Slot:
+    """One attempt's claim on an endpoint; `release` counts once, later calls are no-ops."""
+
+    router: Router
+    endpoint: Endpoint
+    outcome: Outcome | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.outcome is None
+
+    def release(self, outcome: Outcome) -> bool:
+        """Returns True when this release cooled the endpoint down."""
+        if self.outcome is not None:
+            return False
+        self.outcome = outcome
+        return self.router._release(self.endpoint, outcome)
+
+
 def _with_weight(endpoint: Endpoint) -> Endpoint:
     """A fallback with routing weight 0 still serves as a fallback."""
-    return Endpoint(
-        endpoint.name, endpoint.provider, endpoint.base_url, endpoint.model, 1, endpoint.role, endpoint.api_key
-    )
+    return dataclasses.replace(endpoint, weight=1)

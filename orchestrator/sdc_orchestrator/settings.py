@@ -37,6 +37,13 @@ class OrchestratorSettings(BaseSettings):
     llm_fallback: str | None = Field(default=None, description="Providers tried in order; 'none' disables.")
 
     sdc_endpoints_file: Path | None = None
+    sdc_namespace: str | None = Field(default=None, description="The release's namespace (the chart sets it).")
+    sdc_route_namespaces: str = Field(
+        default="",
+        description="Comma-separated namespaces whose LocalLLMs this release serves; empty = SDC_NAMESPACE "
+        "(any namespace when that is unset too); '*' = every namespace.",
+    )
+    sdc_route_pool: str = Field(default="", description="Serve only LocalLLMs with this spec.routing.pool.")
     sdc_data_dir: Path = Path("data")
     sdc_embedding_base_url: str | None = None
     sdc_embedding_model: str | None = None
@@ -47,6 +54,44 @@ class OrchestratorSettings(BaseSettings):
     sdc_cooldown_s: float = 10.0
     sdc_max_message_chars: int = 16000
     sdc_rag_top_k: int = 4
+
+    # The gateway (second-wave contract): keys, per-key limits, input limits.
+    sdc_api_keys_file: Path | None = Field(
+        default=None, description="Lines NAME:KEY or NAME:sha256:HEX; unset = no keys (local development only)."
+    )
+    sdc_admin_key_names: str = Field(
+        default="", description="Comma-separated key names allowed to upload and delete documents; empty = every key."
+    )
+    sdc_rate_limit_rpm: int = Field(default=0, ge=0, description="Requests per minute per key (0 = unlimited).")
+    sdc_max_concurrent_per_key: int = Field(default=0, ge=0, description="In-flight requests per key (0 = unlimited).")
+    sdc_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    sdc_max_tokens: int = Field(default=4096, ge=1, description="Largest max_tokens any route accepts.")
+    sdc_max_n: int = Field(default=4, ge=1, description="Largest `n` (choices per request).")
+    sdc_max_messages: int = Field(default=256, ge=1, description="Messages per OpenAI chat request.")
+    sdc_max_prompt_chars: int = Field(default=64000, ge=1, description="Characters of all messages together.")
+    sdc_max_documents_per_request: int = Field(default=64, ge=1)
+    sdc_max_document_chars: int = Field(default=2_000_000, ge=1)
+    sdc_max_metadata_bytes: int = Field(default=16 * 1024, ge=2, description="JSON size of one document's metadata.")
+    sdc_max_concurrent_ingests: int = Field(
+        default=1, ge=1, description="Documents indexed at once; Kiwi is CPU-bound, more only queue."
+    )
+    sdc_worker_threads: int = Field(default=4, ge=2, description="Threads for indexing, retrieval and file I/O.")
+    sdc_ingest_timeout_s: float = Field(default=300.0, gt=0, description="Longest one upload may index.")
+    sdc_model_discovery_retry_s: float = Field(
+        default=30.0, ge=0, description="A backend whose /v1/models failed is not asked again for this long."
+    )
+
+    def route_namespaces(self) -> frozenset[str] | None:
+        """The namespaces served; None means any."""
+        names = frozenset(n.strip() for n in self.sdc_route_namespaces.split(",") if n.strip())
+        if "*" in names:
+            return None
+        if names:
+            return names | ({self.sdc_namespace} if self.sdc_namespace else set())
+        return frozenset({self.sdc_namespace}) if self.sdc_namespace else None
+
+    def admin_names(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.sdc_admin_key_names.split(",") if n.strip())
 
     def fallback_order(self) -> list[str]:
         if self.llm_fallback is None:

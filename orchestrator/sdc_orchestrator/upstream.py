@@ -9,12 +9,16 @@ walks the router's groups in order; each attempt has its own timeout and the
 whole request a total one. Streaming: the loop runs until a backend sends its
 first event; from then on the stream is committed to that backend, and a
 failure mid-stream ends it with an explicit error event, never a silent cut.
+
+What a client sees of a failure names the provider, the endpoint's name and
+the model, never an address: hosts, IPs and ports go to the log only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,8 +28,10 @@ import aiohttp
 
 from sdc_orchestrator import metrics
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
-from sdc_orchestrator.router import Router, UpstreamError, classify_status
+from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
 from sdc_orchestrator.settings import OrchestratorSettings
+
+log = logging.getLogger("sdc_orchestrator.upstream")
 
 
 class NoRouteError(Exception):
@@ -48,12 +54,48 @@ class ClientRequestError(Exception):
 
 @dataclass
 class Attempts:
+    """One request's attempts: what was tried, time spent upstream, and the slots it holds."""
+
     tried: list[dict[str, str]] = field(default_factory=list)
     upstream_s: float = 0.0
     first_provider: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    slots: list[tuple[Slot, aiohttp.ClientResponse | None]] = field(default_factory=list)
 
     def failed(self, err: UpstreamError) -> None:
-        self.tried.append({"endpoint": err.endpoint.name, "provider": err.endpoint.provider, "error": str(err)})
+        self.tried.append(
+            {
+                "endpoint": err.endpoint.name,
+                "provider": err.endpoint.provider,
+                "model": err.endpoint.model or "",
+                "error": str(err),
+            }
+        )
+
+    def hold(self, slot: Slot, resp: aiohttp.ClientResponse | None = None) -> None:
+        self.slots.append((slot, resp))
+
+    def close(self) -> None:
+        """The request is over: release what no path released (the client left or was cancelled)."""
+        for slot, resp in self.slots:
+            if slot.open:
+                slot.release("abandoned")
+                if resp is not None:
+                    resp.close()
+
+
+def public_error(endpoint: Endpoint, err: BaseException) -> UpstreamError:
+    """An UpstreamError whose message is safe to show; the full error goes to the log."""
+    if isinstance(err, UpstreamError):
+        return err
+    if isinstance(err, TimeoutError):
+        return UpstreamError(endpoint, "timed out", timeout=True)
+    log.warning("attempt on %s failed: %s: %s", endpoint.name, type(err).__name__, err)
+    if isinstance(err, aiohttp.ClientConnectionError | OSError):
+        return UpstreamError(endpoint, "connection failed")
+    if isinstance(err, ValueError | KeyError):
+        return UpstreamError(endpoint, "the backend's answer was not valid JSON of the OpenAI protocol")
+    return UpstreamError(endpoint, f"the call failed ({type(err).__name__})")
 
 
 class Upstream:
@@ -63,6 +105,7 @@ class Upstream:
         self.router = router
         self._session: aiohttp.ClientSession | None = None
         self._models: dict[str, str] = {}
+        self._discovery_failed: dict[str, float] = {}
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -83,12 +126,12 @@ class Upstream:
 
     # -- endpoint selection ---------------------------------------------------------------
     async def served_models(self) -> dict[str, str | None]:
-        """Endpoint name -> model; asks a backend without a configured model name once."""
+        """Endpoint name -> model; asks a backend without a configured model name (failures are remembered)."""
         out: dict[str, str | None] = {}
         for endpoint in self.registry.all("chat"):
             try:
                 out[endpoint.name] = await self.model_of(endpoint)
-            except (aiohttp.ClientError, OSError, ValueError, KeyError, IndexError):
+            except UpstreamError:
                 out[endpoint.name] = endpoint.model
         return out
 
@@ -100,9 +143,9 @@ class Upstream:
             by_provider.setdefault(endpoint.provider, []).append(endpoint)
         if model and model != "auto":
             served = await self.served_models()
-            matching = [e for e in self.registry.all("chat") if served.get(e.name) == model]
+            matching = [e for e in self.registry.all("chat") if self.registry.model_id(e, served.get(e.name)) == model]
             if not matching:
-                raise NoRouteError(404, f"model '{model}' is not served; GET /v1/models lists the models")
+                raise NoRouteError(404, f"model '{model[:256]}' is not served; GET /v1/models lists the models")
             by_provider = {**by_provider, "_model": matching}
             provider = "_model"
         elif provider != "auto" and not by_provider.get(provider):
@@ -112,31 +155,37 @@ class Upstream:
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
         return {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
 
+    def known_model(self, endpoint: Endpoint) -> str:
+        """The endpoint's model if configured or already discovered, else ''."""
+        return endpoint.model or self._models.get(endpoint.name, "")
+
     async def model_of(self, endpoint: Endpoint) -> str:
+        """The model to ask for; discovered once per endpoint, and a failed discovery is not retried for a while."""
         if endpoint.model:
             return endpoint.model
-        if endpoint.name not in self._models:
+        if endpoint.name in self._models:
+            return self._models[endpoint.name]
+        if time.monotonic() < self._discovery_failed.get(endpoint.name, 0.0):
+            raise UpstreamError(endpoint, "model discovery failed recently")
+        try:
             async with self.http.get(
                 f"{endpoint.base_url}/models", headers=self.headers(endpoint), timeout=aiohttp.ClientTimeout(total=3)
             ) as resp:
                 resp.raise_for_status()
                 data = await resp.json(content_type=None)
             self._models[endpoint.name] = str(data["data"][0]["id"])
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, IndexError, TypeError) as err:
+            log.warning("model discovery on %s failed: %s: %s", endpoint.name, type(err).__name__, err)
+            self._discovery_failed[endpoint.name] = time.monotonic() + self.settings.sdc_model_discovery_retry_s
+            raise UpstreamError(endpoint, "model discovery failed") from None
         return self._models[endpoint.name]
-
-    def _error(self, endpoint: Endpoint, err: Exception) -> UpstreamError:
-        if isinstance(err, UpstreamError):
-            return err
-        if isinstance(err, TimeoutError):
-            return UpstreamError(endpoint, f"timed out ({type(err).__name__})", timeout=True)
-        return UpstreamError(endpoint, f"{type(err).__name__}: {err}")
 
     async def _status_error(self, endpoint: Endpoint, resp: aiohttp.ClientResponse) -> UpstreamError:
         body: Any
         raw = await resp.read()
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             body = {"error": {"message": raw[:500].decode(errors="replace")}}
         retryable = classify_status(resp.status)
         return UpstreamError(endpoint, f"HTTP {resp.status}", status=resp.status, retryable=retryable, body=body)
@@ -148,12 +197,17 @@ class Upstream:
             return NoRouteError(504, "every backend timed out", attempts.tried)
         return NoRouteError(502, "every backend failed", attempts.tried)
 
-    def _record_failure(self, endpoint: Endpoint, err: UpstreamError, attempts: Attempts) -> None:
+    def _record_failure(self, slot: Slot, err: UpstreamError, attempts: Attempts) -> None:
         attempts.failed(err)
         kind = "timeout" if err.timeout else (f"http_{err.status}" if err.status else "connect")
-        metrics.ATTEMPT_ERRORS.labels(endpoint.provider, kind).inc()
-        if self.router.finished(endpoint, ok=False):
-            metrics.COOLDOWNS.labels(endpoint.name).inc()
+        metrics.ATTEMPT_ERRORS.labels(slot.endpoint.provider, kind).inc()
+        if slot.release("failed"):
+            metrics.COOLDOWNS.labels(slot.endpoint.name).inc()
+
+    def _refused(self, slot: Slot, err: UpstreamError, exc: BaseException) -> ClientRequestError:
+        """A 4xx any backend would give: the backend is fine, the request is not."""
+        slot.release("abandoned")
+        return ClientRequestError(err.status or 400, err.body)
 
     async def _candidates(self, groups: list[list[Endpoint]]) -> AsyncIterator[Endpoint]:
         """Endpoints to try, in order: up to max_attempts of the first group, then each fallback's."""
@@ -176,7 +230,8 @@ class Upstream:
             async with asyncio.timeout(self.settings.sdc_total_timeout_s):
                 async for endpoint in self._candidates(groups):
                     attempts.first_provider = attempts.first_provider or endpoint.provider
-                    self.router.started(endpoint)
+                    slot = self.router.acquire(endpoint)
+                    attempts.hold(slot)
                     started = time.perf_counter()
                     try:
                         async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
@@ -187,16 +242,20 @@ class Upstream:
                                 if resp.status >= 400:
                                     raise await self._status_error(endpoint, resp)
                                 data: dict[str, Any] = await resp.json(content_type=None)
-                    except (aiohttp.ClientError, OSError, UpstreamError, ValueError, KeyError) as exc:
-                        attempts.upstream_s += time.perf_counter() - started
-                        err = self._error(endpoint, exc)
+                            if not isinstance(data, dict) or not data.get("choices"):
+                                raise ValueError("no choices in the answer")
+                    except (aiohttp.ClientError, OSError, UpstreamError, ValueError, KeyError, TimeoutError) as exc:
+                        err = public_error(endpoint, exc)
                         if not err.retryable:
-                            self.router.finished(endpoint, ok=True)  # the backend is fine; the request is not
-                            raise ClientRequestError(err.status or 400, err.body) from exc
-                        self._record_failure(endpoint, err, attempts)
+                            raise self._refused(slot, err, exc) from None
+                        self._record_failure(slot, err, attempts)
                         continue
-                    attempts.upstream_s += time.perf_counter() - started
-                    self.router.finished(endpoint, ok=True)
+                    except asyncio.CancelledError:
+                        slot.release("abandoned")  # the client left: not the backend's fault
+                        raise
+                    finally:
+                        attempts.upstream_s += time.perf_counter() - started
+                    slot.release("ok")
                     return endpoint, data
         except TimeoutError:
             attempts.tried.append({"endpoint": "*", "provider": "*", "error": "timed out (total request timeout)"})
@@ -211,45 +270,51 @@ class Upstream:
         groups = await self.groups(provider, payload.get("model"))
         async for endpoint in self._candidates(groups):
             attempts.first_provider = attempts.first_provider or endpoint.provider
-            self.router.started(endpoint)
+            slot = self.router.acquire(endpoint)
+            attempts.hold(slot)
             started = time.perf_counter()
             body = {**payload, "stream": True}
+            resp: aiohttp.ClientResponse | None = None
             try:
                 async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
                     body["model"] = await self.model_of(endpoint)
                     resp = await self.http.post(
                         f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
                     )
+                    attempts.hold(slot, resp)  # so a cancelled request closes this connection too
                     if resp.status >= 400:
                         err = await self._status_error(endpoint, resp)
                         resp.release()
                         raise err
                     lines = _lines(resp)
                     first = await _next_event(lines)
-            except (aiohttp.ClientError, OSError, UpstreamError, StopAsyncIteration) as exc:
+            except (aiohttp.ClientError, OSError, UpstreamError, TimeoutError, StopAsyncIteration) as exc:
                 attempts.upstream_s += time.perf_counter() - started
+                if resp is not None:
+                    resp.close()
                 err = (
-                    self._error(endpoint, exc)
+                    public_error(endpoint, exc)
                     if not isinstance(exc, StopAsyncIteration)
                     else UpstreamError(endpoint, "stream ended before any event")
                 )
                 if not err.retryable:
-                    self.router.finished(endpoint, ok=True)
-                    raise ClientRequestError(err.status or 400, err.body) from exc
-                self._record_failure(endpoint, err, attempts)
+                    raise self._refused(slot, err, exc) from None
+                self._record_failure(slot, err, attempts)
                 continue
             attempts.upstream_s += time.perf_counter() - started
-            return endpoint, self._relay(endpoint, resp, first, lines)
+            return endpoint, self._relay(slot, resp, first, lines, attempts)
         raise self._exhausted(attempts)
 
     async def _relay(
-        self, endpoint: Endpoint, resp: aiohttp.ClientResponse, first: str, lines: AsyncIterator[str]
+        self, slot: Slot, resp: aiohttp.ClientResponse, first: str, lines: AsyncIterator[str], attempts: Attempts
     ) -> AsyncIterator[bytes]:
-        ok = False
+        """The rest of a stream. Ends as ok ([DONE]), failed (the backend broke it) or abandoned (the client left)."""
+        endpoint = slot.endpoint
+        outcome: str = "abandoned"
         try:
             yield f"{first}\n\n".encode()
             if first.strip() == "data: [DONE]":
-                ok = True
+                outcome = "ok"
                 return
             while True:
                 try:
@@ -258,20 +323,29 @@ class Upstream:
                     break
                 yield f"{event}\n\n".encode()
                 if event.strip() == "data: [DONE]":
-                    ok = True
+                    outcome = "ok"
                     return
             raise UpstreamError(endpoint, "the backend closed the stream before [DONE]")
-        except (aiohttp.ClientError, OSError, UpstreamError) as exc:
-            message = f"backend {endpoint.name} failed mid-stream: {self._error(endpoint, exc)}"
+        except (aiohttp.ClientError, OSError, UpstreamError, TimeoutError) as exc:
+            outcome = "failed"
+            err = public_error(endpoint, exc)
+            message = f"{endpoint.provider} backend {endpoint.name} failed mid-stream: {err}"
             metrics.ATTEMPT_ERRORS.labels(endpoint.provider, "mid_stream").inc()
             yield f"data: {json.dumps({'error': {'message': message, 'type': 'upstream_error'}})}\n\n".encode()
         finally:
-            if ok:
+            if outcome == "ok":
                 resp.release()
+                slot.release("ok")
             else:
                 resp.close()  # a broken or abandoned stream's connection must not be reused
-            if self.router.finished(endpoint, ok=ok):
-                metrics.COOLDOWNS.labels(endpoint.name).inc()
+                if slot.release("failed" if outcome == "failed" else "abandoned"):
+                    metrics.COOLDOWNS.labels(endpoint.name).inc()
+            model = self.known_model(endpoint)
+            label = {"ok": "ok", "failed": "stream_error"}.get(outcome, "client_closed")
+            metrics.REQUESTS.labels(endpoint.provider, model, label).inc()
+            metrics.STREAMS.labels(endpoint.provider, label).inc()
+            if outcome == "ok":
+                metrics.LATENCY.labels(endpoint.provider, model).observe(time.perf_counter() - attempts.started)
 
 
 async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:

@@ -7,6 +7,7 @@ so the RBAC the chart grants is exactly what the test proves sufficient.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import uuid
@@ -86,6 +87,15 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
     operator_name = f"{release}-operator"
     deployment = kubectl.get("deployment", operator_name, "-n", ns)
     assert deployment["status"]["availableReplicas"] == 1
+    # The gateway's defaults as the API server holds them: a key Secret, and engines closed to all but the
+    # orchestrator. (Whether traffic is dropped depends on the CNI: the bridge CNI enforces nothing.)
+    keys = kubectl.get("secret", f"{release}-api-keys", "-n", ns)
+    assert base64.b64decode(keys["data"]["keys"]).decode().startswith("admin:sk-sdc-")
+    engines = kubectl.get("networkpolicy", f"{release}-engines", "-n", ns)
+    assert engines["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/managed-by"] == "sdc-operator"
+    [peer] = engines["spec"]["ingress"][0]["from"]
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "sdc-orchestrator"
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": ns}
     # The real operator, with exactly the chart's RBAC.
     sa_config = token_kubeconfig(kubectl, kubeconfig, ns, operator_name, tmp_path / "sa.kubeconfig")
     operator = OperatorProcess(sa_config, ns, tmp_path / "operator.log", SDC_ENDPOINTS_CONFIGMAP=f"{release}-endpoints")
@@ -112,13 +122,15 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
         "-n",
         ns,
         "--set",
-        "orchestrator.replicas=2",
+        "operator.replicas=2",
         "--wait",
         "--timeout",
         "2m",
     )
-    assert kubectl.get("deployment", f"{release}-orchestrator", "-n", ns)["status"]["availableReplicas"] == 2
-    assert kubectl.get("pdb", f"{release}-orchestrator", "-n", ns)["spec"]["maxUnavailable"] == 1
+    assert kubectl.get("deployment", operator_name, "-n", ns)["status"]["availableReplicas"] == 2
+    assert kubectl.get("pdb", operator_name, "-n", ns)["spec"]["maxUnavailable"] == 1
+    after = kubectl.get("secret", f"{release}-api-keys", "-n", ns)
+    assert after["data"] == keys["data"], "an upgrade keeps the generated key"
     kubectl("delete", "llm", "--all", "-n", ns)
     helm(kubeconfig, "uninstall", release, "-n", ns, "--wait")
     selector = f"app.kubernetes.io/instance={release}"

@@ -21,7 +21,10 @@ def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPa
     kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "localllm.yaml"))
     kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
     kubectl("create", "namespace", ENDPOINTS_NS, check=False)
-    proc = OperatorProcess(kubeconfig, ENDPOINTS_NS, tmp_path_factory.mktemp("operator") / "operator.log")
+    # The tests make LocalLLMs in namespaces of their own: publish them all (by default only ENDPOINTS_NS).
+    proc = OperatorProcess(
+        kubeconfig, ENDPOINTS_NS, tmp_path_factory.mktemp("operator") / "operator.log", SDC_PUBLISH_NAMESPACES='["*"]'
+    )
     proc.start()
     yield proc
     proc.stop()

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from sdc_orchestrator.app import create_app
 from sdc_orchestrator.settings import OrchestratorSettings
 
@@ -25,11 +26,19 @@ def backends() -> Iterator[dict[str, tuple[FakeBackend, str]]]:
 
 
 @pytest.fixture
-def orchestrator(tmp_path: Path, backends: dict[str, tuple[FakeBackend, str]]) -> Iterator[Callable[..., str]]:
+def orchestrator(orchestrator_app: Callable[..., tuple[str, FastAPI]]) -> Callable[..., str]:
     """Start an orchestrator with the seed's variables pointing at the fakes; returns its base URL."""
+    return lambda **env: orchestrator_app(**env)[0]
+
+
+@pytest.fixture
+def orchestrator_app(
+    tmp_path: Path, backends: dict[str, tuple[FakeBackend, str]]
+) -> Iterator[Callable[..., tuple[str, FastAPI]]]:
+    """The same, returning the app too, for tests that look at its router."""
     with ExitStack() as stack:
 
-        def start(**env: Any) -> str:
+        def start(**env: Any) -> tuple[str, FastAPI]:
             vllm_port = int(backends["vllm"][1].rsplit(":", 1)[1])
             settings: dict[str, Any] = {
                 "llm_service_type": "vllm",
@@ -44,6 +53,7 @@ def orchestrator(tmp_path: Path, backends: dict[str, tuple[FakeBackend, str]]) -
                 "sdc_cooldown_s": 5.0,
             }
             settings.update(env)
-            return stack.enter_context(serve(create_app(OrchestratorSettings(**settings))))
+            app = create_app(OrchestratorSettings(**settings))
+            return stack.enter_context(serve(app)), app
 
         yield start

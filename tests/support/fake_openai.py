@@ -20,12 +20,17 @@ class FakeBackend:
     def __init__(self, model: str, answer: str = "안녕하세요! 무엇을 도와드릴까요?") -> None:
         self.model = model
         self.answer = answer
-        self.mode = "ok"  # ok | slow | fail | ratelimit | bad_request | die_midstream | down
+        self.mode = (
+            "ok"  # ok | slow | slow_stream | fail | ratelimit | bad_request | die_midstream | down | models_down
+        )
         self.delay_s = 0.0
         self.calls = 0
         self.disconnects = 0
         self.embedded: list[str] = []
         self.last_request: dict[str, Any] | None = None
+        self.requests: list[dict[str, Any]] = []  # every chat body received, for tests that inspect them all
+        self.model_calls = 0
+        self.embed_delay_s = 0.0
         self.app = self._build()
 
     def _build(self) -> FastAPI:
@@ -36,12 +41,17 @@ class FakeBackend:
             return {"status": "ok"}
 
         @app.get("/v1/models")
-        async def models() -> dict[str, Any]:
+        async def models() -> Any:
+            self.model_calls += 1
+            if self.mode in ("down", "models_down"):
+                return JSONResponse({"error": {"message": "no models here"}}, 500)
             return {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "x"}]}
 
         @app.post("/v1/embeddings")
         async def embeddings(request: Request) -> dict[str, Any]:
             body = await request.json()
+            if self.embed_delay_s:
+                await asyncio.sleep(self.embed_delay_s)
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
             self.embedded.extend(texts)
             vecs = [[float(t.count(ch)) for ch in "서울부산항구수도기차"] for t in texts]
@@ -56,6 +66,7 @@ class FakeBackend:
             self.calls += 1
             body = await request.json()
             self.last_request = body
+            self.requests.append(body)
             if self.mode == "down":
                 raise ConnectionError("down")
             if self.mode == "fail":
@@ -112,6 +123,8 @@ class FakeBackend:
         for i, word in enumerate(words):
             if self.mode == "die_midstream" and i == 1:
                 raise ConnectionError("backend died mid-stream")
+            if self.mode == "slow_stream" and i > 0:
+                await asyncio.sleep(1.0)
             yield chunk(word + (" " if i < len(words) - 1 else ""))
         yield chunk(None, "stop")
         yield "data: [DONE]\n\n"

@@ -22,6 +22,7 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 
 {{- define "sdc.operator.name" -}}{{ include "sdc.fullname" . }}-operator{{- end -}}
 {{- define "sdc.orchestrator.name" -}}{{ include "sdc.fullname" . }}-orchestrator{{- end -}}
+{{- define "sdc.apiKeysSecret" -}}{{ .Values.orchestrator.auth.existingSecret | default (printf "%s-api-keys" (include "sdc.fullname" .)) }}{{- end -}}
 {{- define "sdc.endpointsConfigMap" -}}{{ include "sdc.fullname" . }}-endpoints{{- end -}}
 
 {{- define "sdc.image" -}}
@@ -82,4 +83,11 @@ imagePullSecrets:
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch", "create"]
+{{- end -}}
+
+{{/* The namespaces whose LocalLLMs this release serves: its own, plus routing.namespaces (without "*"). */}}
+{{- define "sdc.servedNamespaces" -}}
+{{- $out := list .Release.Namespace }}
+{{- range .Values.routing.namespaces }}{{- if and (ne . "*") (not (has . $out)) }}{{- $out = append $out . }}{{- end }}{{- end }}
+{{- join "," $out -}}
 {{- end -}}

@@ -1,18 +1,30 @@
 """Documents, their passages and vectors: an interface and an embedded store on disk.
 
 `DocumentStore` is what an external vector database would implement later;
-`DirectoryStore` keeps one JSON file per document under a directory (written
-atomically), so a restart keeps every document without a database to run.
+`DirectoryStore` keeps one JSON file per document under a directory, so a
+restart keeps every document without a database to run. A write goes to a
+temp file of its own (two writers of one id never share one), is fsynced, and
+renamed over the old file, and the directory is fsynced: a crash leaves the old
+document or the new one, never half of either. A file that does not parse is
+skipped with a warning, so one corrupt document cannot stop startup.
+
+One process owns a directory: the index lives in memory, so two replicas on
+one volume would answer from different documents (the chart refuses that).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger("sdc_orchestrator.rag.store")
 
 
 @dataclass
@@ -66,26 +78,49 @@ class DirectoryStore:
     def __init__(self, root: Path) -> None:
         self.root = root / "documents"
         self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(".*.tmp"):  # a write cut short by a crash; no writer runs yet
+            leftover.unlink(missing_ok=True)
 
     def _path(self, doc_id: str) -> Path:
         return self.root / (hashlib.sha256(doc_id.encode()).hexdigest()[:32] + ".json")
 
     def put(self, document: Document) -> None:
         path = self._path(document.id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(document), ensure_ascii=False))
-        os.replace(tmp, path)
+        data = json.dumps(asdict(document), ensure_ascii=False).encode()
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.stem}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._sync_dir()
 
     def delete(self, doc_id: str) -> bool:
-        path = self._path(doc_id)
-        if not path.exists():
+        try:
+            self._path(doc_id).unlink()
+        except FileNotFoundError:
             return False
-        path.unlink()
+        self._sync_dir()
         return True
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def load_all(self) -> list[Document]:
         docs = []
         for path in sorted(self.root.glob("*.json")):
-            raw = json.loads(path.read_text())
-            docs.append(Document(raw["id"], raw["text"], raw["metadata"], [Passage(**p) for p in raw["passages"]]))
+            try:
+                raw = json.loads(path.read_text())
+                docs.append(Document(raw["id"], raw["text"], raw["metadata"], [Passage(**p) for p in raw["passages"]]))
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+                log.warning("skipping unreadable document file %s: %s: %s", path.name, type(err).__name__, err)
         return docs

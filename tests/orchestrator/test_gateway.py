@@ -1,0 +1,229 @@
+"""The gateway over real HTTP: API keys, per-key rate and concurrency limits, the body limit, key metrics."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sdc_orchestrator.gateway import KeyFileError, KeyRing, Limits, TokenBucket, parse_keys
+
+from tests.support.fake_openai import FakeBackend
+
+Backends = dict[str, tuple[FakeBackend, str]]
+CHAT = {"message": "안녕하세요", "provider": "vllm"}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def keys_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keys"
+    digest = hashlib.sha256(b"hashed-secret").hexdigest()
+    path.write_text(f"# team keys\nteam-a:plain-secret\n\nteam-b:sha256:{digest}\nops:ops-secret\n")
+    return path
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("case", "text", "fragment"),
+    [
+        ("no separator", "team-a", "line 1"),
+        ("empty key", "team-a:", "line 1"),
+        ("empty name", ":secret", "line 1"),
+        ("short digest", "x:sha256:abcd", "64 hex"),
+        ("non-hex digest", "x:sha256:" + "z" * 64, "64 hex"),
+    ],
+)
+def test_bad_key_lines_are_refused(case: str, text: str, fragment: str) -> None:
+    with pytest.raises(KeyFileError, match=fragment):
+        parse_keys(text)
+
+
+def test_plain_and_hashed_keys_parse_to_the_same_digest() -> None:
+    digest = hashlib.sha256(b"k1").hexdigest()
+    assert parse_keys("a:k1") == {digest: "a"}
+    assert parse_keys(f"a:sha256:{digest.upper()}") == {digest: "a"}
+    assert parse_keys("a:with:colons") == {hashlib.sha256(b"with:colons").hexdigest(): "a"}
+
+
+def test_token_bucket_bursts_to_the_limit_then_refills() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(60, clock)
+    assert [bucket.take() for _ in range(60)] == [0.0] * 60
+    wait = bucket.take()
+    assert 0.9 < wait <= 1.0  # 60/min: one token a second
+    clock.now += 1.0
+    assert bucket.take() == 0.0
+    assert bucket.take() > 0
+
+
+def test_concurrency_cap_counts_per_key() -> None:
+    limits = Limits(rate_per_min=0, max_concurrent=2)
+    assert limits.admit("a") is None
+    assert limits.admit("a") is None
+    refused = limits.admit("a")
+    assert refused is not None and "2 requests in flight" in refused[0]
+    assert limits.admit("b") is None
+    limits.release("a")
+    assert limits.admit("a") is None
+
+
+def test_keyring_rereads_a_changed_file_and_keeps_keys_on_a_broken_one(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "keys"
+    path.write_text("a:one\n")
+    ring = KeyRing(path, clock)
+    assert ring.name_of("one") == "a"
+    path.write_text("a:two\nb:three\n")
+    os.utime(path, (5, 5))
+    assert ring.name_of("two") is None, "checked at most once a second"
+    clock.now += 1.5
+    assert ring.name_of("two") == "a"
+    assert ring.name_of("one") is None
+    path.write_text("garbage line\n")
+    os.utime(path, (9, 9))
+    clock.now += 1.5
+    assert ring.name_of("three") == "b", "a broken file keeps the last good keys"
+
+
+# -- over HTTP --------------------------------------------------------------------------------------
+def test_keys_guard_every_route_but_health_and_metrics(orchestrator: Callable[..., str], keys_file: Path) -> None:
+    base = orchestrator(sdc_api_keys_file=keys_file)
+    for path in ("/healthz", "/livez", "/metrics"):
+        assert httpx.get(base + path).status_code == 200, path
+    assert httpx.get(base + "/readyz").status_code in (200, 503)
+    guarded = [
+        ("POST", "/api/v1/chat", CHAT),
+        ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("GET", "/v1/models", None),
+        ("POST", "/api/v1/generate", {"query": "q"}),
+        ("POST", "/generate", {"query": "q"}),
+        ("POST", "/api/v1/documents", {"id": "d", "text": "서울"}),
+        ("DELETE", "/api/v1/documents/d", None),
+        ("GET", "/openapi.json", None),
+        ("GET", "/docs", None),
+        ("GET", "/no/such/route", None),
+    ]
+    for method, path, body in guarded:
+        for headers in ({}, auth("wrong"), {"Authorization": "Basic cGxhaW4tc2VjcmV0"}, {"Authorization": "Bearer"}):
+            resp = httpx.request(method, base + path, json=body, headers=headers, timeout=10)
+            assert resp.status_code == 401, (method, path, headers, resp.text)
+            assert resp.headers["www-authenticate"] == "Bearer"
+            assert "API key" in resp.json()["error"]["message"]
+    for key in ("plain-secret", "hashed-secret"):
+        resp = httpx.post(base + "/api/v1/chat", json=CHAT, headers=auth(key), timeout=10)
+        assert resp.status_code == 200, resp.text
+    assert httpx.get(base + "/v1/models", headers=auth("ops-secret")).status_code == 200
+
+
+def test_keys_file_is_reread_when_it_changes(orchestrator: Callable[..., str], keys_file: Path) -> None:
+    base = orchestrator(sdc_api_keys_file=keys_file)
+    assert httpx.get(base + "/v1/models", headers=auth("plain-secret")).status_code == 200
+    keys_file.write_text("team-a:rotated-secret\n")
+    deadline = time.monotonic() + 5
+    while httpx.get(base + "/v1/models", headers=auth("rotated-secret")).status_code != 200:
+        assert time.monotonic() < deadline, "the new key never worked"
+        time.sleep(0.2)
+    assert httpx.get(base + "/v1/models", headers=auth("plain-secret")).status_code == 401
+
+
+def test_document_changes_can_be_limited_to_admin_keys(orchestrator: Callable[..., str], keys_file: Path) -> None:
+    base = orchestrator(sdc_api_keys_file=keys_file, sdc_admin_key_names="ops")
+    doc = {"id": "d1", "text": "부산은 항구 도시입니다."}
+    resp = httpx.post(base + "/api/v1/documents", json=doc, headers=auth("plain-secret"), timeout=30)
+    assert resp.status_code == 403 and "team-a" in resp.text
+    assert httpx.delete(base + "/api/v1/documents/d1", headers=auth("plain-secret")).status_code == 403
+    assert httpx.post(base + "/api/v1/documents", json=doc, headers=auth("ops-secret"), timeout=30).status_code == 200
+    chat = httpx.post(base + "/api/v1/chat", json={"message": "부산"}, headers=auth("plain-secret"), timeout=10)
+    assert chat.status_code == 200 and chat.json()["sources"], "other keys still chat over the documents"
+    assert httpx.delete(base + "/api/v1/documents/d1", headers=auth("ops-secret")).status_code == 200
+
+
+def test_unset_keys_file_serves_open_with_a_warning(
+    orchestrator: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, "sdc_orchestrator.gateway"):
+        base = orchestrator()
+    assert "SDC_API_KEYS_FILE is not set" in caplog.text
+    assert httpx.post(base + "/api/v1/chat", json=CHAT, timeout=10).status_code == 200
+
+
+def test_a_burst_beyond_the_rate_limit_gets_429_with_retry_after(
+    orchestrator: Callable[..., str], keys_file: Path, backends: Backends
+) -> None:
+    limit, burst = 10, 25
+    base = orchestrator(sdc_api_keys_file=keys_file, sdc_rate_limit_rpm=limit)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda _: httpx.post(base + "/api/v1/chat", json=CHAT, headers=auth("plain-secret"), timeout=10),
+                range(burst),
+            )
+        )
+    codes = Counter(r.status_code for r in answers)
+    assert set(codes) == {200, 429}, codes
+    assert limit - 1 <= codes[200] <= limit + 1, codes
+    for resp in answers:
+        if resp.status_code == 429:
+            assert 1 <= int(resp.headers["retry-after"]) <= 60
+            assert "10 requests per minute" in resp.json()["error"]["message"]
+    assert backends["vllm"][0].calls == codes[200], "a refused request never reaches a backend"
+    # Another key has its own bucket.
+    assert httpx.post(base + "/api/v1/chat", json=CHAT, headers=auth("ops-secret"), timeout=10).status_code == 200
+    metrics = httpx.get(base + "/metrics").text
+    assert f'sdc_orchestrator_key_requests_total{{key="team-a",outcome="rate_limited"}} {float(codes[429])}' in metrics
+    assert 'key="ops",outcome="admitted"' in metrics
+    assert "plain-secret" not in metrics and "ops-secret" not in metrics, "metrics name keys, never show them"
+
+
+def test_concurrency_cap_per_key(orchestrator: Callable[..., str], keys_file: Path, backends: Backends) -> None:
+    base = orchestrator(sdc_api_keys_file=keys_file, sdc_max_concurrent_per_key=2)
+    backends["vllm"][0].delay_s = 1.0
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        answers = list(
+            pool.map(
+                lambda _: httpx.post(base + "/api/v1/chat", json=CHAT, headers=auth("plain-secret"), timeout=10),
+                range(5),
+            )
+        )
+    codes = Counter(r.status_code for r in answers)
+    assert codes[200] == 2 and codes[429] == 3, codes
+    assert all(r.headers.get("retry-after") for r in answers if r.status_code == 429)
+    backends["vllm"][0].delay_s = 0
+    assert httpx.post(base + "/api/v1/chat", json=CHAT, headers=auth("plain-secret"), timeout=10).status_code == 200
+
+
+def chunked(data: bytes, size: int = 65536) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.mark.parametrize("route", ["/api/v1/chat", "/v1/chat/completions", "/api/v1/documents", "/generate"])
+def test_bodies_over_the_limit_are_413_declared_or_chunked(orchestrator: Callable[..., str], route: str) -> None:
+    base = orchestrator(sdc_max_body_bytes=64 * 1024)
+    big = b'{"message": "' + b"a" * 200_000 + b'"}'
+    started = time.monotonic()
+    declared = httpx.post(base + route, content=big, headers={"content-type": "application/json"}, timeout=10)
+    assert declared.status_code == 413, declared.text
+    assert "SDC_MAX_BODY_BYTES" in declared.text
+    streamed = httpx.post(base + route, content=chunked(big), headers={"content-type": "application/json"}, timeout=10)
+    assert streamed.status_code == 413, streamed.text
+    assert time.monotonic() - started < 5
