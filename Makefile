@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv tools cluster-up cluster-down cluster-status test test-unit test-integration fuzz lint crds demo bench clean
+.PHONY: help venv tools ollama cluster-up cluster-down cluster-status test test-unit test-integration fuzz lint crds demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ venv: $(STAMP) ## Create .venv with the project and its dev/runtime extras
 
 tools: ## Build the pinned cluster binaries from Go modules into bin/ (cached in ~/.cache/sdc-llm)
 	$(PYTHON) hack/tools.py
+
+ollama: ## Build ollama (CPU) from its Go module: bin/ollama, and build/ollama/ollama for images/ollama.Dockerfile
+	$(PYTHON) hack/ollama_build.py
 
 cluster-up: tools ## Start the local control plane; kubeconfig at .cluster/kubeconfig
 	$(PYTHON) hack/cluster.py up
@@ -47,7 +50,7 @@ lint: venv ## ruff, mypy (strict), import-linter, CRD drift check
 crds: venv ## Regenerate crds/ (and the chart's copy) from the pydantic models
 	$(PY) -m sdc_operator.crd --write
 
-test: venv tools lint ## The test command: lint, unit and integration tests (brings the local cluster up if needed)
+test: venv tools ollama lint ## The test command: lint, unit and integration tests (brings the local cluster up if needed)
 	$(PY) hack/run_tests.py tests
 
 test-unit: venv ## Unit tests only (no cluster)

@@ -18,6 +18,8 @@ SCRIPTS = [
     ("orchestrator", ["benchmarks/orchestrator_overhead.py"]),
     ("failover", ["benchmarks/failover_load.py", "--concurrency", "32", "--seconds", "60"]),
     ("operator", ["benchmarks/operator_scale.py"]),
+    ("faults", ["benchmarks/fault_suite.py"]),
+    ("retrieval", ["benchmarks/retrieval_eval.py"]),
 ]
 
 

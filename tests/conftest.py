@@ -30,17 +30,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def refuse_foreign(kubeconfig: Path) -> Path:
+    """The kubeconfig, if every cluster in it is on this machine; an AssertionError otherwise.
+
+    The suite creates and deletes namespaces: it must never reach a shared cluster, whatever
+    KUBECONFIG or the current kube-context say. Loopback servers only (the local control plane,
+    or a kind cluster named by SDC_TEST_KUBECONFIG).
+    """
+    import ipaddress
+    from urllib.parse import urlparse
+
+    import yaml
+
+    config = yaml.safe_load(kubeconfig.read_text()) or {}
+    servers = [str((c.get("cluster") or {}).get("server", "")) for c in config.get("clusters") or []]
+    assert servers, f"{kubeconfig} names no cluster"
+    for server in servers:
+        host = urlparse(server).hostname or ""
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = host == "localhost"
+        assert local, f"refusing {kubeconfig}: its cluster {server} is not on this machine"
+    return kubeconfig
+
+
 @pytest.fixture(scope="session")
 def kubeconfig() -> Iterator[Path]:
     given = os.environ.get("SDC_TEST_KUBECONFIG")
     if given:
-        yield Path(given)
+        yield refuse_foreign(Path(given))
         return
     cluster = [sys.executable, str(ROOT / "hack" / "cluster.py")]
     started = subprocess.run([*cluster, "status"], capture_output=True, check=False).returncode != 0
     if started:
         subprocess.run([*cluster, "up"], check=True)
-    yield ROOT / ".cluster" / "kubeconfig"
+    yield refuse_foreign(ROOT / ".cluster" / "kubeconfig")
     if started and not os.environ.get("SDC_KEEP_CLUSTER"):
         subprocess.run([*cluster, "down"], check=False)
 
@@ -99,6 +124,13 @@ def pytest_runtest_makereport(
     if report.when == "call":
         item.rep_call = report
     return report
+
+
+def globbed(folder: Path, pattern: str) -> list[Path]:
+    """The files a loop runs over: never zero, so a moved folder fails the test instead of passing it."""
+    found = sorted(folder.glob(pattern))
+    assert found, f"no {pattern} under {folder}"
+    return found
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from sdc_operator import GROUP, KIND, PLURAL, VERSION
-from sdc_operator.spec import SPEC_RULES, LocalLLMSpec, LocalLLMStatus
+from sdc_operator.spec import ROOT_RULES, SPEC_RULES, LocalLLMSpec, LocalLLMStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATHS = (ROOT / "crds" / "localllm.yaml", ROOT / "charts" / "sdc" / "crds-source" / "localllm.yaml")
@@ -34,6 +34,7 @@ KEEP = {
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
     "format",
     "exclusiveMinimum",
     "exclusiveMaximum",
@@ -144,6 +145,7 @@ def crd() -> dict[str, Any]:
                             "with its model cache, its download and an OpenAI-compatible endpoint.",
                             "type": "object",
                             "required": ["spec"],
+                            "x-kubernetes-validations": ROOT_RULES,
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "API version: llm.sdc.dev/v1alpha1."},
                                 "kind": {"type": "string", "description": "Kind: LocalLLM."},

@@ -1,57 +1,62 @@
-"""Coalesce bursts of work per key: many triggers, one run shortly after.
+"""Coalesce bursts of work per key on the event loop: many triggers, one run shortly after.
 
 Why: a model coming up produces a burst of child events (claim bound, pod
 scheduled, init container done, container ready, Deployment available), each
 of which changes the derived status a little. Writing each intermediate status
 costs API calls and etcd writes that nobody reads. A short delay (half a
 second) turns the burst into one or two writes with the latest state, at the
-price of reporting half a second later. One scheduler thread and a small pool,
-not a timer thread per key: with hundreds of models, threads would pile up.
+price of reporting half a second later.
+
+Everything runs on the operator's one event loop (no threads, no locks): a
+trigger schedules a timer unless one is pending for the key, and a key never
+runs twice at once, so a run always sees the latest state and an older run
+cannot overwrite a newer one.
 """
 
 from __future__ import annotations
 
-import heapq
+import asyncio
 import logging
-import threading
-import time
-from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Hashable
 
 log = logging.getLogger("sdc_operator.debounce")
 
 
 class Debouncer:
-    def __init__(self, delay_s: float, run: Callable[[Hashable], None], workers: int = 4) -> None:
+    def __init__(self, delay_s: float, run: Callable[[Hashable], Awaitable[None]]) -> None:
         self.delay_s = delay_s
         self.run = run
-        self._due: list[tuple[float, int, Hashable]] = []
         self._pending: set[Hashable] = set()
-        self._counter = 0
-        self._cond = threading.Condition()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdc-debounce")
-        threading.Thread(target=self._loop, name="sdc-debounce-scheduler", daemon=True).start()
+        self._running: dict[Hashable, asyncio.Task[None]] = {}
+        self._again: set[Hashable] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def trigger(self, key: Hashable) -> None:
-        with self._cond:
-            if key in self._pending:
-                return
-            self._pending.add(key)
-            self._counter += 1
-            heapq.heappush(self._due, (time.monotonic() + self.delay_s, self._counter, key))
-            self._cond.notify()
+        """Run `run(key)` once after the delay, however often this is called meanwhile."""
+        if key in self._running:  # runs again when the current one ends, with the newer state
+            self._again.add(key)
+            return
+        if key in self._pending:
+            return
+        self._pending.add(key)
+        asyncio.get_running_loop().call_later(self.delay_s, self._start, key)
 
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._due or self._due[0][0] > time.monotonic():
-                    self._cond.wait(timeout=(self._due[0][0] - time.monotonic()) if self._due else None)
-                _, _, key = heapq.heappop(self._due)
-                self._pending.discard(key)
-            self._pool.submit(self._safe_run, key)
+    def _start(self, key: Hashable) -> None:
+        self._pending.discard(key)
+        task = asyncio.get_running_loop().create_task(self._safe_run(key))
+        self._running[key] = task
 
-    def _safe_run(self, key: Hashable) -> None:
+    async def _safe_run(self, key: Hashable) -> None:
         try:
-            self.run(key)
-        except Exception:  # a failed run must not kill the scheduler; the next trigger retries
+            await self.run(key)
+        except Exception:  # a failed run must not stop later ones; the next trigger retries
             log.exception("debounced run for %s failed", key)
+        finally:
+            self._running.pop(key, None)
+            if key in self._again:
+                self._again.discard(key)
+                self.trigger(key)
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending and not self._running

@@ -1,11 +1,23 @@
-"""Kopf handlers: read the indexes, compare, write. No decisions live here.
+"""Kopf handlers: read the indexes, ask the pure planners, write. No decisions live here.
 
 Level-based: indexes hold every LocalLLM and every labelled child (Deployment,
 Pod, PVC, Service) as the watches report them, so deriving a status costs no
 API call. A LocalLLM's spec change (or the operator's start) applies the
-children whose hash differs; any child event recomputes the owner's status and
-writes it only when it changed. No finalizer: owner references let the garbage
-collector remove children, and deletion is never blocked by a dead operator.
+children that drifted from the spec; any child event checks that child for
+drift (a hand edit, a deletion) and recomputes the owner's status.
+
+One concurrency model: everything runs on Kopf's event loop. The Kubernetes
+client is synchronous, so each call runs in a worker thread (`asyncio.to_thread`)
+with a timeout, but no state is ever touched off the loop. Per-operator state
+lives in one `State` object in Kopf's operator memo (shallow-copied into every
+object's memo, so all handlers share it), never in module globals. Status and
+endpoint writes are coalesced per key on the loop (`Debouncer`).
+
+Ownership: only objects with an owner reference to the LocalLLM's UID are
+written or deleted, and every write carries the UID it saw as a precondition.
+A child name held by anything else is a `NameConflict` in the status; the
+handler retries until the name is free. No finalizer: owner references let the
+garbage collector remove children, and deletion never waits on the operator.
 """
 
 from __future__ import annotations
@@ -13,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import threading
 import time
-from collections import defaultdict
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -26,7 +39,18 @@ from sdc_operator.builders.common import OWNER_LABEL, LocalLLM, cache_claim_name
 from sdc_operator.builders.service import endpoint_url
 from sdc_operator.builders.workload import desired_children, engine_port
 from sdc_operator.debounce import Debouncer
-from sdc_operator.plan import plan, source_errors
+from sdc_operator.plan import (
+    REPLICA_MANAGERS,
+    drift,
+    manually_deleted,
+    owns,
+    plan,
+    reported,
+    retry_delay,
+    status_patch,
+    yield_fields,
+)
+from sdc_operator.policy import policy_errors
 from sdc_operator.publish import ENDPOINTS_KEY, audience, endpoints_configmap, endpoints_document
 from sdc_operator.settings import OperatorSettings
 from sdc_operator.spec import Condition, semantic_errors
@@ -34,28 +58,58 @@ from sdc_operator.status import Observed, derive_status
 
 SETTINGS = OperatorSettings()
 log = logging.getLogger("sdc_operator")
-_last_status: dict[tuple[str, str], dict[str, Any]] = {}
-_apply_errors: dict[tuple[str, str], str] = {}
-_published: dict[str, str | None] = {}
-# Handlers and debounced flushes run in thread pools: one lock per LocalLLM serialises its
-# status computation and write, so an older snapshot can never overwrite a newer one.
-# Every per-LocalLLM dict here is emptied by `_forget` when the LocalLLM is deleted.
-_locks: defaultdict[tuple[str, str], threading.RLock] = defaultdict(threading.RLock)
-_publish_lock = threading.Lock()
-_last_event_phase: dict[tuple[str, str], str] = {}  # the phase of the last event posted
-_phase: dict[tuple[str, str], str] = {}  # the phase counted in the models-by-phase gauge
-_bodies: dict[tuple[str, str], dict[str, Any]] = {}
-_INDEXES: dict[str, Any] = {}
-_status_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_status(key), workers=8)
-_publish_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_publish(key), workers=1)
+Key = tuple[str, str]
+INDEX_NAMES = ("llm_index", "deployment_index", "pod_index", "claim_index", "service_index")
+CHILD_INDEXES = {"Deployment": "deployment_index", "PersistentVolumeClaim": "claim_index", "Service": "service_index"}
+
+
+@dataclass
+class State:
+    """Everything the operator remembers between events; one per process, kept in Kopf's memo."""
+
+    indexes: dict[str, Any] = field(default_factory=dict)
+    last_status: dict[Key, dict[str, Any]] = field(default_factory=dict)  # what we last wrote
+    apply_errors: dict[Key, str] = field(default_factory=dict)
+    conflicts: dict[Key, list[str]] = field(default_factory=dict)
+    last_event_phase: dict[Key, str] = field(default_factory=dict)
+    phase: dict[Key, str] = field(default_factory=dict)  # the phase counted in the models gauge
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    published: str | None = None
+    published_known: bool = False
+    status_debouncer: Debouncer = field(init=False)
+    publish_debouncer: Debouncer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.status_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_status(self, key))
+        self.publish_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda _: _flush_publish(self))
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        return self.locks.setdefault(key, asyncio.Lock())
+
+    def forget(self, key: Key) -> None:
+        """A deleted LocalLLM leaves no state behind in this process."""
+        phase = self.phase.pop(key, None)
+        if phase is not None:
+            metrics.MODELS.labels(phase).dec()
+        for table in (self.last_status, self.apply_errors, self.conflicts, self.last_event_phase, self.locks):
+            table.pop(key, None)
+
+
+class NameConflictError(Exception):
+    pass
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _state(memo: kopf.Memo) -> State:
+    state: State = memo["sdc_state"]
+    return state
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -63,13 +117,20 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING  # our own events only, not every handler log line
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 20
+    settings.watching.client_timeout = 330  # a silent connection (a stopped API server) is dropped and retried
+    settings.watching.connect_timeout = SETTINGS.api_timeout_s
+    settings.networking.request_timeout = SETTINGS.api_timeout_s * 3
     settings.peering.standalone = SETTINGS.standalone
     settings.peering.name = SETTINGS.peering_name
     settings.peering.mandatory = not SETTINGS.standalone
     settings.peering.lifetime = SETTINGS.peering_lifetime_s
+    kube.TIMEOUT_S = SETTINGS.api_timeout_s
+    # The client blocks; its calls wait on the network, not the CPU: enough threads that a burst of
+    # creations is paced by the API server, not by the default pool's cores + 4.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="sdc-api"))
+    memo["sdc_state"] = State()
     if not SETTINGS.standalone:
-        kube.ensure_peering(SETTINGS.peering_name, SETTINGS.watch_namespaces)
+        await asyncio.to_thread(kube.ensure_peering, SETTINGS.peering_name, SETTINGS.watch_namespaces)
     if SETTINGS.metrics_port:
         from prometheus_client import start_http_server
 
@@ -79,57 +140,84 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 # -- indexes -------------------------------------------------------------------------------------
 
 
-def _projection(body: kopf.Body) -> dict[str, Any]:
+def _replica_managers(meta: dict[str, Any]) -> list[str]:
+    """Managers that own a Deployment's spec.replicas (an HPA writes it through the scale subresource)."""
+    out = []
+    for entry in meta.get("managedFields") or []:
+        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+            out.append(str(entry.get("manager")))
+    return out
+
+
+def _projection(body: dict[str, Any]) -> dict[str, Any]:
     meta = body.get("metadata", {})
-    return {
+    out = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
         "metadata": {
             k: meta.get(k)
-            for k in ("name", "namespace", "uid", "generation", "annotations", "deletionTimestamp", "labels")
+            for k in (
+                "name",
+                "namespace",
+                "uid",
+                "generation",
+                "annotations",
+                "deletionTimestamp",
+                "labels",
+                "ownerReferences",
+            )
         },
         "spec": dict(body.get("spec") or {}),
         "status": dict(body.get("status") or {}),
     }
+    if body.get("kind") == "Deployment":
+        out[REPLICA_MANAGERS] = _replica_managers(meta)
+    return out
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-async def llm_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace, name): _projection(body)}
+async def llm_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Key, dict[str, Any]]:
+    return {(namespace, name): _projection(dict(body))}
 
 
-def _child_key(namespace: str, labels: kopf.Labels) -> tuple[str, str]:
+def _child_key(namespace: str, labels: kopf.Labels) -> Key:
     return namespace, str(labels[OWNER_LABEL])
 
 
 @kopf.index("apps", "v1", "deployments", labels={OWNER_LABEL: kopf.PRESENT})
 async def deployment_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
-    return {_child_key(namespace, labels): _projection(body)}
+    return {_child_key(namespace, labels): _projection(dict(body))}
 
 
 @kopf.index("v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
 async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
-    return {_child_key(namespace, labels): _projection(body)}
+    return {_child_key(namespace, labels): _projection(dict(body))}
 
 
 @kopf.index("v1", "persistentvolumeclaims", labels={OWNER_LABEL: kopf.PRESENT})
 async def claim_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
-    return {_child_key(namespace, labels): _projection(body)}
+    return {_child_key(namespace, labels): _projection(dict(body))}
 
 
 @kopf.index("v1", "services", labels={OWNER_LABEL: kopf.PRESENT})
 async def service_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
-    return {_child_key(namespace, labels): _projection(body)}
+    return {_child_key(namespace, labels): _projection(dict(body))}
 
 
-def _one(index: kopf.Index[Any, Any], key: tuple[str, str]) -> dict[str, Any] | None:
+def _one(index: kopf.Index[Any, Any], key: Key) -> dict[str, Any] | None:
     store = index.get(key)
     return next(iter(store), None) if store else None
 
 
-def _all(index: kopf.Index[Any, Any], key: tuple[str, str]) -> list[dict[str, Any]]:
+def _all(index: kopf.Index[Any, Any], key: Key) -> list[dict[str, Any]]:
     store = index.get(key)
     return list(store) if store else []
+
+
+def _indexes(state: State, kwargs: dict[str, Any]) -> dict[str, Any]:
+    idx = {n: kwargs[n] for n in INDEX_NAMES}
+    state.indexes.update(idx)  # the same live objects every time; kept for the debounced flushes
+    return idx
 
 
 # -- reconcile children ----------------------------------------------------------------------
@@ -140,62 +228,92 @@ def _parse(body: dict[str, Any]) -> tuple[LocalLLM | None, list[str]]:
         llm = LocalLLM.from_body(body)
     except ValidationError as err:
         return None, [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-    return llm, semantic_errors(llm.spec) + source_errors(llm.spec, SETTINGS)
+    return llm, semantic_errors(llm.spec) + policy_errors(llm.spec, SETTINGS)
 
 
-def _observed_children(key: tuple[str, str], idx: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+def _observed_children(key: Key, idx: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     out = {}
-    for name in ("deployment_index", "claim_index", "service_index"):
+    for kind, name in CHILD_INDEXES.items():
         for child in _all(idx[name], key):
-            out[(child["kind"], child["metadata"]["name"])] = child
+            if child.get("kind") == kind:
+                out[(kind, child["metadata"]["name"])] = child
     return out
 
 
-def reconcile_children(body: dict[str, Any], logger: logging.Logger | kopf.Logger, **idx: Any) -> None:
-    with _locks[(body["metadata"]["namespace"], body["metadata"]["name"])]:
-        _reconcile_children(body, logger, **idx)
+async def reconcile(state: State, body: dict[str, Any], idx: dict[str, Any], reason: str) -> None:
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    async with state.lock(key):
+        await _reconcile(state, key, body, idx, reason)
 
 
-def _reconcile_children(body: dict[str, Any], logger: logging.Logger | kopf.Logger, **idx: Any) -> None:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    key = (namespace, name)
+async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str, Any], reason: str) -> None:
+    namespace, name = key
+    uid = str(body["metadata"].get("uid") or "")
     started = time.monotonic()
     llm, errors = _parse(body)
+    observed = _observed_children(key, idx)
     if errors or llm is None:
-        # Nothing half-made: the serving objects go; a bound cache (downloaded weights) stays.
-        for kind in ("Deployment", "Service"):
-            kube.delete(kind, namespace, name)
+        # Nothing half-made: the serving objects it owns go; a bound cache (downloaded weights) stays.
+        for (kind, child_name), child in observed.items():
+            if kind in ("Deployment", "Service") and owns(child, uid, name):
+                await asyncio.to_thread(kube.delete, kind, namespace, child_name, uid=child["metadata"]["uid"])
+        state.conflicts.pop(key, None)
         metrics.RECONCILES.labels("invalid").inc()
-        refresh_status(namespace, name, body=body, **idx)
+        _refresh(state, key)
         return
+    desired = desired_children(llm, SETTINGS)
+    for obj in desired:
+        # A name missing from the (label-filtered) indexes may still be taken by an unlabelled object.
+        child_key = (obj["kind"], obj["metadata"]["name"])
+        if child_key not in observed:
+            found = await asyncio.to_thread(kube.read, obj["kind"], namespace, obj["metadata"]["name"])
+            if found is not None:
+                observed[child_key] = _projection(found)
+    actions = plan(desired, observed, uid=uid, name=name, yield_to=SETTINGS.yield_fields_to)
+    state.conflicts[key] = actions.conflicts
     try:
-        for action in plan(desired_children(llm, SETTINGS), _observed_children(key, idx)):
-            kube.apply(action.obj)
+        for action in actions.applies:
+            await asyncio.to_thread(kube.apply, action.obj, uid=action.uid)
             metrics.APPLIES.labels(action.key[0]).inc()
-            log.info("applied %s/%s for %s/%s (%s)", *action.key, namespace, name, action.reason)
+            log.info("applied %s/%s for %s/%s (%s; %s)", *action.key, namespace, name, reason, action.reason)
     except kube.ApiError as err:
         metrics.ERRORS.labels("apply").inc()
-        if err.status in (400, 403, 422):
-            _apply_errors[key] = f"the API server refused a child object: {err}"
-            refresh_status(namespace, name, body=body, **idx)
-            raise kopf.PermanentError(str(err)) from err
-        raise kopf.TemporaryError(f"applying children failed: {err}", delay=5) from err
-    _apply_errors.pop(key, None)
+        if reported(err.status):
+            state.apply_errors[key] = f"the API server refused a child object: {err}"
+        _refresh(state, key)
+        raise kopf.TemporaryError(f"applying children failed: {err}", delay=retry_delay(err.status)) from err
+    state.apply_errors.pop(key, None)
+    _refresh(state, key)
+    if actions.conflicts:
+        metrics.RECONCILES.labels("conflict").inc()
+        raise NameConflictError(", ".join(actions.conflicts))
     metrics.RECONCILES.labels("ok").inc()
     metrics.DURATION.observe(time.monotonic() - started)
-    refresh_status(namespace, name, body=body, **idx)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def localllm_changed(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
-    reconcile_children(_projection(body), logger, **_indexes(kwargs))
+async def localllm_changed(body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
+    state = _state(memo)
+    try:
+        await reconcile(state, _projection(dict(body)), _indexes(state, kwargs), str(reason))
+    except NameConflictError as err:  # wait for the name: the foreign object is never touched
+        raise kopf.TemporaryError(f"child names taken by objects this LocalLLM does not own: {err}", delay=10) from err
+    except kube.ApiError as err:
+        raise kopf.TemporaryError(f"API call failed: {err}", delay=retry_delay(err.status)) from err
 
 
-def _indexes(kwargs: dict[str, Any]) -> dict[str, Any]:
-    names = ("llm_index", "deployment_index", "pod_index", "claim_index", "service_index")
-    return {n: kwargs[n] for n in names}
+def _drifted(llm_body: dict[str, Any], child: dict[str, Any]) -> bool:
+    """Whether a child event shows a field the operator sets differing from the spec (a hand edit)."""
+    llm, errors = _parse(llm_body)
+    if llm is None or errors:
+        return False
+    for obj in desired_children(llm, SETTINGS):
+        if obj["kind"] == child.get("kind") and obj["metadata"]["name"] == child["metadata"]["name"]:
+            want = yield_fields(obj, child, SETTINGS.yield_fields_to)
+            return bool(drift({k: want[k] for k in ("metadata", "spec")}, child))
+    return False
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={OWNER_LABEL: kopf.PRESENT})
@@ -207,53 +325,51 @@ async def child_changed(
     body: kopf.Body,
     namespace: str,
     labels: kopf.Labels,
+    memo: kopf.Memo,
     logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:
+    state = _state(memo)
     owner = str(labels[OWNER_LABEL])
-    idx = _indexes(kwargs)
+    idx = _indexes(state, kwargs)
     llm = _one(idx["llm_index"], (namespace, owner))
     if llm is None or llm["metadata"].get("deletionTimestamp"):
         return
-    if event.get("type") == "DELETED" and body.get("kind") in ("Deployment", "Service", "PersistentVolumeClaim"):
-        owners = [o.get("uid") for o in body.get("metadata", {}).get("ownerReferences") or []]
-        if llm["metadata"]["uid"] in owners:  # removed by hand, not by garbage collection: put it back
-            logger.warning(f"{body['kind']} {body['metadata']['name']} was deleted; recreating it")
-            await asyncio.to_thread(reconcile_children, llm, logger, **idx)
-            return
-    refresh_status(namespace, owner, body=llm, **idx)
+    child = _projection(dict(body))
+    uid = str(llm["metadata"]["uid"])
+    repair = ""
+    if event.get("type") == "DELETED":
+        if manually_deleted(child, uid, owner):
+            repair = f"{child['kind']} {child['metadata']['name']} was deleted"
+    elif child.get("kind") in CHILD_INDEXES and owns(child, uid, owner) and _drifted(llm, child):
+        repair = f"{child['kind']} {child['metadata']['name']} was changed by hand"
+    if repair:
+        logger.warning(f"{repair}; repairing it")
+        try:
+            await reconcile(state, llm, idx, repair)
+        except (kopf.TemporaryError, NameConflictError, kube.ApiError) as err:
+            log.warning("repair of %s/%s failed (retried on the next event): %s", namespace, owner, err)
+        return
+    _refresh(state, (namespace, owner))
 
 
 # -- status ------------------------------------------------------------------------------------
 
 
-def refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: Any) -> None:
+def _refresh(state: State, key: Key) -> None:
     """Schedule a status recomputation; bursts of child events collapse into one write."""
-    _INDEXES.update(idx)
-    _bodies[(namespace, name)] = body
-    _status_debouncer.trigger((namespace, name))
+    state.status_debouncer.trigger(key)
 
 
-def _flush_status(key: Any) -> None:
-    namespace, name = key
-    with _locks[key]:
-        _refresh_status(namespace, name, body=_bodies.get(key, {}), **_INDEXES)
-
-
-def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: Any) -> None:
-    key = (namespace, name)
-    latest = _one(idx["llm_index"], key)
-    if latest is not None:
-        body = latest
-    if not body or body["metadata"].get("deletionTimestamp"):
-        return
+def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, Any]:
+    """The whole status of one LocalLLM from the indexes: pure apart from reading them."""
+    idx = state.indexes
     llm, errors = _parse(body)
-    if key in _apply_errors:
-        errors = [*errors, _apply_errors[key]]
+    if key in state.apply_errors:
+        errors = [*errors, state.apply_errors[key]]
     generation = int(body["metadata"].get("generation") or 1)
-    current = dict(body.get("status") or {})
     previous = []
-    for c in current.get("conditions") or []:
+    for c in (body.get("status") or {}).get("conditions") or []:
         try:
             previous.append(Condition.model_validate(c))
         except ValidationError:
@@ -261,15 +377,25 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
     spec = llm.spec if llm else None
     port = engine_port(llm.spec.runtime) if llm and not errors else 0
     endpoint = endpoint_url(llm, port, SETTINGS.cluster_domain) if llm and port else ""
+    uid = str(body["metadata"].get("uid") or "")
+    name = key[1]
     observed = Observed(
-        deployment=_one(idx["deployment_index"], key),
+        deployment=next(
+            (d for d in _all(idx["deployment_index"], key) if d["metadata"]["name"] == name and owns(d, uid, name)),
+            None,
+        ),
         pods=[p for p in _all(idx["pod_index"], key) if not p["metadata"].get("deletionTimestamp")],
         claim=next(
-            (c for c in _all(idx["claim_index"], key) if llm and c["metadata"]["name"] == cache_claim_name(llm)), None
+            (
+                c
+                for c in _all(idx["claim_index"], key)
+                if llm and c["metadata"]["name"] == cache_claim_name(llm) and owns(c, uid, name)
+            ),
+            None,
         ),
         claim_expected=not (spec and spec.cache.existing_claim),
     )
-    status = derive_status(
+    return derive_status(
         generation=generation,
         desired_replicas=spec.replicas if spec else 0,
         endpoint=endpoint,
@@ -278,93 +404,114 @@ def _refresh_status(namespace: str, name: str, *, body: dict[str, Any], **idx: A
         spec_errors=errors,
         previous=previous,
         now=_now(),
+        conflicts=state.conflicts.get(key) or [],
     ).model_dump(by_alias=True, exclude_none=True)
-    _track_phase(key, status["phase"])
-    if status == _last_status.get(key) or (key not in _last_status and _same(status, current)):
+
+
+async def _flush_status(state: State, key: Hashable) -> None:
+    assert isinstance(key, tuple)  # noqa: S101 - the debouncer's keys are (namespace, name)
+    namespace, name = str(key[0]), str(key[1])
+    body = _one(state.indexes["llm_index"], (namespace, name))
+    if not body or body["metadata"].get("deletionTimestamp"):
+        return
+    status = compute_status(state, (namespace, name), body)
+    _track_phase(state, (namespace, name), status["phase"])
+    current = dict(body.get("status") or {})
+    # Compared with what the cluster holds (not with what we last wrote), so a status edited by anyone
+    # else is put back. Until the watch shows our own last write this may repeat it: a no-op the API
+    # server does not store.
+    patch = status_patch(current, status)
+    if patch is None:
+        state.last_status[(namespace, name)] = status
         return
     try:
-        kube.patch_status(namespace, name, status)
+        await asyncio.to_thread(kube.patch_status, namespace, name, patch)
     except kube.ApiError as err:
         if err.status == 404:  # deleted since the event: nothing to report on
-            _last_status.pop(key, None)
+            state.last_status.pop((namespace, name), None)
             return
+        metrics.ERRORS.labels("status").inc()
+        state.last_status.pop((namespace, name), None)
+        asyncio.get_running_loop().call_later(retry_delay(err.status), state.status_debouncer.trigger, key)
         raise
-    _last_status[key] = status
+    state.last_status[(namespace, name)] = status
     metrics.STATUS_WRITES.inc()
-    if status["phase"] != _last_event_phase.get(key, current.get("phase")):
+    if status["phase"] != state.last_event_phase.get((namespace, name), current.get("phase")):
         kind = "Warning" if status["phase"] in ("Failed", "Degraded") else "Normal"
         try:
-            kube.post_event(namespace, name, str(body["metadata"]["uid"]), kind, status["phase"], status["message"])
+            await asyncio.to_thread(
+                kube.post_event,
+                namespace,
+                name,
+                str(body["metadata"]["uid"]),
+                kind,
+                status["phase"],
+                status["message"],
+            )
         except kube.ApiError as err:  # an event is best effort: never fail the status for it
             metrics.ERRORS.labels("event").inc()
             log.warning("could not post an event for %s/%s: %s", namespace, name, err)
-    _last_event_phase[key] = status["phase"]
-    publish(idx["llm_index"])
+    state.last_event_phase[(namespace, name)] = status["phase"]
+    _publish_soon(state)
 
 
-def _same(new: dict[str, Any], current: dict[str, Any]) -> bool:
-    return all(current.get(k) == v for k, v in new.items())
-
-
-def _track_phase(key: tuple[str, str], phase: str) -> None:
+def _track_phase(state: State, key: Key, phase: str) -> None:
     """Keep the models-by-phase gauge current in O(1) per status computation."""
-    old = _phase.get(key)
+    old = state.phase.get(key)
     if old == phase:
         return
     if old is not None:
         metrics.MODELS.labels(old).dec()
     metrics.MODELS.labels(phase).inc()
-    _phase[key] = phase
+    state.phase[key] = phase
 
 
-def _forget(key: tuple[str, str]) -> None:
-    """A deleted LocalLLM leaves no state behind in this process."""
-    phase = _phase.pop(key, None)
-    if phase is not None:
-        metrics.MODELS.labels(phase).dec()
-    for state in (_last_status, _apply_errors, _last_event_phase, _bodies, _locks):
-        state.pop(key, None)
+# -- endpoints ---------------------------------------------------------------------------------
 
 
-def publish(index: kopf.Index[Any, Any]) -> None:
+def _publish_soon(state: State) -> None:
     """Schedule a write of the endpoints ConfigMap (coalesced; written only when its content changes)."""
-    _INDEXES["llm_index"] = index
-    _publish_debouncer.trigger("endpoints")
+    state.publish_debouncer.trigger("endpoints")
 
 
-def _flush_publish(_: Any) -> None:
-    with _publish_lock:
-        _publish(_INDEXES["llm_index"], _last_status)
-
-
-def _publish(index: kopf.Index[Any, Any], override: dict[tuple[str, str], dict[str, Any]]) -> None:
+async def _flush_publish(state: State) -> None:
+    index = state.indexes.get("llm_index")
+    if index is None:
+        return
     llms = []
     for k, store in index.items():
         for item in store:
             if item["metadata"].get("deletionTimestamp"):
                 continue
-            llms.append({**item, "status": override.get(k, item.get("status"))})
+            llms.append({**item, "status": state.last_status.get(k, item.get("status"))})
     document = endpoints_document(
         llms, audience(SETTINGS.endpoints_namespace, SETTINGS.publish_namespaces, SETTINGS.publish_pool)
     )
-    cm_key = f"{SETTINGS.endpoints_namespace}/{SETTINGS.endpoints_configmap}"
-    if cm_key not in _published:
-        data = kube.read_configmap_data(SETTINGS.endpoints_namespace, SETTINGS.endpoints_configmap)
-        _published[cm_key] = (data or {}).get(ENDPOINTS_KEY)
-    if _published[cm_key] == document:
+    if not state.published_known:
+        data = await asyncio.to_thread(
+            kube.read_configmap_data, SETTINGS.endpoints_namespace, SETTINGS.endpoints_configmap
+        )
+        state.published, state.published_known = (data or {}).get(ENDPOINTS_KEY), True
+    if state.published == document:
         return
     try:
-        kube.apply(endpoints_configmap(SETTINGS.endpoints_configmap, SETTINGS.endpoints_namespace, document))
-    except kube.ApiError:
+        await asyncio.to_thread(
+            kube.apply, endpoints_configmap(SETTINGS.endpoints_configmap, SETTINGS.endpoints_namespace, document)
+        )
+    except kube.ApiError as err:
         metrics.ERRORS.labels("publish").inc()
-        _publish_debouncer.trigger("endpoints")  # try again shortly
+        asyncio.get_running_loop().call_later(retry_delay(err.status), _publish_soon, state)
         raise
-    _published[cm_key] = document
+    state.published = document
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def localllm_event(event: dict[str, Any], namespace: str, name: str, **kwargs: Any) -> None:
+async def localllm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """Routing weights and deletions change the published endpoints without touching children."""
+    state = _state(memo)
+    _indexes(state, kwargs)
     if event.get("type") == "DELETED":
-        _forget((namespace, name))
-    publish(kwargs["llm_index"])
+        state.forget((namespace, name))
+    else:  # a status edited by anyone else is put back to what the cluster shows
+        _refresh(state, (namespace, name))
+    _publish_soon(state)

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 
 from sdc_operator import GROUP, PLURAL, VERSION
@@ -53,7 +54,11 @@ def custom() -> client.CustomObjectsApi:
     return client.CustomObjectsApi(_client())
 
 
+TIMEOUT_S = 20.0  # every call has one: a hung API server turns into an ApiError, never a stuck handler
+
+
 def _api_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("_request_timeout", TIMEOUT_S)
     try:
         return fn(*args, **kwargs)
     except client.ApiException as err:
@@ -61,31 +66,69 @@ def _api_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with contextlib.suppress(TypeError, ValueError, AttributeError):  # a body that is not a Status
             message = json.loads(err.body or "{}").get("message", message)
         raise ApiError(int(err.status or 0), str(message)) from err
+    except (OSError, urllib3.exceptions.HTTPError) as err:  # refused, reset, timed out: retry later
+        raise ApiError(0, f"{type(err).__name__}: {err}") from err
 
 
-def apply(obj: dict[str, Any]) -> None:
-    kind = obj["kind"]
+_KINDS: dict[str, tuple[Callable[[], Any], str]] = {
+    "Deployment": (apps, "deployment"),
+    "Service": (core, "service"),
+    "PersistentVolumeClaim": (core, "persistent_volume_claim"),
+    "ConfigMap": (core, "config_map"),
+}
+
+
+def _method(verb: str, kind: str) -> Callable[..., Any]:
+    if kind not in _KINDS:
+        raise ValueError(f"no {verb} for kind {kind}")
+    api, suffix = _KINDS[kind]
+    return getattr(api(), f"{verb}_namespaced_{suffix}")  # type: ignore[no-any-return]
+
+
+def apply(obj: dict[str, Any], *, uid: str | None = None) -> None:
+    """Server-side apply as the operator's field manager.
+
+    `force` takes over fields a person changed by hand on an object the caller
+    has checked is ours; `uid` (the UID the caller saw) makes the write fail with
+    409 instead of touching an object that was replaced by another of that name.
+    """
     name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
-    common = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
-    if kind == "Deployment":
-        _api_call(apps().patch_namespaced_deployment, name, namespace, obj, **common)
-    elif kind == "Service":
-        _api_call(core().patch_namespaced_service, name, namespace, obj, **common)
-    elif kind == "PersistentVolumeClaim":
-        _api_call(core().patch_namespaced_persistent_volume_claim, name, namespace, obj, **common)
-    elif kind == "ConfigMap":
-        _api_call(core().patch_namespaced_config_map, name, namespace, obj, **common)
-    else:
-        raise ValueError(f"no apply for kind {kind}")
+    if uid is not None:
+        obj = {**obj, "metadata": {**obj["metadata"], "uid": uid}}
+    _api_call(
+        _method("patch", obj["kind"]),
+        name,
+        namespace,
+        obj,
+        field_manager=FIELD_MANAGER,
+        force=True,
+        _content_type=APPLY,
+    )
 
 
-def delete(kind: str, namespace: str, name: str) -> None:
-    fns = {
-        "Deployment": apps().delete_namespaced_deployment,
-        "Service": core().delete_namespaced_service,
-    }
+def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object as plain JSON, or None when there is none of that name."""
     try:
-        _api_call(fns[kind], name, namespace, propagation_policy="Background")
+        obj = _api_call(_method("read", kind), name, namespace)
+    except ApiError as err:
+        if err.status == 404:
+            return None
+        raise
+    out: dict[str, Any] = _client().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    out.setdefault("kind", kind)
+    return out
+
+
+def delete(kind: str, namespace: str, name: str, *, uid: str) -> None:
+    """Delete only the object with this UID: a foreign object of the same name makes it a 409, not a loss."""
+    try:
+        _api_call(
+            _method("delete", kind),
+            name,
+            namespace,
+            propagation_policy="Background",
+            body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+        )
     except ApiError as err:
         if err.status != 404:
             raise
@@ -143,6 +186,25 @@ def ensure_peering(name: str, namespaces: list[str]) -> None:
     except ApiError as err:
         if err.status != 409:
             raise
+
+
+def peering_status(name: str, namespaces: list[str]) -> dict[str, Any]:
+    """The peers Kopf recorded in the peering object(s) (empty when there is none yet)."""
+    api = custom()
+    out: dict[str, Any] = {}
+    targets: list[str | None] = list(namespaces) or [None]
+    for namespace in targets:
+        try:
+            if namespace is None:
+                obj = _api_call(api.get_cluster_custom_object, "kopf.dev", "v1", "clusterkopfpeerings", name)
+            else:
+                obj = _api_call(api.get_namespaced_custom_object, "kopf.dev", "v1", namespace, "kopfpeerings", name)
+        except ApiError as err:
+            if err.status == 404:
+                continue
+            raise
+        out.update((obj or {}).get("status") or {})
+    return out
 
 
 def post_event(namespace: str, name: str, uid: str, kind: str, reason: str, message: str) -> None:

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
+import os
 import secrets
+import sys
 
 import kopf
 
 from sdc_operator.settings import OperatorSettings
+
+
+def refuse_equal_priority(settings: OperatorSettings, priority: int) -> None:
+    """Two live replicas with one priority would both pause (Kopf's rule): refuse to start instead."""
+    from kopf._core.engines.peering import detect_own_id  # the identity Kopf writes in the peering object
+
+    from sdc_operator import kube
+    from sdc_operator.plan import priority_clash
+
+    try:
+        peers = kube.peering_status(settings.peering_name, settings.watch_namespaces)
+    except kube.ApiError as err:  # no API yet: Kopf's own peering still pauses a clash
+        logging.getLogger("sdc_operator").warning("cannot read the peering object: %s", err)
+        return
+    own = os.environ.get("POD_ID") or f"{detect_own_id(manual=True)}/"  # Kopf's identity, less its start time
+    clash = priority_clash(peers, priority, datetime.datetime.now(datetime.UTC), own)
+    if clash:
+        sys.exit(
+            f"sdc-operator: refusing to start: peer(s) {', '.join(clash)} already run with priority {priority} "
+            "(SDC_PEERING_PRIORITY); give every replica its own priority, or leave it unset to draw one"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     priority = settings.peering_priority
     if priority is None:
         priority = secrets.randbelow(1_000_000) + 1
+    elif not settings.standalone:
+        refuse_equal_priority(settings, priority)
     kopf.run(
         priority=priority,
         clusterwide=not settings.watch_namespaces,

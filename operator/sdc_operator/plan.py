@@ -1,50 +1,247 @@
-"""Decide which children to (re)apply: a pure comparison of spec hashes.
+"""Decide what to do with a LocalLLM's children: pure functions over a snapshot.
 
-Algorithm: for each desired object, look up the observed object of the same
-kind and name; apply it when it is missing or its `spec-hash` annotation
-differs from the desired one. Objects that match are left alone, so an idle
-operator makes no writes. Server-side apply makes every action idempotent, so
-a plan computed from a stale snapshot is safe: the worst case is a no-op write.
+Algorithm (`plan`): for each desired object, look up the observed object of the
+same kind and name.
+- Missing from the snapshot: create it (the caller reads the name first, so an
+  unlabelled foreign object of that name turns into a conflict, see `owns`).
+- Present but not owned by this LocalLLM (no owner reference with its UID):
+  a `NameConflict`; the object is never written.
+- Present and owned: apply it when any field the operator sets differs from
+  the observed value (`drift`): hand edits are reverted, while fields the
+  operator does not set (other tools' annotations, defaults, an HPA's replicas
+  when `yield_to` names its manager) are left as they are.
+Objects that match are left alone, so an idle operator makes no writes and a
+restart over converged objects makes none either. Server-side apply makes
+every action idempotent: a plan from a stale snapshot costs at most a no-op.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from dataclasses import dataclass
+import copy
+import datetime
+from dataclasses import dataclass, field
 from typing import Any
 
-from sdc_operator.builders.common import SPEC_HASH
-from sdc_operator.settings import OperatorSettings
-from sdc_operator.spec import LocalLLMSpec
+from sdc_operator.builders.common import MANAGED_BY, OWNER_LABEL
+from sdc_operator.policy import source_errors
+from sdc_operator.spec import parse_quantity
+
+__all__ = [
+    "Apply",
+    "Plan",
+    "drift",
+    "manually_deleted",
+    "owns",
+    "plan",
+    "priority_clash",
+    "reported",
+    "retry_delay",
+    "source_errors",
+    "status_patch",
+    "yield_fields",
+]
+
+REPLICA_MANAGERS = "replicaManagers"  # projection key: managers owning a Deployment's spec.replicas
 
 
 @dataclass(frozen=True)
 class Apply:
     obj: dict[str, Any]
-    reason: str  # "missing" or "changed"
+    reason: str  # "missing" or "changed: <paths>"
+    uid: str | None = None  # the observed object's UID: the write's precondition
 
     @property
     def key(self) -> tuple[str, str]:
         return self.obj["kind"], self.obj["metadata"]["name"]
 
 
-def plan(desired: list[dict[str, Any]], observed: dict[tuple[str, str], dict[str, Any]]) -> list[Apply]:
-    actions = []
+@dataclass(frozen=True)
+class Plan:
+    applies: list[Apply] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # "Kind/name" of foreign objects holding a child's name
+
+
+def owns(obj: dict[str, Any], uid: str, name: str) -> bool:
+    """Whether `obj` belongs to the LocalLLM (`uid`, `name`): an owner reference with its UID.
+
+    One exception: a cache claim kept by `deletePolicy: Retain` has no owner
+    reference on purpose; it is this LocalLLM's when it carries the operator's
+    labels for this name and no other controller owns it.
+    """
+    meta = obj.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if any(r.get("uid") == uid for r in refs):
+        return True
+    labels = meta.get("labels") or {}
+    return (
+        obj.get("kind") == "PersistentVolumeClaim"
+        and not any(r.get("controller") for r in refs)
+        and labels.get(MANAGED_BY) == "sdc-operator"
+        and labels.get(OWNER_LABEL) == name
+    )
+
+
+def _same_scalar(want: Any, have: Any) -> bool:
+    if want == have:
+        return True
+    # The API server rewrites quantities into canonical form ("0.5" -> "500m").
+    if isinstance(want, str) and isinstance(have, str):
+        a, b = parse_quantity(want), parse_quantity(have)
+        return a is not None and a == b
+    return False
+
+
+def _list_key(items: list[Any]) -> str | None:
+    """Lists of named things (containers, env, ports, volumes) merge by name under server-side apply."""
+    for key in ("uid", "name"):
+        if items and all(isinstance(i, dict) and key in i for i in items):
+            return key
+    return None
+
+
+def drift(want: Any, have: Any, path: str = "") -> list[str]:
+    """Paths where `have` differs from `want`, comparing only what `want` sets (extra observed fields are fine)."""
+    if isinstance(want, dict | list) and not want and have is None:  # omitted when empty
+        return []
+    if isinstance(want, dict):
+        if not isinstance(have, dict):
+            return [path or "."]
+        out: list[str] = []
+        for key, value in want.items():
+            out += drift(value, have.get(key), f"{path}.{key}")
+        return out
+    if isinstance(want, list):
+        if not isinstance(have, list):
+            return [path or "."]
+        key = _list_key(want)
+        if key is not None:
+            observed = {i.get(key): i for i in have if isinstance(i, dict)}
+            out = []
+            for item in want:
+                out += drift(item, observed.get(item[key]), f"{path}[{item[key]}]")
+            # Order matters for containers and args; for named lists only membership and content do.
+            return out
+        if len(want) != len(have):
+            return [path]
+        out = []
+        for i, (a, b) in enumerate(zip(want, have, strict=True)):
+            out += drift(a, b, f"{path}[{i}]")
+        return out
+    if have is None and want in ("", 0, False):  # the API server omits zero values
+        return []
+    return [] if _same_scalar(want, have) else [path]
+
+
+def yield_fields(desired: dict[str, Any], observed: dict[str, Any] | None, yield_to: list[str]) -> dict[str, Any]:
+    """The desired object less the fields another manager rightly owns (an HPA's replicas).
+
+    Leaving a field out of the apply gives up the operator's claim to it, so the
+    other manager's value stands and no write fights it.
+    """
+    if desired["kind"] != "Deployment" or observed is None:
+        return desired
+    if not set(observed.get(REPLICA_MANAGERS) or []) & set(yield_to):
+        return desired
+    out = copy.deepcopy(desired)
+    out["spec"].pop("replicas", None)
+    return out
+
+
+def plan(
+    desired: list[dict[str, Any]],
+    observed: dict[tuple[str, str], dict[str, Any]],
+    *,
+    uid: str,
+    name: str,
+    yield_to: list[str] | None = None,
+) -> Plan:
+    applies: list[Apply] = []
+    conflicts: list[str] = []
     for obj in desired:
         key = (obj["kind"], obj["metadata"]["name"])
         current = observed.get(key)
         if current is None:
-            actions.append(Apply(obj, "missing"))
+            applies.append(Apply(obj, "missing"))
             continue
-        have = (current.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH)
-        if have != obj["metadata"]["annotations"][SPEC_HASH]:
-            actions.append(Apply(obj, "changed"))
-    return actions
+        if not owns(current, uid, name):
+            conflicts.append(f"{key[0]}/{key[1]}")
+            continue
+        want = yield_fields(obj, current, yield_to or [])
+        if paths := drift({k: v for k, v in want.items() if k in ("metadata", "spec")}, current):
+            applies.append(Apply(want, "changed: " + ", ".join(paths[:5]), current["metadata"].get("uid")))
+    if conflicts:  # nothing half-built beside a foreign object
+        return Plan([], conflicts)
+    return Plan(applies, [])
 
 
-def source_errors(spec: LocalLLMSpec, settings: OperatorSettings) -> list[str]:
-    """The operator's allow-list of model sources, checked before anything is created."""
-    allowed = settings.allowed_ollama_models if spec.runtime == "ollama" else settings.allowed_sources
-    if any(fnmatch.fnmatchcase(spec.model.name, pattern) for pattern in allowed):
-        return []
-    return [f"model.name: '{spec.model.name}' is not an allowed source (operator allow-list: {', '.join(allowed)})"]
+def status_patch(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that makes `current` exactly `new` (None: nothing to write).
+
+    A merge patch only adds and replaces: keys the new status lacks (an endpoint
+    that no longer serves, a field of an older version) are sent as null so the
+    stored status never keeps a stale value.
+    """
+    if current == new:
+        return None
+    patch: dict[str, Any] = {k: None for k in current if k not in new}
+    patch.update({k: v for k, v in new.items() if current.get(k) != v})
+    return patch
+
+
+# -- handler decisions ---------------------------------------------------------------------------
+
+REFUSED = (400, 403, 404, 409, 422)
+
+
+def retry_delay(status: int) -> float:
+    """How long to wait before reconciling again after an API error with this HTTP status.
+
+    Nothing is permanent: a refusal (a 4xx: an immutable field, a quota, a
+    missing namespace) is reported in the status and retried slowly, because
+    the cluster or the spec may change; anything else (timeouts, 5xx, a
+    stopped API server: status 0) is retried soon.
+    """
+    if status == 409:  # a write raced another: the next try sees the new object
+        return 1.0
+    if status in REFUSED or (400 <= status < 500 and status != 429):
+        return 60.0
+    return 5.0
+
+
+def reported(status: int) -> bool:
+    """Whether an API error says something about the spec the user should read in the status."""
+    return status in (400, 403, 422)
+
+
+def manually_deleted(child: dict[str, Any], uid: str, name: str) -> bool:
+    """A deleted child that this LocalLLM owned and that no garbage collection of it explains: put it back.
+
+    Garbage collection deletes children only after their owner is gone (or is
+    being deleted), and that case is filtered before this is called.
+    """
+    return child.get("kind") in ("Deployment", "Service", "PersistentVolumeClaim") and owns(child, uid, name)
+
+
+def priority_clash(peers: dict[str, Any], priority: int, now: datetime.datetime, own: str) -> list[str]:
+    """Live peers (in a Kopf peering object's status) other than this replica with its priority.
+
+    Kopf pauses every replica when two share a priority, so the operator
+    refuses to start into that state instead: the admin sees why at once.
+    `own` is this replica's identity (its POD_ID, or `user@host/` as a prefix):
+    the entry a killed earlier run of this same replica left is not a peer.
+    """
+    clash = []
+    for peer_id, info in peers.items():
+        if peer_id == own or (own.endswith("/") and peer_id.startswith(own)):
+            continue
+        if not isinstance(info, dict) or int(info.get("priority", -1)) != priority:
+            continue
+        try:
+            seen = datetime.datetime.fromisoformat(str(info["lastseen"]))
+        except (KeyError, ValueError):
+            continue
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=datetime.UTC)
+        if seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now:
+            clash.append(peer_id)
+    return clash

@@ -9,12 +9,23 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Default engine images. Nothing on the development machines can list a registry's tags, so the
+# versions come from the package indexes that mirror the same releases:
+# - vLLM: the newest vllm release on PyPI (`pip index versions vllm`); vllm/vllm-openai:vX.Y.Z is
+#   published with every release. `make test` checks the vLLM command line against the argument
+#   parser of exactly this version (tests/unit/test_vllm_args.py), so bump it here only.
+# - Ollama: the newest `go list -m -versions github.com/ollama/ollama`; ollama/ollama:X.Y.Z is
+#   published with every release. hack/tool-versions.env OLLAMA_VERSION (the binary `make images`
+#   builds for the local node) must match; a test keeps them equal.
+VLLM_VERSION = "0.33.0"
+OLLAMA_VERSION = "0.17.4"
+
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SDC_", frozen=True, extra="ignore")
 
-    vllm_image: str = Field(default="vllm/vllm-openai:v0.11.0", description="Default vLLM image.")
-    ollama_image: str = Field(default="ollama/ollama:0.12.6", description="Default Ollama image.")
+    vllm_image: str = Field(default=f"vllm/vllm-openai:v{VLLM_VERSION}", description="Default vLLM image.")
+    ollama_image: str = Field(default=f"ollama/ollama:{OLLAMA_VERSION}", description="Default Ollama image.")
     runtime_image: str = Field(default="ghcr.io/sdc-llm/sdc-runtime:0.1.0", description="sdc-runtime image.")
     fetcher_image: str = Field(
         default="ghcr.io/sdc-llm/sdc-runtime:0.1.0", description="Image that runs sdc-fetch-model."
@@ -28,6 +39,39 @@ class OperatorSettings(BaseSettings):
     allowed_ollama_models: list[str] = Field(
         default_factory=lambda: ["*"], description="fnmatch patterns of Ollama tags that may be pulled."
     )
+    allowed_images: list[str] = Field(
+        default_factory=lambda: [
+            "vllm/vllm-openai:*",
+            "vllm/vllm-openai@sha256:*",
+            "docker.io/vllm/vllm-openai:*",
+            "docker.io/vllm/vllm-openai@sha256:*",
+            "ollama/ollama:*",
+            "ollama/ollama@sha256:*",
+            "docker.io/ollama/ollama:*",
+            "docker.io/ollama/ollama@sha256:*",
+            "ghcr.io/sdc-llm/sdc-runtime:*",
+            "ghcr.io/sdc-llm/sdc-runtime@sha256:*",
+        ],
+        description="fnmatch patterns of images spec.engine.image may name (the configured defaults always pass).",
+    )
+    allowed_toleration_keys: list[str] = Field(
+        default_factory=lambda: ["nvidia.com/gpu", "amd.com/gpu"],
+        description="fnmatch patterns of taint keys a LocalLLM may tolerate (a key-less toleration matches all "
+        "taints and needs '*'). Control-plane taints stay refused unless listed here.",
+    )
+    allowed_priority_classes: list[str] = Field(
+        default_factory=list, description="PriorityClasses a LocalLLM may name (default: none)."
+    )
+    trust_remote_code_repos: list[str] = Field(
+        default_factory=list,
+        description="fnmatch patterns of repositories whose own code may run (model.trustRemoteCode).",
+    )
+    yield_fields_to: list[str] = Field(
+        default_factory=lambda: ["kube-controller-manager"],
+        description="Field managers (an HPA acts as kube-controller-manager) whose Deployment replicas the operator "
+        "leaves alone instead of reverting.",
+    )
+    api_timeout_s: float = Field(default=20, gt=0, description="Timeout of every Kubernetes API call.")
     hf_endpoint: str | None = Field(default=None, description="A Hugging Face mirror for the download step.")
     cluster_domain: str = Field(default="cluster.local")
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: watch the whole cluster.")

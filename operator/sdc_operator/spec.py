@@ -11,6 +11,7 @@ the few checks CEL cannot express.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +21,12 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$"
 HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$"
 OLLAMA_TAG_PATTERN = r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$"
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
+# What `ollama create`/`ollama cp` accept as a local name ([namespace/]model[:tag], see
+# ollama's types/model/name.go): parts start with a letter, digit or underscore; no spaces.
+OLLAMA_NAME_PATTERN = (
+    r"^([A-Za-z0-9_][A-Za-z0-9_-]{0,79}/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,79})?$"
+)
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 class Model(BaseModel):
@@ -49,9 +56,28 @@ class ModelSource(Model):
     )
     served_name: str | None = Field(
         default=None,
-        description="The model name clients send in OpenAI requests (vLLM --served-model-name). "
-        "Defaults to model.name.",
+        description="The model name clients send in OpenAI requests (vLLM --served-model-name; for ollama the "
+        "local name the model is copied to, [namespace/]model[:tag] without spaces). Defaults to model.name.",
         max_length=200,
+    )
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="ollama only: import the model from a GGUF file at this HTTP(S) URL (typically a Service "
+        "inside the cluster) instead of pulling model.name from the Ollama registry; model.name is then the "
+        "local tag it is created under. Needs model.sha256. This is how Ollama serves models without internet.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="The SHA-256 of the file at model.url (64 hex digits): the download is refused unless it matches.",
+    )
+    parameters: dict[str, Annotated[str, Field(max_length=256, pattern=r"^[^\r\n]*$")]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="ollama only: Modelfile PARAMETER lines baked into the served model (e.g. num_ctx: '8192', "
+        "num_thread: '4', stop: '<|end|>').",
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hugging Face token for gated or private repositories."
@@ -60,7 +86,9 @@ class ModelSource(Model):
         default=False, description="Also download pickled weights (*.bin, *.pt). Off: safetensors only."
     )
     trust_remote_code: bool = Field(
-        default=False, description="Download and run the repository's own Python code. Off unless you trust it."
+        default=False,
+        description="Download and run the repository's own Python code. Off unless you trust it; the "
+        "repository must also be in the operator's remote-code allow-list.",
     )
 
 
@@ -89,11 +117,14 @@ class Resources(Model):
 class Cache(Model):
     size: str = Field(default="50Gi", pattern=QUANTITY_PATTERN, description="Size of the model cache volume.")
     storage_class_name: str | None = Field(
-        default=None, description="StorageClass of the cache volume (default: the cluster's default class)."
+        default=None,
+        description="StorageClass of the cache volume (default: the cluster's default class). Fixed once the "
+        "volume exists: to change it, create a LocalLLM under a new name (or set existingClaim).",
     )
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"] = Field(
         default="ReadWriteOnce",
-        description="Access mode of the cache volume. Use ReadWriteMany when replicas may land on several nodes.",
+        description="Access mode of the cache volume. Use ReadWriteMany when replicas may land on several nodes. "
+        "Fixed once the volume exists: to change it, create a LocalLLM under a new name (or set existingClaim).",
     )
     existing_claim: str | None = Field(
         default=None,
@@ -108,15 +139,30 @@ class Cache(Model):
 
 
 class EnvVar(Model):
-    name: str = Field(description="Environment variable name.", min_length=1)
+    name: str = Field(
+        description="Environment variable name. Names the operator sets itself (HF_HUB_OFFLINE, HOME, "
+        "OLLAMA_HOST, ...) are refused.",
+        min_length=1,
+        max_length=256,
+    )
     value: str | None = Field(default=None, description="Literal value.")
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="Take the value from a Secret key.")
 
 
 class Engine(Model):
-    image: str | None = Field(default=None, description="Override the runtime's container image.")
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Override the runtime's container image. Must match the operator's image allow-list "
+        "(default: the official vLLM and Ollama images and sdc-runtime).",
+    )
     args: list[Annotated[str, Field(max_length=512)]] = Field(
-        default_factory=list, max_length=64, description="Extra arguments appended to the engine command."
+        default_factory=list,
+        max_length=64,
+        description="Extra arguments appended to the engine command (vllm serve, sdc-runtime). Arguments that "
+        "change the model, tokenizer, port or remote-code setting are refused: use model.* and trustRemoteCode "
+        "instead. Not for ollama: `ollama serve` takes no arguments; configure it with engine.env (OLLAMA_*) and "
+        "model.parameters.",
     )
     env: list[EnvVar] = Field(
         default_factory=list, max_length=64, description="Extra environment variables for the engine."
@@ -141,13 +187,16 @@ class Scheduling(Model):
     tolerations: list[Toleration] = Field(
         default_factory=list,
         max_length=32,
-        description="Tolerations added to the pods. A toleration of the GPU taint is added when gpus > 0.",
+        description="Tolerations added to the pods. A toleration of the GPU taint is added when gpus > 0. Keys "
+        "outside the operator's toleration allow-list are refused.",
     )
     affinity: dict[str, Any] | None = Field(
         default=None, description="A core/v1 Affinity, passed to the pods as it is."
     )
     runtime_class_name: str | None = Field(default=None, description="RuntimeClass of the pods (e.g. nvidia).")
-    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
+    priority_class_name: str | None = Field(
+        default=None, description="PriorityClass of the pods; only classes in the operator's allow-list."
+    )
 
 
 class Routing(Model):
@@ -184,8 +233,120 @@ class LocalLLMSpec(Model):
         return self.model.served_name or self.model.name
 
 
+# Engine flags the operator sets, or that would load other code or weights than the pinned model:
+# refused in engine.args. argparse accepts any unambiguous prefix of a flag and vLLM accepts `_` for `-`,
+# so the pattern refuses every prefix of these names with either separator.
+OPERATOR_FLAGS = (
+    "model",
+    "tokenizer",
+    "revision",
+    "tokenizer-revision",
+    "code-revision",
+    "port",
+    "host",
+    "served-model-name",
+    "tensor-parallel-size",
+    "trust-remote-code",
+    "download-dir",
+    "load-format",
+    "config",
+    "hf-config-path",
+    "hf-token",
+    "speculative-config",
+    "lora-modules",
+    "uds",
+)
+# Environment the operator sets (or that moves where weights come from): refused in engine.env.
+OPERATOR_ENV = (
+    "HOME",
+    "OLLAMA_HOST",
+    "OLLAMA_MODELS",
+    "OLLAMA_CONTEXT_LENGTH",
+    "VLLM_NO_USAGE_STATS",
+    "VLLM_USE_MODELSCOPE",
+    "TRANSFORMERS_OFFLINE",
+    "TRANSFORMERS_CACHE",
+    "HUGGING_FACE_HUB_TOKEN",
+)
+OPERATOR_ENV_PREFIXES = ("HF_", "SDC_")
+DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _prefixes(flag: str) -> str:
+    """An RE2 group matching every non-empty prefix of `flag`, `-` and `_` alike."""
+    out = ""
+    for char in reversed(flag):
+        atom = "[-_]" if char == "-" else char
+        out = f"{atom}(?:{out})?" if out else atom
+    return out
+
+
+FORBIDDEN_ARG_PATTERN = "^--?(?:tp|" + "|".join(_prefixes(f) for f in OPERATOR_FLAGS) + ")(?:=.*)?$"
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _immutable_cache_rule(expr: str, field: str) -> dict[str, str]:
+    """A transition rule: the cache claim's field cannot change in place (PersistentVolumeClaims forbid it)."""
+    return {
+        "rule": "has(self.cache.existingClaim) || has(oldSelf.cache.existingClaim) || " + expr,
+        "message": f"cache.{field} cannot change once the cache volume exists (a PersistentVolumeClaim keeps it "
+        "for life): to migrate, create a LocalLLM under a new name with the new value (or point "
+        "cache.existingClaim at a claim that has it), move traffic with routing.weight, then delete this one",
+        "fieldPath": f".cache.{field}",
+        "reason": "FieldValueForbidden",
+    }
+
+
+# CEL rules on the whole object: what metadata.name must be to name every child.
+ROOT_RULES = [
+    {
+        "rule": "self.metadata.name.size() <= 63 && self.metadata.name.matches('" + DNS_LABEL_PATTERN + "')",
+        "message": "metadata.name must be a DNS label (lower-case letters, digits and '-', starting with a letter, "
+        "at most 63 characters, no dots): it names the LocalLLM's Service, Deployment and pods",
+        "fieldPath": ".metadata.name",
+        "reason": "FieldValueInvalid",
+    },
+]
+
 # CEL rules on the spec: the API server refuses violating objects with these messages.
 SPEC_RULES = [
+    {
+        "rule": "self.engine.args.all(a, !a.matches('" + FORBIDDEN_ARG_PATTERN + "'))",
+        "message": "engine.args must not set the model, tokenizer, revision, port, host, served name, tensor "
+        "parallelism, download or load format, or remote code: the operator sets them from model.*, "
+        "resources.gpus and model.trustRemoteCode",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "self.engine.env.all(e, !(e.name in "
+        + _cel_list(OPERATOR_ENV)
+        + ") && "
+        + " && ".join(f"!e.name.startsWith('{p}')" for p in OPERATOR_ENV_PREFIXES)
+        + ")",
+        "message": "engine.env must not set variables the operator owns ("
+        + ", ".join(OPERATOR_ENV)
+        + ", "
+        + ", ".join(f"{p}*" for p in OPERATOR_ENV_PREFIXES)
+        + ")",
+        "fieldPath": ".engine.env",
+    },
+    _immutable_cache_rule("self.cache.accessMode == oldSelf.cache.accessMode", "accessMode"),
+    _immutable_cache_rule(
+        "(has(self.cache.storageClassName) ? (has(oldSelf.cache.storageClassName) && "
+        "self.cache.storageClassName == oldSelf.cache.storageClassName) : !has(oldSelf.cache.storageClassName))",
+        "storageClassName",
+    ),
+    {
+        "rule": "has(self.cache.existingClaim) || has(oldSelf.cache.existingClaim) || "
+        "quantity(self.cache.size).compareTo(quantity(oldSelf.cache.size)) >= 0",
+        "message": "cache.size cannot shrink (volumes only grow): to migrate, create a LocalLLM under a new name "
+        "with the smaller cache, move traffic with routing.weight, then delete this one",
+        "fieldPath": ".cache.size",
+        "reason": "FieldValueForbidden",
+    },
     {
         "rule": "self.runtime == 'ollama' || self.model.name.matches('" + HF_REPO_PATTERN + "')",
         "message": "model.name must be a Hugging Face repository id (owner/name) for the vllm and transformers "
@@ -205,9 +366,40 @@ SPEC_RULES = [
         "fieldPath": ".model.revision",
     },
     {
-        "rule": "self.runtime != 'vllm' || self.resources.gpus > 0 || self.engine.args.exists(a, a == '--device=cpu')",
-        "message": "the vllm runtime needs resources.gpus > 0 (or engine.args containing --device=cpu)",
+        # The vllm/vllm-openai image is CUDA-only, and vLLM refuses `--device=cpu` on it.
+        "rule": "self.runtime != 'vllm' || self.resources.gpus > 0",
+        "message": "the vllm runtime needs resources.gpus > 0 (its image is CUDA-only); serve on CPU with the "
+        "ollama or transformers runtime",
         "fieldPath": ".resources.gpus",
+    },
+    {
+        "rule": "self.runtime != 'ollama' || size(self.engine.args) == 0",
+        "message": "engine.args is not supported for the ollama runtime (`ollama serve` takes no arguments): use "
+        "engine.env (OLLAMA_* variables) or model.parameters",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "self.runtime != 'ollama' || !has(self.model.servedName) || self.model.servedName.matches('"
+        + OLLAMA_NAME_PATTERN
+        + "')",
+        "message": "model.servedName must be an Ollama model name ([namespace/]model[:tag]: letters, digits, _ . -; "
+        "no spaces) for the ollama runtime",
+        "fieldPath": ".model.servedName",
+    },
+    {
+        "rule": "self.runtime == 'ollama' || (!has(self.model.url) && size(self.model.parameters) == 0)",
+        "message": "model.url and model.parameters are for the ollama runtime only",
+        "fieldPath": ".model",
+    },
+    {
+        "rule": "self.model.parameters.all(k, k.matches('^[a-z][a-z_]{0,39}$'))",
+        "message": "model.parameters keys are Modelfile PARAMETER names (lower case, e.g. num_ctx)",
+        "fieldPath": ".model.parameters",
+    },
+    {
+        "rule": "has(self.model.url) == has(self.model.sha256)",
+        "message": "model.url and model.sha256 go together: a downloaded file is always checked against its hash",
+        "fieldPath": ".model.sha256",
     },
 ]
 
@@ -241,9 +433,44 @@ class LocalLLMStatus(Model):
 def semantic_errors(spec: LocalLLMSpec) -> list[str]:
     """Checks CEL cannot express; each error names the field and what to do."""
     errors = []
-    if spec.runtime == "vllm" and spec.resources.gpus > 1 and spec.resources.gpus & (spec.resources.gpus - 1):
-        errors.append(f"resources.gpus={spec.resources.gpus}: vLLM tensor parallelism needs a power of two")
-    for arg in spec.engine.args:
-        if re.match(r"^--(model|port|served-model-name|tensor-parallel-size)(=|$)", arg):
+    if spec.runtime == "ollama" and spec.engine.args:
+        errors.append("engine.args: `ollama serve` takes no arguments; use engine.env or model.parameters")
+    # vLLM's tensor-parallel rule (attention heads divisible by the size) needs the model's
+    # config.json, which the operator never downloads: `sdc-check-model` applies it in the pod.
+    for arg in spec.engine.args:  # the CRD's CEL rule says the same; this covers objects admitted before it
+        if re.match(FORBIDDEN_ARG_PATTERN, arg):
             errors.append(f"engine.args: {arg.split('=')[0]} is set by the operator; use the spec field instead")
+    for var in spec.engine.env:
+        if var.name in OPERATOR_ENV or var.name.startswith(OPERATOR_ENV_PREFIXES):
+            errors.append(f"engine.env: {var.name} is set by the operator")
     return errors
+
+
+_QUANTITY_SCALE = {
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+}
+
+
+def parse_quantity(value: str) -> Decimal | None:
+    """A Kubernetes quantity ("50Gi", "500m", "1.5") as a number; None when it is not one."""
+    if not re.match(QUANTITY_PATTERN, value):
+        return None
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E"):
+        if value.endswith(suffix):
+            try:
+                return Decimal(value[: -len(suffix)]) * _QUANTITY_SCALE[suffix]
+            except InvalidOperation:
+                return None
+    return Decimal(value)

@@ -147,6 +147,7 @@ def derive_status(
     spec_errors: list[str],
     previous: list[Condition],
     now: str,
+    conflicts: tuple[str, ...] | list[str] = (),
 ) -> LocalLLMStatus:
     checks: dict[str, Check] = {}
     phase: Phase
@@ -157,6 +158,14 @@ def derive_status(
         phase, message = "Failed", "fix the spec: " + "; ".join(spec_errors)
         return _assemble(phase, message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
     checks["SpecValid"] = Check(True, "Valid", "the spec is valid")
+    if conflicts:
+        # Another object holds a child's name: it is never changed; the LocalLLM waits for the name.
+        message = (
+            f"name taken: {', '.join(conflicts)} exists and is not owned by this LocalLLM; "
+            "delete or rename it (or rename the LocalLLM)"
+        )
+        checks["Ready"] = Check(False, "NameConflict", message)
+        return _assemble("Failed", message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
     checks["CacheBound"] = check_claim(observed)
     checks["Scheduled"] = check_scheduled(observed)
     checks["ModelCached"] = check_download(observed)

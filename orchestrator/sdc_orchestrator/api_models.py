@@ -25,6 +25,13 @@ class Source(BaseModel):
     text: str
     score: float
     metadata: dict[str, Any] = Field(default_factory=dict)
+    matched: list[str] = Field(default_factory=list, description="Question terms found in the passage (normalized).")
+    related: list[str] = Field(
+        default_factory=list, description="Question~passage morphemes matched by meaning (Kiwi CoNg)."
+    )
+    deciding: list[str] = Field(
+        default_factory=list, description="Matched terms that near-duplicate passages lack (a year, a site...)."
+    )
 
 
 class ChatResponse(BaseModel):

@@ -206,10 +206,20 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        """Ready when a chat can be routed: some chat endpoint is configured and not cooling down.
+
+        Endpoints are the published LocalLLMs (the operator publishes only Ready ones), Gemini when
+        keyed and the seed's service; one that just failed is cooling down for SDC_COOLDOWN_S.
+        """
         endpoints = state.registry.all("chat")
         if not endpoints:
-            return JSONResponse({"status": "no chat endpoint configured"}, 503)
-        return JSONResponse({"status": "ok", "endpoints": [e.name for e in endpoints]})
+            return JSONResponse({"status": "no chat endpoint: no Ready LocalLLM published, no Gemini key"}, 503)
+        warm = [e.name for e in endpoints if not state.upstream.router.is_cooling(e)]
+        if not warm:
+            return JSONResponse(
+                {"status": "every chat endpoint failed recently", "cooling": [e.name for e in endpoints]}, 503
+            )
+        return JSONResponse({"status": "ok", "endpoints": warm})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -296,7 +306,16 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         hits = await retrieve(body.message, body.use_rag)
         payload["messages"] = rag_messages(body.message, hits)
         sources = [
-            Source(id=h.passage.doc_id, text=h.passage.text, score=round(h.score, 6), metadata=h.metadata) for h in hits
+            Source(
+                id=h.passage.doc_id,
+                text=h.passage.text,
+                score=round(h.score, 6),
+                metadata=h.metadata,
+                matched=list(h.matched),
+                related=list(h.related),
+                deciding=list(h.deciding),
+            )
+            for h in hits
         ]
         attempts: Attempts = request.state.attempts
         if body.stream:

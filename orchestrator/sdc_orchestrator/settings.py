@@ -20,7 +20,9 @@ GEMINI_OPENAI_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
 class OrchestratorSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    llm_service_type: Literal["ollama", "vllm", "transformers", "gemini"] = "ollama"
+    # `none`: no seed endpoint; a request without a provider goes to the published endpoints by
+    # weight (like `auto`), then to the fallbacks (Gemini when keyed). The chart's default.
+    llm_service_type: Literal["ollama", "vllm", "transformers", "gemini", "none"] = "ollama"
     llm_model_name: str | None = None
     ollama_host: str = "localhost"
     ollama_port: int = 11434

@@ -136,6 +136,8 @@ class Upstream:
         return out
 
     async def groups(self, provider: str, model: str | None) -> list[list[Endpoint]]:
+        if provider == "none":  # LLM_SERVICE_TYPE=none: no preferred provider, every published endpoint
+            provider = "auto"
         by_provider: dict[str, list[Endpoint]] = {}
         for endpoint in self.registry.all("chat"):
             by_provider.setdefault(endpoint.provider, []).append(endpoint)

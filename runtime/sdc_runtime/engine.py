@@ -1,22 +1,48 @@
-"""Batched generation over one Transformers model, fed from many async requests.
+"""Continuous batching over one Transformers model, fed from many async requests.
 
-Why a scheduler thread: `model.generate` is blocking and holds the GIL-free
-torch kernels for the whole decode, so it must run off the event loop; and on
-both CPU and GPU one batched forward pass of N sequences costs far less than N
-passes. The scheduler takes the first waiting request, gathers the compatible
-ones that arrive within a few milliseconds (same sampling settings, no fixed
-seed), and decodes them together with left padding. Each row stops on its own
-(end of sequence, its own token budget, a stop string, or a cancelled client)
-through a per-row stopping criterion, and its tokens stream to its own asyncio
-queue, so outputs never interleave. Requests that arrive during a batch wait
-for the next one: static batching, simpler than continuous batching and
-enough for the models this runtime is for.
+Why our own decode loop instead of `model.generate`: `generate` runs a batch
+from start to end, so a request that arrives while long ones decode waits for
+all of them (static batching). Here one scheduler thread owns the model and
+runs one step at a time over whatever rows are live:
+
+- **Joining.** Before every decode step the thread takes waiting requests (up
+  to `max_batch` rows and `max_prefill_tokens` prompt tokens per step),
+  prefills them together (left-padded), samples their first token, and merges
+  their KV cache into the running one. The batch cache is one tensor per layer
+  `[rows, heads, columns, dim]`, left-padded: a row whose history is shorter
+  than the longest gets zero columns on the left, masked out by the 2D
+  attention mask, and every row carries its own position ids, which is all a
+  Transformers causal LM needs to treat padded rows exactly like unpadded ones
+  (the same contract `generate` uses for left padding). Merging is a left pad
+  plus a concatenation along the batch dimension.
+- **Leaving.** A row that ends (end of sequence, its token budget, one of its
+  stop strings, or a cancelled client) is dropped from the cache with an index
+  select before the next step, and columns that became padding for every
+  remaining row are trimmed, so a finished long row costs nothing afterwards.
+- **Per-row settings.** Greedy rows take one `argmax` over the batch; sampled
+  rows get their own temperature and top-p and their own `torch.Generator`
+  (seeded when the request gives a seed, so a seed reproduces whatever else
+  shares the batch). Text is assembled per row in this thread (incremental
+  detokenization, stop strings: `detok.py`) and streamed to the row's own
+  asyncio queue, so outputs never interleave and a stop string frees the row
+  at once.
+
+Why a thread: every step is blocking torch work; the event loop must keep
+serving HTTP meanwhile. Admission is bounded: at most `max_queue` requests wait
+for a row; beyond that `submit` raises `QueueFullError` (a 503 with
+`Retry-After`), so overload is visible to clients and load balancers instead
+of an unbounded queue of timeouts.
+
+Models whose cache is not plain full attention (sliding-window or hybrid
+layers, e.g. Gemma 2/3) cannot be merged by padding: for them rows still
+leave at once, but new rows join only when the batch is empty.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import queue
@@ -28,18 +54,29 @@ from pathlib import Path
 from typing import Any
 
 from sdc_runtime import metrics
+from sdc_runtime.detok import Detokenizer, StopMatcher
+from sdc_runtime.loading import LoadOptionError, LoadOptions, LoadPlan, from_pretrained_kwargs, plan_load
 
 log = logging.getLogger("sdc_runtime.engine")
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+GREEDY_BELOW = 1e-5  # temperatures this small are greedy (dividing logits by 1e-300 overflows)
 
 
 class ModelDirError(Exception):
     """The model directory is missing or unusable; the message says what to fix."""
 
 
-class PromptTooLongError(ValueError):
+class BadPromptError(ValueError):
+    """The request cannot be turned into a prompt; the message says why (a 400)."""
+
+
+class PromptTooLongError(BadPromptError):
     """The prompt plus the requested tokens exceed the model's context."""
+
+
+class QueueFullError(Exception):
+    """Every row is busy and the waiting queue is full: come back later."""
 
 
 @dataclass(frozen=True)
@@ -51,34 +88,62 @@ class SamplingParams:
     seed: int | None = None
     ignore_eos: bool = False
 
-    def batch_key(self) -> tuple[float, float, bool] | None:
-        """Requests with equal keys may share a batch; a fixed seed runs alone."""
-        return None if self.seed is not None else (self.temperature, self.top_p, self.ignore_eos)
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
 
 
-@dataclass
+@dataclass(eq=False)
 class _Row:
     prompt_ids: list[int]
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[int | BaseException | None]
+    out: asyncio.Queue[str | BaseException | None]
+    detok: Detokenizer
+    stops: StopMatcher
     cancelled: threading.Event = field(default_factory=threading.Event)
+    generator: Any = None
     generated: int = 0
+    position: int = 0  # position id of `next_input`: the real tokens before it
+    next_input: int = 0
     finished: bool = False
     finish_reason: str = "length"
 
-    def push(self, item: int | BaseException | None) -> None:
+    def push(self, item: str | BaseException | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
             self.loop.call_soon_threadsafe(self.out.put_nowait, item)
 
 
-@dataclass
-class Completion:
-    """What the caller reads while a generation streams."""
+class Generation:
+    """One submitted request: iterate `deltas()` for its text; usage is final once that ends."""
 
-    prompt_tokens: int
-    completion_tokens: int = 0
-    finish_reason: str = "length"
+    def __init__(self, row: _Row) -> None:
+        self._row = row
+        self.prompt_tokens = len(row.prompt_ids)
+
+    @property
+    def completion_tokens(self) -> int:
+        return self._row.generated
+
+    @property
+    def finish_reason(self) -> str:
+        return self._row.finish_reason
+
+    def cancel(self) -> None:
+        """Free the row at the next step (the client went away)."""
+        self._row.cancelled.set()
+
+    async def deltas(self) -> AsyncIterator[str]:
+        try:
+            while True:
+                item = await self._row.out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._row.cancelled.set()  # a no-op once finished; frees the row if the reader stopped early
 
 
 def validate_model_dir(model_dir: Path) -> dict[str, Any]:
@@ -87,11 +152,13 @@ def validate_model_dir(model_dir: Path) -> dict[str, Any]:
         raise ModelDirError(f"model directory {model_dir} does not exist")
     config_file = model_dir / "config.json"
     if not config_file.is_file():
-        raise ModelDirError(f"{model_dir} has no config.json: not a Transformers model directory")
+        raise ModelDirError(f"{config_file} is missing: {model_dir} is not a Transformers model directory")
     try:
         config: dict[str, Any] = json.loads(config_file.read_text())
     except (OSError, ValueError) as err:
         raise ModelDirError(f"{config_file} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ModelDirError(f"{config_file} is not a JSON object")
     if not any(any(model_dir.glob(pattern)) for pattern in WEIGHT_PATTERNS):
         raise ModelDirError(f"{model_dir} has no weights (*.safetensors)")
     return config
@@ -99,43 +166,75 @@ def validate_model_dir(model_dir: Path) -> dict[str, Any]:
 
 class Engine:
     def __init__(
-        self, model_dir: Path, *, device: str | None = None, max_batch: int = 16, batch_wait_s: float = 0.005
+        self,
+        model_dir: Path,
+        *,
+        options: LoadOptions | None = None,
+        max_batch: int = 32,
+        max_queue: int = 256,
+        max_prefill_tokens: int = 8192,
     ) -> None:
         self.model_dir = model_dir
         self.config = validate_model_dir(model_dir)
-        self.device_request = device
+        self.options = options or LoadOptions()
         self.max_batch = max_batch
-        self.batch_wait_s = batch_wait_s
+        self.max_queue = max_queue
+        self.max_prefill_tokens = max_prefill_tokens
         self.loaded = threading.Event()
         self._pending: queue.Queue[_Row] = queue.Queue()
-        self._deferred: list[_Row] = []
+        self._waiting = 0  # submitted, not yet admitted (guarded by _lock)
+        self._lock = threading.Lock()
+        self.running = 0  # rows in the batch (read by tests and metrics)
+        self.steps = 0
         self.model: Any = None
         self.tokenizer: Any = None
+        self.device: Any = None
+        self.joinable = True
+        self.plan: LoadPlan | None = None
+        self.max_token_chars = 64
         self.is_generative = any(a.endswith("ForCausalLM") for a in self.config.get("architectures", []))
 
     # -- loading -----------------------------------------------------------
     def load(self) -> None:
-        """Load weights (blocking). CPU in float32; a GPU in bf16 with a device map."""
+        """Load the weights (blocking) as `loading.plan_load` decides, then start the scheduler."""
         import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         started = time.monotonic()
+        cuda = torch.cuda.is_available()
         try:
-            use_gpu = self.device_request != "cpu" and torch.cuda.is_available()
-            kwargs: dict[str, Any] = {"trust_remote_code": False}
-            if use_gpu:
-                kwargs.update(dtype=torch.bfloat16, device_map="auto")
+            plan = plan_load(self.options, cuda_available=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported())
+            kwargs = from_pretrained_kwargs(plan)
+            self.plan = plan
+        except LoadOptionError as err:
+            raise ModelDirError(str(err)) from err
+        try:
             cls = AutoModelForCausalLM if self.is_generative else AutoModel
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=plan.trust_remote_code)
             self.tokenizer.padding_side = "left"
             if self.tokenizer.pad_token_id is None:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
-            self.model = cls.from_pretrained(self.model_dir, **kwargs).eval()
+            model: Any = cls.from_pretrained(self.model_dir, **kwargs)
+            if plan.on_gpu and plan.device_map is None:
+                model = model.to("cuda")
+            self.model = model.eval()
         except Exception as err:
             raise ModelDirError(f"cannot load model from {self.model_dir}: {err}") from err
-        log.info("model loaded from %s in %.2fs", self.model_dir, time.monotonic() - started)
+        # Inputs go where the embeddings live (with a device map, accelerate's hooks move the rest).
+        self.device = self.model.get_input_embeddings().weight.device
+        vocab = self.tokenizer.get_vocab()
+        self.max_token_chars = max((len(t) for t in vocab), default=64) or 64
+        log.info(
+            "model loaded from %s in %.2fs (%s, device map %s, %s)",
+            self.model_dir,
+            time.monotonic() - started,
+            plan.dtype,
+            getattr(self.model, "hf_device_map", None) or plan.device_map,
+            "gpu" if plan.on_gpu else "cpu",
+        )
         self.loaded.set()
-        threading.Thread(target=self._serve_forever, name="sdc-generate", daemon=True).start()
+        if self.is_generative:
+            threading.Thread(target=self._serve_forever, name="sdc-generate", daemon=True).start()
 
     @property
     def context_limit(self) -> int:
@@ -143,12 +242,70 @@ class Engine:
         return int(limit or 2048)
 
     # -- requests ------------------------------------------------------------
+    def check_text_size(self, chars: int, max_tokens: int) -> None:
+        """Refuse text that cannot fit before tokenizing it (tokenizing megabytes takes seconds).
+
+        No token of the vocabulary covers more than `max_token_chars` characters, so `chars` characters
+        are at least `chars / max_token_chars` tokens: a sound lower bound for any tokenizer.
+        """
+        if chars / self.max_token_chars + max_tokens > self.context_limit:
+            raise PromptTooLongError(
+                f"the messages are {chars} characters, more than the model's context limit of "
+                f"{self.context_limit} tokens can hold with max_tokens {max_tokens}"
+            )
+
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-            return list(self.tokenizer(ids, add_special_tokens=False)["input_ids"])
-        text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
-        return list(self.tokenizer(text)["input_ids"])
+        """Token ids of the chat, with message contents tokenized as plain text.
+
+        The chat template is rendered with a placeholder per message; the template's own text is
+        tokenized with its control tokens, each message's content with special tokens split, so a
+        `<|im_start|>system` typed by a user (or found in a retrieved document) stays text.
+        """
+        pieces = self._chat_pieces(messages)
+        ids: list[int] = []
+        for text, is_content in pieces:
+            if text:
+                ids += self.tokenizer(text, add_special_tokens=False, split_special_tokens=is_content)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        if (
+            not getattr(self.tokenizer, "chat_template", None)
+            and bos is not None
+            and getattr(self.tokenizer, "add_bos_token", False)
+        ):
+            ids.insert(0, bos)
+        return ids
+
+    def _chat_pieces(self, messages: Sequence[dict[str, str]]) -> list[tuple[str, bool]]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            pieces: list[tuple[str, bool]] = []
+            for m in messages:
+                pieces += [(f"{m['role']}: ", False), (m["content"], True), ("\n", False)]
+            return [*pieces, ("assistant:", False)]
+        marks = [f"\ue000sdc{i}\ue001" for i in range(len(messages))]
+        rendered = self.tokenizer.apply_chat_template(
+            [{"role": m["role"], "content": mark} for m, mark in zip(messages, marks, strict=True)],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        if all(rendered.count(mark) == 1 for mark in marks):
+            pieces = []
+            rest = rendered
+            for m, mark in zip(messages, marks, strict=True):
+                before, rest = rest.split(mark, 1)
+                pieces += [(before, False), (m["content"], True)]
+            return [*pieces, (rest, False)]
+        # The template rewrites or drops contents: tokenize it whole, but only if no content holds a control token.
+        specials = [t for t in self.tokenizer.all_special_tokens if t]
+        specials += [str(t) for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()]
+        for m in messages:
+            found = next((s for s in specials if s in m["content"]), None)
+            if found is not None:
+                raise BadPromptError(
+                    f"a {m['role']} message contains the control sequence {found!r}, which this model's chat "
+                    "template cannot keep apart from its own"
+                )
+        full = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return [(full, False)]
 
     def check_budget(self, prompt_ids: Sequence[int], max_tokens: int) -> None:
         if len(prompt_ids) + max_tokens > self.context_limit:
@@ -157,48 +314,24 @@ class Engine:
                 f"the model's context limit of {self.context_limit} tokens"
             )
 
-    async def stream(self, prompt_ids: list[int], params: SamplingParams, result: Completion) -> AsyncIterator[str]:
-        """Yield text deltas; stops early on a stop string; cancels its row if the caller goes away."""
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        """Queue a generation; raises at once when it cannot fit or the queue is full."""
         self.check_budget(prompt_ids, params.max_tokens)
-        row = _Row(prompt_ids, params, asyncio.get_running_loop(), asyncio.Queue())
-        self._pending.put(row)
+        with self._lock:
+            if self._waiting >= self.max_queue:
+                raise QueueFullError(f"{self._waiting} requests are already waiting for a free row")
+            self._waiting += 1
+        row = _Row(
+            prompt_ids,
+            params,
+            asyncio.get_running_loop(),
+            asyncio.Queue(),
+            Detokenizer(self.tokenizer),
+            StopMatcher(params.stop),
+        )
         metrics.QUEUE_DEPTH.inc()
-        tokens: list[int] = []
-        emitted = ""
-        hold = max((len(s) for s in params.stop), default=1) - 1
-        try:
-            while True:
-                item = await row.out.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                tokens.append(item)
-                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next byte
-                    continue
-                cut = min((i for s in params.stop if (i := text.find(s)) >= 0), default=-1)
-                if cut >= 0:
-                    row.cancelled.set()
-                    row.finish_reason = "stop"
-                    if cut > len(emitted):
-                        yield text[len(emitted) : cut]
-                    emitted = text[:cut]
-                    break
-                safe = len(text) - hold if params.stop else len(text)
-                if safe > len(emitted):
-                    yield text[len(emitted) : safe]
-                    emitted = text[:safe]
-            if row.finish_reason != "stop" and params.stop:
-                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                if len(text) > len(emitted):
-                    yield text[len(emitted) :]
-        finally:
-            row.cancelled.set()
-            result.completion_tokens = row.generated
-            result.finish_reason = row.finish_reason
-            metrics.GENERATED_TOKENS.inc(row.generated)
-            metrics.PROMPT_TOKENS.inc(len(prompt_ids))
+        self._pending.put(row)
+        return Generation(row)
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         return await asyncio.to_thread(self._embed_sync, list(texts))
@@ -206,125 +339,255 @@ class Engine:
     def _embed_sync(self, texts: list[str]) -> tuple[list[list[float]], int]:
         import torch
 
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.context_limit, return_tensors="pt"
-        ).to(self.model.device)
-        with torch.inference_mode():
-            out = self.model(**batch, output_hidden_states=True)
-        hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return pooled.cpu().tolist(), int(batch["attention_mask"].sum())
+        vectors: list[list[float]] = []
+        tokens = 0
+        for start in range(0, len(texts), 32):  # bounded activations whatever the request size
+            batch = self.tokenizer(
+                texts[start : start + 32],
+                padding=True,
+                truncation=True,
+                max_length=self.context_limit,
+                return_tensors="pt",
+                split_special_tokens=True,
+            ).to(self.device)
+            with torch.inference_mode():
+                out = self.model(**batch, output_hidden_states=True)
+            hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            vectors += torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().tolist()
+            tokens += int(batch["attention_mask"].sum())
+        return vectors, tokens
 
     # -- the scheduler thread -----------------------------------------------------
-    def _next_batch(self) -> list[_Row]:
-        first = self._deferred.pop(0) if self._deferred else self._pending.get()
-        batch = [first]
-        key = first.params.batch_key()
-        if key is None:
-            return batch
-        still_deferred = []
-        for row in self._deferred:
-            if len(batch) < self.max_batch and row.params.batch_key() == key:
-                batch.append(row)
-            else:
-                still_deferred.append(row)
-        self._deferred = still_deferred
-        deadline = time.monotonic() + self.batch_wait_s
-        while len(batch) < self.max_batch:
-            timeout = deadline - time.monotonic()
+    def _take_waiting(self, free: int, block: bool) -> list[_Row]:
+        rows: list[_Row] = []
+        budget = self.max_prefill_tokens
+        while len(rows) < free:
             try:
-                row = self._pending.get(timeout=max(timeout, 0)) if timeout > 0 else self._pending.get_nowait()
+                row = self._pending.get(timeout=None) if block and not rows else self._pending.get_nowait()
             except queue.Empty:
                 break
-            (batch if row.params.batch_key() == key else self._deferred).append(row)
-        return batch
+            with self._lock:
+                self._waiting -= 1
+            metrics.QUEUE_DEPTH.dec()
+            if row.cancelled.is_set():
+                row.push(None)
+                continue
+            rows.append(row)
+            budget -= len(row.prompt_ids)
+            if budget <= 0:
+                break
+        return rows
 
     def _serve_forever(self) -> None:
-        while True:
-            batch = self._next_batch()
-            metrics.QUEUE_DEPTH.dec(len(batch))
-            live = [row for row in batch if not row.cancelled.is_set()]
-            for row in batch:
-                if row.cancelled.is_set():
-                    row.push(None)
-            if not live:
-                continue
-            started = time.monotonic()
-            try:
-                self._generate(live)
-            except Exception as err:  # a failed batch fails its rows, never the worker
-                log.exception("generation failed")
-                for row in live:
-                    row.push(err)
-            finally:
-                for row in live:
-                    row.push(None)
-            elapsed = time.monotonic() - started
-            produced = sum(row.generated for row in live)
-            metrics.BATCH_SIZE.observe(len(live))
-            if elapsed > 0:
-                metrics.TOKENS_PER_SECOND.set(produced / elapsed)
-
-    def _generate(self, rows: list[_Row]) -> None:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-        from transformers.generation.streamers import BaseStreamer
 
-        eos_ids = set(_as_list(self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id))
+        eos = set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
+        eos |= set(_as_list(self.tokenizer.eos_token_id))
+        batch = _Batch(self, eos)
+        while True:
+            try:
+                with torch.inference_mode():
+                    if not batch.rows or self.joinable:
+                        newcomers = self._take_waiting(self.max_batch - len(batch.rows), block=not batch.rows)
+                        if newcomers:
+                            batch.admit(newcomers)
+                    batch.drop_finished()
+                    if batch.rows:
+                        batch.step()
+            except Exception as err:  # a failed step fails its rows, never the worker
+                log.exception("generation step failed")
+                batch.fail_all(err)
+            self.running = len(batch.rows)
+            metrics.RUNNING.set(self.running)
 
-        class RowStreamer(BaseStreamer):
-            def __init__(self) -> None:
-                self.prompt_seen = False
 
-            def put(self, value: Any) -> None:
-                if not self.prompt_seen:  # generate() first echoes the prompt
-                    self.prompt_seen = True
-                    return
-                for row, token in zip(rows, value.reshape(-1).tolist(), strict=True):
-                    if row.finished:
-                        continue
-                    if token in eos_ids and not row.params.ignore_eos:
-                        row.finished, row.finish_reason = True, "stop"
-                        continue
-                    row.generated += 1
-                    row.push(int(token))
-                    if row.generated >= row.params.max_tokens:
-                        row.finished, row.finish_reason = True, "length"
+class _Batch:
+    """The running rows and their shared, left-padded KV cache."""
 
-            def end(self) -> None:
-                for row in rows:
-                    row.finished = True
+    def __init__(self, engine: Engine, eos: set[int]) -> None:
+        self.engine = engine
+        self.model = engine.model
+        self.eos = eos
+        self.pad = int(engine.tokenizer.pad_token_id)
+        # Transformers 5 renamed the cache argument and output field `past_key_values` to `cache`.
+        self.cache_field = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.rows: list[_Row] = []
+        self.cache: Any = None
+        self.mask: Any = None  # [rows, columns] of 1 (real) / 0 (padding)
+        self.tokens_since = time.monotonic()
 
-        class RowStop(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.tensor([row.finished or row.cancelled.is_set() for row in rows], device=input_ids.device)
+    def admit(self, newcomers: list[_Row]) -> None:
+        import torch
 
-        params = rows[0].params
-        width = max(len(row.prompt_ids) for row in rows)
-        pad = int(self.tokenizer.pad_token_id)
-        input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
-        attention = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        sampling = params.temperature > 0
-        kwargs: dict[str, Any] = {"do_sample": sampling}
-        if sampling:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        if params.ignore_eos:  # benchmarks: a fixed number of tokens whatever the model says
-            kwargs["min_new_tokens"] = max(row.params.max_tokens for row in rows)
-        device = self.model.device
-        with torch.inference_mode():
-            self.model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                max_new_tokens=max(row.params.max_tokens for row in rows),
-                streamer=RowStreamer(),
-                stopping_criteria=StoppingCriteriaList([RowStop()]),
-                pad_token_id=pad,
-                **kwargs,
+        try:
+            width = max(len(r.prompt_ids) for r in newcomers)
+            ids = torch.tensor([[self.pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in newcomers])
+            mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in newcomers])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(
+                input_ids=ids.to(self.engine.device),
+                attention_mask=mask.to(self.engine.device),
+                position_ids=positions.to(self.engine.device),
+                use_cache=True,
+                logits_to_keep=1,
             )
+        except Exception as err:
+            log.exception("prefill failed")
+            for row in newcomers:
+                self._finish(row, "error", err)
+            return
+        for row in newcomers:
+            row.position = len(row.prompt_ids)
+            if not row.params.greedy:
+                row.generator = torch.Generator(device=out.logits.device)
+                if row.params.seed is not None:
+                    row.generator.manual_seed(row.params.seed)
+                else:
+                    row.generator.seed()
+        self._emit(newcomers, out.logits[:, -1, :])
+        mask = mask.to(self.engine.device)
+        cache = getattr(out, self.cache_field)
+        if not self.rows:
+            self.rows, self.cache, self.mask = newcomers, cache, mask
+            self.engine.joinable = _all_full_attention(cache)
+        else:
+            self._merge(newcomers, cache, mask)
+
+    def _merge(self, newcomers: list[_Row], cache: Any, mask: Any) -> None:
+        import torch
+        from torch.nn.functional import pad
+
+        width = max(self.mask.shape[1], mask.shape[1])
+        a, b = width - self.mask.shape[1], width - mask.shape[1]
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            if not _holds_kv(mine):
+                continue
+            mine.keys = torch.cat([pad(mine.keys, (0, 0, a, 0)), pad(theirs.keys, (0, 0, b, 0))])
+            mine.values = torch.cat([pad(mine.values, (0, 0, a, 0)), pad(theirs.values, (0, 0, b, 0))])
+        self.mask = torch.cat([pad(self.mask, (a, 0)), pad(mask, (b, 0))])
+        self.rows = self.rows + newcomers
+
+    def drop_finished(self) -> None:
+        import torch
+
+        for row in self.rows:
+            if row.cancelled.is_set() and not row.finished:
+                self._finish(row, "cancelled")
+        keep = [i for i, row in enumerate(self.rows) if not row.finished]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self.rows, self.cache, self.mask = [], None, None
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        self.rows = [self.rows[i] for i in keep]
+        if self.engine.joinable:  # columns that are padding for every row left are dead weight
+            first = int(self.mask.any(0).int().argmax())
+            if first > 0:
+                self.mask = self.mask[:, first:]
+                for layer in self.cache.layers:
+                    if _holds_kv(layer):
+                        layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def step(self) -> None:
+        import torch
+
+        device = self.engine.device
+        ids = torch.tensor([[r.next_input] for r in self.rows], device=device)
+        positions = torch.tensor([[r.position] for r in self.rows], device=device)
+        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=device)], 1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.cache_field: self.cache},
+        )
+        self.cache = getattr(out, self.cache_field)
+        for row in self.rows:
+            row.position += 1
+        self._emit(self.rows, out.logits[:, -1, :])
+        self.engine.steps += 1
+        metrics.BATCH_SIZE.observe(len(self.rows))
+
+    def _emit(self, rows: list[_Row], logits: Any) -> None:
+        """Choose each row's next token and turn it into text for that row."""
+        greedy = logits.argmax(-1).tolist()
+        produced = 0
+        for i, row in enumerate(rows):
+            if row.finished:
+                continue
+            token = greedy[i] if row.params.greedy else _sample(logits[i], row.params, row.generator)
+            if token in self.eos and not row.params.ignore_eos:
+                self._finish(row, "stop")
+                continue
+            row.generated += 1
+            produced += 1
+            text, stopped = row.stops.feed(row.detok.step(token))
+            if text:
+                row.push(text)
+            if stopped:
+                self._finish(row, "stop")
+            elif row.generated >= row.params.max_tokens:
+                self._finish(row, "length")
+            else:
+                row.next_input = token
+        metrics.GENERATED_TOKENS.inc(produced)
+        now = time.monotonic()
+        if now > self.tokens_since:
+            metrics.TOKENS_PER_SECOND.set(produced / (now - self.tokens_since))
+        self.tokens_since = now
+
+    def _finish(self, row: _Row, reason: str, error: BaseException | None = None) -> None:
+        row.finished, row.finish_reason = True, reason
+        if error is not None:
+            row.push(error)
+        elif reason != "cancelled":
+            tail = row.stops.flush() if reason != "stop" else ""
+            if tail:
+                row.push(tail)
+        metrics.PROMPT_TOKENS.inc(len(row.prompt_ids))
+        row.push(None)
+
+    def fail_all(self, err: BaseException) -> None:
+        for row in self.rows:
+            if not row.finished:
+                self._finish(row, "error", err)
+        self.rows, self.cache, self.mask = [], None, None
+
+
+def _sample(logits: Any, params: SamplingParams, generator: Any) -> int:
+    """Temperature and nucleus (top-p) sampling for one row, with that row's own generator."""
+    import torch
+
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        # keep the smallest prefix whose mass reaches top_p (always at least the most likely token)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= params.top_p
+        sorted_probs[outside] = 0
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _all_full_attention(cache: Any) -> bool:
+    """Only plain growing caches can be merged by left padding (see the module docstring)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers: Any = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _holds_kv(layer: Any) -> bool:
+    """Layers that share another layer's KV (or hold none yet) have nothing to pad or trim."""
+    keys = getattr(layer, "keys", None)
+    return keys is not None and keys.dim() == 4
 
 
 def _as_list(value: int | list[int] | None) -> list[int]:

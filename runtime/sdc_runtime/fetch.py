@@ -2,13 +2,17 @@
 
 The operator's download step runs this in the model's namespace, before any
 serving pod starts. It refuses sources outside the allow-list and unpinned
-revisions, fetches safetensors (never pickled weights, never repository code)
-unless told otherwise, resumes partial files, checks sizes and sha256 of
-what arrived against the hub's listing, and writes a completion marker so the
-next pod on the same cache skips the download. Progress goes to stdout as JSON
-lines (one per file and a final summary), and the last line is also written
-to the termination log, where the operator reads it into the LocalLLM status.
-"""
+revisions, and fetches only what its gate lets through: exact configuration
+and tokenizer file names and safetensors (pickled weights and repository code
+only when asked for). Every file it keeps is verified against the hub's
+listing (sha256 for LFS files, the git blob id for the rest), files kept from
+an earlier try included, and the whole snapshot must fit the cache
+(`--max-bytes`). A completion marker records each file's size and hash, so the
+next pod on the same cache skips the download; a marker that does not vouch
+for this exact repository and revision is ignored and the cache re-verified.
+Progress goes to stdout as JSON lines (one per file and a final summary), and
+the last line is also written to the termination log, where the operator
+reads it into the LocalLLM status."""
 
 from __future__ import annotations
 
@@ -27,20 +31,38 @@ from pathlib import Path
 from typing import Any
 
 MARKER = ".sdc-complete.json"
+MARKER_VERSION = 2
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SAFE_PATTERNS = (
-    "*.json",
-    "*.safetensors",
-    "*.model",
-    "*.tiktoken",
-    "*.txt",
-    "*.jinja",
-    "tokenizer*",
-    "*.md",
+# Exact file names of configuration and tokenizer data (never a glob such as `tokenizer*`, which also
+# matches tokenizer_helper.py or tokenizer.pkl), plus safetensors weights. All of these are data.
+DATA_NAMES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
+        "vocab.txt",
+        "merges.txt",
+        "tokenizer.model",
+        "spiece.model",
+        "sentencepiece.bpe.model",
+        "tokenizer.tiktoken",
+        "preprocessor_config.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+    }
 )
-PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
-CODE_PATTERNS = ("*.py",)
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+CODE_SUFFIXES = (".py",)
 
 
 class FetchError(Exception):
@@ -51,7 +73,8 @@ class FetchError(Exception):
 class RemoteFile:
     name: str
     size: int | None
-    sha256: str | None
+    sha256: str | None  # LFS files: the hub lists their sha256
+    blob_id: str | None = None  # other files: the git blob id (sha1 of "blob <size>\0" + content)
 
 
 def cache_path(cache: Path, repo: str, revision: str) -> Path:
@@ -66,18 +89,15 @@ def check_allowed(repo: str, allow: list[str]) -> None:
         raise FetchError(f"source '{repo}' is not in the allow-list ({', '.join(allow) or 'empty'})")
 
 
-def patterns(allow_pickle: bool, trust_remote_code: bool) -> list[str]:
-    chosen = list(SAFE_PATTERNS)
-    if allow_pickle:
-        chosen += PICKLE_PATTERNS
-    if trust_remote_code:
-        chosen += CODE_PATTERNS
-    return chosen
-
-
-def wanted(name: str, globs: list[str]) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(base, g) or fnmatch.fnmatchcase(name, g) for g in globs)
+def wanted(name: str, allow_pickle: bool, trust_remote_code: bool) -> bool:
+    """The fetcher's gate: exact data file names and safetensors; pickles and code only when asked for."""
+    parts = name.split("/")
+    if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        return False
+    base = parts[-1]
+    if base in DATA_NAMES or base.endswith(SAFE_SUFFIXES):
+        return True
+    return (allow_pickle and base.endswith(PICKLE_SUFFIXES)) or (trust_remote_code and base.endswith(CODE_SUFFIXES))
 
 
 def emit(event: str, **fields: Any) -> str:
@@ -108,6 +128,36 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def git_blob_id(path: Path) -> str:
+    """The git object id of a file, as the hub lists it for files that are not in LFS."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def problem(path: Path, item: RemoteFile) -> str | None:
+    """Why a file in the cache is not the listed one (None: it is): missing, size, sha256 or git blob id."""
+    if not path.is_file():
+        return f"{item.name} is missing"
+    if item.size is not None and path.stat().st_size != item.size:
+        return f"{item.name} is {path.stat().st_size} bytes, expected {item.size}"
+    if item.sha256 and sha256_of(path) != item.sha256:
+        return f"{item.name} does not match its sha256 {item.sha256}"
+    if not item.sha256 and item.blob_id and git_blob_id(path) != item.blob_id:
+        return f"{item.name} does not match its git blob id {item.blob_id}"
+    return None
+
+
+def check_size(remote: list[RemoteFile], max_bytes: int) -> None:
+    total = sum(f.size or 0 for f in remote)
+    if max_bytes and total > max_bytes:
+        raise FetchError(
+            f"the snapshot needs {total} bytes but the cache holds {max_bytes}: raise cache.size (or fetch fewer files)"
+        )
+
+
 def list_remote(repo: str, revision: str, token: str | None, endpoint: str | None) -> list[RemoteFile]:
     from huggingface_hub import HfApi
 
@@ -116,25 +166,31 @@ def list_remote(repo: str, revision: str, token: str | None, endpoint: str | Non
     for sibling in info.siblings or []:
         lfs = getattr(sibling, "lfs", None)
         sha = getattr(lfs, "sha256", None) if lfs is not None else None
-        files.append(RemoteFile(sibling.rfilename, getattr(sibling, "size", None), sha))
+        blob = None if lfs is not None else getattr(sibling, "blob_id", None)
+        files.append(RemoteFile(sibling.rfilename, getattr(sibling, "size", None), sha, blob))
     return files
 
 
 def fetch_hub(
-    repo: str, revision: str, dest: Path, globs: list[str], token: str | None, endpoint: str | None
+    repo: str,
+    revision: str,
+    dest: Path,
+    gate: tuple[bool, bool],
+    token: str | None,
+    endpoint: str | None,
+    max_bytes: int = 0,
 ) -> list[RemoteFile]:
     from huggingface_hub import hf_hub_download
 
-    remote = [f for f in list_remote(repo, revision, token, endpoint) if wanted(f.name, globs)]
-    if not any(f.name.endswith(".safetensors") or f.name.endswith(".bin") for f in remote):
-        raise FetchError(
-            f"{repo}@{revision} has no weights matching {', '.join(globs)} (pickled weights need --allow-pickle)"
-        )
+    remote = [f for f in list_remote(repo, revision, token, endpoint) if wanted(f.name, *gate)]
+    if not any(f.name.endswith(".safetensors") or f.name.endswith(PICKLE_SUFFIXES) for f in remote):
+        raise FetchError(f"{repo}@{revision} has no safetensors weights (pickled weights need allowPickle)")
+    check_size(remote, max_bytes)
     total = sum(f.size or 0 for f in remote)
     done_bytes = 0
     for index, item in enumerate(remote, 1):
         target = dest / item.name
-        if not _intact(target, item):
+        if problem(target, item) is not None:  # a file kept from an earlier try is verified, never trusted
             hf_hub_download(
                 repo,
                 item.name,
@@ -149,18 +205,12 @@ def fetch_hub(
     return remote
 
 
-def _intact(path: Path, item: RemoteFile) -> bool:
-    """Whether a file already in the cache is the one listed (size, and sha256 where the hub gives one)."""
-    if not path.is_file() or (item.size is not None and path.stat().st_size != item.size):
-        return False
-    return item.sha256 is None or sha256_of(path) == item.sha256
-
-
-def fetch_local(source: Path, dest: Path, globs: list[str]) -> list[RemoteFile]:
+def fetch_local(source: Path, dest: Path, gate: tuple[bool, bool], max_bytes: int = 0) -> list[RemoteFile]:
     if not source.is_dir():
         raise FetchError(f"local source {source} is not a directory")
-    files = sorted(p for p in source.rglob("*") if p.is_file() and wanted(str(p.relative_to(source)), globs))
+    files = sorted(p for p in source.rglob("*") if p.is_file() and wanted(str(p.relative_to(source)), *gate))
     remote = [RemoteFile(str(p.relative_to(source)), p.stat().st_size, sha256_of(p)) for p in files]
+    check_size(remote, max_bytes)
     total = sum(f.size or 0 for f in remote)
     done_bytes = 0
     for index, (path, item) in enumerate(zip(files, remote, strict=True), 1):
@@ -172,18 +222,56 @@ def fetch_local(source: Path, dest: Path, globs: list[str]) -> list[RemoteFile]:
     return remote
 
 
-def verify(dest: Path, remote: list[RemoteFile]) -> None:
+def verify(dest: Path, remote: list[RemoteFile], max_bytes: int = 0) -> None:
     """Check that every listed file arrived whole; raise naming the first that did not."""
     for item in remote:
-        path = dest / item.name
-        if not path.is_file():
-            raise FetchError(f"{item.name} is missing after download")
-        if item.size is not None and path.stat().st_size != item.size:
-            raise FetchError(f"{item.name} is {path.stat().st_size} bytes, expected {item.size}")
-        if item.sha256 and sha256_of(path) != item.sha256:
-            raise FetchError(f"{item.name} does not match its sha256 {item.sha256}")
+        if (why := problem(dest / item.name, item)) is not None:
+            raise FetchError(why)
+    size = sum((dest / item.name).stat().st_size for item in remote)
+    if max_bytes and size > max_bytes:
+        raise FetchError(f"the snapshot is {size} bytes, more than the cache's {max_bytes}: raise cache.size")
     if not (dest / "config.json").is_file() and not any(dest.glob("*.gguf")):
         raise FetchError("the snapshot has no config.json: not a Transformers model")
+
+
+def marker_record(dest: Path, remote: list[RemoteFile]) -> dict[str, dict[str, Any]]:
+    """Per file: its size, and the sha256 of each file the hub gave no sha256 for (small, non-LFS files)."""
+    record: dict[str, dict[str, Any]] = {}
+    for item in remote:
+        path = dest / item.name
+        entry: dict[str, Any] = {"size": path.stat().st_size, "lfs": bool(item.sha256)}
+        entry["sha256"] = item.sha256 or sha256_of(path)
+        record[item.name] = entry
+    return record
+
+
+def cached(dest: Path, repo: str, revision: str) -> dict[str, Any] | None:
+    """The marker's summary when it vouches for this exact snapshot and the files still match it.
+
+    A marker of another repository or revision, an older format, or any file
+    whose size (or, for small non-LFS files, sha256) differs means the cache is
+    verified again against the hub's listing instead of trusted.
+    """
+    try:
+        summary: dict[str, Any] = json.loads((dest / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    files = summary.get("files")
+    if (
+        summary.get("version") != MARKER_VERSION
+        or summary.get("repo") != repo
+        or summary.get("revision") != revision
+        or not isinstance(files, dict)
+        or not files
+    ):
+        return None
+    for name, entry in files.items():
+        path = dest / name
+        if not isinstance(entry, dict) or not path.is_file() or path.stat().st_size != entry.get("size"):
+            return None
+        if not entry.get("lfs") and sha256_of(path) != entry.get("sha256"):
+            return None
+    return summary
 
 
 def read_token(token_file: Path | None) -> str | None:
@@ -199,25 +287,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise FetchError(f"revision '{args.revision}' is not a pinned 40-character commit hash")
     dest = cache_path(args.cache, args.repo, args.revision)
     marker = dest / MARKER
-    if marker.is_file():
-        summary: dict[str, Any] = json.loads(marker.read_text())
+    if (summary := cached(dest, args.repo, args.revision)) is not None:
         emit("cached", repo=args.repo, revision=args.revision, path=str(dest), files=len(summary["files"]))
         return summary
+    marker.unlink(missing_ok=True)  # a stale marker must not vouch for a half-verified snapshot
     dest.mkdir(parents=True, exist_ok=True)
-    globs = patterns(args.allow_pickle, args.trust_remote_code)
+    gate = (bool(args.allow_pickle), bool(args.trust_remote_code))
     started = time.monotonic()
     emit("start", repo=args.repo, revision=args.revision, path=str(dest))
     token = read_token(args.token_file)
     if args.source:
-        remote = fetch_local(Path(args.source), dest, globs)
+        remote = fetch_local(Path(args.source), dest, gate, args.max_bytes)
     else:
-        remote = fetch_hub(args.repo, args.revision, dest, globs, token, args.endpoint)
-    verify(dest, remote)
+        remote = fetch_hub(args.repo, args.revision, dest, gate, token, args.endpoint, args.max_bytes)
+    verify(dest, remote, args.max_bytes)
     summary = {
+        "version": MARKER_VERSION,
         "repo": args.repo,
         "revision": args.revision,
         "path": str(dest),
-        "files": [f.name for f in remote],
+        "files": marker_record(dest, remote),
         "bytes": sum(f.size or 0 for f in remote),
         "seconds": round(time.monotonic() - started, 2),
     }
@@ -241,6 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-pickle", action="store_true", help="also fetch *.bin/*.pt weights")
     parser.add_argument("--trust-remote-code", action="store_true", help="also fetch the repository's *.py")
     parser.add_argument("--allow-unpinned", action="store_true", help="accept a branch or tag as revision")
+    parser.add_argument(
+        "--max-bytes", type=int, default=0, help="refuse a snapshot larger than this (the cache's size; 0: no cap)"
+    )
     parser.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"))
     args = parser.parse_args(argv)
     try:

@@ -9,27 +9,83 @@ import sys
 import threading
 from pathlib import Path
 
-import uvicorn
+from sdc_runtime.loading import DEVICE_MAPS, LoadOptions
 
-from sdc_runtime.engine import Engine, ModelDirError
-from sdc_runtime.server import create_app
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value and value.isdigit() else default
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sdc-runtime", description=__doc__)
+    p.add_argument("--model", type=Path, required=True, help="local model directory (config.json, safetensors)")
+    p.add_argument("--served-model-name", default=None, help="the name clients use (default: the directory)")
+    p.add_argument("--host", default=os.environ.get("SDC_RUNTIME_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=_env_int("SDC_RUNTIME_PORT", 8000))
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float16", "bfloat16", "float32"],
+        default="auto",
+        help="weights' precision; auto: bfloat16 on a GPU that has it, else float16; float32 on CPU",
+    )
+    p.add_argument(
+        "--device-map",
+        choices=DEVICE_MAPS,
+        default=None,
+        help="accelerate's placement over the visible devices (default: auto on a GPU, none on CPU)",
+    )
+    p.add_argument(
+        "--quantization",
+        choices=["none", "4bit", "8bit"],
+        default="none",
+        help="bitsandbytes 4/8-bit weights (CUDA only; needs the runtime-quant extra)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model repository's own Python code (the operator passes it only when the LocalLLM asks)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=_env_int("SDC_RUNTIME_MAX_BATCH", 32),
+        help="most sequences decoded together (SDC_RUNTIME_MAX_BATCH)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=_env_int("SDC_RUNTIME_MAX_QUEUE", 256),
+        help="requests that may wait for a row; beyond that a 503 with Retry-After (SDC_RUNTIME_MAX_QUEUE)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=_env_int("SDC_MAX_BODY_BYTES", 4 * 2**20),
+        help="largest request body; larger ones get a 413 unread (SDC_MAX_BODY_BYTES)",
+    )
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sdc-runtime", description=__doc__)
-    parser.add_argument("--model", type=Path, required=True, help="local model directory (config.json, safetensors)")
-    parser.add_argument("--served-model-name", default=None, help="the name clients use (default: the directory)")
-    parser.add_argument("--host", default=os.environ.get("SDC_RUNTIME_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SDC_RUNTIME_PORT", "8000")))
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--max-batch", type=int, default=16, help="most sequences decoded together")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
+    # Set before torch loads: fewer out-of-memory failures from fragmentation as KV caches grow
+    # and shrink with the batch (the image sets it too; an explicit setting wins).
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     # The generation thread holds the GIL between torch kernels; at the default 5 ms switch
     # interval the event loop waits that long for every streamed token.
     sys.setswitchinterval(0.0005)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    import uvicorn
+
+    from sdc_runtime.engine import Engine, ModelDirError
+    from sdc_runtime.server import create_app
+
+    options = LoadOptions(args.device, args.dtype, args.device_map, args.quantization, args.trust_remote_code)
     try:
-        engine = Engine(args.model, device=None if args.device == "auto" else args.device, max_batch=args.max_batch)
+        engine = Engine(args.model, options=options, max_batch=max(1, args.max_batch), max_queue=max(0, args.max_queue))
     except ModelDirError as err:
         print(f"sdc-runtime: {err}", file=sys.stderr)
         sys.exit(2)
@@ -43,4 +99,5 @@ def main(argv: list[str] | None = None) -> None:
             os._exit(2)  # the server cannot serve without a model: fail the pod, do not hang
 
     threading.Thread(target=load, name="sdc-load", daemon=True).start()
-    uvicorn.run(create_app(engine, name), host=args.host, port=args.port, log_level="info", access_log=False)
+    app = create_app(engine, name, max_body_bytes=args.max_body_bytes)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)

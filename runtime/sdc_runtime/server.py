@@ -3,6 +3,12 @@
 The model loads in a background thread so the process answers `/health`
 (503 until loaded) while a large model is still being read: Kubernetes probes
 can then tell "loading" from "dead".
+
+Every input is hostile until checked, in order of cost: the body size (413,
+before reading it), the schema (400 naming the field), the text size against
+the context (400, before tokenizing), the token count (400), then a free row
+(503 with Retry-After when the queue is full). Message contents are tokenized
+as plain text, never as control tokens (`Engine.chat_prompt`).
 """
 
 from __future__ import annotations
@@ -20,20 +26,29 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sdc_runtime import metrics
-from sdc_runtime.engine import Completion, Engine, PromptTooLongError, SamplingParams
+from sdc_runtime.engine import BadPromptError, Engine, Generation, QueueFullError, SamplingParams
+from sdc_runtime.limits import BodyLimit
 from sdc_runtime.protocol import ChatCompletionRequest, EmbeddingRequest
 
 DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_BODY_BYTES = 4 * 2**20  # a 128k-token prompt as escaped JSON fits; a 10 MB upload does not
 
 
-def openai_error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
+RETRY_AFTER_S = "1"
 
 
-def create_app(engine: Engine, served_model_name: str) -> FastAPI:
+def openai_error(
+    status: int, message: str, kind: str, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status, headers)
+
+
+def create_app(engine: Engine, served_model_name: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI(title="sdc-runtime", summary="OpenAI-compatible server for a local Transformers model")
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -41,14 +56,14 @@ def create_app(engine: Engine, served_model_name: str) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return openai_error(400, f"{where}: {first.get('msg')}", "invalid_request_error", where or None)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # also FastAPI's own: body parse errors, 404, 405
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return openai_error(exc.status_code, str(exc.detail), kind)
+        return openai_error(exc.status_code, str(exc.detail), kind, headers=dict(exc.headers or {}))
 
     def require_ready(model: str) -> None:
         if not engine.loaded.is_set():
-            raise HTTPException(503, "model is still loading")
+            raise HTTPException(503, "model is still loading", headers={"Retry-After": RETRY_AFTER_S})
         if model != served_model_name:
             raise HTTPException(404, f"model '{model}' is not served here; this server serves '{served_model_name}'")
 
@@ -76,21 +91,27 @@ def create_app(engine: Engine, served_model_name: str) -> FastAPI:
             raise HTTPException(400, f"model '{served_model_name}' is an embedding model: use /v1/embeddings")
         max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
         params = SamplingParams(body.temperature, body.top_p, max_tokens, body.stop_list(), body.seed, body.ignore_eos)
-        prompt = await asyncio.to_thread(engine.chat_prompt, [m.model_dump() for m in body.messages])
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         try:
-            engine.check_budget(prompt, max_tokens)
-        except PromptTooLongError as err:
+            # Sizes first: tokenizing megabytes costs seconds of CPU that a 400 does not need.
+            engine.check_text_size(sum(len(m["content"]) for m in messages), max_tokens)
+            prompt = await asyncio.to_thread(engine.chat_prompt, messages)
+            generation = engine.submit(prompt, params)
+        except BadPromptError as err:
+            metrics.REQUESTS.labels("chat", "refused").inc()
             return openai_error(400, str(err), "invalid_request_error", "messages")
+        except QueueFullError as err:
+            metrics.REQUESTS.labels("chat", "busy").inc()
+            return openai_error(503, f"server busy: {err}", "server_busy", headers={"Retry-After": RETRY_AFTER_S})
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        result = Completion(prompt_tokens=len(prompt))
         started = time.monotonic()
         if body.stream:
             return StreamingResponse(
-                _sse(engine, prompt, params, result, completion_id, created, served_model_name, started),
+                _sse(generation, completion_id, created, served_model_name, started),
                 media_type="text/event-stream",
             )
-        text = await _collect_until_disconnect(engine, prompt, params, result, request)
+        text = await _collect_until_disconnect(generation, request)
         if text is None:
             return Response(status_code=499)
         metrics.REQUESTS.labels("chat", "ok").inc()
@@ -105,10 +126,10 @@ def create_app(engine: Engine, served_model_name: str) -> FastAPI:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": result.finish_reason,
+                        "finish_reason": generation.finish_reason,
                     }
                 ],
-                "usage": _usage(result),
+                "usage": _usage(generation),
             }
         )
 
@@ -140,26 +161,25 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
     return vector
 
 
-def _usage(result: Completion) -> dict[str, int]:
+def _usage(generation: Generation) -> dict[str, int]:
     return {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "total_tokens": generation.prompt_tokens + generation.completion_tokens,
     }
 
 
-async def _collect_until_disconnect(
-    engine: Engine, prompt: list[int], params: SamplingParams, result: Completion, request: Request
-) -> str | None:
+async def _collect_until_disconnect(generation: Generation, request: Request) -> str | None:
     """Generate to the end, or stop (and free the batch row) when the client goes away."""
 
     async def collect() -> str:
-        return "".join([delta async for delta in engine.stream(prompt, params, result)])
+        return "".join([delta async for delta in generation.deltas()])
 
     task = asyncio.create_task(collect())
     while not task.done():
         done, _ = await asyncio.wait({task}, timeout=0.25)
         if not done and await request.is_disconnected():
+            generation.cancel()
             task.cancel()
             metrics.REQUESTS.labels("chat", "cancelled").inc()
             return None
@@ -167,14 +187,7 @@ async def _collect_until_disconnect(
 
 
 async def _sse(
-    engine: Engine,
-    prompt: list[int],
-    params: SamplingParams,
-    result: Completion,
-    completion_id: str,
-    created: int,
-    model: str,
-    started: float,
+    generation: Generation, completion_id: str, created: int, model: str, started: float
 ) -> AsyncIterator[str]:
     def chunk(delta: dict[str, str], finish: str | None, usage: dict[str, int] | None = None) -> str:
         body: dict[str, Any] = {
@@ -190,13 +203,13 @@ async def _sse(
 
     yield chunk({"role": "assistant", "content": ""}, None)
     try:
-        async for delta in engine.stream(prompt, params, result):
+        async for delta in generation.deltas():
             yield chunk({"content": delta}, None)
     except Exception as err:  # after the first byte the status is sent: report in-band
         metrics.REQUESTS.labels("chat", "error").inc()
         yield f"data: {json.dumps({'error': {'message': str(err), 'type': 'server_error'}})}\n\n"
         return
-    yield chunk({}, result.finish_reason, _usage(result))
+    yield chunk({}, generation.finish_reason, _usage(generation))
     yield "data: [DONE]\n\n"
     metrics.REQUESTS.labels("chat", "ok").inc()
     metrics.LATENCY.labels("chat").observe(time.monotonic() - started)

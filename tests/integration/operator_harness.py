@@ -37,6 +37,7 @@ class OperatorProcess:
             "SDC_ENDPOINTS_NAMESPACE": self.endpoints_namespace,
             "SDC_LOG_FORMAT": "plain",
             "SDC_ALLOWED_SOURCES": '["*/*"]',
+            "SDC_TRUST_REMOTE_CODE_REPOS": '["LGAI-EXAONE/*"]',  # the EXAONE example manifest's code
             **self.extra_env,
         }
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from hack.cluster import serviceaccount_kubeconfig
-from tests.conftest import ROOT, Kubectl, wait_until
+from tests.conftest import ROOT, Kubectl, globbed, wait_until
 from tests.integration.operator_harness import OperatorProcess, wait_phase
 
 CHART = ROOT / "charts" / "sdc"
@@ -38,12 +38,12 @@ def token_kubeconfig(kubectl: Kubectl, admin: Path, namespace: str, account: str
 
 
 def test_rendered_manifests_pass_server_side_dry_run(kubectl: Kubectl, kubeconfig: Path, namespace: str) -> None:
-    for crd in sorted((ROOT / "crds").glob("*.yaml")):
+    for crd in globbed(ROOT / "crds", "*.yaml"):
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
     for team in ("team-a", "team-b"):  # the namespaced scenario's watch list
         kubectl("create", "namespace", team, check=False)
-    for values in [None, *sorted((CHART / "ci").glob("*.yaml"))]:
+    for values in [None, *globbed(CHART / "ci", "*.yaml")]:
         args = [
             "template",
             "dry",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, Kubectl, wait_until
+import pytest
+
+from tests.conftest import ROOT, Kubectl, refuse_foreign, wait_until
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -113,8 +114,26 @@ def test_crd_schema_violation_is_rejected(kubectl: Kubectl, namespace: str) -> N
     assert "spec.runtime" in out and "Unsupported value" in out, out
 
 
-def test_kubeconfig_is_explicit(kubeconfig: Path) -> None:
+def test_kubeconfig_is_explicit(kubeconfig: Path, kubectl: Kubectl, tmp_path: Path, monkeypatch: Any) -> None:
     """The suite runs against the cluster it was given, or its own; never the ambient kube-context."""
-    given = os.environ.get("SDC_TEST_KUBECONFIG")
-    assert kubeconfig == (Path(given) if given else ROOT / ".cluster" / "kubeconfig")
-    assert kubeconfig.is_file()
+    foreign = tmp_path / "foreign-kubeconfig"
+    foreign.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "prod", "cluster": {"server": "https://10.20.30.40:6443"}}],
+                "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "admin"}}],
+                "users": [{"name": "admin", "user": {"token": "x"}}],
+                "current-context": "prod",
+            }
+        )
+    )
+    with pytest.raises(AssertionError, match="not on this machine"):
+        refuse_foreign(foreign)
+    assert refuse_foreign(kubeconfig) == kubeconfig
+    # An ambient KUBECONFIG naming a shared cluster changes nothing: every call names ours.
+    monkeypatch.setenv("KUBECONFIG", str(foreign))
+    server = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
+    assert server.startswith(("https://127.0.0.1:", "https://localhost:", "https://[::1]:")), server
+    assert kubectl("get", "--raw", "/readyz") == "ok"

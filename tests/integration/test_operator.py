@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Kubectl, wait_until
+from tests.conftest import ROOT, Kubectl, globbed, wait_until
 from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
+from tests.support.metrics import scrape
 
 ENDPOINTS_NS = "sdc"
 
@@ -136,14 +137,32 @@ def test_schema_and_cel_refuse_bad_specs(operator: OperatorProcess, kubectl: Kub
     negative = localllm("neg", namespace, gpus=-1)
     out = kubectl("apply", "-f", "-", stdin=json.dumps(negative), check=False)
     assert "spec.resources.gpus" in out, out
+    refused = [
+        # The vllm/vllm-openai image is CUDA-only: no CPU vLLM, whatever the args say.
+        (localllm("cpuvllm", namespace, gpus=0, engine={"args": ["--device=cpu"]}), "spec.resources.gpus", "CUDA-only"),
+        (
+            localllm("ollargs", namespace, runtime="ollama", model="a:b", gpus=0, engine={"args": ["-v"]}),
+            "spec.engine.args",
+            "takes no arguments",
+        ),
+    ]
+    spaced = localllm("spaced", namespace, runtime="ollama", model="a:b", gpus=0)
+    spaced["spec"]["model"]["servedName"] = "my model"
+    refused.append((spaced, "spec.model.servedName", "Ollama model name"))
+    nohash = localllm("nohash", namespace, runtime="ollama", model="a:b", gpus=0)
+    nohash["spec"]["model"]["url"] = "http://files.sdc.svc/a.gguf"
+    refused.append((nohash, "spec.model.sha256", "go together"))
+    for body, field, words in refused:
+        out = kubectl("apply", "-f", "-", stdin=json.dumps(body), check=False)
+        assert field in out and words in out, out
 
 
 def test_invalid_spec_fails_then_recovers(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
-    kubectl.apply(localllm("three", namespace, gpus=3))
+    kubectl.apply(localllm("three", namespace, gpus=3, engine={"args": ["--port=9"]}))
     failed = wait_phase(kubectl, "three", namespace, "Failed")
-    assert "power of two" in failed["status"]["message"]
+    assert "--port is set by the operator" in failed["status"]["message"]
     assert "NotFound" in kubectl("get", "deploy", "three", "-n", namespace, check=False)
-    kubectl("patch", "llm", "three", "-n", namespace, "--type=merge", "-p", '{"spec":{"resources":{"gpus":4}}}')
+    kubectl("patch", "llm", "three", "-n", namespace, "--type=merge", "-p", '{"spec":{"engine":{"args":[]}}}')
     wait_phase(kubectl, "three", namespace, "Ready")
 
 
@@ -164,15 +183,21 @@ def test_delete_leaves_nothing_owned(operator: OperatorProcess, kubectl: Kubectl
 
 
 def test_sigkill_mid_reconcile_converges(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
-    names = [f"m{i}" for i in range(12)]
+    names = [f"m{i}" for i in range(30)]
     started = time.monotonic()
     kubectl.apply([localllm(n, namespace, runtime="transformers", model="sdc/tiny", gpus=0) for n in names])
     wait_until("some deployments", lambda: kubectl("get", "deploy", "-n", namespace, "-o", "name"), interval=0.05)
     operator.kill()
+    # Proof the kill landed mid-reconcile: some children existed, not all of them.
+    at_kill = len(kubectl("get", "deploy", "-n", namespace, "-o", "name").split())
+    assert 0 < at_kill < len(names), f"the kill must land while reconciling (had {at_kill}/{len(names)})"
     operator.start()
     for n in names:
         wait_phase(kubectl, n, namespace, "Ready", timeout=120)
-    print(f"\ntwelve LocalLLMs (with a SIGKILL): all Ready after {time.monotonic() - started:.2f}s")
+    print(
+        f"\n{len(names)} LocalLLMs (SIGKILL with {at_kill} Deployments made): "
+        f"all Ready after {time.monotonic() - started:.2f}s"
+    )
     for kind in ("deploy", "svc", "pvc"):
         owners = [o["metadata"]["labels"]["llm.sdc.dev/localllm"] for o in kubectl.get(kind, "-n", namespace)["items"]]
         assert sorted(owners) == sorted(names), kind
@@ -181,16 +206,32 @@ def test_sigkill_mid_reconcile_converges(operator: OperatorProcess, kubectl: Kub
 def test_metrics_and_liveness(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
     import httpx
 
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    before = {
+        "ok": scrape(url, "sdc_operator_reconciles_total", result="ok"),
+        "ready": scrape(url, "sdc_operator_models", phase="Ready"),
+        "applies": scrape(url, "sdc_operator_applies_total", kind="Deployment"),
+        "writes": scrape(url, "sdc_operator_status_writes_total"),
+    }
     kubectl.apply(localllm("observed", namespace, runtime="ollama", model="gemma2:9b", gpus=0))
     wait_phase(kubectl, "observed", namespace, "Ready")
-    metrics = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).text
-    assert 'sdc_operator_reconciles_total{result="ok"}' in metrics
-    assert 'sdc_operator_models{phase="Ready"}' in metrics
+    wait_until(
+        "the Ready gauge to count it", lambda: scrape(url, "sdc_operator_models", phase="Ready") > before["ready"]
+    )
+    after = {
+        "ok": scrape(url, "sdc_operator_reconciles_total", result="ok"),
+        "ready": scrape(url, "sdc_operator_models", phase="Ready"),
+        "applies": scrape(url, "sdc_operator_applies_total", kind="Deployment"),
+        "writes": scrape(url, "sdc_operator_status_writes_total"),
+    }
+    delta = {k: after[k] - before[k] for k in before}
+    assert delta["ok"] >= 1 and delta["ready"] == 1 and delta["applies"] == 1, delta
+    assert 2 <= delta["writes"] <= 12, f"status writes are coalesced: {delta}"
     assert httpx.get(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5).status_code == 200
 
 
 def test_manifest_examples_become_ready(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
-    manifests = sorted((ROOT / "manifests").glob("*.yaml"))
+    manifests = globbed(ROOT / "manifests", "*.yaml")
     for path in manifests:
         kubectl("apply", "-n", namespace, "-f", str(path))
     names = [n.split("/")[-1] for n in kubectl("get", "llm", "-n", namespace, "-o", "name").split()]

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.support.fake_openai import FakeBackend
+from tests.support.metrics import scrape
 
 Backends = dict[str, tuple[FakeBackend, str]]
 
@@ -31,14 +32,16 @@ def test_seed_curl_example_answers(orchestrator: Callable[..., str], backends: B
 
 def test_failing_primary_falls_back_to_gemini(orchestrator: Callable[..., str], backends: Backends) -> None:
     base = orchestrator()
+    fallbacks = {"from_provider": "vllm", "to_provider": "gemini"}
+    before = scrape(f"{base}/metrics", "sdc_orchestrator_fallbacks_total", **fallbacks)
+    cooldowns = scrape(f"{base}/metrics", "sdc_orchestrator_cooldowns_total")
     for mode in ("fail", "ratelimit"):
         backends["vllm"][0].mode = mode
         body = httpx.post(f"{base}/api/v1/chat", json={"message": "질문", "provider": "vllm"}, timeout=10).json()
         assert body["provider"] == "gemini", mode
         assert body["fallback_used"] is True
-    metrics = httpx.get(f"{base}/metrics").text
-    assert 'sdc_orchestrator_fallbacks_total{from_provider="vllm",to_provider="gemini"}' in metrics
-    assert "sdc_orchestrator_cooldowns_total" in metrics
+    assert scrape(f"{base}/metrics", "sdc_orchestrator_fallbacks_total", **fallbacks) - before == 2
+    assert scrape(f"{base}/metrics", "sdc_orchestrator_cooldowns_total") > cooldowns
 
 
 def test_client_errors_are_returned_not_retried(orchestrator: Callable[..., str], backends: Backends) -> None:
@@ -53,11 +56,13 @@ def test_client_errors_are_returned_not_retried(orchestrator: Callable[..., str]
 def test_everything_failing_is_a_clear_502(orchestrator: Callable[..., str], backends: Backends) -> None:
     base = orchestrator()
     backends["vllm"][0].mode = backends["gemini"][0].mode = "fail"
+    failed = {"outcome": "http_502"}
+    before = scrape(f"{base}/metrics", "sdc_orchestrator_requests_total", **failed)
     resp = httpx.post(f"{base}/api/v1/chat", json={"message": "질문", "provider": "vllm"}, timeout=10)
     assert resp.status_code == 502
     tried = {t["endpoint"] for t in resp.json()["error"]["tried"]}
     assert tried == {"env/vllm", "env/gemini"}
-    assert 'outcome="http_502"' in httpx.get(f"{base}/metrics").text
+    assert scrape(f"{base}/metrics", "sdc_orchestrator_requests_total", **failed) - before == 1
 
 
 def test_timeouts_are_a_504(orchestrator: Callable[..., str], backends: Backends) -> None:
@@ -183,3 +188,61 @@ def test_client_disconnect_cancels_the_upstream_request(orchestrator: Callable[.
         time.sleep(0.05)
     assert backends["vllm"][0].disconnects == 1
     assert backends["gemini"][0].calls == 0, "a cancelled request is not failed over"
+
+
+def _publish(path: Path, backends: Backends, names: list[str]) -> None:
+    items = [
+        {"name": f"sdc/{n}", "runtime": n, "model": "gemma2:9b", "baseUrl": backends[n][1] + "/v1", "weight": 100}
+        for n in names
+    ]
+    path.write_text(json.dumps({"endpoints": items}))
+
+
+def test_service_type_none_routes_only_to_published_endpoints(
+    orchestrator: Callable[..., str], backends: Backends, tmp_path: Path
+) -> None:
+    """The chart's default: no seed endpoint is invented; a chat without a provider reaches the published Ollama."""
+    endpoints = tmp_path / "endpoints.json"
+    _publish(endpoints, backends, ["ollama"])
+    base = orchestrator(llm_service_type="none", sdc_endpoints_file=endpoints, gemini_api_key=None)
+    resp = httpx.post(f"{base}/api/v1/chat", json={"message": "안녕하세요"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["provider"] == "ollama"
+    assert backends["vllm"][0].calls == 0  # VLLM_HOST/PORT are set by the fixture, yet unused
+    completion = httpx.post(
+        f"{base}/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "q"}]},
+        timeout=10,
+    )
+    assert completion.status_code == 200, completion.text
+    assert httpx.get(f"{base}/readyz").json()["endpoints"] == ["sdc/ollama"]
+
+
+def test_service_type_none_with_gemini_falls_back_and_without_anything_says_so(
+    orchestrator: Callable[..., str], backends: Backends, tmp_path: Path
+) -> None:
+    endpoints = tmp_path / "endpoints.json"
+    _publish(endpoints, backends, ["ollama"])
+    backends["ollama"][0].mode = "fail"
+    base = orchestrator(llm_service_type="none", sdc_endpoints_file=endpoints)
+    body = httpx.post(f"{base}/api/v1/chat", json={"message": "질문"}, timeout=10).json()
+    assert body["provider"] == "gemini" and body["fallback_used"] is True
+    empty = orchestrator(llm_service_type="none", gemini_api_key=None)
+    resp = httpx.post(f"{empty}/api/v1/chat", json={"message": "질문"}, timeout=10)
+    assert resp.status_code == 503, resp.text
+
+
+def test_readyz_is_honest(orchestrator: Callable[..., str], backends: Backends, tmp_path: Path) -> None:
+    """Ready only with somewhere to route: no endpoint, or only endpoints that just failed, is 503."""
+    nothing = orchestrator(llm_service_type="none", gemini_api_key=None)
+    resp = httpx.get(f"{nothing}/readyz")
+    assert resp.status_code == 503 and "no chat endpoint" in resp.json()["status"]
+    assert httpx.get(f"{nothing}/healthz").status_code == 200  # alive, just not routable
+    endpoints = tmp_path / "endpoints.json"
+    _publish(endpoints, backends, ["ollama"])
+    base = orchestrator(llm_service_type="none", sdc_endpoints_file=endpoints, gemini_api_key=None, sdc_cooldown_s=30.0)
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    backends["ollama"][0].mode = "fail"
+    assert httpx.post(f"{base}/api/v1/chat", json={"message": "q"}, timeout=10).status_code == 502
+    cooling = httpx.get(f"{base}/readyz")
+    assert cooling.status_code == 503 and cooling.json()["cooling"] == ["sdc/ollama"]

@@ -122,3 +122,95 @@ def test_hub_download_verifies_and_is_resumable_once(tmp_path: Path, capsys: pyt
         assert code == 0, lines
         assert hub.downloads["model.safetensors"] == 2
         assert (dest / "model.safetensors").read_bytes() == bytes(range(256)) * 40
+
+
+def hub_repo(tmp_path: Path) -> Path:
+    repo_dir = tmp_path / "hub" / "google" / "gated-gate"
+    (repo_dir / "tokenizer").mkdir(parents=True)
+    (repo_dir / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (repo_dir / "tokenizer.json").write_text('{"model": {}}')
+    (repo_dir / "model.safetensors").write_bytes(bytes(range(256)) * 8)
+    # What a `tokenizer*` glob used to let through: code, a pickle, pickled weights in a subfolder.
+    (repo_dir / "tokenizer_helper.py").write_text("import os; os.system('id')")
+    (repo_dir / "tokenizer.pkl").write_bytes(b"\x80\x04pickle")
+    (repo_dir / "tokenizer" / "pytorch_model.bin").write_bytes(b"pickle")
+    (repo_dir / "README.md").write_text("# model card")
+    return repo_dir
+
+
+def hub_args(tmp_path: Path, endpoint: str, *extra: str) -> tuple[str, ...]:
+    return (
+        "--repo",
+        "google/gated-gate",
+        "--revision",
+        REV,
+        "--cache",
+        str(tmp_path / "cache"),
+        "--allow",
+        "google/*",
+        "--endpoint",
+        endpoint,
+        *extra,
+    )
+
+
+def test_gate_keeps_exact_names_and_safetensors_only(tmp_path: Path) -> None:
+    from tests.support.fake_hub import FakeHub
+    from tests.support.servers import serve
+
+    hub_repo(tmp_path)
+    hub = FakeHub(tmp_path / "hub", REV)
+    with serve(hub.app) as endpoint:
+        code, lines = fetch(tmp_path, *hub_args(tmp_path, endpoint))
+    assert code == 0, lines
+    dest = cache_path(tmp_path / "cache", "google/gated-gate", REV)
+    kept = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    assert kept == [MARKER, "config.json", "model.safetensors", "tokenizer.json"]
+    refused = ("tokenizer_helper.py", "tokenizer.pkl", "tokenizer/pytorch_model.bin", "README.md")
+    assert {name: hub.downloads[name] for name in refused} == dict.fromkeys(refused, 0)
+    marker = json.loads((dest / MARKER).read_text())
+    assert marker["revision"] == REV
+    assert sorted(marker["files"]) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert all(len(entry["sha256"]) == 64 for entry in marker["files"].values())
+
+
+def test_every_kept_file_is_verified_and_a_stale_marker_is_not_trusted(tmp_path: Path) -> None:
+    from tests.support.fake_hub import FakeHub
+    from tests.support.servers import serve
+
+    hub_repo(tmp_path)
+    hub = FakeHub(tmp_path / "hub", REV)
+    dest = cache_path(tmp_path / "cache", "google/gated-gate", REV)
+    with serve(hub.app) as endpoint:
+        args = hub_args(tmp_path, endpoint)
+        assert fetch(tmp_path, *args)[0] == 0
+        assert hub.downloads["config.json"] == 1
+        # A non-LFS file changed in place, same size: the marker's recorded sha256 catches it.
+        original = (dest / "config.json").read_text()
+        (dest / "config.json").write_text(original.replace("Llama", "Evil"))
+        assert fetch(tmp_path, *args)[0] == 0
+        assert hub.downloads["config.json"] == 2, "the tampered file is fetched again"
+        assert (dest / "config.json").read_text() == original
+        # A marker for another revision (or an older format) does not vouch: the cache is re-verified
+        # against the listing (the git blob id for non-LFS files, sha256 for LFS ones).
+        marker = json.loads((dest / MARKER).read_text())
+        (dest / MARKER).write_text(json.dumps({**marker, "revision": "d" * 40}))
+        (dest / "model.safetensors").write_bytes(b"\0" * (256 * 8))
+        (dest / "tokenizer.json").write_text('{"model": []}')  # same size, other bytes
+        assert fetch(tmp_path, *args)[0] == 0
+        assert hub.downloads["model.safetensors"] == 2
+        assert hub.downloads["tokenizer.json"] == 2
+        assert json.loads((dest / MARKER).read_text())["revision"] == REV
+
+
+def test_snapshot_larger_than_the_cache_is_refused(tmp_path: Path) -> None:
+    from tests.support.fake_hub import FakeHub
+    from tests.support.servers import serve
+
+    hub_repo(tmp_path)
+    hub = FakeHub(tmp_path / "hub", REV)
+    with serve(hub.app) as endpoint:
+        code, lines = fetch(tmp_path, *hub_args(tmp_path, endpoint, "--max-bytes", "1000"))
+    assert code == 2
+    assert "raise cache.size" in str(lines[-1]["message"]), lines
+    assert hub.downloads["model.safetensors"] == 0, "refused before downloading"

@@ -49,6 +49,8 @@ class FakeHub:
             for path in sorted(p for p in base.rglob("*") if p.is_file()):
                 data = path.read_bytes()
                 entry: dict[str, Any] = {"rfilename": str(path.relative_to(base)), "size": len(data)}
+                git_header = f"blob {len(data)}\0".encode()
+                entry["blobId"] = hashlib.sha1(git_header + data, usedforsecurity=False).hexdigest()
                 if path.suffix in (".safetensors", ".bin"):
                     entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
                 siblings.append(entry)

@@ -130,9 +130,8 @@ def test_phase(case: str, observed: Observed, errors: list[str], phase: str, fra
         previous=[],
         now="2026-01-01T00:00:00Z",
     )
-    assert status.phase == phase, (case, status.message)
-    assert fragment in status.message, (case, status.message)
-    assert (status.endpoint is not None) == (phase == "Ready"), case
+    got = (case, status.phase, fragment in status.message, status.endpoint is not None)
+    assert got == (case, phase, True, phase == "Ready"), status.message
     assert all(c.observed_generation == 2 for c in status.conditions)
 
 

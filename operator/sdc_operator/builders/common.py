@@ -186,7 +186,7 @@ def openai_server_container(
 
 
 def served_args(spec: LocalLLMSpec, port: int) -> list[str]:
-    """The arguments vLLM and sdc-runtime share: the snapshot, the served name, where to listen."""
+    """sdc-runtime's arguments: the snapshot, the served name, where to listen."""
     return [
         "--model",
         hf_model_dir(spec),

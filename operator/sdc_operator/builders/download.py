@@ -13,6 +13,7 @@ from typing import Any
 
 from sdc_operator.builders.common import MODEL_MOUNT, LocalLLM, container_security
 from sdc_operator.settings import OperatorSettings
+from sdc_operator.spec import parse_quantity
 
 DOWNLOAD_CONTAINER = "model-download"
 
@@ -29,6 +30,9 @@ def hf_download_container(llm: LocalLLM, settings: OperatorSettings) -> dict[str
         "--allow",
         ",".join(settings.allowed_sources),
     ]
+    cache_bytes = parse_quantity(llm.spec.cache.size)
+    if not llm.spec.cache.existing_claim and cache_bytes:
+        args += ["--max-bytes", str(int(cache_bytes))]  # the fetcher refuses a snapshot the volume cannot hold
     if model.allow_pickle:
         args.append("--allow-pickle")
     if model.trust_remote_code:

@@ -1,63 +1,128 @@
-"""Ollama: the `ollama/ollama` image with its model store on the cache volume.
+"""Ollama: `ollama serve` with its model store on the cache volume.
 
-The init container starts a private `ollama serve`, pulls the tag into the
-cache (a no-op when it is already there) and stops; so the serving container
-starts with the model present and its readiness probe (`ollama show`) only
-passes for a model that is really there. The tag travels in an environment
-variable, never through the shell's parser.
+An init container starts a private `ollama serve` (loopback only, so nothing
+can reach it) and makes the served model exist in the cache, then stops:
+- model.url set: the GGUF was already downloaded by the fetch init container
+  (the fetcher image, checked against model.sha256) straight into Ollama's blob
+  store under its digest, so `ollama create` finds the blob and copies nothing.
+  This is the way to serve Ollama without internet: the URL points at a file
+  served inside the cluster.
+- otherwise: `ollama pull` from the Ollama registry, unless `ollama show` finds
+  the tag in the cache already (an offline pull of a cached model fails, it is
+  not a no-op).
+Then `ollama create` gives it the served name and the model.parameters (a
+Modelfile `FROM <model or blob>` plus PARAMETER lines; cheap, nothing is copied).
+The serving container's readiness (`ollama show`) only passes for a model that
+is really there. Names and parameters travel in environment variables, never
+through the shell's parser. `ollama serve` takes no arguments (engine.args is
+refused at admission).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sdc_operator.builders.common import MODEL_MOUNT, LocalLLM, container_security, env_list
 from sdc_operator.builders.parts import EngineParts
 from sdc_operator.builders.resources import engine_resources
 from sdc_operator.settings import OperatorSettings
+from sdc_operator.spec import LocalLLMSpec
 
 PORT = 11434
+MODELS_DIR = f"{MODEL_MOUNT}/ollama"
 PULL_SCRIPT = """set -eu
 ollama serve >/tmp/ollama-pull.log 2>&1 &
 server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
 i=0; until ollama list >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 60 ] && { cat /tmp/ollama-pull.log; exit 1; }; sleep 1; done
-ollama pull "$SDC_MODEL"
-if [ "$SDC_SERVED_NAME" != "$SDC_MODEL" ]; then ollama cp "$SDC_MODEL" "$SDC_SERVED_NAME"; fi
-kill $server
+if [ -n "${SDC_MODEL_FILE:-}" ]; then
+  source="$SDC_MODEL_FILE"
+elif ollama show "$SDC_MODEL" >/dev/null 2>&1; then
+  echo "$SDC_MODEL is in the cache"; source="$SDC_MODEL"
+else
+  ollama pull "$SDC_MODEL"; source="$SDC_MODEL"
+fi
+if [ "$source" != "$SDC_SERVED_NAME" ] || [ -n "$SDC_PARAMETERS" ]; then
+  printf 'FROM %s\\n%s' "$source" "$SDC_PARAMETERS" >/tmp/Modelfile
+  ollama create "$SDC_SERVED_NAME" -f /tmp/Modelfile
+fi
 """
+
+
+def blob_path(sha256: str) -> str:
+    """Where Ollama keeps a blob of this digest (its store layout: blobs/sha256-<hex>)."""
+    return f"{MODELS_DIR}/blobs/sha256-{sha256}"
+
+
+def modelfile_parameters(spec: LocalLLMSpec) -> str:
+    """PARAMETER lines, sorted so the pod spec (and its hash) is stable."""
+    params = dict(spec.model.parameters)
+    if spec.engine.max_model_len and "num_ctx" not in params:
+        params["num_ctx"] = str(spec.engine.max_model_len)
+    return "".join(f"PARAMETER {key} {value}\n" for key, value in sorted(params.items()))
+
+
+def fetch_container(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
+    """Download model.url into Ollama's blob store, checked against model.sha256."""
+    model = llm.spec.model
+    assert model.url is not None and model.sha256 is not None  # noqa: S101 - the caller checked
+    return {
+        "name": "model-fetch",
+        "image": settings.fetcher_image,
+        "command": ["sdc-fetch-url"],
+        "args": ["--url", model.url, "--sha256", model.sha256, "--dest", blob_path(model.sha256)],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
 
 
 def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
     spec = llm.spec
     image = spec.engine.image or settings.ollama_image
-    base_env = [
-        {"name": "OLLAMA_MODELS", "value": f"{MODEL_MOUNT}/ollama"},
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{PORT}"},
-    ]
+    # ollama writes ~/.ollama/id_ed25519 on start: HOME must be writable for a non-root user.
+    base_env = [{"name": "OLLAMA_MODELS", "value": MODELS_DIR}, {"name": "HOME", "value": "/tmp"}]
     if spec.engine.max_model_len:
         base_env.append({"name": "OLLAMA_CONTEXT_LENGTH", "value": str(spec.engine.max_model_len)})
     mounts = [{"name": "model-cache", "mountPath": MODEL_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}]
+    init_env = [
+        *base_env,
+        # The private server of the init container listens on loopback only, and must not prune
+        # the blob the fetch step just wrote (no manifest references it yet).
+        {"name": "OLLAMA_HOST", "value": f"127.0.0.1:{PORT}"},
+        {"name": "OLLAMA_NOPRUNE", "value": "1"},
+        {"name": "SDC_MODEL", "value": spec.model.name},
+        {"name": "SDC_SERVED_NAME", "value": spec.served_name},
+        {"name": "SDC_PARAMETERS", "value": modelfile_parameters(spec)},
+    ]
+    inits: list[dict[str, Any]] = []
+    if spec.model.url and spec.model.sha256:
+        inits.append(fetch_container(llm, settings))
+        init_env.append({"name": "SDC_MODEL_FILE", "value": blob_path(spec.model.sha256)})
     pull = {
         "name": "model-download",
         "image": image,
         "command": ["/bin/sh", "-c", PULL_SCRIPT],
-        "env": [
-            *base_env,
-            {"name": "SDC_MODEL", "value": spec.model.name},
-            {"name": "SDC_SERVED_NAME", "value": spec.served_name},
-        ],
+        "env": [*env_list(spec), *init_env],  # ours last: a user's OLLAMA_HOST cannot open the private server
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
         "volumeMounts": mounts,
         "securityContext": container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    inits.append(pull)
     container = {
         "name": "ollama",
         "image": image,
-        "args": ["serve", *spec.engine.args],
+        "command": ["ollama"],
+        "args": ["serve"],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": [*base_env, *env_list(spec)],
+        "env": [*base_env, {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{PORT}"}, *env_list(spec)],
         "resources": engine_resources(spec, settings),
         "volumeMounts": mounts,
         "readinessProbe": {
+            # The CLI is a client of the server in the same container (OLLAMA_HOST 0.0.0.0 reaches it).
             "exec": {"command": ["ollama", "show", spec.served_name]},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
@@ -71,4 +136,4 @@ def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         },
         "securityContext": container_security(),
     }
-    return EngineParts(container, PORT, [pull])
+    return EngineParts(container, PORT, inits)

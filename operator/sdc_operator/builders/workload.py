@@ -8,6 +8,7 @@ spec-hash annotation so the planner can tell drift without a deep diff.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sdc_operator.builders import ollama, transformers, vllm
@@ -32,20 +33,31 @@ from sdc_operator.builders.transformers import transformers_parts
 from sdc_operator.builders.vllm import vllm_parts
 from sdc_operator.settings import OperatorSettings
 
-ENGINES: dict[str, Callable[[LocalLLM, OperatorSettings], EngineParts]] = {
-    "vllm": vllm_parts,
-    "ollama": ollama_parts,
-    "transformers": transformers_parts,
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """One serving runtime: how to build its pod parts, and the port it serves on."""
+
+    parts: Callable[[LocalLLM, OperatorSettings], EngineParts]
+    port: int
+
+
+# The one registry of runtimes: a new runtime is a builder module and one entry here
+# (plus its name in spec.Runtime, the CRD's enum).
+ENGINES: dict[str, RuntimeEntry] = {
+    "vllm": RuntimeEntry(vllm_parts, vllm.PORT),
+    "ollama": RuntimeEntry(ollama_parts, ollama.PORT),
+    "transformers": RuntimeEntry(transformers_parts, transformers.PORT),
 }
 
 
 def engine_port(runtime: str) -> int:
     """The port a runtime serves on, without building its pod (status needs only this)."""
-    return {"vllm": vllm.PORT, "ollama": ollama.PORT, "transformers": transformers.PORT}[runtime]
+    return ENGINES[runtime].port
 
 
 def engine_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
-    return ENGINES[llm.spec.runtime](llm, settings)
+    return ENGINES[llm.spec.runtime].parts(llm, settings)
 
 
 def tolerations(llm: LocalLLM, settings: OperatorSettings) -> list[dict[str, Any]]:

@@ -1,24 +1,72 @@
-"""Hybrid retrieval: BM25 over Kiwi morphemes, fused with dense vectors when an embedder exists.
+"""Korean hybrid retrieval: normalized Kiwi BM25 with CoNg expansion, dense vectors when served, a reranker.
 
-Fusion is reciprocal-rank (RRF, k=60): it needs no score calibration between
-BM25 and cosine similarity, and one strong ranking cannot be drowned by a weak
-one. Without an embedding endpoint, retrieval is BM25 alone.
+The pipeline, and why each step is there (figures: benchmarks/REPORT.md, "Korean retrieval"):
+
+1. Analysis (`korean.analyze`): the same normalization on passages and
+   questions (loanwords, numbers, units, dates, spacing-insensitive compounds).
+2. Candidates: BM25 over those terms, plus the CoNg neighbours of each query
+   morpheme that occur in the index, weighted below the words the user wrote
+   (`Weights.expansion`), so a paraphrase (월급 for 급여) still finds its passage
+   while an exact match keeps the upper hand. With an embedding endpoint, the
+   nearest passages by cosine join the candidates.
+3. Rerank: a linear score over a few signals that need no calibration
+   between them, each in [0, 1]: BM25 relative to the best candidate; soft
+   coverage (the idf-weighted share of query words a passage contains,
+   counting a CoNg-similar morpheme as a partial match); the detail signal
+   (among near-duplicate candidates, the query words that one of them has and
+   its near-duplicates lack: the year, 개정 후, the site, the model number);
+   and cosine similarity when vectors exist. The weights (`Weights`) were tuned
+   on the dev half of the evaluation set (`benchmarks/retrieval_eval.py --tune`)
+   and checked on the other half.
+4. Each hit says why: the query terms it matched, the related (CoNg) matches,
+   and the deciding terms that separated it from its near-duplicates.
+
+All index state is guarded by one thread lock: searches run in worker threads
+(tokenizing and scoring are CPU work that must stay off the event loop), and
+ingestion mutates the index from a worker thread too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
+from sdc_orchestrator.rag import semantic
 from sdc_orchestrator.rag.bm25 import BM25Index
-from sdc_orchestrator.rag.korean import chunk, morphemes
+from sdc_orchestrator.rag.korean import Term, analyze, analyzer_version, iter_chunks, terms_text
 from sdc_orchestrator.rag.store import Document, DocumentStore, Passage
 
 Embedder = Callable[[list[str]], Awaitable[list[list[float]] | None]]
 RRF_K = 60
+EXPAND_TAGS = ("NNG", "NNP", "VV", "VA", "XR")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Fusion and expansion settings; the defaults are the values tuned on the dev split."""
+
+    normalize: bool = True  # normalize.py before Kiwi (switchable for the ablation only)
+    join: bool = True  # emit joined compounds
+    joined: float = 0.5  # a joined compound (연차휴가 from 연차 + 휴가) next to its parts
+    expand: bool = True
+    expansion: float = 0.0  # BM25 weight of a CoNg neighbour, times its similarity
+    expansion_min: float = 0.5  # neighbours less similar than this are ignored
+    neighbours: int = 3  # at most this many index morphemes per query morpheme
+    semantic: float = 2.0  # cosine of bag-of-morphemes CoNg vectors (question vs passage)
+    rerank: bool = True
+    candidates: int = 40
+    bm25: float = 1.0
+    cover: float = 1.0
+    soft_floor: float = 0.4  # CoNg similarity below this counts as no match in soft coverage
+    detail: float = 0.5
+    near_duplicate: float = 0.4  # token-set Jaccard above which two candidates are near-duplicates
+    dense: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +74,28 @@ class Hit:
     passage: Passage
     score: float
     metadata: dict[str, Any]
+    matched: tuple[str, ...] = ()  # query terms found in the passage (after normalization)
+    related: tuple[str, ...] = ()  # "query~passage" morphemes matched by CoNg similarity
+    deciding: tuple[str, ...] = ()  # matched terms its near-duplicate candidates lack
+
+
+@dataclass
+class _Entry:
+    """What search needs per passage, in memory: its terms, its morphemes' CoNg vectors and their mean."""
+
+    counts: set[str]
+    vectors: np.ndarray
+    ids: tuple[int, ...]
+    mean: np.ndarray | None
+
+
+@dataclass
+class _Query:
+    terms: list[Term]
+    mean: np.ndarray | None = None
+    semantic: list[tuple[Term, int]] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)
+    expanded_from: dict[str, str] = field(default_factory=dict)
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -35,68 +105,328 @@ def cosine(a: list[float], b: list[float]) -> float:
     return dot / (na * nb) if na and nb else 0.0
 
 
+def analyze_passage(
+    doc_id: str, index: int, text: str, version: str | None = None, weights: Weights | None = None
+) -> Passage:
+    w = weights or Weights()
+    terms = analyze(text, w.normalize, w.join)
+    morphs = sorted({t.morph_id for t in terms if t.morph_id is not None})
+    semantic.space().matrix(morphs)  # compute (and cache) new morphemes' vectors here, off the event loop
+    return Passage(doc_id, index, text, [t.text for t in terms], None, morphs, version or analyzer_version())
+
+
+def prepare(doc_id: str, text: str, metadata: dict[str, Any], weights: Weights | None = None) -> Document:
+    """Chunk and analyse a document (CPU work, linear in the text; call it off the event loop)."""
+    version = analyzer_version()
+    passages = [analyze_passage(doc_id, i, t, version, weights) for i, t in enumerate(iter_chunks(text))]
+    return Document(doc_id, text, metadata, passages)
+
+
 class Retriever:
-    def __init__(self, store: DocumentStore, embedder: Embedder | None = None) -> None:
+    def __init__(self, store: DocumentStore, embedder: Embedder | None = None, weights: Weights | None = None) -> None:
         self.store = store
         self.embedder = embedder
-        self.bm25 = BM25Index(morphemes)
+        self.weights = weights or Weights()
+        self.bm25 = BM25Index(terms_text)
         self.passages: dict[str, Passage] = {}
         self.documents: dict[str, Document] = {}
+        self._entries: dict[str, _Entry] = {}
         self._lock = asyncio.Lock()
+        self._index_lock = threading.Lock()
+        self._matrix: tuple[list[str], np.ndarray] | None = None
+        self._sem_matrix: tuple[list[str], np.ndarray] | None = None
+        self._vocab: dict[int, str] = {}
+        self._vocab_matrix: tuple[list[str], np.ndarray] | None = None
+        version = analyzer_version()
         for doc in store.load_all():
+            if any(p.analyzer != version for p in doc.passages):
+                doc.passages = [
+                    replace(analyze_passage(doc.id, p.index, p.text, version, self.weights), vector=p.vector)
+                    for p in doc.passages
+                ]
             self._index(doc)
 
+    # -- index maintenance (callers hold _index_lock, or own the retriever alone) -----------------
     def _index(self, doc: Document) -> None:
         self.documents[doc.id] = doc
         for passage in doc.passages:
             self.passages[passage.key] = passage
             self.bm25.add(passage.key, passage.text, passage.tokens or None)
+            ids, vectors = semantic.space().matrix(passage.morphs)
+            self._entries[passage.key] = _Entry(set(passage.tokens), vectors, tuple(ids), semantic.space().mean(ids))
+            for morph_id in ids:
+                if morph_id not in self._vocab:
+                    self._vocab[morph_id] = semantic.form_of(morph_id)
+                    self._vocab_matrix = None
+        self._matrix = self._sem_matrix = None
 
     def _unindex(self, doc_id: str) -> None:
         doc = self.documents.pop(doc_id, None)
         for passage in doc.passages if doc else []:
             self.passages.pop(passage.key, None)
+            self._entries.pop(passage.key, None)
             self.bm25.remove(passage.key)
+        self._matrix = self._sem_matrix = None
+
+    def _replace(self, doc: Document) -> None:
+        with self._index_lock:
+            self._unindex(doc.id)
+            self._index(doc)
+
+    def _drop(self, doc_id: str) -> None:
+        with self._index_lock:
+            self._unindex(doc_id)
 
     async def upsert(self, doc_id: str, text: str, metadata: dict[str, Any]) -> Document:
-        texts = await asyncio.to_thread(chunk, text)
-        tokens = await asyncio.to_thread(lambda: [morphemes(t) for t in texts])
-        vectors = await self.embedder(texts) if self.embedder else None
-        passages = [
-            Passage(doc_id, i, t, toks, vectors[i] if vectors else None)
-            for i, (t, toks) in enumerate(zip(texts, tokens, strict=True))
-        ]
-        doc = Document(doc_id, text, metadata, passages)
+        doc = await asyncio.to_thread(prepare, doc_id, text, metadata, self.weights)
+        if self.embedder and doc.passages:
+            vectors = await self.embedder([p.text for p in doc.passages])
+            if vectors:
+                for passage, vector in zip(doc.passages, vectors, strict=False):
+                    passage.vector = vector
         async with self._lock:
             await asyncio.to_thread(self.store.put, doc)
-            self._unindex(doc_id)
-            self._index(doc)
+            await asyncio.to_thread(self._replace, doc)
         return doc
 
     async def delete(self, doc_id: str) -> bool:
         async with self._lock:
             existed = await asyncio.to_thread(self.store.delete, doc_id)
-            self._unindex(doc_id)
+            await asyncio.to_thread(self._drop, doc_id)
         return existed
 
+    # -- search ---------------------------------------------------------------------------------
     async def search(self, query: str, k: int = 4) -> list[Hit]:
         if not self.passages:
             return []
-        lexical = await asyncio.to_thread(self.bm25.search, query, k * 4)
-        rankings = [[key for key, _ in lexical]]
+        qvec = None
         if self.embedder and any(p.vector for p in self.passages.values()):
-            qvec = await self.embedder([query])
-            if qvec:
-                dense = sorted(
-                    ((key, cosine(qvec[0], p.vector)) for key, p in self.passages.items() if p.vector),
-                    key=lambda item: -item[1],
-                )[: k * 4]
-                rankings.append([key for key, _ in dense])
+            vectors = await self.embedder([query])
+            qvec = vectors[0] if vectors else None
+        return await asyncio.to_thread(self.search_sync, query, k, qvec)
+
+    def search_sync(self, query: str, k: int = 4, qvec: list[float] | None = None) -> list[Hit]:
+        """The whole retrieval for one question (CPU only; `search` runs it in a worker thread)."""
+        with self._index_lock:
+            if not self.passages:
+                return []
+            q = self._query(query)
+            w = self.weights
+            n_cand = max(w.candidates, k) if w.rerank else k
+            lexical = self.bm25.search_terms(q.weights, n_cand)
+            dense = self._dense(qvec, n_cand) if qvec is not None else []
+            if not w.rerank:
+                return self._fuse_rrf(q, lexical, dense, k)
+            sem = self._semantic(q.mean, n_cand // 2) if w.semantic > 0 else []
+            return self._rerank(q, lexical, dense, sem, k)
+
+    def _query(self, text: str) -> _Query:
+        w = self.weights
+        q = _Query(analyze(text, w.normalize, w.join))
+        for term in q.terms:
+            weight = w.joined if term.joined else 1.0
+            q.weights[term.text] = max(q.weights.get(term.text, 0.0), weight)
+        # Each query morpheme with a CoNg vector; a compound without one is looked at as its two halves.
+        for term in q.terms:
+            if term.morph_id is None or not term.tag.startswith(EXPAND_TAGS):
+                continue
+            if semantic.space().vector(term.morph_id) is not None:
+                q.semantic.append((term, term.morph_id))
+            elif term.tag.startswith("NN"):
+                q.semantic.extend((term, part) for part in semantic.parts(term.text))
+        if q.semantic:
+            ids, matrix = semantic.space().matrix(m for _, m in q.semantic)
+            total = np.array([self._morph_idf(m) for m in ids], dtype=np.float32) @ matrix
+            norm = float(np.linalg.norm(total))
+            q.mean = (total / norm).astype(np.float32) if norm else None
+        if not w.expand or w.expansion <= 0 or not q.semantic:
+            return q
+        forms, matrix = self._vocabulary()
+        for term, morph_id in q.semantic:
+            vec = semantic.space().vector(morph_id)
+            if vec is None or not len(forms):
+                continue
+            sims = matrix @ vec
+            top = np.argpartition(-sims, min(len(sims) - 1, 2 * w.neighbours + 2))[: 2 * w.neighbours + 3]
+            added = 0
+            for i in top[np.argsort(-sims[top])]:
+                form, score = forms[i], float(sims[i])
+                if score < w.expansion_min or added >= w.neighbours:
+                    break
+                if form in q.weights or not self.bm25.df(form):
+                    continue
+                q.weights[form] = w.expansion * score
+                q.expanded_from[form] = term.text
+                added += 1
+        return q
+
+    def _morph_idf(self, morph_id: int) -> float:
+        form = self._vocab.get(morph_id) or semantic.form_of(morph_id)
+        df = self.bm25.df(form)
+        return self.bm25.idf(form) if df else math.log(1 + (len(self.bm25) + 0.5) / 0.5)
+
+    def _vocabulary(self) -> tuple[list[str], np.ndarray]:
+        """The index's morphemes (forms) and their CoNg vectors, for query expansion."""
+        if self._vocab_matrix is None:
+            pairs = [(morph_id, form) for morph_id, form in self._vocab.items() if form]
+            ids, matrix = semantic.space().matrix(morph_id for morph_id, _ in pairs)
+            form_by_id = dict(pairs)
+            self._vocab_matrix = ([form_by_id[i] for i in ids], matrix)
+        return self._vocab_matrix
+
+    def _semantic(self, qmean: np.ndarray | None, n: int) -> list[tuple[str, float]]:
+        """Passages nearest the question by bag-of-morphemes CoNg vectors (a dense signal with no hub)."""
+        if qmean is None:
+            return []
+        if self._sem_matrix is None:
+            # idf-weighted means, so 회사, 받, 쓰 do not drown the words that carry the topic; rebuilt lazily
+            # after the index changes (idf moves with the corpus).
+            keys, rows = [], []
+            for key, entry in self._entries.items():
+                if not len(entry.ids):
+                    continue
+                weights = np.array([self._morph_idf(m) for m in entry.ids], dtype=np.float32)
+                vec = weights @ entry.vectors
+                norm = float(np.linalg.norm(vec))
+                if norm:
+                    keys.append(key)
+                    rows.append(vec / norm)
+            self._sem_matrix = (keys, np.stack(rows) if rows else np.zeros((0, semantic.DIM), np.float32))
+        keys, matrix = self._sem_matrix
+        if not keys:
+            return []
+        sims = matrix @ qmean
+        top = np.argpartition(-sims, min(n, len(sims) - 1))[:n]
+        return [(keys[i], float(sims[i])) for i in top[np.argsort(-sims[top])]]
+
+    def _dense(self, qvec: list[float], n: int) -> list[tuple[str, float]]:
+        if self._matrix is None:
+            keys = [key for key, p in self.passages.items() if p.vector]
+            if not keys:
+                return []
+            matrix = np.asarray([self.passages[key].vector for key in keys], dtype=np.float32)
+            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+            self._matrix = (keys, matrix)
+        keys, matrix = self._matrix
+        vec = np.asarray(qvec, dtype=np.float32)
+        if vec.shape[0] != matrix.shape[1]:
+            return []
+        sims = matrix @ (vec / max(float(np.linalg.norm(vec)), 1e-12))
+        top = np.argsort(-sims)[:n]
+        return [(keys[i], float(sims[i])) for i in top]
+
+    def _hit(self, key: str, score: float, matched: Iterable[str] = (), related: Iterable[str] = (), **kw: Any) -> Hit:
+        passage = self.passages[key]
+        return Hit(passage, score, self.documents[passage.doc_id].metadata, tuple(matched), tuple(related), **kw)
+
+    def _fuse_rrf(
+        self, q: _Query, lexical: list[tuple[str, float]], dense: list[tuple[str, float]], k: int
+    ) -> list[Hit]:
+        """Without the reranker: reciprocal-rank fusion of BM25 and dense, as before."""
         fused: dict[str, float] = {}
-        for ranking in rankings:
-            for rank, key in enumerate(ranking):
+        for ranking in (lexical, dense):
+            for rank, (key, _) in enumerate(ranking):
                 fused[key] = fused.get(key, 0.0) + 1.0 / (RRF_K + rank + 1)
         best = sorted(fused.items(), key=lambda item: -item[1])[:k]
         return [
-            Hit(self.passages[key], score, self.documents[self.passages[key].doc_id].metadata) for key, score in best
+            self._hit(key, score, [t for t in dict.fromkeys(x.text for x in q.terms) if t in self._entries[key].counts])
+            for key, score in best
+        ]
+
+    def _rerank(
+        self,
+        q: _Query,
+        lexical: list[tuple[str, float]],
+        dense: list[tuple[str, float]],
+        sem: list[tuple[str, float]],
+        k: int,
+    ) -> list[Hit]:
+        w = self.weights
+        candidates = list(dict.fromkeys([key for key, _ in lexical] + [key for key, _ in dense + sem]))
+        if not candidates:
+            return []
+        top_bm25 = lexical[0][1] if lexical else 1.0
+        bm25 = {key: s / top_bm25 for key, s in lexical}
+        cos = dict(dense)
+        # The concepts of the question: its plain terms (joined compounds would count words twice).
+        concepts: dict[str, Term] = {}
+        for term in q.terms:
+            if not term.joined:
+                concepts.setdefault(term.text, term)
+        max_idf = math.log(1 + (len(self.bm25) + 0.5) / 0.5)
+        idf = {t: (self.bm25.idf(t) if self.bm25.df(t) else max_idf) for t in concepts}
+        total_idf = sum(idf.values()) or 1.0
+
+        soft_terms = [
+            (term.text, vec)
+            for term, morph_id in q.semantic
+            if not term.joined and (vec := semantic.space().vector(morph_id)) is not None
+        ]
+        qmatrix = np.stack([vec for _, vec in soft_terms]) if soft_terms else None
+        cover: dict[str, float] = {}
+        present: dict[str, set[str]] = {}
+        related: dict[str, list[str]] = {}
+        sem_score: dict[str, float] = {}
+        # Joined compounds (개정후, 수원사업장) take part in telling near-duplicates apart, not in coverage.
+        compounds = {t.text for t in q.terms if t.joined and t.text not in concepts}
+        for t in compounds:
+            idf[t] = self.bm25.idf(t) if self.bm25.df(t) else max_idf
+        for key in candidates:
+            entry = self._entries[key]
+            found = {t for t in concepts if t in entry.counts}
+            present[key] = found | {t for t in compounds if t in entry.counts}
+            score = sum(idf[t] for t in found)
+            soft = []
+            if qmatrix is not None and len(entry.ids) and w.soft_floor < 1:
+                sims = entry.vectors @ qmatrix.T  # passage morphemes x query morphemes
+                best = sims.argmax(axis=0)
+                credit: dict[str, tuple[float, int]] = {}
+                for j, (text, _) in enumerate(soft_terms):
+                    s = float(sims[best[j], j])
+                    if text not in found and s > w.soft_floor and s > credit.get(text, (0.0, 0))[0]:
+                        credit[text] = (s, int(best[j]))
+                for text, (s, row) in credit.items():
+                    score += idf[text] * (s - w.soft_floor) / (1 - w.soft_floor)
+                    soft.append(f"{text}~{self._vocab.get(entry.ids[row], '')}")
+            cover[key] = score / total_idf
+            related[key] = soft
+            sem_score[key] = float(entry.mean @ q.mean) if entry.mean is not None and q.mean is not None else 0.0
+
+        # Near-duplicates among the leading candidates: which query terms tell them apart?
+        prelim = sorted(candidates, key=lambda c: -(w.bm25 * bm25.get(c, 0.0) + w.cover * cover[c]))[:10]
+        detail: dict[str, float] = dict.fromkeys(candidates, 0.0)
+        deciding: dict[str, list[str]] = {key: [] for key in candidates}
+        for key in prelim:
+            mine = self._entries[key].counts
+            for other in prelim:
+                if other == key:
+                    continue
+                theirs = self._entries[other].counts
+                if len(mine & theirs) / max(1, len(mine | theirs)) < w.near_duplicate:
+                    continue
+                for t in present[key] - present[other]:
+                    if t not in deciding[key]:
+                        deciding[key].append(t)
+                        detail[key] += idf[t] / total_idf
+                for t in present[other] - present[key]:
+                    detail[key] -= idf[t] / total_idf / 2
+
+        final = {
+            key: w.bm25 * bm25.get(key, 0.0)
+            + w.cover * cover[key]
+            + w.detail * detail[key]
+            + w.semantic * sem_score[key]
+            + w.dense * cos.get(key, 0.0)
+            for key in candidates
+        }
+        best = sorted(candidates, key=lambda c: -final[c])[:k]
+        return [
+            self._hit(
+                key,
+                final[key],
+                [t for t in concepts if t in present[key]],
+                related[key] + [f"{q.expanded_from[t]}~{t}" for t in q.expanded_from if t in self._entries[key].counts],
+                deciding=tuple(deciding[key]),
+            )
+            for key in best
         ]

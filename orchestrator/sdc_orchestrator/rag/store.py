@@ -34,6 +34,10 @@ class Passage:
     text: str
     tokens: list[str] = field(default_factory=list)
     vector: list[float] | None = None
+    # Kiwi morpheme ids of the passage's content words (CoNg similarity), and which analyser made
+    # `tokens`/`morphs`: passages stored by another analyser version are re-analysed on load.
+    morphs: list[int] = field(default_factory=list)
+    analyzer: str = ""
 
     @property
     def key(self) -> str:
@@ -52,6 +56,22 @@ class DocumentStore(Protocol):
     def put(self, document: Document) -> None: ...
     def delete(self, doc_id: str) -> bool: ...
     def load_all(self) -> list[Document]: ...
+
+
+class MemoryStore:
+    """Keeps nothing across restarts: for evaluation, benchmarks and tests of retrieval alone."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, Document] = {}
+
+    def put(self, document: Document) -> None:
+        self.documents[document.id] = document
+
+    def delete(self, doc_id: str) -> bool:
+        return self.documents.pop(doc_id, None) is not None
+
+    def load_all(self) -> list[Document]:
+        return list(self.documents.values())
 
 
 class DirectoryStore:

@@ -1,0 +1,135 @@
+"""The operator's Ollama pod spec, run for real against the `ollama` binary (`make ollama`).
+
+The LocalLLM imports a tiny GGUF from a URL served on this machine (how a
+cluster without internet serves Ollama models), so the pod runs exactly what a
+node would: the fetch init container, the Ollama init script, the serving
+container as uid 1000 with HOME on the pod's emptyDir, its readiness (exec) and
+liveness (HTTP) probes. A second pod on the same cache then names the model by
+tag only: its init container must find it cached instead of pulling (the pod's
+network namespace has no way off the machine, so a pull would fail).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sdc_operator.builders.common import LocalLLM
+from sdc_operator.builders.workload import deployment
+from sdc_operator.settings import OLLAMA_VERSION, OperatorSettings
+from sdc_operator.spec import LocalLLMSpec
+
+from tests.support import tiny_gguf
+from tests.support.local_pod import LocalPod
+
+ROOT = Path(__file__).resolve().parents[2]
+OLLAMA = ROOT / "bin" / "ollama"
+FILE_PORT = 8765  # inside the pod's own network namespace: nothing else listens there
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="a local pod needs root (network namespace, setpriv)"),
+    pytest.mark.skipif(not OLLAMA.exists(), reason="bin/ollama is missing: run `make ollama`"),
+]
+
+
+def pod_of(spec: dict[str, Any], name: str = "tiny") -> dict[str, Any]:
+    llm = LocalLLM(name, "ns", "uid", 1, LocalLLMSpec.model_validate(spec))
+    return dict(deployment(llm, OperatorSettings())["spec"]["template"]["spec"])
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The executables the pod's images would carry, readable by uid 1000."""
+    bin_dir = tmp_path_factory.mktemp("images")
+    shutil.copy(OLLAMA.resolve(), bin_dir / "ollama")
+    fetcher = bin_dir / "sdc-fetch-url"  # the fetcher image's console script, on the system Python
+    fetcher.write_text(
+        f"#!{shutil.which('python3', path='/usr/bin:/bin') or sys.executable}\n"
+        f"import sys\nsys.path.insert(0, {str(ROOT / 'runtime')!r})\n"
+        "from sdc_runtime.fetch_url import main\nmain()\n"
+    )
+    fetcher.chmod(0o755)
+    bin_dir.chmod(0o755)
+    for parent in bin_dir.parents:  # pytest's temporary root is private to root
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o055)
+    return bin_dir
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    files = tmp_path_factory.mktemp("files")
+    return files, tiny_gguf.write(files / "tiny.gguf")
+
+
+def test_ollama_pod_serves_a_model_imported_from_a_url(
+    model_file: tuple[Path, str], images: Path, tmp_path: Path
+) -> None:
+    files, sha = model_file
+    pod = pod_of(
+        {
+            "runtime": "ollama",
+            "model": {
+                "name": "tiny:1",
+                "url": f"http://127.0.0.1:{FILE_PORT}/tiny.gguf",
+                "sha256": sha,
+                "servedName": "team/tiny:v1",
+                "parameters": {"num_thread": "1", "num_predict": "8"},
+            },
+        }
+    )
+    cache, work = tmp_path / "cache", tmp_path / "pod"
+    fetch, script = pod["initContainers"]
+    local = LocalPod(pod, {"model-cache": cache, "tmp": work / "tmp"}, images)
+    try:
+        local.serve_files(files, FILE_PORT)
+        fetched = local.run_init(fetch)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        assert json.loads(fetched.stdout.strip().splitlines()[-1])["event"] == "done"
+        created = local.run_init(script)
+        assert created.returncode == 0, created.stdout + created.stderr
+        main = pod["containers"][0]
+        local.start(main, work / "ollama.log")
+        local.wait_probe(main, "livenessProbe", timeout=30)
+        local.wait_probe(main, "readinessProbe", timeout=30)
+        status, version = local.http("GET", 11434, "/api/version")
+        assert status == 200 and json.loads(version)["version"] == OLLAMA_VERSION
+        status, shown = local.http("POST", 11434, "/api/show", {"model": "team/tiny:v1"})
+        assert status == 200 and "num_thread" in json.loads(shown)["parameters"], shown
+        status, chat = local.http(
+            "POST",
+            11434,
+            "/api/chat",
+            {"model": "team/tiny:v1", "messages": [{"role": "user", "content": "hello"}], "stream": False},
+        )
+        assert status == 200 and json.loads(chat)["done"] is True, chat
+        status, completion = local.http(
+            "POST",
+            11434,
+            "/v1/chat/completions",
+            {"model": "team/tiny:v1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        )
+        assert status == 200 and json.loads(completion)["choices"][0]["message"]["role"] == "assistant", completion
+        assert (work / "tmp" / ".ollama").is_dir(), "ollama keeps its key under HOME, on the pod's emptyDir"
+        assert (cache / "ollama" / "blobs" / f"sha256-{sha}").stat().st_uid == 1000
+    finally:
+        local.close()
+
+    # A replacement pod on the same cache, the model named by its tag: found, not pulled.
+    again = pod_of({"runtime": "ollama", "model": {"name": "team/tiny:v1", "parameters": {"num_thread": "1"}}})
+    second = LocalPod(again, {"model-cache": cache, "tmp": tmp_path / "pod2"}, images)
+    try:
+        (script,) = again["initContainers"]
+        result = second.run_init(script)
+        assert result.returncode == 0 and "is in the cache" in result.stdout, result.stdout + result.stderr
+        main = again["containers"][0]
+        second.start(main, tmp_path / "ollama2.log")
+        second.wait_probe(main, "readinessProbe", timeout=30)
+    finally:
+        second.close()

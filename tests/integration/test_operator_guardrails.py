@@ -1,0 +1,267 @@
+"""What an admin must trust before installing the operator, checked on the local cluster.
+
+Ownership (a foreign object of a child's name is never changed, the LocalLLM
+reports `NameConflict` and recovers when the name is free), guardrails at
+admission (CEL, naming the field) and in the operator (Failed, nothing built),
+drift repair (hand edits reverted and deleted children back within 30 s, other
+managers' fields kept), exact status after transitions, immutable cache fields.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, Kubectl, wait_until
+from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
+
+ENDPOINTS_NS = "sdc"
+REPAIR_S = 30  # the issue's bound for drift repair
+
+
+@pytest.fixture(scope="module")
+def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "localllm.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
+    kubectl("create", "namespace", ENDPOINTS_NS, check=False)
+    proc = OperatorProcess(kubeconfig, ENDPOINTS_NS, tmp_path_factory.mktemp("operator") / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    print("\n--- operator log tail ---\n" + proc.tail())
+
+
+def tiny(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return localllm(name, namespace, runtime="transformers", model="sdc/tiny", gpus=0, **spec)
+
+
+def foreign_service(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "annotations": {"team": "payments"}},
+        "spec": {"selector": {"app": "payments"}, "ports": [{"port": 443, "targetPort": 8443}]},
+    }
+
+
+def foreign_deployment(name: str, namespace: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    pod_labels = {"app": "payments"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": pod_labels},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {"containers": [{"name": "main", "image": "payments:1"}]},
+            },
+        },
+    }
+
+
+def fingerprint(obj: dict[str, Any]) -> tuple[Any, ...]:
+    meta = obj["metadata"]
+    return meta["uid"], meta["resourceVersion"], meta.get("ownerReferences"), meta.get("labels"), obj["spec"]
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in obj.get("status", {}).get("conditions") or []}
+
+
+def test_foreign_object_of_a_child_name_is_untouched_until_freed(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(foreign_service("taken", namespace))
+    before = fingerprint(kubectl.get("svc", "taken", "-n", namespace))
+    kubectl.apply(tiny("taken", namespace))
+    status = wait_until(
+        "a NameConflict condition",
+        lambda: (
+            (c := conditions(kubectl.get("llm", "taken", "-n", namespace)).get("Ready"))
+            and c["reason"] == "NameConflict"
+            and c
+        ),
+    )
+    assert "Service/taken" in status["message"], status
+    time.sleep(3)  # give a wrong operator time to overwrite it
+    assert fingerprint(kubectl.get("svc", "taken", "-n", namespace)) == before
+    llm = kubectl.get("llm", "taken", "-n", namespace)
+    assert llm["status"]["phase"] == "Failed"
+    assert "endpoint" not in llm["status"]
+    leftovers = kubectl("get", "deploy,pvc", "-n", namespace, "-o", "name")
+    assert leftovers == "", "nothing is built beside a foreign object"
+    freed = time.monotonic()
+    kubectl("delete", "svc", "taken", "-n", namespace)
+    ready = wait_phase(kubectl, "taken", namespace, "Ready", timeout=90)
+    print(f"\nNameConflict: Ready {time.monotonic() - freed:.1f}s after the foreign Service was deleted")
+    owners = kubectl.get("svc", "taken", "-n", namespace)["metadata"]["ownerReferences"]
+    assert [o["uid"] for o in owners] == [ready["metadata"]["uid"]]
+
+
+def test_invalid_spec_never_deletes_what_it_does_not_own(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    # One unlabelled, one that even carries the operator's labels: neither is the LocalLLM's.
+    kubectl.apply(
+        [
+            foreign_deployment("three", namespace),
+            foreign_service("three", namespace),
+            foreign_deployment("copycat", namespace, labels={"llm.sdc.dev/localllm": "copycat"}),
+        ]
+    )
+    before = {
+        (kind, name): fingerprint(kubectl.get(kind, name, "-n", namespace))
+        for kind, name in (("deploy", "three"), ("svc", "three"), ("deploy", "copycat"))
+    }
+    # `three` is refused by an operator-side guardrail: an image outside the allow-list.
+    kubectl.apply([tiny("three", namespace, engine={"image": "evil:1"}), tiny("copycat", namespace)])
+    failed = wait_phase(kubectl, "three", namespace, "Failed")
+    assert "engine.image" in failed["status"]["message"]
+    wait_until(
+        "copycat's NameConflict",
+        lambda: (
+            (conditions(kubectl.get("llm", "copycat", "-n", namespace)).get("Ready") or {}).get("reason")
+            == "NameConflict"
+        ),
+    )
+    time.sleep(3)
+    after = {
+        (kind, name): fingerprint(kubectl.get(kind, name, "-n", namespace))
+        for kind, name in (("deploy", "three"), ("svc", "three"), ("deploy", "copycat"))
+    }
+    assert after == before
+
+
+def test_admission_refuses_what_cel_can_say(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    cases = {
+        "dotted name": (tiny("a.b.c", namespace), "metadata.name"),
+        "tokenizer from another repository": (
+            tiny("tok", namespace, engine={"args": ["--tokenizer=evil/repo"]}),
+            "spec.engine.args",
+        ),
+        "remote code through args": (tiny("code", namespace, engine={"args": ["--trust_remote_code"]}), "remote code"),
+        "operator-owned env": (
+            tiny("env", namespace, engine={"env": [{"name": "HF_HUB_OFFLINE", "value": "0"}]}),
+            "spec.engine.env",
+        ),
+    }
+    outcomes = {}
+    for case, (body, fragment) in cases.items():
+        out = kubectl("apply", "-f", "-", stdin=json.dumps(body), check=False)
+        outcomes[case] = (fragment in out and "Invalid" in out, out.strip()[-300:])
+    assert {k: v[0] for k, v in outcomes.items()} == dict.fromkeys(cases, True), outcomes
+    assert kubectl("get", "llm", "-n", namespace, "-o", "name") == ""
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "fragment"),
+    [
+        ("image outside the allow-list", {"engine": {"image": "evil.io/miner:1"}}, "engine.image"),
+        (
+            "control-plane toleration",
+            {"scheduling": {"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}},
+            "scheduling.tolerations",
+        ),
+        ("priority class", {"scheduling": {"priorityClassName": "system-node-critical"}}, "priorityClassName"),
+        ("remote code outside the allow-list", {"model": {"trustRemoteCode": True}}, "model.trustRemoteCode"),
+    ],
+)
+def test_operator_guardrails_fail_with_nothing_built(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, case: str, spec: dict[str, Any], fragment: str
+) -> None:
+    kubectl.apply(tiny("guarded", namespace, **spec))
+    failed = wait_phase(kubectl, "guarded", namespace, "Failed")
+    assert fragment in failed["status"]["message"], (case, failed["status"])
+    time.sleep(2)
+    assert kubectl("get", "deploy,svc,pvc", "-n", namespace, "-o", "name") == "", case
+
+
+def test_immutable_cache_fields_are_refused_with_a_migration_path(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(tiny("cache", namespace))
+    wait_phase(kubectl, "cache", namespace, "Ready")
+    patches = {
+        "cache.accessMode": {"cache": {"accessMode": "ReadWriteMany"}},
+        "cache.storageClassName": {"cache": {"storageClassName": "fast"}},
+        "cache.size": {"cache": {"size": "1Gi"}},
+    }
+    for field, patch in patches.items():
+        out = kubectl(
+            "patch", "llm", "cache", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": patch}), check=False
+        )
+        assert f"spec.{field}" in out and "new name" in out, (field, out)
+    time.sleep(2)
+    assert kubectl.get("llm", "cache", "-n", namespace)["status"]["phase"] == "Ready", "never Failed for it"
+
+
+def _pod_spec(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
+    return dict(kubectl.get("deploy", name, "-n", namespace)["spec"]["template"]["spec"])
+
+
+def test_drift_is_repaired_and_other_managers_keep_their_fields(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(tiny("drift", namespace))
+    wait_phase(kubectl, "drift", namespace, "Ready")
+    image = _pod_spec(kubectl, "drift", namespace)["containers"][0]["image"]
+    kubectl("annotate", "deploy", "drift", "-n", namespace, "backup.example.com/schedule=daily")
+    timings = {}
+
+    def repaired(what: str, check: Any) -> None:
+        started = time.monotonic()
+        wait_until(what, check, timeout=REPAIR_S, interval=0.2)
+        timings[what] = round(time.monotonic() - started, 2)
+
+    kubectl("set", "image", "deploy/drift", "-n", namespace, "transformers=evil:1")
+    repaired("image", lambda: _pod_spec(kubectl, "drift", namespace)["containers"][0]["image"] == image)
+    kubectl("patch", "svc", "drift", "-n", namespace, "--type=json", "-p", '[{"op":"replace","path":"/spec/ports/0/port","value":9999}]')  # fmt: skip
+    repaired("service port", lambda: kubectl.get("svc", "drift", "-n", namespace)["spec"]["ports"][0]["port"] == 8000)
+    kubectl("scale", "deploy", "drift", "-n", namespace, "--replicas=3")
+    repaired("replicas", lambda: kubectl.get("deploy", "drift", "-n", namespace)["spec"]["replicas"] == 1)
+    kubectl("delete", "svc", "drift", "-n", namespace)
+    repaired("deleted Service", lambda: kubectl("get", "svc", "drift", "-n", namespace, check=False).startswith("NAME"))
+    kubectl("delete", "deploy", "drift", "-n", namespace)
+    repaired("deleted Deployment", lambda: kubectl("get", "deploy", "-n", namespace, "-o", "name") == "deployment.apps/drift")  # fmt: skip
+    print(f"\ndrift repaired after (s): {timings}")
+    # An HPA owns replicas through the scale subresource as kube-controller-manager: that value stands.
+    kubectl(
+        "patch", "deploy", "drift", "-n", namespace, "--subresource=scale", "--type=merge",
+        "-p", '{"spec":{"replicas":2}}', "--field-manager=kube-controller-manager",
+    )  # fmt: skip
+    kubectl("annotate", "deploy", "drift", "-n", namespace, "backup.example.com/schedule=daily", "--overwrite")
+    kubectl("set", "image", "deploy/drift", "-n", namespace, "transformers=evil:2")  # forces a repair
+    repaired("image again", lambda: _pod_spec(kubectl, "drift", namespace)["containers"][0]["image"] == image)
+    dep = kubectl.get("deploy", "drift", "-n", namespace)
+    assert dep["spec"]["replicas"] == 2, "the HPA's replicas survive a repair"
+    assert dep["metadata"]["annotations"]["backup.example.com/schedule"] == "daily"
+
+
+def test_status_is_exact_after_every_transition(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(tiny("exact", namespace))
+    ready = wait_phase(kubectl, "exact", namespace, "Ready")
+    assert ready["status"]["endpoint"].endswith(":8000/v1")
+    kubectl("patch", "llm", "exact", "-n", namespace, "--type=merge", "-p", '{"spec":{"engine":{"image":"evil:1"}}}')
+    failed = wait_phase(kubectl, "exact", namespace, "Failed")
+    assert "endpoint" not in failed["status"], failed["status"]
+    # A stale key written by someone else is removed too.
+    kubectl(
+        "patch", "llm", "exact", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", '{"status":{"endpoint":"http://stale/v1"}}',
+    )  # fmt: skip
+    wait_until(
+        "the stale endpoint to be removed",
+        lambda: "endpoint" not in kubectl.get("llm", "exact", "-n", namespace)["status"],
+        timeout=REPAIR_S,
+    )
+    kubectl("patch", "llm", "exact", "-n", namespace, "--type=json", "-p", '[{"op":"remove","path":"/spec/engine/image"}]')  # fmt: skip
+    again = wait_phase(kubectl, "exact", namespace, "Ready")
+    assert again["status"]["endpoint"] == ready["status"]["endpoint"]
+    assert again["status"]["observedGeneration"] == again["metadata"]["generation"]

@@ -1,0 +1,84 @@
+"""The Korean evaluation set (benchmarks/data) against floors, and ingestion that scales linearly.
+
+The floors are what the service retriever reaches on the set, less a small margin; both
+baselines are computed in the same run so that "no kind worse than Kiwi BM25" is checked too.
+Full tables, the ablation and latency figures: `benchmarks/retrieval_eval.py` (`make bench`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sdc_orchestrator.rag.korean import morphemes
+from sdc_orchestrator.rag.retriever import prepare
+
+from benchmarks.retrieval_eval import (
+    KINDS,
+    Scores,
+    bm25_ranker,
+    build_retriever,
+    evaluate,
+    korean_text,
+    load_passages,
+    load_questions,
+    service_ranker,
+)
+
+FLOORS = {"hit1": 0.85, "hit5": 0.90, "paraphrase_hit5": 0.55}
+
+
+@pytest.fixture(scope="module")
+def results() -> tuple[dict[str, Scores], dict[str, Scores]]:
+    passages, questions = load_passages(), load_questions()
+    service = evaluate(service_ranker(build_retriever(passages)), questions)
+    kiwi = evaluate(bm25_ranker(passages, morphemes), questions)
+    return service, kiwi
+
+
+def test_the_set_is_what_the_issue_asks_for() -> None:
+    passages, questions = load_passages(), load_questions()
+    assert len(passages) >= 200
+    assert len(questions) >= 150
+    assert {q.kind for q in questions} == set(KINDS)
+    assert all(q.answer in passages for q in questions), "every question names an existing passage"
+
+
+def test_service_meets_the_floors(results: tuple[dict[str, Scores], dict[str, Scores]]) -> None:
+    service, _ = results
+    hit1, hit5, _ = service["all"].row()
+    assert hit1 >= FLOORS["hit1"]
+    assert hit5 >= FLOORS["hit5"]
+    assert service["paraphrase"].row()[1] >= FLOORS["paraphrase_hit5"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_kind_worse_than_kiwi_bm25(kind: str, results: tuple[dict[str, Scores], dict[str, Scores]]) -> None:
+    service, kiwi = results
+    mine, base = service[kind].row(), kiwi[kind].row()
+    assert mine[1] >= base[1], f"{kind}: hit@5 {mine[1]:.2f} < Kiwi BM25 {base[1]:.2f}"
+    assert mine[2] >= base[2] - 0.02, f"{kind}: MRR {mine[2]:.2f} < Kiwi BM25 {base[2]:.2f}"
+
+
+def test_sources_say_why_near_duplicates_were_told_apart() -> None:
+    retriever = build_retriever(load_passages())
+    best = retriever.search_sync("2024년 개정된 연차 이월 한도는?", 3)[0]
+    assert best.passage.doc_id == "hr-annual-2024"
+    assert "2024년" in best.matched
+    assert "2024년" in best.deciding, best
+
+
+def test_ingestion_is_linear_in_the_text() -> None:
+    """4x the text in at most 5.5x the time (issue #13); best of three, sizes interleaved against noise."""
+    passages = load_passages()
+    small, large = korean_text(passages, 10_000), korean_text(passages, 40_000)
+    prepare("warm-up", small[:2000], {})
+    best = {len(small): float("inf"), len(large): float("inf")}
+    for _ in range(3):
+        for text in (small, large):
+            started = time.perf_counter()
+            prepare("doc", text, {})
+            best[len(text)] = min(best[len(text)], time.perf_counter() - started)
+    ratio = best[len(large)] / best[len(small)]
+    print(f"\ningestion: 10k chars {best[len(small)]:.2f} s, 40k chars {best[len(large)]:.2f} s, ratio {ratio:.2f}")
+    assert ratio <= 5.5

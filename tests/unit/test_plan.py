@@ -1,0 +1,357 @@
+"""Table tests of the handler decisions: ownership, drift, the plan, status patches, retries, policy.
+
+Each case compares whole values with `==`, so a failure prints pytest's diff of
+what was expected against what came out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import re
+from collections.abc import Hashable
+from typing import Any
+
+import pytest
+from sdc_operator.builders.common import LocalLLM
+from sdc_operator.builders.workload import desired_children
+from sdc_operator.debounce import Debouncer
+from sdc_operator.plan import (
+    REPLICA_MANAGERS,
+    drift,
+    manually_deleted,
+    owns,
+    plan,
+    priority_clash,
+    retry_delay,
+    status_patch,
+    yield_fields,
+)
+from sdc_operator.policy import policy_errors
+from sdc_operator.settings import OperatorSettings
+from sdc_operator.spec import FORBIDDEN_ARG_PATTERN, LocalLLMSpec, parse_quantity, semantic_errors
+
+SETTINGS = OperatorSettings(metrics_port=0)
+UID = "uid-1"
+REV = "a" * 40
+
+
+def llm(**spec: Any) -> LocalLLM:
+    body = {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV}, **spec}
+    return LocalLLM("m", "ns", UID, 1, LocalLLMSpec.model_validate(body))
+
+
+def child(kind: str, name: str = "m", *, uid: str | None = UID, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "ns", "uid": f"{kind}-uid", "labels": labels or {}}
+    if uid is not None:
+        meta["ownerReferences"] = [{"uid": uid, "controller": True, "kind": "LocalLLM", "name": "m"}]
+    return {"kind": kind, "metadata": meta, "spec": {}}
+
+
+OWNED_LABELS = {"app.kubernetes.io/managed-by": "sdc-operator", "llm.sdc.dev/localllm": "m"}
+
+
+@pytest.mark.parametrize(
+    ("case", "obj", "want"),
+    [
+        ("owner reference with our UID", child("Service"), True),
+        ("owner reference of another LocalLLM (same name, older UID)", child("Service", uid="uid-0"), False),
+        ("no owner reference: a foreign Service", child("Service", uid=None), False),
+        ("foreign Service that copied our labels", child("Service", uid=None, labels=OWNED_LABELS), False),
+        ("retained cache claim with our labels", child("PersistentVolumeClaim", uid=None, labels=OWNED_LABELS), True),
+        (
+            "claim with our labels for another name",
+            child("PersistentVolumeClaim", uid=None, labels={**OWNED_LABELS, "llm.sdc.dev/localllm": "x"}),
+            False,
+        ),
+        ("claim without the operator's labels", child("PersistentVolumeClaim", uid=None), False),
+    ],
+)
+def test_owns(case: str, obj: dict[str, Any], want: bool) -> None:
+    assert (case, owns(obj, UID, "m")) == (case, want)
+
+
+def observed_from(desired: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """What the API server would show for exactly these objects: UIDs and defaults added."""
+    out = {}
+    for obj in copy.deepcopy(desired):
+        obj["metadata"]["uid"] = f"{obj['kind']}-uid"
+        obj["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "1"  # another manager's
+        obj["spec"]["defaulted"] = True
+        out[(obj["kind"], obj["metadata"]["name"])] = obj
+    return out
+
+
+def test_plan_cases() -> None:
+    desired = desired_children(llm(), SETTINGS)
+    converged = observed_from(desired)
+    kinds = sorted(o["kind"] for o in desired)
+
+    def summary(p: Any) -> tuple[list[tuple[str, str, str | None]], list[str]]:
+        return sorted((a.obj["kind"], a.reason.split(":")[0], a.uid) for a in p.applies), p.conflicts
+
+    cases: dict[str, tuple[dict[tuple[str, str], dict[str, Any]], Any]] = {}
+    cases["nothing observed: create all"] = ({}, ([(k, "missing", None) for k in kinds], []))
+    cases["converged: nothing to do"] = (converged, ([], []))
+    edited = copy.deepcopy(converged)
+    edited[("Deployment", "m")]["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
+    cases["image edited by hand: apply with the UID precondition"] = (
+        edited,
+        ([("Deployment", "changed", "Deployment-uid")], []),
+    )
+    foreign = copy.deepcopy(converged)
+    del foreign[("Service", "m")]["metadata"]["ownerReferences"]
+    cases["foreign Service of that name: conflict, nothing applied"] = (foreign, ([], ["Service/m"]))
+    for case, (observed, want) in cases.items():
+        assert (case, summary(plan(desired, observed, uid=UID, name="m"))) == (case, want)
+
+
+def test_plan_reports_the_paths_that_drifted() -> None:
+    desired = desired_children(llm(), SETTINGS)
+    observed = observed_from(desired)
+    observed[("Service", "m")]["spec"]["ports"][0]["port"] = 9999
+    (action,) = plan(desired, observed, uid=UID, name="m").applies
+    assert action.reason == "changed: .spec.ports[http].port"
+
+
+@pytest.mark.parametrize(
+    ("case", "want", "have", "paths"),
+    [
+        ("equal", {"a": 1}, {"a": 1}, []),
+        ("extra observed fields are fine", {"a": 1}, {"a": 1, "b": 2}, []),
+        ("scalar changed", {"a": {"b": "x"}}, {"a": {"b": "y"}}, [".a.b"]),
+        ("missing field", {"a": 1}, {}, [".a"]),
+        ("canonical quantity", {"cpu": "0.5"}, {"cpu": "500m"}, []),
+        ("different quantity", {"cpu": "1"}, {"cpu": "500m"}, [".cpu"]),
+        ("omitted empty value", {"value": "", "items": []}, {}, []),
+        ("args are ordered", {"args": ["a", "b"]}, {"args": ["b", "a"]}, [".args[0]", ".args[1]"]),
+        ("arg added by hand", {"args": ["a"]}, {"args": ["a", "b"]}, [".args"]),
+        (
+            "named list matched by name",
+            {"env": [{"name": "A", "value": "1"}]},
+            {"env": [{"name": "B"}, {"name": "A", "value": "1"}]},
+            [],
+        ),
+        (
+            "named item edited",
+            {"env": [{"name": "A", "value": "1"}]},
+            {"env": [{"name": "A", "value": "2"}]},
+            [".env[A].value"],
+        ),
+        (
+            "owner references by UID",
+            {"ownerReferences": [{"uid": "u"}]},
+            {"ownerReferences": [{"uid": "x"}, {"uid": "u"}]},
+            [],
+        ),
+    ],
+)
+def test_drift(case: str, want: Any, have: Any, paths: list[str]) -> None:
+    assert (case, drift(want, have)) == (case, paths)
+
+
+@pytest.mark.parametrize(
+    ("case", "managers", "keeps_replicas"),
+    [
+        ("only the operator owns replicas", ["sdc-operator"], True),
+        ("an HPA (kube-controller-manager) owns replicas", ["sdc-operator", "kube-controller-manager"], False),
+        ("a person scaled by hand (kubectl)", ["kubectl-scale"], True),
+    ],
+)
+def test_yield_fields(case: str, managers: list[str], keeps_replicas: bool) -> None:
+    dep = next(o for o in desired_children(llm(), SETTINGS) if o["kind"] == "Deployment")
+    observed = {**dep, REPLICA_MANAGERS: managers}
+    out = yield_fields(dep, observed, SETTINGS.yield_fields_to)
+    assert (case, "replicas" in out["spec"]) == (case, keeps_replicas)
+    assert "replicas" in dep["spec"], "the input is never changed"
+
+
+@pytest.mark.parametrize(
+    ("case", "current", "new", "patch"),
+    [
+        ("same: no write", {"phase": "Ready"}, {"phase": "Ready"}, None),
+        (
+            "endpoint withdrawn: sent as null",
+            {"phase": "Ready", "endpoint": "http://x/v1"},
+            {"phase": "Failed"},
+            {"phase": "Failed", "endpoint": None},
+        ),
+        ("stale unknown key removed", {"phase": "Ready", "old": 1}, {"phase": "Ready"}, {"old": None}),
+        (
+            "only what changed",
+            {"phase": "Pending", "replicas": 1},
+            {"phase": "Ready", "replicas": 1},
+            {"phase": "Ready"},
+        ),
+    ],
+)
+def test_status_patch(case: str, current: dict[str, Any], new: dict[str, Any], patch: Any) -> None:
+    assert (case, status_patch(current, new)) == (case, patch)
+
+
+@pytest.mark.parametrize(
+    ("status", "delay"),
+    [(0, 5.0), (500, 5.0), (503, 5.0), (429, 5.0), (409, 1.0), (422, 60.0), (403, 60.0), (400, 60.0)],
+)
+def test_retry_delay_never_gives_up(status: int, delay: float) -> None:
+    assert (status, retry_delay(status)) == (status, delay)
+
+
+@pytest.mark.parametrize(
+    ("case", "obj", "want"),
+    [
+        ("our Deployment deleted by hand", child("Deployment"), True),
+        ("a Pod (the Deployment replaces it)", child("Pod"), False),
+        ("another LocalLLM's Service", child("Service", uid="uid-0"), False),
+        ("retained claim deleted", child("PersistentVolumeClaim", uid=None, labels=OWNED_LABELS), True),
+    ],
+)
+def test_manually_deleted(case: str, obj: dict[str, Any], want: bool) -> None:
+    assert (case, manually_deleted(obj, UID, "m")) == (case, want)
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "fragments"),
+    [
+        ("defaults pass", {}, []),
+        ("official vLLM image", {"engine": {"image": "vllm/vllm-openai:v0.12.0"}}, []),
+        ("any other image", {"engine": {"image": "evil.io/miner:1"}}, ["engine.image: 'evil.io/miner:1'"]),
+        ("GPU toleration", {"scheduling": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}}, []),
+        (
+            "control-plane toleration",
+            {"scheduling": {"tolerations": [{"key": "node-role.kubernetes.io/control-plane"}]}},
+            ["taint key 'node-role.kubernetes.io/control-plane' is not allowed"],
+        ),
+        (
+            "key-less toleration tolerates everything",
+            {"scheduling": {"tolerations": [{"operator": "Exists"}]}},
+            ["without a key"],
+        ),
+        (
+            "priority class",
+            {"scheduling": {"priorityClassName": "system-node-critical"}},
+            ["priorityClassName: 'system-node-critical' is not allowed"],
+        ),
+        (
+            "remote code outside the allow-list",
+            {"model": {"name": "sdc/tiny", "revision": REV, "trustRemoteCode": True}},
+            ["model.trustRemoteCode: 'sdc/tiny'"],
+        ),
+    ],
+)
+def test_policy_errors(case: str, spec: dict[str, Any], fragments: list[str]) -> None:
+    errors = policy_errors(llm(**spec).spec, SETTINGS)
+    found = [f for f in fragments if any(f in e for e in errors)]
+    assert (case, len(errors), found) == (case, len(fragments), fragments), errors
+
+
+def test_policy_allow_lists_come_from_settings() -> None:
+    settings = OperatorSettings(
+        metrics_port=0,
+        allowed_priority_classes=["llm-high"],
+        trust_remote_code_repos=["sdc/*"],
+        allowed_images=["registry.local/*"],
+    )
+    spec = llm(
+        model={"name": "sdc/tiny", "revision": REV, "trustRemoteCode": True},
+        scheduling={"priorityClassName": "llm-high"},
+        engine={"image": "registry.local/vllm:1"},
+    ).spec
+    assert policy_errors(spec, settings) == []
+
+
+@pytest.mark.parametrize(
+    ("arg", "refused"),
+    [
+        ("--model", True),
+        ("--model=/etc", True),
+        ("--mod", True),  # argparse takes unambiguous prefixes
+        ("--tokenizer=other/repo", True),
+        ("--trust-remote-code", True),
+        ("--trust_remote_code", True),  # vLLM accepts underscores
+        ("--port=1", True),
+        ("-tp", True),
+        ("--load-format=pt", True),
+        ("--max-model-len=4096", False),
+        ("--tokenizer-mode=slow", False),
+        ("--quantization=awq", False),
+        ("--device=cpu", False),
+        ("--max-batch=4", False),
+        ("--model-impl=vllm", False),
+    ],
+)
+def test_forbidden_engine_args(arg: str, refused: bool) -> None:
+    assert (arg, bool(re.match(FORBIDDEN_ARG_PATTERN, arg))) == (arg, refused)
+    errors = semantic_errors(llm(engine={"args": [arg]}).spec)
+    assert (arg, bool(errors)) == (arg, refused)
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("HF_HUB_OFFLINE", True),
+        ("HOME", True),
+        ("SDC_MODEL", True),
+        ("OLLAMA_HOST", True),
+        ("VLLM_LOGGING_LEVEL", False),
+    ],
+)
+def test_operator_env_is_refused(name: str, refused: bool) -> None:
+    errors = semantic_errors(llm(engine={"env": [{"name": name, "value": "0"}]}).spec)
+    assert (name, bool(errors)) == (name, refused)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("50Gi", 50 * 2**30), ("500m", 0.5), ("1.5", 1.5), ("2k", 2000), ("bad", None)],
+)
+def test_parse_quantity(text: str, value: float | None) -> None:
+    parsed = parse_quantity(text)
+    assert (text, None if parsed is None else float(parsed)) == (text, value)
+
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def peer(priority: int, seconds_ago: int, lifetime: int = 30) -> dict[str, Any]:
+    seen = (NOW - datetime.timedelta(seconds=seconds_ago)).isoformat()
+    return {"priority": priority, "lifetime": lifetime, "lastseen": seen}
+
+
+@pytest.mark.parametrize(
+    ("case", "peers", "clash"),
+    [
+        ("no peers", {}, []),
+        ("a live peer with another priority", {"b": peer(100, 5)}, []),
+        ("a live peer with the same priority", {"b": peer(200, 5)}, ["b"]),
+        ("a dead peer with the same priority", {"b": peer(200, 60)}, []),
+        ("this replica's own earlier run", {"me@host/20260101/abc": peer(200, 5)}, []),
+    ],
+)
+def test_priority_clash(case: str, peers: dict[str, Any], clash: list[str]) -> None:
+    assert (case, priority_clash(peers, 200, NOW, "me@host/")) == (case, clash)
+
+
+def test_debouncer_coalesces_a_burst_into_one_run_with_the_latest_state() -> None:
+    runs: list[tuple[str, int]] = []
+    state = {"value": 0}
+
+    async def scenario() -> None:
+        done = asyncio.Event()
+
+        async def run(key: Hashable) -> None:
+            runs.append((str(key), state["value"]))
+            if len(runs) == 2:
+                done.set()
+
+        debouncer = Debouncer(0.05, run)
+        for i in range(10):
+            state["value"] = i
+            debouncer.trigger("k")
+        debouncer.trigger("other")
+        await asyncio.wait_for(done.wait(), timeout=5)
+        await asyncio.sleep(0.1)  # a wrong debouncer would run "k" again here
+
+    asyncio.run(scenario())
+    assert sorted(runs) == [("k", 9), ("other", 9)]
