@@ -275,10 +275,6 @@ def test_kube_score_finds_no_critical_issue(tmp_path: Path) -> None:
         assert "[OK]" in result.stdout, f"kube-score scored nothing for {values}"
 
 
-def orchestrator_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "sdc-orchestrator")
-
-
 def test_api_keys_are_always_on() -> None:
     import base64
 
