@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv tools ollama cluster-up cluster-down cluster-status test test-unit test-integration fuzz lint crds demo bench clean
+.PHONY: help venv tools ollama cluster-up cluster-down cluster-status images test test-unit test-integration fuzz lint crds demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ cluster-up: tools ## Start the local control plane; kubeconfig at .cluster/kubec
 cluster-down: ## Stop exactly what cluster-up started
 	$(PYTHON) hack/cluster.py down
 
+images: venv ollama cluster-up ## Build images/*.Dockerfile here (local Debian base) and load them into the real node
+	$(PY) hack/images.py
+
 cluster-status:
 	@$(PYTHON) hack/cluster.py status
 
@@ -59,7 +62,7 @@ test-unit: venv ## Unit tests only (no cluster)
 test-integration: venv tools ## Integration tests only
 	$(PY) hack/run_tests.py tests -m integration
 
-demo: venv tools ## The stack end to end on the local cluster
+demo: venv tools ollama ## The stack end to end on the local cluster
 	$(PY) hack/demo.py
 
 BENCH_VENV := .venv-bench

@@ -30,15 +30,25 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make `hack` importable
+    sys.path.insert(0, str(ROOT))
+
+from hack import node as real_node  # noqa: E402
+
 BIN = ROOT / "bin"
 STATE = Path(os.environ.get("SDC_CLUSTER_DIR", ROOT / ".cluster"))
 PKI = STATE / "pki"
 LOGS = STATE / "logs"
 PIDS = STATE / "pids"
 KUBECONFIG = STATE / "kubeconfig"
-SERVICE_CIDR = "10.96.0.0/16"
+NODE_STATE = STATE / "node"
+SERVICE_CIDR = "10.96.0.0/16"  # without a real node; with one, its slot's range (hack/node.py)
+# Taint of the simulated CPU node while a real node runs: CPU workloads go to the real node unless
+# they opt into simulation (tests that want pods "Running" without containers tolerate it).
+SIMULATED_TAINT = {"key": "sdc.dev/simulated", "value": "true", "effect": "NoSchedule"}
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 # Simulated nodes: a CPU-only node and two GPU nodes labelled and tainted the
@@ -66,9 +76,24 @@ def openssl(*args: str) -> None:
         raise ClusterError(f"openssl {args[0]} failed: {result.stderr.strip()}")
 
 
-def make_pki() -> None:
-    """A CA, a serving certificate, an admin client certificate and SA keys."""
+def make_pki(extra_sans: list[str] | None = None) -> None:
+    """A CA, a serving certificate, an admin client certificate and SA keys.
+
+    The serving certificate is reissued when the addresses it must name change (a real node's slot).
+    """
+    sans_file = PKI / "apiserver.sans"
+    wanted = ",".join(extra_sans or [])
     if (PKI / "admin.crt").exists():
+        if (sans_file.read_text() if sans_file.exists() else "") != wanted:
+            base = "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default"
+            base += ",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+            real_node.issue(
+                PKI,
+                "apiserver",
+                "/CN=kube-apiserver",
+                [f"subjectAltName={base}{',' + wanted if wanted else ''}", "extendedKeyUsage=serverAuth"],
+            )
+            sans_file.write_text(wanted)
         return
     PKI.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -94,6 +119,7 @@ def make_pki() -> None:
             "DNS:kubernetes.default",
             "DNS:kubernetes.default.svc",
             "DNS:kubernetes.default.svc.cluster.local",
+            *(extra_sans or []),
         ]
     )
     for name, subject, ext in (
@@ -121,6 +147,7 @@ def make_pki() -> None:
             "-out",
             str(PKI / f"{name}.crt"),
         )
+    sans_file.write_text(wanted)
     openssl("genrsa", "-out", str(PKI / "sa.key"), "2048")
     openssl("rsa", "-in", str(PKI / "sa.key"), "-pubout", "-out", str(PKI / "sa.pub"))
 
@@ -153,7 +180,7 @@ def write_kubeconfig(api_port: int) -> None:
     KUBECONFIG.chmod(0o600)
 
 
-def command_lines(ports: dict[str, int]) -> dict[str, list[str]]:
+def command_lines(ports: dict[str, int], plan: real_node.Plan | None = None) -> dict[str, list[str]]:
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
     kubeconfig = str(KUBECONFIG)
@@ -173,8 +200,6 @@ def command_lines(ports: dict[str, int]) -> dict[str, list[str]]:
         "kube-apiserver": [
             str(BIN / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
             f"--secure-port={ports['apiserver']}",
             f"--tls-cert-file={PKI / 'apiserver.crt'}",
             f"--tls-private-key-file={PKI / 'apiserver.key'}",
@@ -183,12 +208,20 @@ def command_lines(ports: dict[str, int]) -> dict[str, list[str]]:
             f"--service-account-signing-key-file={PKI / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--authorization-mode=Node,RBAC",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             "--profiling=false",
             "--max-requests-inflight=1000",
             "--max-mutating-requests-inflight=500",
             *audit_flags(),
+            *(
+                real_node.apiserver_flags(plan, PKI)
+                if plan
+                else [
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                ]
+            ),
         ],
         "kube-controller-manager": [
             str(BIN / "kube-controller-manager"),
@@ -322,8 +355,11 @@ def serviceaccount_kubeconfig(cluster: dict[str, object], token: str) -> dict[st
     }
 
 
-def node_manifest(node: dict[str, object]) -> dict[str, object]:
-    """A KWOK-managed Node: name, cpu, memory, gpus (0 = CPU only), product, and optionally pods."""
+def node_manifest(node: dict[str, object], simulated_taint: bool = False) -> dict[str, object]:
+    """A KWOK-managed Node: name, cpu, memory, gpus (0 = CPU only), product, and optionally pods.
+
+    With `simulated_taint`, a CPU node carries SIMULATED_TAINT (a real node takes the CPU workloads).
+    """
     gpus = int(str(node["gpus"]))
     labels = {
         "kubernetes.io/hostname": node["name"],
@@ -349,6 +385,8 @@ def node_manifest(node: dict[str, object]) -> dict[str, object]:
         )
         capacity["nvidia.com/gpu"] = str(gpus)
         taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
+    elif simulated_taint:
+        taints.append(dict(SIMULATED_TAINT))
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -377,9 +415,15 @@ def running_ports() -> dict[str, int] | None:
     if not ports_file.exists():
         return None
     ports: dict[str, int] = json.loads(ports_file.read_text())
-    if all(pid_of(c) for c in COMPONENTS) and api_ready(ports["apiserver"]):
-        return ports
-    return None
+    if not (all(pid_of(c) for c in COMPONENTS) and api_ready(ports["apiserver"])):
+        return None
+    if (NODE_STATE / "slot").exists() and not real_node.alive(NODE_STATE):
+        return None
+    return ports
+
+
+def real_node_wanted() -> bool:
+    return os.environ.get("SDC_REAL_NODE", "1") != "0"
 
 
 def up() -> None:
@@ -393,11 +437,20 @@ def up() -> None:
     down(quiet=True)
     STATE.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(STATE / "etcd", ignore_errors=True)
-    make_pki()
+    plan = None
+    if real_node_wanted():
+        real_node.preflight(BIN)
+        plan = real_node.claim_slot(NODE_STATE)
+    make_pki(real_node.apiserver_sans(plan) if plan else None)
+    if plan:
+        real_node.certificates(PKI, plan)
     ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}
     (STATE / "ports.json").write_text(json.dumps(ports))
     write_kubeconfig(ports["apiserver"])
-    argv = command_lines(ports)
+    if plan:
+        print(f"==> real node {real_node.NODE_NAME}: netns {plan.netns}, pods {plan.pod_cidr}", flush=True)
+        real_node.setup_network(plan, ports["apiserver"])  # the firewall rule before the API server binds
+    argv = command_lines(ports, plan)
     print("==> starting etcd and kube-apiserver", flush=True)
     start("etcd", argv["etcd"])
     start("kube-apiserver", argv["kube-apiserver"])
@@ -405,15 +458,22 @@ def up() -> None:
     print("==> starting kube-controller-manager, kube-scheduler and kwok", flush=True)
     for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
         start(component, argv[component])
-    docs = [node_manifest(n) for n in NODES] + [STORAGE_CLASS]
+    docs: list[Any] = [node_manifest(n, simulated_taint=plan is not None) for n in NODES]
+    docs += [STORAGE_CLASS, *(real_node.COREDNS_RBAC if plan else [])]
     kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    if plan:
+        print("==> starting containerd, kubelet, kube-proxy and CoreDNS on the real node", flush=True)
+        real_node.up(NODE_STATE, plan, PKI, ports["apiserver"], BIN, BIN / "pause")
     print("==> waiting for nodes to be Ready", flush=True)
+    want = len(NODES) + (1 if plan else 0)
 
     def nodes_ready() -> bool:
         out = kubectl(
             "get", "nodes", "-o", "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}"
         )
-        return out.split() == ["True"] * len(NODES)
+        if plan and not real_node.alive(NODE_STATE):
+            raise ClusterError(f"a real node daemon exited; see {NODE_STATE / 'logs'}")
+        return out.split() == ["True"] * want
 
     wait_for("nodes to be Ready", nodes_ready, 120, "kwok")
 
@@ -425,6 +485,8 @@ def up() -> None:
         return True
 
     wait_for("the default ServiceAccount", default_sa, 60, "kube-controller-manager")
+    if plan:
+        wait_for("cluster DNS", lambda: real_node.dns_ready(plan), 30)
     print(f"cluster up in {time.monotonic() - started:.1f}s")
     print(
         kubectl(
@@ -432,7 +494,7 @@ def up() -> None:
             "nodes",
             "-o",
             "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].status,"
-            "CPU:.status.capacity.cpu,GPU:.status.capacity.nvidia\\.com/gpu",
+            "CPU:.status.capacity.cpu,GPU:.status.capacity.nvidia\\.com/gpu,IP:.status.addresses[0].address",
         )
     )
     print(f"export KUBECONFIG={KUBECONFIG}")
@@ -478,6 +540,11 @@ def down(quiet: bool = False) -> None:
             except ProcessLookupError:
                 pass
     (STATE / "ports.json").unlink(missing_ok=True)
+    try:
+        if real_node.teardown(NODE_STATE):
+            stopped.append(("real node", 0))
+    except real_node.NodeError as err:
+        raise ClusterError(str(err)) from err
     if not quiet:
         names = ", ".join(c for c, _ in stopped) or "nothing was running"
         print(f"cluster down ({names})")
@@ -497,9 +564,9 @@ def main() -> int:
         if args.action == "up":
             try:
                 up()
-            except ClusterError:
+            except (ClusterError, real_node.NodeError, OSError, subprocess.SubprocessError) as err:
                 down(quiet=True)  # leave nothing half-started behind
-                raise
+                raise ClusterError(str(err)) from err
         elif args.action == "down":
             down()
         elif args.action == "nodes":

@@ -1,24 +1,24 @@
 #!/usr/bin/env python3
-"""`make demo`: the whole stack working on this machine, in a few minutes, with no GPU.
+"""`make demo`: the whole stack as real containers on this machine, with no GPU and no registry.
 
-1. the local Kubernetes control plane (real API server, scheduler, controllers; KWOK nodes)
-2. `helm install` of the chart
-3. the operator, running here with the chart's ServiceAccount (KWOK simulates its pod)
-4. a LocalLLM from manifests/ going Pending -> Ready with its endpoint
-5. two real model servers (sdc-runtime): the primary, and a stand-in for Gemini's endpoint
-6. the orchestrator answering a Korean question with retrieved sources
-7. the primary stopped: the same question answered by the fallback
+1. the local Kubernetes cluster: real control plane, KWOK GPU nodes, and one real node
+2. the images, built here from images/*.Dockerfile and loaded into the real node
+3. a model hub inside the cluster, serving a tiny model (nothing here reaches huggingface.co)
+4. `helm install` of the chart: the operator and the orchestrator run as pods on the real node
+5. a Transformers LocalLLM: downloaded by its init container, served by sdc-runtime, Ready
+6. the in-cluster orchestrator answering a Korean question with retrieved sources, through the
+   endpoint the operator published
 
-Everything it starts is stopped at the end (SDC_DEMO_KEEP=1 keeps it running).
-A random tiny model is made on the spot unless SDC_DEMO_MODEL_DIR names a real
-model directory; a random model's words are noise, the plumbing is the point.
+Everything it starts is removed at the end; SDC_DEMO_KEEP=1 leaves release `sdc` in namespace
+`sdc-demo` running. A random tiny model is made on the spot unless SDC_DEMO_MODEL_DIR names a
+real Transformers model directory; a random model's words are noise, the plumbing is the point.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from hack.cluster import free_port, serviceaccount_kubeconfig  # noqa: E402
+from hack import hub  # noqa: E402
 
 BIN = ROOT / "bin"
 STATE = ROOT / ".cluster"
@@ -41,7 +41,6 @@ NAMESPACE = os.environ.get("SDC_DEMO_NAMESPACE", "sdc-demo")
 RELEASE = os.environ.get("SDC_DEMO_RELEASE", "sdc")
 # The chart's sdc.fullname: the release name, with "-sdc" unless it already says sdc.
 FULLNAME = (RELEASE if "sdc" in RELEASE else f"{RELEASE}-sdc")[:50].rstrip("-")
-MANIFEST = ROOT / "manifests" / "ollama-gemma2-9b.yaml"
 DOCUMENTS: list[dict[str, Any]] = [
     {
         "id": "seoul",
@@ -66,14 +65,13 @@ class DemoError(Exception):
     pass
 
 
-processes: list[subprocess.Popen[bytes]] = []
 step_number = 0
 
 
 def step(title: str) -> None:
     global step_number
     step_number += 1
-    print(f"\n\033[1m[{step_number}/7] {title}\033[0m", flush=True)
+    print(f"\n\033[1m[{step_number}/{STEPS}] {title}\033[0m", flush=True)
 
 
 def run(*argv: str, stdin: str | None = None, check: bool = True) -> str:
@@ -89,14 +87,6 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
 
 def helm(*args: str) -> str:
     return run(str(BIN / "helm"), f"--kubeconfig={KUBECONFIG}", *args)
-
-
-def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    WORK.mkdir(parents=True, exist_ok=True)
-    log = open(WORK / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    processes.append(proc)
-    return proc
 
 
 def wait(what: str, check: Callable[[], Any], timeout: float, proc: subprocess.Popen[bytes] | None = None) -> Any:
@@ -128,33 +118,6 @@ def up(url: str) -> bool:
     return http_json("GET", url, timeout=2)[0] == 200
 
 
-def sa_kubeconfig(account: str) -> Path:
-    token = kubectl("create", "token", account, "-n", NAMESPACE, "--duration=2h").strip()
-    admin = json.loads(KUBECONFIG.read_text())
-    path = WORK / "operator.kubeconfig"
-    path.write_text(json.dumps(serviceaccount_kubeconfig(admin["clusters"][0]["cluster"], token)))
-    path.chmod(0o600)
-    return path
-
-
-def model_server(name: str, model_dir: Path, served: str) -> str:
-    port = free_port()
-    proc = spawn(
-        name, [PY, "-m", "sdc_runtime", "--model", str(model_dir), "--port", str(port), "--served-model-name", served]
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait(f"{name} to load its model", lambda: up(f"{base}/health"), 300, proc)
-    return base
-
-
-def ask(base: str) -> dict[str, Any]:
-    status, body = http_json("POST", f"{base}/api/v1/chat", {"message": QUESTION, "max_tokens": 24, "temperature": 0.7})
-    if status != 200:
-        raise DemoError(f"the orchestrator answered {status}: {body}")
-    answer: dict[str, Any] = body
-    return answer
-
-
 def show(answer: dict[str, Any]) -> None:
     print(f"  question : {QUESTION}")
     print(f"  answer   : {answer['response']!r}")
@@ -166,13 +129,30 @@ def show(answer: dict[str, Any]) -> None:
         print(f"  source {i} : [{source['id']}] {source['text']}")
 
 
+HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
+MODEL_REPO = "sdc-demo/tiny-chat"
+LLM_NAME = "demo-chat"
+RUNTIME_IMAGE = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
+STEPS = 6
+
+
+def indent(text: str) -> str:
+    return "  " + text.strip().replace("\n", "\n  ")
+
+
+def cluster_ip_url(service: str) -> str:
+    ip = kubectl("get", "service", service, "-n", NAMESPACE, "-o", "jsonpath={.spec.clusterIP}").strip()
+    port = kubectl("get", "service", service, "-n", NAMESPACE, "-o", "jsonpath={.spec.ports[0].port}").strip()
+    return f"http://{ip}:{port}"
+
+
 def main() -> int:
     started = time.monotonic()
     cluster_started = False
     keep = os.environ.get("SDC_DEMO_KEEP") == "1"
     WORK.mkdir(parents=True, exist_ok=True)
     try:
-        step("Local Kubernetes control plane (etcd, kube-apiserver, controllers, scheduler, KWOK nodes)")
+        step("Local Kubernetes cluster: real control plane, KWOK GPU nodes, one real node")
         cluster_started = (
             subprocess.run(
                 [PY, str(ROOT / "hack" / "cluster.py"), "status"], capture_output=True, check=False
@@ -180,9 +160,12 @@ def main() -> int:
             != 0
         )
         out = run(PY, str(ROOT / "hack" / "cluster.py"), "up")
-        print("  " + out.strip().replace("\n", "\n  "))
+        print(indent("\n".join(out.strip().splitlines()[-8:])))
 
-        step(f"helm install {RELEASE} charts/sdc -n {NAMESPACE}")
+        step("Images built here (local Debian base, cached by content) and loaded into the real node")
+        print(indent(run(PY, str(ROOT / "hack" / "images.py"))))
+
+        step(f"A model hub inside the cluster, serving {MODEL_REPO}")
         if kubectl("get", "namespace", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False) == "Terminating":
             print(f"  namespace {NAMESPACE} is still being deleted from an earlier run; waiting")
             wait(
@@ -190,6 +173,31 @@ def main() -> int:
                 lambda: not kubectl("get", "namespace", NAMESPACE, "-o", "name", check=False),
                 180,
             )
+        kubectl("create", "namespace", NAMESPACE, check=False)
+        hub_root = WORK / "hub"
+        given = os.environ.get("SDC_DEMO_MODEL_DIR")
+        if given:
+            shutil.copytree(given, hub_root / "models" / MODEL_REPO, dirs_exist_ok=True)
+            print(f"  serving a copy of {given}")
+        else:
+            print("  a random tiny model made on the spot: its words are noise; the plumbing is real.")
+        hub.prepare(hub_root, {} if given else {MODEL_REPO: 1}, python=PY)
+        kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": hub.objects(NAMESPACE, hub_root, RUNTIME_IMAGE, HUB_REVISION),
+                }
+            ),
+        )
+        kubectl("rollout", "status", "deployment/hub", "-n", NAMESPACE, "--timeout=180s")
+        print(f"  {hub.url(NAMESPACE)} (the operator's HF_ENDPOINT)")
+
+        step(f"helm install {RELEASE} charts/sdc -n {NAMESPACE}: operator and orchestrator as pods")
         helm(
             "upgrade",
             "--install",
@@ -197,46 +205,43 @@ def main() -> int:
             str(ROOT / "charts" / "sdc"),
             "-n",
             NAMESPACE,
-            "--create-namespace",
+            "--set",
+            f"operator.hfEndpoint={hub.url(NAMESPACE)}",
             "--take-ownership",
-            "--wait",
-            "--timeout",
-            "3m",
         )
-        print("  " + kubectl("get", "deploy", "-n", NAMESPACE).strip().replace("\n", "\n  "))
+        # Not `helm --wait`: the orchestrator is Ready only once a model is (its /readyz is honest).
+        kubectl("rollout", "status", f"deployment/{FULLNAME}-operator", "-n", NAMESPACE, "--timeout=300s")
+        print(indent(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")))
 
-        step("The operator, with exactly the chart's RBAC")
-        print("  KWOK simulates the operator's pod (no containers run here), so the real operator runs")
-        print("  on this machine, authenticated as the chart's ServiceAccount.")
-        operator = spawn(
-            "operator",
-            [PY, "-m", "sdc_operator"],
-            env={
-                "KUBECONFIG": str(sa_kubeconfig(f"{FULLNAME}-operator")),
-                "SDC_STANDALONE": "true",
-                "SDC_ENDPOINTS_CONFIGMAP": f"{FULLNAME}-endpoints",
-                "SDC_ENDPOINTS_NAMESPACE": NAMESPACE,
-                "SDC_METRICS_PORT": str(free_port()),
-                "SDC_HEALTH_PORT": str(free_port()),
-                "SDC_LOG_FORMAT": "plain",
+        step(f"kubectl apply: a Transformers LocalLLM ({LLM_NAME}) on the real node")
+        manifest = {
+            "apiVersion": "llm.sdc.dev/v1alpha1",
+            "kind": "LocalLLM",
+            "metadata": {"name": LLM_NAME, "namespace": NAMESPACE},
+            "spec": {
+                "runtime": "transformers",
+                "model": {"name": MODEL_REPO, "revision": HUB_REVISION},
+                "resources": {"gpus": 0},
             },
-        )
-
-        step(f"kubectl apply -f {MANIFEST.relative_to(ROOT)}")
-        print("  " + kubectl("apply", "-n", NAMESPACE, "-f", str(MANIFEST)).strip())
+        }
+        applied = time.monotonic()
+        print(indent(kubectl("apply", "-f", "-", stdin=json.dumps(manifest))))
         seen: list[str] = []
 
         def ready() -> bool:
             phase = kubectl(
-                "get", "llm", "gemma2-9b", "-n", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False
+                "get", "llm", LLM_NAME, "-n", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False
             ).strip()
             if phase and (not seen or seen[-1] != phase):
                 seen.append(phase)
                 print(f"  phase: {phase}")
             return phase == "Ready"
 
-        wait("the LocalLLM to be Ready", ready, 180, operator)
-        print("  " + kubectl("get", "llm", "-n", NAMESPACE, "-o", "wide").strip().replace("\n", "\n  "))
+        wait("the LocalLLM to be Ready", ready, 600)
+        print(f"  Ready {time.monotonic() - applied:.0f}s after kubectl apply")
+        kubectl("rollout", "status", f"deployment/{FULLNAME}-orchestrator", "-n", NAMESPACE, "--timeout=180s")
+        print(indent(kubectl("get", "llm", "-n", NAMESPACE, "-o", "wide")))
+        print(indent(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")))
         published = kubectl(
             "get",
             "configmap",
@@ -249,92 +254,50 @@ def main() -> int:
         )
         print("  published for the orchestrator: " + json.dumps(json.loads(published or "{}"), ensure_ascii=False))
 
-        step("Two real model servers (sdc-runtime): the primary, and a stand-in for Gemini's endpoint")
-        given = os.environ.get("SDC_DEMO_MODEL_DIR")
-        if given:
-            primary_dir = fallback_dir = Path(given)
-            print(f"  serving {primary_dir}")
-        else:
-            from sdc_runtime.tiny import make_tiny_model
-
-            primary_dir = make_tiny_model(WORK / "tiny-primary", seed=1, max_positions=4096)
-            fallback_dir = make_tiny_model(WORK / "tiny-fallback", seed=2, max_positions=4096)
-            print("  made two random tiny models on the spot: their words are noise; the plumbing is real.")
-        primary = model_server("primary", primary_dir, "local-model")
-        fallback = model_server("fallback", fallback_dir, "gemini-stand-in")
-        print(f"  primary  (provider transformers): {primary}/v1")
-        print(f"  fallback (GEMINI_BASE_URL, Gemini's API is not reachable here): {fallback}/v1")
-
-        step("The orchestrator: Korean documents in, a question answered with sources")
-        port = free_port()
-        orchestrator = spawn(
-            "orchestrator",
-            [PY, "-m", "sdc_orchestrator", "--port", str(port)],
-            env={
-                "LLM_SERVICE_TYPE": "transformers",
-                "TRANSFORMERS_HOST": "127.0.0.1",
-                "TRANSFORMERS_PORT": primary.rsplit(":", 1)[1],
-                "GEMINI_API_KEY": "demo-stand-in",
-                "GEMINI_BASE_URL": f"{fallback}/v1",
-                "GEMINI_MODEL_NAME": "gemini-stand-in",
-                "SDC_DATA_DIR": str(WORK / "documents"),
-                "SDC_RAG_TOP_K": "2",
-                "SDC_COOLDOWN_S": "30",
-            },
-        )
-        base = f"http://127.0.0.1:{port}"
-        wait("the orchestrator", lambda: up(f"{base}/healthz"), 120, orchestrator)
+        step("The in-cluster orchestrator: Korean documents in, a question answered with sources")
+        base = cluster_ip_url(f"{FULLNAME}-orchestrator")
+        print(f"  {FULLNAME}-orchestrator at {base} (its ClusterIP, routed from this machine into the node)")
+        wait("the orchestrator", lambda: up(f"{base}/healthz"), 120)
         status, body = http_json("POST", f"{base}/api/v1/documents", DOCUMENTS, timeout=120)
         if status != 200:
             raise DemoError(f"uploading documents failed: {status} {body}")
         print(f"  uploaded {len(DOCUMENTS)} documents: " + ", ".join(d["id"] for d in DOCUMENTS))
-        answer = ask(base)
+        answer = wait("an answer", lambda: ask_or_none(base), 180)
         show(answer)
         if answer["sources"][0]["id"] != "busan":
             raise DemoError("retrieval did not put the Busan document first")
-
-        step("The primary model server stops: the same question, answered by the fallback")
-        stop_primary(primary)
-        answer = ask(base)
-        show(answer)
-        if answer["provider"] != "gemini" or not answer["fallback_used"]:
-            raise DemoError(f"expected the fallback to answer, got {answer['provider']}")
         print(f"\n\033[1mDemo complete in {time.monotonic() - started:.0f}s.\033[0m")
         return 0
     except DemoError as err:
         print(f"\ndemo failed: {err}", file=sys.stderr)
-        print(f"logs: {WORK} and {STATE / 'logs'}", file=sys.stderr)
+        print(kubectl("get", "pods,llm", "-n", NAMESPACE, "-o", "wide", check=False), file=sys.stderr)
+        print(f"logs: {WORK}, {STATE / 'logs'} and {STATE / 'node' / 'logs'}", file=sys.stderr)
         return 1
     finally:
         if keep:
-            print(f"\nSDC_DEMO_KEEP=1: everything is left running. KUBECONFIG={KUBECONFIG}")
+            print(
+                f"\nSDC_DEMO_KEEP=1: release {RELEASE} stays in namespace {NAMESPACE}. Reach the orchestrator with"
+                f"\n  export KUBECONFIG={KUBECONFIG}"
+                f"\n  kubectl -n {NAMESPACE} port-forward svc/{FULLNAME}-orchestrator 8080:8080"
+                "\nand remove everything with `make cluster-down`."
+            )
         else:
             cleanup(cluster_started)
 
 
-def stop_primary(base: str) -> None:
-    port = base.rsplit(":", 1)[1]
-    for proc in processes:
-        args = [str(a) for a in proc.args] if isinstance(proc.args, list) else [str(proc.args)]
-        if "sdc_runtime" in args and port in args:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-            print(f"  stopped the primary (pid {proc.pid})")
-            return
-    raise DemoError("could not find the primary model server")
+def ask_or_none(base: str) -> dict[str, Any] | None:
+    status, body = http_json(
+        "POST",
+        f"{base}/api/v1/chat",
+        {"message": QUESTION, "provider": "transformers", "max_tokens": 24, "temperature": 0.7},
+    )
+    return body if status == 200 and isinstance(body, dict) else None
 
 
 def cleanup(cluster_started: bool) -> None:
-    print("\ncleaning up: stopping processes, uninstalling the release", flush=True)
-    for proc in processes:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    print("\ncleaning up: uninstalling the release, removing the namespace", flush=True)
     if KUBECONFIG.exists():
-        kubectl("delete", "llm", "--all", "-n", NAMESPACE, "--wait=false", check=False)
+        kubectl("delete", "llm", "--all", "-n", NAMESPACE, "--wait=true", "--timeout=60s", check=False)
         run(str(BIN / "helm"), f"--kubeconfig={KUBECONFIG}", "uninstall", RELEASE, "-n", NAMESPACE, check=False)
         kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
     if cluster_started:

@@ -31,6 +31,21 @@ BIN = ROOT / "bin"
 CACHE = Path(os.environ.get("SDC_TOOLS_CACHE", Path.home() / ".cache" / "sdc-llm"))
 
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# The real node's binaries, built from the same wrapper module (hack/node.py runs them).
+NODE_BINARIES = ("kubelet", "kube-proxy")
+# Debian packages for the real node and the image builds: package -> a file that proves it is installed.
+APT_PACKAGES = {
+    "containerd": "/usr/bin/containerd",
+    "runc": "/usr/sbin/runc",
+    "containernetworking-plugins": "/usr/lib/cni/bridge",
+    "iptables": "/usr/sbin/iptables",
+    "conntrack": "/usr/sbin/conntrack",
+    "buildah": "/usr/bin/buildah",
+    "skopeo": "/usr/bin/skopeo",
+    "umoci": "/usr/bin/umoci",
+    "debootstrap": "/usr/sbin/debootstrap",
+    "busybox-static": "/bin/busybox",
+}
 
 
 class ToolError(Exception):
@@ -187,6 +202,61 @@ def go_install(name: str, pkg: str, version: str, binary: str) -> None:
     print(f"    installed {binary} in {int(time.monotonic() - started)}s", flush=True)
 
 
+def apt_install(packages: dict[str, str]) -> None:
+    """Install the missing Debian packages, with services kept from starting (policy-rc.d answers 101).
+
+    Skipped when every package is present, when SDC_REAL_NODE=0, or when not root (the node needs root anyway).
+    """
+    missing = [pkg for pkg, path in packages.items() if not Path(path).exists()]
+    if not missing or os.environ.get("SDC_REAL_NODE") == "0":
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise ToolError(f"missing {', '.join(missing)}: install them (Debian packages) or set SDC_REAL_NODE=0")
+    print(f"==> apt-get install {' '.join(missing)}", flush=True)
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\n# written by sdc-llm hack/tools.py while installing packages\nexit 101\n")
+        policy.chmod(0o755)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        for argv in (
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+        ):
+            result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise ToolError(f"{' '.join(argv[:2])} failed:\n{result.stdout[-1500:]}{result.stderr[-1500:]}")
+    finally:
+        if ours:
+            policy.unlink(missing_ok=True)
+
+
+def build_pause(version: str) -> None:
+    """The pod sandbox binary from k8s.io/kubernetes' build/pause/linux/pause.c, static (gcc -static)."""
+    out_dir = CACHE / "tools" / f"pause-{version}"
+    if (out_dir / "pause").exists():
+        return
+    scratch = CACHE / "wrappers" / "scratch"
+    module_gomod("k8s.io/kubernetes", version, scratch)  # makes sure the module's sources are in GOMODCACHE
+    modcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+    source = Path(modcache) / f"k8s.io/kubernetes@{version}" / "build" / "pause" / "linux" / "pause.c"
+    if shutil.which("gcc") is None:
+        raise ToolError("gcc is needed to build the pause binary (apt-get install gcc libc6-dev)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".pause.tmp"
+    result = subprocess.run(
+        ["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION={version}", "-o", str(tmp), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ToolError(f"building pause failed: {result.stderr.strip()}")
+    subprocess.run(["strip", str(tmp)], check=False)
+    tmp.rename(out_dir / "pause")
+
+
 def link(name: str, version: str, binary: str) -> None:
     BIN.mkdir(exist_ok=True)
     target = CACHE / "tools" / f"{name}-{version}" / binary
@@ -225,6 +295,19 @@ def main() -> int:
             {b: f"k8s.io/kubernetes/cmd/{b}" for b in K8S_BINARIES},
             k8s_ldflags,
         )
+        real_node = os.environ.get("SDC_REAL_NODE") != "0"
+        if real_node:
+            apt_install(APT_PACKAGES)
+            build_wrapped(
+                "kubernetes",
+                "k8s.io/kubernetes",
+                k8s,
+                staging,
+                {b: f"k8s.io/kubernetes/cmd/{b}" for b in NODE_BINARIES},
+                k8s_ldflags,
+            )
+            build_pause(k8s)
+            go_install("coredns", "github.com/coredns/coredns", v["COREDNS_VERSION"], "coredns")
         etcd = v["ETCD_VERSION"]
         build_wrapped("etcd", "go.etcd.io/etcd/server/v3", etcd, etcd, {"etcd": "go.etcd.io/etcd/server/v3"}, "-s -w")
         go_install("kwok", "sigs.k8s.io/kwok/cmd/kwok", v["KWOK_VERSION"], "kwok")
@@ -236,6 +319,11 @@ def main() -> int:
         link("kwok", v["KWOK_VERSION"], "kwok")
         link("helm", v["HELM_VERSION"], "helm")
         link("kube-score", v["KUBE_SCORE_VERSION"], "kube-score")
+        if real_node:
+            for binary in NODE_BINARIES:
+                link("kubernetes", k8s, binary)
+            link("pause", k8s, "pause")
+            link("coredns", v["COREDNS_VERSION"], "coredns")
     except ToolError as err:
         print(f"make tools: {err}", file=sys.stderr)
         return 1

@@ -23,6 +23,20 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 KUBECTL = str(ROOT / "bin" / "kubectl")
 
+# CPU pods that should be simulated by KWOK (Running without containers) say so: while a real node
+# runs, the simulated CPU node is tainted and CPU workloads otherwise land on the real node.
+SIMULATED_TOLERATION = {"key": "sdc.dev/simulated", "operator": "Exists", "effect": "NoSchedule"}
+SIMULATED_NODE_SELECTOR = {"type": "kwok"}
+
+
+def simulated(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """A pod spec placed on the simulated CPU node (a copy; GPU pods need no help: only KWOK has GPUs)."""
+    return {
+        **pod_spec,
+        "nodeSelector": {**pod_spec.get("nodeSelector", {}), **SIMULATED_NODE_SELECTOR},
+        "tolerations": [*pod_spec.get("tolerations", []), SIMULATED_TOLERATION],
+    }
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -68,6 +82,28 @@ def kubeconfig() -> Iterator[Path]:
     yield refuse_foreign(ROOT / ".cluster" / "kubeconfig")
     if started and not os.environ.get("SDC_KEEP_CLUSTER"):
         subprocess.run([*cluster, "down"], check=False)
+
+
+@pytest.fixture(scope="session")
+def real_node(kubectl: Kubectl) -> str:
+    """The name of the cluster's real node (hack/node.py); skips where there is none by choice."""
+    nodes = kubectl.get("nodes", "-l", "type=real")["items"]
+    if not nodes:
+        if os.environ.get("SDC_TEST_KUBECONFIG") or os.environ.get("SDC_REAL_NODE") == "0":
+            pytest.skip("this cluster has no real node (SDC_TEST_KUBECONFIG or SDC_REAL_NODE=0)")
+        pytest.fail("the local cluster came up without its real node")
+    return str(nodes[0]["metadata"]["name"])
+
+
+@pytest.fixture(scope="session")
+def images(real_node: str) -> None:
+    """The images built (cached by content) and loaded into the real node: seconds when warm,
+    about half an hour cold (torch)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "images.py")], text=True, capture_output=True, check=False
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 class Kubectl:

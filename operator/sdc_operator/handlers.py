@@ -34,11 +34,12 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from sdc_operator import GROUP, PLURAL, VERSION, kube, metrics
+from sdc_operator import GROUP, PLURAL, VERSION, kube, metrics, timings
 from sdc_operator.builders.common import OWNER_LABEL, LocalLLM, cache_claim_name
 from sdc_operator.builders.service import endpoint_url
 from sdc_operator.builders.workload import desired_children, engine_port
 from sdc_operator.debounce import Debouncer
+from sdc_operator.fit import fit_check
 from sdc_operator.plan import (
     REPLICA_MANAGERS,
     drift,
@@ -191,6 +192,7 @@ async def deployment_index(body: kopf.Body, namespace: str, labels: kopf.Labels,
 
 @kopf.index("v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
 async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    timings.observe(dict(body))  # model download and load time, once per pod
     return {_child_key(namespace, labels): _projection(dict(body))}
 
 
@@ -393,7 +395,7 @@ def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, An
             ),
             None,
         ),
-        claim_expected=not (spec and spec.cache.existing_claim),
+        claim_expected=not (spec and (spec.cache.existing_claim or spec.model.source)),
     )
     return derive_status(
         generation=generation,
@@ -405,6 +407,7 @@ def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, An
         previous=previous,
         now=_now(),
         conflicts=state.conflicts.get(key) or [],
+        fit=fit_check(spec, SETTINGS) if spec else None,
     ).model_dump(by_alias=True, exclude_none=True)
 
 

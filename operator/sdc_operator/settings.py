@@ -97,3 +97,11 @@ class OperatorSettings(BaseSettings):
     )
     standalone: bool = Field(default=False, description="Skip peering (a single replica).")
     log_format: str = Field(default="json")
+    ollama_context_length: int = Field(
+        default=8192, ge=256, description="Ollama's num_ctx when engine.maxModelLen is unset (the guide's 8192)."
+    )
+    gpu_memory_gib: dict[str, float] = Field(
+        default_factory=dict,
+        description="GPU memory (GiB) by nvidia.com/gpu.product, added to or overriding fit.GPU_MEMORY_GIB "
+        '(JSON, e.g. {"NVIDIA-L4": 22}).',
+    )

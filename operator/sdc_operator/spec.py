@@ -34,11 +34,31 @@ class Model(BaseModel):
 
 
 Runtime = Literal["vllm", "ollama", "transformers"]
+Quantization = Literal["awq", "gptq", "fp8", "bitsandbytes", "q4_0", "q4_K_M", "q5_K_M", "q8_0", "fp16", "int4", "int8"]
+QUANTIZATION_BY_RUNTIME: dict[str, tuple[str, ...]] = {
+    "vllm": ("awq", "gptq", "fp8", "bitsandbytes"),
+    "ollama": ("q4_0", "q4_K_M", "q5_K_M", "q8_0", "fp16"),
+    "transformers": ("int4", "int8"),
+}
 
 
 class SecretKeyRef(Model):
     name: str = Field(description="Name of a Secret in the LocalLLM's namespace.", min_length=1)
     key: str = Field(default="token", description="Key in the Secret's data.")
+
+
+class ModelVolume(Model):
+    claim_name: str = Field(
+        description="An existing PersistentVolumeClaim in the LocalLLM's namespace that holds the model.",
+        min_length=1,
+        max_length=253,
+    )
+    path: str = Field(
+        description="Directory of the model inside that volume (config.json and safetensors), relative.",
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$",
+    )
 
 
 class ModelSource(Model):
@@ -81,6 +101,17 @@ class ModelSource(Model):
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hugging Face token for gated or private repositories."
+    )
+    parameter_count: str | None = Field(
+        default=None,
+        pattern=r"^([0-9]+x)?[0-9]+(\.[0-9]+)?[BM]$",
+        description="Parameter count (e.g. 9B, 500M, 8x7B) for the GPU fit check (condition Fits). "
+        "Default: the size in the model's name.",
+    )
+    source: ModelVolume | None = Field(
+        default=None,
+        description="Serve a model already on a volume (e.g. your fine-tuned weights) instead of downloading "
+        "model.name: mounted read-only, no download step, no revision needed. vllm and transformers only.",
     )
     allow_pickle: bool = Field(
         default=False, description="Also download pickled weights (*.bin, *.pt). Off: safetensors only."
@@ -169,6 +200,12 @@ class Engine(Model):
     )
     max_model_len: int | None = Field(
         default=None, ge=16, description="Context length to serve (vllm --max-model-len, ollama num_ctx)."
+    )
+    quantization: Quantization | None = Field(
+        default=None,
+        description="How the weights are quantized. vllm: awq, gptq, fp8 or bitsandbytes (--quantization); "
+        "ollama: the tag's suffix (q4_0, q4_K_M, q5_K_M, q8_0, fp16; model.name must end in -<suffix>); "
+        "transformers: int4 or int8 (bitsandbytes, GPU only).",
     )
 
 
@@ -359,11 +396,34 @@ SPEC_RULES = [
         "fieldPath": ".model.name",
     },
     {
-        "rule": "self.runtime == 'ollama' || (has(self.model.revision) && self.model.revision.matches('"
+        "rule": "self.runtime == 'ollama' || has(self.model.source) || (has(self.model.revision) && self.model.revision.matches('"
         + COMMIT_PATTERN
         + "'))",
         "message": "model.revision must be a pinned 40-character commit hash for the vllm and transformers runtimes",
         "fieldPath": ".model.revision",
+    },
+    {
+        "rule": "self.runtime != 'ollama' || !has(self.model.source)",
+        "message": "model.source (a model on a volume) is for the vllm and transformers runtimes; Ollama pulls tags",
+        "fieldPath": ".model.source",
+    },
+    *[
+        {
+            "rule": f"self.runtime != '{runtime}' || !has(self.engine.quantization) || self.engine.quantization in "
+            + "["
+            + ", ".join(f"'{q}'" for q in allowed)
+            + "]",
+            "message": f"engine.quantization for {runtime} must be one of: {', '.join(allowed)}",
+            "fieldPath": ".engine.quantization",
+        }
+        for runtime, allowed in QUANTIZATION_BY_RUNTIME.items()
+    ],
+    {
+        "rule": "self.runtime != 'ollama' || !has(self.engine.quantization) || "
+        "self.model.name.lowerAscii().endsWith('-' + self.engine.quantization.lowerAscii())",
+        "message": "for ollama, engine.quantization is the tag's suffix: model.name must end in -<quantization> "
+        "(e.g. gemma2:9b-instruct-q8_0)",
+        "fieldPath": ".engine.quantization",
     },
     {
         # The vllm/vllm-openai image is CUDA-only, and vLLM refuses `--device=cpu` on it.
@@ -373,7 +433,7 @@ SPEC_RULES = [
         "fieldPath": ".resources.gpus",
     },
     {
-        "rule": "self.runtime != 'ollama' || size(self.engine.args) == 0",
+        "rule": "self.runtime != 'ollama' || !has(self.engine.args) || size(self.engine.args) == 0",
         "message": "engine.args is not supported for the ollama runtime (`ollama serve` takes no arguments): use "
         "engine.env (OLLAMA_* variables) or model.parameters",
         "fieldPath": ".engine.args",
@@ -387,12 +447,12 @@ SPEC_RULES = [
         "fieldPath": ".model.servedName",
     },
     {
-        "rule": "self.runtime == 'ollama' || (!has(self.model.url) && size(self.model.parameters) == 0)",
+        "rule": "self.runtime == 'ollama' || (!has(self.model.url) && (!has(self.model.parameters) || size(self.model.parameters) == 0))",
         "message": "model.url and model.parameters are for the ollama runtime only",
         "fieldPath": ".model",
     },
     {
-        "rule": "self.model.parameters.all(k, k.matches('^[a-z][a-z_]{0,39}$'))",
+        "rule": "!has(self.model.parameters) || self.model.parameters.all(k, k.matches('^[a-z][a-z_]{0,39}$'))",
         "message": "model.parameters keys are Modelfile PARAMETER names (lower case, e.g. num_ctx)",
         "fieldPath": ".model.parameters",
     },
@@ -435,6 +495,7 @@ def semantic_errors(spec: LocalLLMSpec) -> list[str]:
     errors = []
     if spec.runtime == "ollama" and spec.engine.args:
         errors.append("engine.args: `ollama serve` takes no arguments; use engine.env or model.parameters")
+    errors.extend(quantization_errors(spec))
     # vLLM's tensor-parallel rule (attention heads divisible by the size) needs the model's
     # config.json, which the operator never downloads: `sdc-check-model` applies it in the pod.
     for arg in spec.engine.args:  # the CRD's CEL rule says the same; this covers objects admitted before it
@@ -474,3 +535,19 @@ def parse_quantity(value: str) -> Decimal | None:
             except InvalidOperation:
                 return None
     return Decimal(value)
+
+
+def quantization_errors(spec: LocalLLMSpec) -> list[str]:
+    """The quantization rules CEL also enforces, for objects that reach the operator another way."""
+    quant = spec.engine.quantization
+    errors = []
+    if quant and quant not in QUANTIZATION_BY_RUNTIME[spec.runtime]:
+        allowed = ", ".join(QUANTIZATION_BY_RUNTIME[spec.runtime])
+        errors.append(f"engine.quantization={quant}: {spec.runtime} takes one of {allowed}")
+    elif quant and spec.runtime == "ollama" and not spec.model.name.lower().endswith(f"-{quant.lower()}"):
+        errors.append(f"engine.quantization={quant}: an Ollama tag ending in -{quant} (model.name={spec.model.name})")
+    if quant and any(re.match(r"^--(quantization|load-in-[48]bit)(=|$)", a) for a in spec.engine.args):
+        errors.append("engine.args: --quantization is set by engine.quantization; set it there only")
+    if spec.model.source is not None and spec.runtime == "ollama":
+        errors.append("model.source: Ollama pulls tags; a model on a volume needs vllm or transformers")
+    return errors

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdc_operator.builders.download import DOWNLOAD_CONTAINER
+from sdc_operator.builders.ollama import FETCH_CONTAINER
 from sdc_operator.spec import Condition, LocalLLMStatus, Phase
 
 # Waiting reasons of a container that will not fix themselves.
@@ -28,7 +29,7 @@ STUCK_REASONS = {
     "CrashLoopBackOff",
     "RunContainerError",
 }
-CONDITION_TYPES = ("SpecValid", "CacheBound", "Scheduled", "ModelCached", "Available", "Ready")
+CONDITION_TYPES = ("SpecValid", "Fits", "CacheBound", "Scheduled", "ModelCached", "Available", "Ready")
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,13 @@ def check_download(observed: Observed) -> Check:
     failure = None
     for pod in observed.pods:
         for status in _container_statuses(pod, init=True):
-            if status.get("name") != DOWNLOAD_CONTAINER:
+            if status.get("name") not in (FETCH_CONTAINER, DOWNLOAD_CONTAINER):
                 continue
             state = status.get("state", {})
             last = status.get("lastState", {}).get("terminated")
             if state.get("terminated", {}).get("exitCode") == 0:
+                if status.get("name") == FETCH_CONTAINER:
+                    continue  # Ollama's import from model.url still follows
                 return Check(True, "Downloaded", "the model is in the cache")
             if "terminated" in state:
                 failure = _termination_message(state["terminated"])
@@ -148,7 +151,9 @@ def derive_status(
     previous: list[Condition],
     now: str,
     conflicts: tuple[str, ...] | list[str] = (),
+    fit: Check | None = None,
 ) -> LocalLLMStatus:
+    """`fit`: the GPU memory estimate (fit.py); False adds a warning, it never changes the phase."""
     checks: dict[str, Check] = {}
     phase: Phase
     message: str
@@ -207,6 +212,10 @@ def derive_status(
         phase, message = "Pending", checks["CacheBound"].message
     else:
         phase, message = "Pending", checks["Scheduled"].message if observed.pods else "creating the deployment"
+    if fit is not None:
+        checks["Fits"] = fit
+        if fit.ok is False and phase not in ("Ready", "Failed"):
+            message = f"may not fit: {fit.message}; {message}"
     checks["Ready"] = Check(phase == "Ready", phase, message)
     return _assemble(
         phase,

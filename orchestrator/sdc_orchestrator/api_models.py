@@ -16,8 +16,12 @@ class ChatRequest(BaseModel):
     model: str | None = Field(default=None, max_length=256, description="A specific served model (GET /v1/models).")
     stream: StrictBool = False
     use_rag: StrictBool | None = Field(default=None, description="Retrieve context; default on when documents exist.")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Default LLM_TEMPERATURE (0.3).")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Default LLM_TOP_P (0.8).")
+    max_tokens: int | None = Field(default=None, ge=1, le=32768, description="Default LLM_MAX_TOKENS (2048).")
+    user: str | None = Field(
+        default=None, max_length=256, description="Keeps this user on one model (like the X-SDC-User header)."
+    )
 
 
 class Source(BaseModel):
@@ -41,6 +45,7 @@ class ChatResponse(BaseModel):
     processing_time: float = Field(description="Seconds from request to answer.")
     sources: list[Source] = Field(default_factory=list)
     fallback_used: bool = False
+    response_id: str = Field(default="", description="Rate this answer with POST /api/v1/feedback.")
 
 
 class GenerateRequest(BaseModel):
@@ -50,6 +55,7 @@ class GenerateRequest(BaseModel):
     query: str = Field(min_length=1)
     context: str | list[str] | None = Field(default=None, description="Text the answer is based on.")
     korean_analysis: dict[str, Any] | None = Field(default=None, description="`keywords`: a list of strings.")
+    provider: Provider | None = Field(default=None, description="Backend to use; default LLM_SERVICE_TYPE.")
 
 
 class GenerateResponse(BaseModel):
@@ -64,3 +70,10 @@ class DocumentIn(BaseModel):
     id: str = Field(min_length=1, max_length=512)
     text: str = Field(min_length=1, max_length=2_000_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    response_id: str = Field(min_length=1, max_length=64, description="From the chat answer.")
+    rating: Literal[1, -1] = Field(description="1: good answer, -1: bad answer.")
+    comment: str | None = Field(default=None, max_length=2000)

@@ -18,16 +18,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sdc_orchestrator import metrics
+from sdc_orchestrator import metrics, sampling
 from sdc_orchestrator.api_models import (
     ChatRequest,
     ChatResponse,
     DocumentIn,
+    FeedbackIn,
     GenerateRequest,
     GenerateResponse,
     Source,
 )
-from sdc_orchestrator.backends import EndpointRegistry
+from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.feedback import AlreadyRated, FeedbackStore, UnknownResponse
 from sdc_orchestrator.gateway import GatewayMiddleware, KeyRing, Limits
 from sdc_orchestrator.limits import (
     OPENAI_CHAT_SCHEMA,
@@ -43,9 +45,12 @@ from sdc_orchestrator.rag.retriever import Hit, Retriever, prepare
 from sdc_orchestrator.rag.store import DirectoryStore
 from sdc_orchestrator.router import Router
 from sdc_orchestrator.settings import OrchestratorSettings
+from sdc_orchestrator.shadow import Shadow, side
 from sdc_orchestrator.upstream import Attempts, ClientRequestError, NoRouteError, Upstream
 
 OVERHEAD_HEADER = "X-SDC-Overhead-Ms"
+RESPONSE_ID_HEADER = "X-SDC-Response-Id"
+USER_HEADER = "x-sdc-user"
 
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -108,6 +113,33 @@ class State:
             max_metadata_bytes=settings.sdc_max_metadata_bytes,
         )
         self.ingest_slots = asyncio.Semaphore(settings.sdc_max_concurrent_ingests)
+        feedback_file = settings.sdc_feedback_file or settings.sdc_data_dir / "feedback.jsonl"
+        self.feedback = FeedbackStore(settings.sdc_feedback_max_responses, feedback_file)
+        self.shadow = Shadow(
+            settings.sdc_shadow_provider,
+            self.registry,
+            lambda: self.upstream.http,
+            self.upstream.model_of,
+            concurrency=settings.sdc_shadow_concurrency,
+            timeout_s=settings.sdc_shadow_timeout_s,
+            max_pairs=settings.sdc_shadow_max_pairs,
+        )
+
+    def answered(
+        self, route: str, endpoint: Endpoint, data: dict[str, Any], payload: dict[str, Any], attempts: Attempts
+    ) -> str:
+        """After an answer: remember it for feedback and copy it to the shadow provider; its response id.
+
+        The primary side's latency is its time upstream, like the shadow's: retrieval is not compared.
+        """
+        model = str(data.get("model") or endpoint.model)
+        response_id = self.feedback.answered(endpoint.provider, model, route)
+        try:
+            text = str(data["choices"][0]["message"].get("content") or "")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return response_id
+        self.shadow.submit(payload, side(endpoint.provider, model, attempts.upstream_s, data), text)
+        return response_id
 
     async def embed(self, texts: list[str]) -> list[list[float]] | None:
         if self.settings.sdc_embedding_base_url:
@@ -140,6 +172,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # measured), which would stall health checks and even the SIGTERM handler inside the first upload.
         await asyncio.to_thread(_warm_up_analysis)
         yield
+        await state.shadow.close()
         await state.upstream.close()
         workers.shutdown(wait=False, cancel_futures=True)
 
@@ -297,11 +330,11 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             # Asked for by name and not configured here: the client's mistake (404), not an outage (503).
             raise NoRouteError(404, f"provider '{body.provider}' is not configured on this orchestrator")
         payload: dict[str, Any] = {"model": body.model}
-        for key in ("temperature", "max_tokens"):
+        for key in ("temperature", "top_p", "max_tokens"):
             if getattr(body, key) is not None:
                 payload[key] = getattr(body, key)
         check_sampling(payload, state.input_limits)
-        payload.setdefault("max_tokens", settings.sdc_max_tokens)
+        payload = sampling.with_defaults(payload, settings)
         hits = await retrieve(body.message, body.use_rag)
         payload["messages"] = rag_messages(body.message, hits)
         sources = [
@@ -317,15 +350,21 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             for h in hits
         ]
         attempts: Attempts = request.state.attempts
+        attempts.user = request.headers.get(USER_HEADER) or body.user
         if body.stream:
             endpoint, events = await state.upstream.stream(provider, payload, attempts)
+            model = await state.upstream.model_of(endpoint)  # resolved (and cached) by the stream call
+            response_id = state.feedback.answered(endpoint.provider, model, "chat")
+            state.shadow.skip()
             return StreamingResponse(
-                _chat_sse(events, state.upstream.known_model(endpoint), endpoint.provider, sources, started),
+                _chat_sse(events, model, endpoint.provider, sources, started, response_id),
                 media_type="text/event-stream",
+                headers={RESPONSE_ID_HEADER: response_id},
             )
         endpoint, data = await _complete_or_cancel(state, provider, payload, attempts, request)
         text = data["choices"][0]["message"].get("content") or ""
         _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
+        response_id = state.answered("chat", endpoint, data, payload, attempts)
         return JSONResponse(
             ChatResponse(
                 response=text,
@@ -334,7 +373,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
                 processing_time=round(time.perf_counter() - started, 4),
                 sources=sources,
                 fallback_used=attempts.first_provider not in (None, endpoint.provider),
-            ).model_dump()
+                response_id=response_id,
+            ).model_dump(),
+            headers={RESPONSE_ID_HEADER: response_id},
         )
 
     @app.post("/api/v1/generate", response_model=GenerateResponse)
@@ -349,22 +390,24 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         keywords = check_keywords(body.korean_analysis)
         if keywords:
             context = f"{context or ''}\n핵심어: {', '.join(keywords)}".strip()
-        payload = {
-            "messages": rag_messages(body.query, [], context),
-            "model": None,
-            "max_tokens": settings.sdc_max_tokens,
-        }
-        endpoint, data = await _complete_or_cancel(
-            state, settings.llm_service_type, payload, request.state.attempts, request
-        )
-        _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, request.state.attempts)
+        payload = sampling.with_defaults({"messages": rag_messages(body.query, [], context), "model": None}, settings)
+        attempts: Attempts = request.state.attempts
+        attempts.user = request.headers.get(USER_HEADER)
+        provider = body.provider or settings.llm_service_type
+        if body.provider not in (None, "auto") and not state.registry.for_provider(body.provider):
+            raise NoRouteError(404, f"provider '{body.provider}' is not configured on this orchestrator")
+        endpoint, data = await _complete_or_cancel(state, provider, payload, attempts, request)
+        model = str(data.get("model") or endpoint.model)
+        _account(endpoint.provider, model, data, started, attempts)
+        response_id = state.answered("generate", endpoint, data, payload, attempts)
         return JSONResponse(
             GenerateResponse(
                 response=data["choices"][0]["message"].get("content") or "",
-                model_used=str(data.get("model") or endpoint.model),
+                model_used=sampling.model_used(endpoint.provider, model),
                 processing_time=round(time.perf_counter() - started, 4),
                 korean_optimized=True,
-            ).model_dump()
+            ).model_dump(),
+            headers={RESPONSE_ID_HEADER: response_id},
         )
 
     # -- OpenAI-compatible ---------------------------------------------------------------------
@@ -395,9 +438,14 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         if model in ("ollama", "vllm", "transformers", "gemini"):
             provider, body = str(model), {**body, "model": None}
         attempts: Attempts = request.state.attempts
+        user = request.headers.get(USER_HEADER) or body.get("user")
+        attempts.user = str(user) if isinstance(user, str | int) and str(user) else None
+        body = sampling.with_defaults(body, settings)
         started = time.perf_counter()
         if body.get("stream"):
             endpoint, events = await state.upstream.stream(provider, body, attempts)
+            response_id = state.feedback.answered(endpoint.provider, await state.upstream.model_of(endpoint), "openai")
+            state.shadow.skip()
 
             async def relay() -> AsyncIterator[bytes]:
                 first = True
@@ -407,10 +455,28 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
                         first = False
                     yield chunk
 
-            return StreamingResponse(relay(), media_type="text/event-stream")
+            return StreamingResponse(relay(), media_type="text/event-stream", headers={RESPONSE_ID_HEADER: response_id})
         endpoint, data = await _complete_or_cancel(state, provider, body, attempts, request)
         _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
-        return JSONResponse(data)
+        response_id = state.answered("openai", endpoint, data, body, attempts)
+        return JSONResponse({**data, "response_id": response_id}, headers={RESPONSE_ID_HEADER: response_id})
+
+    # -- migration: feedback and shadow comparison ------------------------------------------------
+    @app.post("/api/v1/feedback")
+    async def feedback(body: FeedbackIn) -> JSONResponse:
+        """Rate an answer (1 or -1); counted by the provider and model that gave it."""
+        try:
+            item = await asyncio.to_thread(state.feedback.rate, body.response_id, body.rating, body.comment)
+        except UnknownResponse:
+            return error(404, f"no recent answer with response_id '{body.response_id}'")
+        except AlreadyRated:
+            return error(409, f"answer '{body.response_id}' is already rated")
+        return JSONResponse({"response_id": item.response_id, "provider": item.provider, "model": item.model})
+
+    @app.get("/api/v1/shadow/report")
+    async def shadow_report() -> dict[str, Any]:
+        """Pairs of (served answer, shadow answer): latency, tokens and Korean similarity per side."""
+        return state.shadow.report()
 
     return app
 
@@ -455,10 +521,20 @@ def _account(provider: str, model: str, data: dict[str, Any], started: float, at
 
 
 async def _chat_sse(
-    events: AsyncIterator[bytes], model: str, provider: str, sources: list[Source], started: float
+    events: AsyncIterator[bytes],
+    model: str,
+    provider: str,
+    sources: list[Source],
+    started: float,
+    response_id: str,
 ) -> AsyncIterator[bytes]:
     """The seed's chat, streamed: the sources first, then the backend's OpenAI chunks as they come."""
-    meta = {"sources": [s.model_dump() for s in sources], "model": model, "provider": provider}
+    meta = {
+        "sources": [s.model_dump() for s in sources],
+        "model": model,
+        "provider": provider,
+        "response_id": response_id,
+    }
     yield f"event: sources\ndata: {json.dumps(meta, ensure_ascii=False)}\n\n".encode()
     first = True
     async for chunk in events:

@@ -51,15 +51,11 @@ def seed_endpoints(settings: OrchestratorSettings) -> list[Endpoint]:
         "vllm": f"http://{settings.vllm_host}:{settings.vllm_port}/v1",
         "transformers": f"http://{settings.transformers_host}:{settings.transformers_port}/v1",
     }
-    if settings.llm_service_type in local:
-        out.append(
-            Endpoint(
-                f"env/{settings.llm_service_type}",
-                settings.llm_service_type,
-                local[settings.llm_service_type],
-                settings.llm_model_name,
-            )
-        )
+    services: list[str] = [settings.llm_service_type] if settings.llm_service_type in local else []
+    if settings.llm_service_type == "auto":  # the migration split: each local service set in the env
+        services = [s for s in local if settings.local_service_configured(s)]
+    for service in services:
+        out.append(Endpoint(f"env/{service}", service, local[service], settings.llm_model_name))
     if settings.gemini_api_key is not None:
         out.append(
             Endpoint(

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sdc_orchestrator import sticky
 from sdc_orchestrator.backends import Endpoint
 
 
@@ -78,14 +79,19 @@ class Router:
     def is_cooling(self, endpoint: Endpoint) -> bool:
         return self.state(endpoint).cooled_until > self._now()
 
-    def pick(self, candidates: Sequence[Endpoint], exclude: set[str]) -> Endpoint | None:
-        """Weighted random choice among warm endpoints, weight divided by (1 + in-flight)."""
+    def pick(self, candidates: Sequence[Endpoint], exclude: set[str], user: str | None = None) -> Endpoint | None:
+        """Weighted random choice among warm endpoints, weight divided by (1 + in-flight).
+
+        A named user always gets the same endpoint while it is warm (sticky.py).
+        """
         pool = [e for e in candidates if e.name not in exclude and e.weight > 0 and not self.is_cooling(e)]
         if not pool:
             # Everything is cooling: trying a cooled endpoint beats failing without a try.
             pool = [e for e in candidates if e.name not in exclude and e.weight > 0]
         if not pool:
             return None
+        if user:
+            return sticky.pick(user, pool)
         scores = [e.weight / (1 + self.state(e).in_flight) for e in pool]
         return self.rng.choices(pool, weights=scores, k=1)[0]
 

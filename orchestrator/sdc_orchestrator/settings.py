@@ -21,9 +21,13 @@ class OrchestratorSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     # `none`: no seed endpoint; a request without a provider goes to the published endpoints by
-    # weight (like `auto`), then to the fallbacks (Gemini when keyed). The chart's default.
-    llm_service_type: Literal["ollama", "vllm", "transformers", "gemini", "none"] = "ollama"
-    llm_model_name: str | None = None
+    # weight, then to the fallbacks (Gemini when keyed). The chart's default. `auto`: the same
+    # split, with GEMINI_WEIGHT's share for Gemini and the seed's services where configured.
+    llm_service_type: Literal["ollama", "vllm", "transformers", "gemini", "none", "auto"] = "ollama"
+    llm_model_name: str | None = Field(
+        default=None,
+        description="Model of the seed's endpoint; unset: the backend's /v1/models, else the guide's gemma-2-9b-it.",
+    )
     ollama_host: str = "localhost"
     ollama_port: int = 11434
     vllm_host: str = "localhost"
@@ -92,6 +96,24 @@ class OrchestratorSettings(BaseSettings):
 
     def admin_names(self) -> frozenset[str]:
         return frozenset(n.strip() for n in self.sdc_admin_key_names.split(",") if n.strip())
+
+    # The migration guide's sampling, sent when a request omits it (sampling.py).
+    llm_temperature: float = Field(default=0.3, ge=0, le=2)
+    llm_top_p: float = Field(default=0.8, gt=0, le=1)
+    llm_max_tokens: int = Field(default=2048, ge=1)
+    # Migration tools: feedback (feedback.py) and shadow traffic (shadow.py).
+    sdc_feedback_max_responses: int = Field(default=10000, ge=1, description="Answers remembered for feedback.")
+    sdc_feedback_file: Path | None = Field(
+        default=None, description="Feedback log (JSON lines); default: SDC_DATA_DIR/feedback.jsonl, beside documents/."
+    )
+    sdc_shadow_provider: str | None = Field(default=None, description="Also send every chat to this provider.")
+    sdc_shadow_concurrency: int = Field(default=4, ge=1, description="Shadow calls in flight; more are dropped.")
+    sdc_shadow_timeout_s: float = Field(default=60.0, gt=0)
+    sdc_shadow_max_pairs: int = Field(default=1000, ge=1, description="Recent pairs kept for the report.")
+
+    def local_service_configured(self, service: str) -> bool:
+        """`auto` includes a seed local service only when its host or port was set explicitly."""
+        return bool({f"{service}_host", f"{service}_port"} & self.model_fields_set)
 
     def fallback_order(self) -> list[str]:
         if self.llm_fallback is None:

@@ -29,6 +29,7 @@ import aiohttp
 from sdc_orchestrator import metrics
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
+from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
 from sdc_orchestrator.settings import OrchestratorSettings
 
 log = logging.getLogger("sdc_orchestrator.upstream")
@@ -61,6 +62,7 @@ class Attempts:
     first_provider: str | None = None
     started: float = field(default_factory=time.perf_counter)
     slots: list[tuple[Slot, aiohttp.ClientResponse | None]] = field(default_factory=list)
+    user: str | None = None  # X-SDC-User / OpenAI `user`: keeps the user on one endpoint
 
     def failed(self, err: UpstreamError) -> None:
         self.tried.append(
@@ -171,10 +173,23 @@ class Upstream:
             async with self.http.get(
                 f"{endpoint.base_url}/models", headers=self.headers(endpoint), timeout=aiohttp.ClientTimeout(total=3)
             ) as resp:
+                if resp.status in (404, 405):  # no /v1/models: the guide's default name
+                    self._models[endpoint.name] = DEFAULT_MODEL_NAME
+                    return DEFAULT_MODEL_NAME
                 resp.raise_for_status()
                 data = await resp.json(content_type=None)
-            self._models[endpoint.name] = str(data["data"][0]["id"])
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, IndexError, TypeError) as err:
+            listed = data.get("data") or []
+            self._models[endpoint.name] = str(listed[0]["id"]) if listed else DEFAULT_MODEL_NAME
+        except (
+            aiohttp.ClientError,
+            OSError,
+            TimeoutError,
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            AttributeError,
+        ) as err:
             log.warning("model discovery on %s failed: %s: %s", endpoint.name, type(err).__name__, err)
             self._discovery_failed[endpoint.name] = time.monotonic() + self.settings.sdc_model_discovery_retry_s
             raise UpstreamError(endpoint, "model discovery failed") from None
@@ -209,13 +224,13 @@ class Upstream:
         slot.release("abandoned")
         return ClientRequestError(err.status or 400, err.body)
 
-    async def _candidates(self, groups: list[list[Endpoint]]) -> AsyncIterator[Endpoint]:
+    async def _candidates(self, groups: list[list[Endpoint]], user: str | None = None) -> AsyncIterator[Endpoint]:
         """Endpoints to try, in order: up to max_attempts of the first group, then each fallback's."""
         tried: set[str] = set()
         for index, group in enumerate(groups):
             per_group = self.settings.sdc_max_attempts if index == 0 else len(group)
             for _ in range(per_group):
-                endpoint = self.router.pick(group, tried)
+                endpoint = self.router.pick(group, tried, user)
                 if endpoint is None:
                     break
                 tried.add(endpoint.name)
@@ -228,7 +243,7 @@ class Upstream:
         groups = await self.groups(provider, payload.get("model"))
         try:
             async with asyncio.timeout(self.settings.sdc_total_timeout_s):
-                async for endpoint in self._candidates(groups):
+                async for endpoint in self._candidates(groups, attempts.user):
                     attempts.first_provider = attempts.first_provider or endpoint.provider
                     slot = self.router.acquire(endpoint)
                     attempts.hold(slot)
@@ -268,7 +283,7 @@ class Upstream:
     ) -> tuple[Endpoint, AsyncIterator[bytes]]:
         """Open a stream on the first backend that sends an event; return it and the remaining events."""
         groups = await self.groups(provider, payload.get("model"))
-        async for endpoint in self._candidates(groups):
+        async for endpoint in self._candidates(groups, attempts.user):
             attempts.first_provider = attempts.first_provider or endpoint.provider
             slot = self.router.acquire(endpoint)
             attempts.hold(slot)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from tests.conftest import ROOT, Kubectl, wait_until
+from tests.conftest import ROOT, SIMULATED_NODE_SELECTOR, SIMULATED_TOLERATION, Kubectl, wait_until
 from tests.support.servers import free_port
 
 GROUP_VERSION = "llm.sdc.dev/v1alpha1"
@@ -70,6 +70,8 @@ def localllm(
     body: dict[str, Any] = {"runtime": runtime, "model": {"name": model}, "resources": {"gpus": gpus}}
     if runtime != "ollama":
         body["model"]["revision"] = REVISION
+    if gpus == 0 and "scheduling" not in spec:  # KWOK plays the engine: see tests.conftest.simulated
+        body["scheduling"] = {"nodeSelector": SIMULATED_NODE_SELECTOR, "tolerations": [SIMULATED_TOLERATION]}
     for key, value in spec.items():
         body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
     return {

@@ -1,8 +1,10 @@
 """The chart against the real API server: server-side dry run, install, upgrade, uninstall.
 
-The operator Deployment's pods are simulated by KWOK (Available, no container);
-the real operator runs here as a process with the chart's ServiceAccount token,
-so the RBAC the chart grants is exactly what the test proves sufficient.
+The operator Deployment's pods are simulated by KWOK (Available, no container:
+the chart's pods are pinned to the simulated CPU node); the real operator runs
+here as a process with the chart's ServiceAccount token, so the RBAC the chart
+grants is exactly what the test proves sufficient. The same chart on real pods:
+tests/integration/test_real_node.py.
 """
 
 from __future__ import annotations
@@ -16,11 +18,22 @@ from pathlib import Path
 import yaml
 
 from hack.cluster import serviceaccount_kubeconfig
-from tests.conftest import ROOT, Kubectl, globbed, wait_until
+from tests.conftest import ROOT, SIMULATED_NODE_SELECTOR, SIMULATED_TOLERATION, Kubectl, globbed, wait_until
 from tests.integration.operator_harness import OperatorProcess, wait_phase
 
 CHART = ROOT / "charts" / "sdc"
 HELM = str(ROOT / "bin" / "helm")
+# The chart's pods on the simulated CPU node (KWOK makes them Available without containers).
+SIMULATED_VALUES = [
+    arg
+    for component in ("operator", "orchestrator")
+    for arg in (
+        "--set-json",
+        f"{component}.nodeSelector={json.dumps(SIMULATED_NODE_SELECTOR)}",
+        "--set-json",
+        f"{component}.tolerations={json.dumps([SIMULATED_TOLERATION])}",
+    )
+]
 
 
 def helm(kubeconfig: Path, *args: str) -> str:
@@ -80,6 +93,7 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
         ns,
         "--create-namespace",
         "--take-ownership",
+        *SIMULATED_VALUES,
         "--wait",
         "--timeout",
         "2m",
@@ -121,6 +135,7 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
         str(CHART),
         "-n",
         ns,
+        *SIMULATED_VALUES,
         "--set",
         "operator.replicas=2",
         "--wait",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Kubectl, refuse_foreign, wait_until
+from tests.conftest import ROOT, Kubectl, refuse_foreign, simulated, wait_until
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -22,6 +22,8 @@ def pod(name: str, namespace: str, gpus: int = 0, claim: str | None = None) -> d
     if claim:
         spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
         container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    if not gpus:
+        spec = simulated(spec)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
@@ -35,7 +37,22 @@ def test_nodes_advertise_gpus(kubectl: Kubectl) -> None:
 
 
 def test_deployment_becomes_available(kubectl: Kubectl, namespace: str) -> None:
-    kubectl("create", "deployment", "web", "--image=nginx", "--replicas=2", "-n", namespace)
+    labels = {"app": "web"}
+    kubectl.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": simulated({"containers": [{"name": "nginx", "image": "nginx"}]}),
+                },
+            },
+        }
+    )
     kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=60s")
     dep = kubectl.get("deployment", "web", "-n", namespace)
     assert dep["status"]["availableReplicas"] == 2

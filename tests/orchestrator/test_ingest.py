@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sdc_orchestrator.rag import korean as korean_module
 
 from tests.support.fake_openai import FakeBackend
 from tests.support.servers import free_port, serve
@@ -60,9 +59,6 @@ def test_an_upload_is_cancelled_when_the_client_leaves(orchestrator: Callable[..
 # Kiwi holds the GIL for the whole of one call, so a call over a whole large document stalls the event
 # loop (health checks) and even the SIGTERM handler. Bounded calls need the rag package's blockwise,
 # linear chunking (issue #13 item 7, the retrieval side); these two tests wait for it.
-needs_linear_chunking = pytest.mark.skipif(
-    not hasattr(korean_module, "blocks"), reason="needs the rag package's blockwise Korean chunking"
-)
 
 
 @contextlib.contextmanager
@@ -125,14 +121,12 @@ def test_sigterm_stops_the_server_within_10s_while_an_upload_waits(slow_embedder
     print(f"\nstopped {took:.1f} s after SIGTERM, an upload waiting on the embedder")
 
 
-@needs_linear_chunking
 def test_sigterm_stops_the_server_within_10s_during_a_cpu_bound_ingest(tmp_path: Path) -> None:
     with launched(tmp_path) as (base, proc):
         took = sigterm_within_10s(base, proc, korean(1_000_000))
     print(f"\nstopped {took:.1f} s after SIGTERM, mid-ingest")
 
 
-@needs_linear_chunking
 def test_health_answers_within_a_second_during_a_big_ingest(tmp_path: Path) -> None:
     with launched(tmp_path) as (base, _):
         text = korean(1_000_000)

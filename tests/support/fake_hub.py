@@ -78,3 +78,22 @@ class FakeHub:
             return Response(data, headers=headers, media_type="application/octet-stream")
 
         return app
+
+
+def main() -> None:
+    """Serve a directory as a hub (in a pod of the end-to-end suite: the runtime image has fastapi and uvicorn)."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--root", type=Path, required=True, help="directory with owner/name/... repositories")
+    parser.add_argument("--revision", required=True, help="the one revision every repository answers to")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    uvicorn.run(FakeHub(args.root, args.revision).app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,7 @@ class FakeBackend:
         self.requests: list[dict[str, Any]] = []  # every chat body received, for tests that inspect them all
         self.model_calls = 0
         self.embed_delay_s = 0.0
+        self.list_models = True  # False: /v1/models is a 404, like a backend that does not name its model
         self.app = self._build()
 
     def _build(self) -> FastAPI:
@@ -45,6 +46,8 @@ class FakeBackend:
             self.model_calls += 1
             if self.mode in ("down", "models_down"):
                 return JSONResponse({"error": {"message": "no models here"}}, 500)
+            if not self.list_models:
+                return JSONResponse({"error": {"message": "not found"}}, 404)
             return {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "x"}]}
 
         @app.post("/v1/embeddings")

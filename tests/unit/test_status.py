@@ -67,6 +67,58 @@ GPU_MSG = "0/3 nodes are available: 1 node(s) had untolerated taint, 2 Insuffici
             "downloading",
         ),
         (
+            "ollama: the url fetch refused the file",
+            Observed(
+                claim=BOUND,
+                deployment=deploy(),
+                pods=[
+                    {
+                        "status": {
+                            "phase": "Pending",
+                            "conditions": [{"type": "PodScheduled", "status": "True"}],
+                            "initContainerStatuses": [
+                                {
+                                    "name": "model-fetch",
+                                    "state": {
+                                        "terminated": {
+                                            "exitCode": 2,
+                                            "message": '{"event": "error", "message": "sha256 of u is x, expected y"}',
+                                        }
+                                    },
+                                },
+                                {"name": "model-download", "state": {"waiting": {"reason": "PodInitializing"}}},
+                            ],
+                        }
+                    }
+                ],
+            ),
+            [],
+            "Failed",
+            "sha256 of u",
+        ),
+        (
+            "ollama: fetched, import running",
+            Observed(
+                claim=BOUND,
+                deployment=deploy(),
+                pods=[
+                    {
+                        "status": {
+                            "phase": "Pending",
+                            "conditions": [{"type": "PodScheduled", "status": "True"}],
+                            "initContainerStatuses": [
+                                {"name": "model-fetch", **DONE},
+                                {"name": "model-download", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}},
+                            ],
+                        }
+                    }
+                ],
+            ),
+            [],
+            "Downloading",
+            "downloading",
+        ),
+        (
             "download refused",
             Observed(
                 claim=BOUND,

@@ -14,7 +14,7 @@ from sdc_operator.builders.common import LocalLLM, cache_claim_name, metadata
 
 def cache_claim(llm: LocalLLM) -> dict[str, Any] | None:
     cache = llm.spec.cache
-    if cache.existing_claim:
+    if cache.existing_claim or llm.spec.model.source is not None:  # the user's volume, never built here
         return None
     spec: dict[str, Any] = {"accessModes": [cache.access_mode], "resources": {"requests": {"storage": cache.size}}}
     if cache.storage_class_name:

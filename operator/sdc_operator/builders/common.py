@@ -48,6 +48,9 @@ def resource_name(llm: LocalLLM) -> str:
 
 
 def cache_claim_name(llm: LocalLLM) -> str:
+    """The claim mounted at /models: the model's own volume (model.source), an existing cache, or ours."""
+    if llm.spec.model.source is not None:
+        return llm.spec.model.source.claim_name
     return llm.spec.cache.existing_claim or f"{llm.name}-model-cache"
 
 
@@ -91,11 +94,14 @@ def model_identity(spec: LocalLLMSpec) -> dict[str, Any]:
         "revision": m.revision,
         "pickle": m.allow_pickle,
         "code": m.trust_remote_code,
+        **({"source": m.source.model_dump()} if m.source else {}),
     }
 
 
 def hf_model_dir(spec: LocalLLMSpec) -> str:
-    """Where sdc-fetch-model puts a snapshot (see sdc_runtime.fetch.cache_path)."""
+    """Where sdc-fetch-model puts a snapshot (see sdc_runtime.fetch.cache_path), or the volume's model."""
+    if spec.model.source is not None:
+        return f"{MODEL_MOUNT}/{spec.model.source.path}"
     return f"{MODEL_MOUNT}/hf/{spec.model.name}/{spec.model.revision}"
 
 

@@ -18,6 +18,11 @@ from sdc_operator.spec import parse_quantity
 DOWNLOAD_CONTAINER = "model-download"
 
 
+def download_steps(llm: LocalLLM, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The init containers that bring the weights: none when they are already on a volume (model.source)."""
+    return [] if llm.spec.model.source is not None else [hf_download_container(llm, settings)]
+
+
 def hf_download_container(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
     model = llm.spec.model
     args = [

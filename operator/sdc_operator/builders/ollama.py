@@ -23,12 +23,14 @@ from __future__ import annotations
 from typing import Any
 
 from sdc_operator.builders.common import MODEL_MOUNT, LocalLLM, container_security, env_list
+from sdc_operator.builders.download import DOWNLOAD_CONTAINER
 from sdc_operator.builders.parts import EngineParts
 from sdc_operator.builders.resources import engine_resources
 from sdc_operator.settings import OperatorSettings
 from sdc_operator.spec import LocalLLMSpec
 
 PORT = 11434
+FETCH_CONTAINER = "model-fetch"
 MODELS_DIR = f"{MODEL_MOUNT}/ollama"
 PULL_SCRIPT = """set -eu
 ollama serve >/tmp/ollama-pull.log 2>&1 &
@@ -67,7 +69,7 @@ def fetch_container(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]
     model = llm.spec.model
     assert model.url is not None and model.sha256 is not None  # noqa: S101 - the caller checked
     return {
-        "name": "model-fetch",
+        "name": FETCH_CONTAINER,
         "image": settings.fetcher_image,
         "command": ["sdc-fetch-url"],
         "args": ["--url", model.url, "--sha256", model.sha256, "--dest", blob_path(model.sha256)],
@@ -84,8 +86,9 @@ def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
     image = spec.engine.image or settings.ollama_image
     # ollama writes ~/.ollama/id_ed25519 on start: HOME must be writable for a non-root user.
     base_env = [{"name": "OLLAMA_MODELS", "value": MODELS_DIR}, {"name": "HOME", "value": "/tmp"}]
-    if spec.engine.max_model_len:
-        base_env.append({"name": "OLLAMA_CONTEXT_LENGTH", "value": str(spec.engine.max_model_len)})
+    # num_ctx: Ollama's own default is shorter than the guide's 8192.
+    context = spec.engine.max_model_len or settings.ollama_context_length
+    base_env.append({"name": "OLLAMA_CONTEXT_LENGTH", "value": str(context)})
     mounts = [{"name": "model-cache", "mountPath": MODEL_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}]
     init_env = [
         *base_env,
@@ -102,7 +105,7 @@ def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         inits.append(fetch_container(llm, settings))
         init_env.append({"name": "SDC_MODEL_FILE", "value": blob_path(spec.model.sha256)})
     pull = {
-        "name": "model-download",
+        "name": DOWNLOAD_CONTAINER,
         "image": image,
         "command": ["/bin/sh", "-c", PULL_SCRIPT],
         "env": [*env_list(spec), *init_env],  # ours last: a user's OLLAMA_HOST cannot open the private server

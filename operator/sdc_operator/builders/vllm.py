@@ -15,8 +15,9 @@ with vLLM's own argument parser at the default image's version
 from __future__ import annotations
 
 from sdc_operator.builders.common import LocalLLM, hf_model_dir, openai_server_container
-from sdc_operator.builders.download import hf_download_container
+from sdc_operator.builders.download import download_steps
 from sdc_operator.builders.parts import EngineParts
+from sdc_operator.builders.quantization import quantization_args
 from sdc_operator.builders.resources import engine_resources
 from sdc_operator.settings import OperatorSettings
 
@@ -33,6 +34,7 @@ def vllm_args(llm: LocalLLM) -> list[str]:
         args += ["--max-model-len", str(spec.engine.max_model_len)]
     if spec.model.trust_remote_code:
         args.append("--trust-remote-code")
+    args += quantization_args(spec)
     return [*args, *spec.engine.args]
 
 
@@ -55,4 +57,4 @@ def vllm_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         extra_mounts=[{"name": "dshm", "mountPath": "/dev/shm"}],
     )
     shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}}
-    return EngineParts(container, PORT, [hf_download_container(llm, settings)], [shm])
+    return EngineParts(container, PORT, download_steps(llm, settings), [shm])

@@ -18,7 +18,6 @@ from sdc_operator.builders.common import (
     SPEC_HASH,
     LocalLLM,
     cache_claim_name,
-    labels,
     metadata,
     model_identity,
     pod_security,
@@ -26,6 +25,7 @@ from sdc_operator.builders.common import (
     selector,
     stable_hash,
 )
+from sdc_operator.builders.observability import pod_metadata
 from sdc_operator.builders.ollama import ollama_parts
 from sdc_operator.builders.parts import EngineParts
 from sdc_operator.builders.service import service
@@ -67,6 +67,14 @@ def tolerations(llm: LocalLLM, settings: OperatorSettings) -> list[dict[str, Any
     return out
 
 
+def model_claim(llm: LocalLLM) -> dict[str, Any]:
+    """The /models volume; read-only when it is the user's model (model.source), never written by us."""
+    claim: dict[str, Any] = {"claimName": cache_claim_name(llm)}
+    if llm.spec.model.source is not None:
+        claim["readOnly"] = True
+    return claim
+
+
 def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
     spec = llm.spec
     parts = engine_parts(llm, settings)
@@ -78,7 +86,7 @@ def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
         "initContainers": parts.init_containers,
         "containers": [parts.container],
         "volumes": [
-            {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache_claim_name(llm)}},
+            {"name": "model-cache", "persistentVolumeClaim": model_claim(llm)},
             {"name": "tmp", "emptyDir": {}},
             *parts.volumes,
         ],
@@ -111,7 +119,7 @@ def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector(llm)},
             "strategy": strategy,
-            "template": {"metadata": {"labels": labels(llm)}, "spec": pod},
+            "template": {"metadata": pod_metadata(llm, parts.port), "spec": pod},
         },
     }
 

@@ -1,0 +1,251 @@
+"""End to end on the real node: the chart's pods, a Transformers and an Ollama LocalLLM run as real containers.
+
+What KWOK hides and this proves: the images start, the operator in its pod
+(in-cluster config, the chart's RBAC) builds pod specs that really run (init
+container fetching from a hub inside the cluster, `sdc-runtime` serving,
+Ready only through the real readiness probe, non-root), the orchestrator in
+its pod answers from the endpoints the operator published, a deleted engine
+pod is followed by status and replaced, `helm upgrade` with the same values
+restarts nothing, and `helm uninstall` leaves only the kept CRD.
+
+The images come from `hack/images.py` (built here, cached by content, loaded
+into the node's containerd); the test reaches Services by their ClusterIP from
+the host (routed into the node's namespace, kube-proxy's rules there).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hack import hub
+from tests.conftest import ROOT, Kubectl, wait_until
+from tests.integration.operator_harness import GROUP_VERSION, REVISION
+from tests.support import tiny_gguf
+
+CHART = ROOT / "charts" / "sdc"
+HELM = str(ROOT / "bin" / "helm")
+REAL_NODE = "sdc-real-node"
+MODEL = "sdc/tiny"
+GGUF_REPO = "sdc/tiny-gguf"
+
+
+def helm(kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run([HELM, f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model's files and the hub's code, handed to a pod on the real node through a hostPath."""
+    root = tmp_path_factory.mktemp("hub")
+    gguf = root / "models" / GGUF_REPO / "model.gguf"
+    gguf.parent.mkdir(parents=True)
+    (root / "model.gguf.sha256").write_text(tiny_gguf.write(gguf))
+    hub.prepare(root, {MODEL: 0})
+    for parent in root.parents:  # the hub runs as uid 1000: it must be able to walk to its files
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o055)
+    return root
+
+
+def ollama_llm(name: str, namespace: str, url: str, sha256: str) -> dict[str, Any]:
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "LocalLLM",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "runtime": "ollama",
+            "model": {"name": "tiny:latest", "url": url, "sha256": sha256, "parameters": {"num_thread": "1"}},
+            "resources": {"gpus": 0},
+        },
+    }
+
+
+def transformers_llm(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "LocalLLM",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "runtime": "transformers",
+            "model": {"name": MODEL, "revision": REVISION},
+            "resources": {"gpus": 0},
+        },
+    }
+
+
+def pods(kubectl: Kubectl, namespace: str, selector: str) -> list[dict[str, Any]]:
+    return list(kubectl.get("pods", "-n", namespace, "-l", selector)["items"])
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return pod["metadata"].get("deletionTimestamp") is None and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions
+    )
+
+
+def service_url(kubectl: Kubectl, namespace: str, name: str) -> str:
+    svc = kubectl.get("service", name, "-n", namespace)
+    return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+
+
+def chat(base: str, provider: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{base}/api/v1/chat",
+        json={"message": "안녕하세요", "provider": provider, "max_tokens": 8, "use_rag": False},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+@pytest.fixture
+def release(kubectl: Kubectl, kubeconfig: Path) -> Iterator[tuple[str, str]]:
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    yield name, name
+    # Whatever happened: no release, no LocalLLMs, no namespace left behind.
+    kubectl("delete", "llm", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
+    subprocess.run([HELM, f"--kubeconfig={kubeconfig}", "uninstall", name, "-n", name], capture_output=True)
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.mark.timeout(3600)  # a cold run builds the images first (see the `images` fixture)
+def test_chart_and_models_on_real_pods(
+    kubectl: Kubectl, kubeconfig: Path, real_node: str, images: None, hub_root: Path, release: tuple[str, str]
+) -> None:
+    name, ns = release
+    values = ["--set", f"operator.hfEndpoint={hub.url(ns)}"]
+    runtime_image = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
+    gguf_sha = (hub_root / "model.gguf.sha256").read_text().strip()
+    kubectl("create", "namespace", ns)
+    kubectl.apply(hub.objects(ns, hub_root, runtime_image, REVISION))
+
+    # 1. The chart with its defaults (plus where the hub is). Not `--wait`: the orchestrator is Ready
+    # only once it has an endpoint to route to (honest /readyz), and there is no model yet.
+    helm(kubeconfig, "install", name, str(CHART), "-n", ns, *values, "--take-ownership")
+    release_pods = f"app.kubernetes.io/instance={name}"
+    operator_pods = wait_until(
+        "the operator pod to be Ready",
+        lambda: [p for p in pods(kubectl, ns, f"{release_pods},app.kubernetes.io/component=operator") if ready(p)],
+        timeout=300,
+        interval=1,
+    )
+    orchestrator_pods = pods(kubectl, ns, f"{release_pods},app.kubernetes.io/component=orchestrator")
+    assert orchestrator_pods and not any(ready(p) for p in orchestrator_pods), "Ready with nothing to route to"
+    for pod in operator_pods + orchestrator_pods:
+        assert pod["spec"]["nodeName"] == real_node, pod["metadata"]["name"]
+
+    # 2. A Transformers LocalLLM: fetched from the in-cluster hub by the init container, served by sdc-runtime.
+    started = time.monotonic()
+    kubectl.apply(transformers_llm("tiny", ns))
+    llm = wait_until(
+        "the LocalLLM to be Ready",
+        lambda: (o := kubectl.get("llm", "tiny", "-n", ns)).get("status", {}).get("phase") == "Ready" and o,
+        timeout=300,
+        interval=1,
+    )
+    print(f"transformers LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
+    (engine,) = [p for p in pods(kubectl, ns, "app.kubernetes.io/instance=tiny") if ready(p)]
+    assert engine["spec"]["nodeName"] == real_node
+    assert engine["spec"]["securityContext"].get("runAsNonRoot") is True
+    assert engine["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    assert llm["status"]["endpoint"]
+    chart_pods = wait_until(
+        "the orchestrator to be Ready (it has an endpoint now)",
+        lambda: (ps := pods(kubectl, ns, release_pods)) and all(ready(p) for p in ps) and ps,
+        timeout=120,
+        interval=1,
+    )
+    print("\n" + kubectl("get", "pods", "-n", ns, "-o", "wide"))
+
+    # 3. The in-cluster orchestrator answers through the endpoint the operator published.
+    base = service_url(kubectl, ns, f"{name}-orchestrator")
+    answer = wait_until("a chat answer", lambda: _try_chat(base, "transformers"), timeout=120, interval=2)
+    assert answer["model_used"].startswith("transformers:"), answer
+    models = httpx.get(f"{base}/v1/models", timeout=30).json()
+    served = [m["id"] for m in models["data"]]
+    assert served, models
+    completion = httpx.post(
+        f"{base}/v1/chat/completions",
+        json={"model": served[0], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+        timeout=60,
+    )
+    assert completion.status_code == 200, completion.text
+    assert completion.json()["choices"][0]["message"]["role"] == "assistant"
+
+    # 3b. An Ollama LocalLLM on the real node: the GGUF comes from the in-cluster hub (model.url, checked
+    # against model.sha256), is imported under model.name, and `ollama serve` (built here) serves it.
+    started = time.monotonic()
+    kubectl.apply(ollama_llm("tiny-ollama", ns, f"{hub.url(ns)}/{GGUF_REPO}/resolve/{REVISION}/model.gguf", gguf_sha))
+    wait_until(
+        "the Ollama LocalLLM to be Ready",
+        lambda: kubectl.get("llm", "tiny-ollama", "-n", ns).get("status", {}).get("phase") == "Ready",
+        timeout=300,
+        interval=1,
+    )
+    print(f"ollama LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
+    (ollama_pod,) = [p for p in pods(kubectl, ns, "app.kubernetes.io/instance=tiny-ollama") if ready(p)]
+    assert ollama_pod["spec"]["nodeName"] == real_node
+    answer = wait_until("an answer from ollama", lambda: _try_chat(base, "ollama"), timeout=120, interval=2)
+    assert answer["model_used"].startswith("ollama:"), answer
+    kubectl("delete", "llm", "tiny-ollama", "-n", ns, "--timeout=120s")
+
+    # 4. The engine pod deleted: status follows, a replacement becomes Ready, requests recover.
+    before = {p["metadata"]["uid"] for p in chart_pods}
+    kubectl("delete", "pod", engine["metadata"]["name"], "-n", ns, "--wait=false")
+    wait_until(
+        "the LocalLLM to leave Ready",
+        lambda: kubectl.get("llm", "tiny", "-n", ns).get("status", {}).get("phase") != "Ready",
+        timeout=60,
+        interval=0.2,
+    )
+    wait_until(
+        "the LocalLLM to be Ready again",
+        lambda: kubectl.get("llm", "tiny", "-n", ns).get("status", {}).get("phase") == "Ready",
+        timeout=300,
+        interval=1,
+    )
+    replacement = [p for p in pods(kubectl, ns, "app.kubernetes.io/instance=tiny") if ready(p)]
+    assert replacement and replacement[0]["metadata"]["uid"] != engine["metadata"]["uid"]
+    assert wait_until("requests to recover", lambda: _try_chat(base, "transformers"), timeout=120, interval=2)
+
+    # 5. helm upgrade with unchanged values restarts no pod.
+    helm(kubeconfig, "upgrade", name, str(CHART), "-n", ns, *values, "--wait", "--timeout", "3m")
+    after = {p["metadata"]["uid"] for p in pods(kubectl, ns, release_pods) if ready(p)}
+    assert after == before, "helm upgrade with the same values restarted pods"
+
+    # 6. helm uninstall leaves nothing but the kept CRD.
+    kubectl("delete", "llm", "--all", "-n", ns, "--timeout=120s")
+    helm(kubeconfig, "uninstall", name, "-n", ns, "--wait", "--timeout", "2m")
+    selector = f"app.kubernetes.io/instance={name}"
+    wait_until(
+        "the release's objects to be gone",
+        lambda: (
+            kubectl(
+                "get", "all,cm,secret,sa,role,rolebinding,networkpolicy,pdb,pvc", "-n", ns, "-l", selector, "-o", "name"
+            )
+            == ""
+        ),
+        timeout=120,
+    )
+    assert kubectl("get", "clusterrole,clusterrolebinding", "-l", selector, "-o", "name") == ""
+    assert kubectl.get("crd", "localllms.llm.sdc.dev")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def _try_chat(base: str, provider: str) -> dict[str, Any] | None:
+    try:
+        return chat(base, provider)
+    except (httpx.HTTPError, AssertionError, json.JSONDecodeError):
+        return None

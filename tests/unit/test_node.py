@@ -1,0 +1,190 @@
+"""The real node's pure parts: addressing, config files, firewall rules, the pause image, DNS packets."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hack import node
+
+STATE = Path("/work/x/.cluster/node")
+PKI = Path("/work/x/.cluster/pki")
+
+
+@pytest.mark.parametrize("slot", [0, 3, 9])
+def test_plan_derives_disjoint_names_and_ranges(slot: int) -> None:
+    plan, other = node.Plan(slot), node.Plan((slot + 1) % 10)
+    assert plan.netns != other.netns and plan.host_if != other.host_if
+    assert plan.service_cidr != other.service_cidr and plan.pod_cidr != other.pod_cidr
+    assert plan.kubernetes_service_ip.startswith(plan.service_cidr.rsplit(".", 1)[0])
+    assert len(plan.host_if) <= 15 and len(plan.node_if) <= 15  # IFNAMSIZ
+
+
+def test_slot_zero_keeps_the_classic_service_range() -> None:
+    assert node.Plan(0).service_cidr == "10.96.0.0/20"
+    assert node.Plan(0).kubernetes_service_ip == "10.96.0.1"
+
+
+def test_containerd_config_settings_this_vm_needs_and_no_registry() -> None:
+    config = tomllib.loads(node.containerd_config(STATE, node.Plan(2)))
+    cri = config["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["restrict_oom_score_adj"] is True  # root lacks CAP_SYS_RESOURCE here
+    assert cri["sandbox_image"] == node.PAUSE_IMAGE
+    assert cri["registry"]["mirrors"]["*"]["endpoint"] == ["https://127.0.0.1:1"]  # pulls fail at once
+    assert config["grpc"]["address"] == str(node.containerd_socket(STATE))
+    assert config["root"].endswith("slot-2/root") and config["state"].startswith(str(STATE))
+
+
+def test_kubelet_config_authenticates_by_client_certificate_only() -> None:
+    config = node.kubelet_config(STATE, node.Plan(1), PKI)
+    auth = config["authentication"]
+    assert isinstance(auth, dict)
+    assert auth["anonymous"] == {"enabled": False}
+    assert auth["x509"] == {"clientCAFile": str(PKI / "ca.crt")}
+    assert config["authorization"] == {"mode": "Webhook"}
+    assert config["readOnlyPort"] == 0
+    assert config["failCgroupV1"] is False
+    assert config["cgroupRoot"] == "/sdc-node-1"
+    assert config["clusterDNS"] == ["10.200.1.1"]
+
+
+def test_kube_proxy_masquerades_nothing_from_outside_and_leaves_host_sysctls() -> None:
+    config = node.kube_proxy_config(STATE / "kp.kubeconfig", node.Plan(0))
+    assert config["mode"] == "iptables"
+    assert "clusterCIDR" not in config
+    assert config["conntrack"] == {
+        "maxPerCore": 0,
+        "min": 0,
+        "tcpEstablishedTimeout": "0s",
+        "tcpCloseWaitTimeout": "0s",
+    }
+
+
+def test_cluster_dns_has_no_upstream() -> None:
+    corefile = node.corefile(node.Plan(0), STATE / "coredns.kubeconfig")
+    assert "forward" not in corefile and "proxy" not in corefile
+    assert "bind 10.200.0.1" in corefile
+
+
+def test_cni_bridge_does_not_masquerade() -> None:
+    bridge = node.cni_config(STATE, node.Plan(4))["plugins"][0]
+    assert bridge["ipMasq"] is False
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.200.4.0/24", "gateway": "10.200.4.1"}]]
+
+
+def test_apiserver_flags_for_a_real_node() -> None:
+    flags = node.apiserver_flags(node.Plan(1), PKI)
+    assert "--advertise-address=10.199.1.1" in flags
+    assert "--kubelet-preferred-address-types=InternalIP,Hostname" in flags
+    assert f"--kubelet-certificate-authority={PKI / 'ca.crt'}" in flags
+    assert "--service-cluster-ip-range=10.96.16.0/20" in flags
+
+
+def test_host_rules_close_the_api_port_outside_and_forward_nothing() -> None:
+    rules = node.host_rules(node.Plan(1), 6443, ["eth0"])
+    flat = [" ".join(r) for r in rules]
+    assert any(r.startswith("INPUT -i eth0 -p tcp --dport 6443") and r.endswith("-j DROP") for r in flat)
+    assert any(r.startswith("FORWARD -i sdch1") for r in flat)
+    assert any(r.startswith("FORWARD -o eth0") for r in flat)
+    assert all("--comment sdc-node-1" in r for r in flat)
+
+
+def test_rules_to_delete_matches_exactly_our_tag() -> None:
+    saved = "\n".join(
+        [
+            "-P INPUT ACCEPT",
+            "-A INPUT -i eth0 -p tcp -m tcp --dport 6443 -m comment --comment sdc-node-1 -j DROP",
+            "-A FORWARD -i sdch10 -m comment --comment sdc-node-10 -j DROP",
+            '-A FORWARD -o eth0 -m comment --comment "sdc-node-1" -j DROP',
+            "-A FORWARD -j ACCEPT",
+        ]
+    )
+    assert node.rules_to_delete(saved, "sdc-node-1") == [
+        [
+            "INPUT",
+            "-i",
+            "eth0",
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            "--dport",
+            "6443",
+            "-m",
+            "comment",
+            "--comment",
+            "sdc-node-1",
+            "-j",
+            "DROP",
+        ],
+        ["FORWARD", "-o", "eth0", "-m", "comment", "--comment", "sdc-node-1", "-j", "DROP"],
+    ]
+
+
+def test_pause_archive_is_a_valid_deterministic_oci_layout() -> None:
+    archive = node.oci_archive(b"\x7fELF-pause", node.PAUSE_IMAGE)
+    assert archive == node.oci_archive(b"\x7fELF-pause", node.PAUSE_IMAGE)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    index = json.loads(files["index.json"])
+    (entry,) = index["manifests"]
+    assert entry["annotations"]["io.containerd.image.name"] == node.PAUSE_IMAGE
+    manifest = files[f"blobs/sha256/{entry['digest'].removeprefix('sha256:')}"]
+    assert hashlib.sha256(manifest).hexdigest() == entry["digest"].removeprefix("sha256:")
+    layer_digest = json.loads(manifest)["layers"][0]["digest"].removeprefix("sha256:")
+    import gzip
+
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(files[f"blobs/sha256/{layer_digest}"]))) as layer:
+        member = layer.getmember("pause")
+        assert member.mode == 0o755
+        assert layer.extractfile(member).read() == b"\x7fELF-pause"
+
+
+def test_dns_reply_parsing() -> None:
+    query = node.dns_query("kubernetes.default.svc.cluster.local")
+    # A reply: same header with QR set, one answer pointing back at the question name.
+    reply = bytearray(query)
+    reply[2:4] = b"\x81\x80"
+    reply[6:8] = b"\x00\x01"
+    reply += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x05\x00\x04\x0a\x60\x00\x01"
+    assert node.dns_answers(bytes(reply)) == ["10.96.0.1"]
+    nxdomain = bytearray(reply)
+    nxdomain[3] = 0x83
+    assert node.dns_answers(bytes(nxdomain)) == []
+    assert node.dns_answers(b"") == []
+
+
+def test_command_lines_point_at_the_state_dir() -> None:
+    argv = node.command_lines(STATE, node.Plan(0), Path("/bin-dir"))
+    assert argv["kubelet"][0] == "/bin-dir/kubelet"
+    assert f"--node-ip={node.Plan(0).node_ip}" in argv["kubelet"]
+    assert argv["coredns"] == ["/bin-dir/coredns", "-conf", str(STATE / "Corefile")]
+
+
+def test_simulated_cpu_node_is_tainted_only_beside_a_real_node() -> None:
+    from hack import cluster
+
+    cpu = next(n for n in cluster.NODES if not n["gpus"])
+    gpu = next(n for n in cluster.NODES if n["gpus"])
+    assert "taints" not in cluster.node_manifest(cpu)["spec"]  # type: ignore[operator]
+    tainted = cluster.node_manifest(cpu, simulated_taint=True)["spec"]
+    assert tainted == {"taints": [cluster.SIMULATED_TAINT]}
+    gpu_taints = cluster.node_manifest(gpu, simulated_taint=True)["spec"]["taints"]
+    assert [t["key"] for t in gpu_taints] == ["nvidia.com/gpu"]  # GPU nodes keep only the GPU taint
+
+
+def test_apiserver_command_line_with_and_without_a_real_node() -> None:
+    from hack import cluster
+
+    ports = dict.fromkeys(("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok"), 1)
+    alone = cluster.command_lines(ports)["kube-apiserver"]
+    assert "--bind-address=127.0.0.1" in alone and f"--service-cluster-ip-range={cluster.SERVICE_CIDR}" in alone
+    beside = cluster.command_lines(ports, node.Plan(2))["kube-apiserver"]
+    assert "--bind-address=0.0.0.0" in beside and "--advertise-address=10.199.2.1" in beside
+    assert not any(flag.startswith("--bind-address=127") for flag in beside)
