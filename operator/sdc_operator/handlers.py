@@ -42,7 +42,9 @@ from sdc_operator.debounce import Debouncer
 from sdc_operator.fit import fit_check
 from sdc_operator.plan import (
     REPLICA_MANAGERS,
+    Apply,
     drift,
+    list_replacements,
     manually_deleted,
     owns,
     plan,
@@ -121,6 +123,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330  # a silent connection (a stopped API server) is dropped and retried
     settings.watching.connect_timeout = SETTINGS.api_timeout_s
     settings.networking.request_timeout = SETTINGS.api_timeout_s * 3
+    # Retries of a failing API (a stopped API server): short and flat, so the watches are back within
+    # seconds of /readyz instead of after a growing backoff; ten minutes of them before Kopf gives up.
+    settings.networking.error_backoffs = (0.5, 1, 2, 3, *([5] * 120))
     settings.peering.standalone = SETTINGS.standalone
     settings.peering.name = SETTINGS.peering_name
     settings.peering.mandatory = not SETTINGS.standalone
@@ -275,8 +280,7 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
     state.conflicts[key] = actions.conflicts
     try:
         for action in actions.applies:
-            await asyncio.to_thread(kube.apply, action.obj, uid=action.uid)
-            metrics.APPLIES.labels(action.key[0]).inc()
+            await _apply(action)
             log.info("applied %s/%s for %s/%s (%s; %s)", *action.key, namespace, name, reason, action.reason)
     except kube.ApiError as err:
         metrics.ERRORS.labels("apply").inc()
@@ -291,6 +295,22 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         raise NameConflictError(", ".join(actions.conflicts))
     metrics.RECONCILES.labels("ok").inc()
     metrics.DURATION.observe(time.monotonic() - started)
+
+
+async def _apply(action: Apply) -> None:
+    """Apply one child; where the apply cannot undo a hand edit of a list, replace that list."""
+    want = {k: action.obj[k] for k in ("metadata", "spec")}
+    try:
+        result = await asyncio.to_thread(kube.apply, action.obj, uid=action.uid)
+        left = drift(want, _projection(result)) if action.uid else []
+    except kube.ApiError as err:
+        if action.uid is None or err.status != 422:
+            raise
+        left = [p for p in action.reason.removeprefix("changed: ").split(", ") if p.startswith(".")]
+    metrics.APPLIES.labels(action.key[0]).inc()
+    if left and action.uid and (ops := list_replacements(want, left, action.uid)):
+        await asyncio.to_thread(kube.json_patch, action.key[0], action.obj["metadata"]["namespace"], action.key[1], ops)
+        await asyncio.to_thread(kube.apply, action.obj, uid=action.uid)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

@@ -22,6 +22,7 @@ from sdc_operator import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "sdc-operator"
 APPLY = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
 
 
 class ApiError(Exception):
@@ -85,7 +86,7 @@ def _method(verb: str, kind: str) -> Callable[..., Any]:
     return getattr(api(), f"{verb}_namespaced_{suffix}")  # type: ignore[no-any-return]
 
 
-def apply(obj: dict[str, Any], *, uid: str | None = None) -> None:
+def apply(obj: dict[str, Any], *, uid: str | None = None) -> dict[str, Any]:
     """Server-side apply as the operator's field manager.
 
     `force` takes over fields a person changed by hand on an object the caller
@@ -95,7 +96,7 @@ def apply(obj: dict[str, Any], *, uid: str | None = None) -> None:
     name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
     if uid is not None:
         obj = {**obj, "metadata": {**obj["metadata"], "uid": uid}}
-    _api_call(
+    result = _api_call(
         _method("patch", obj["kind"]),
         name,
         namespace,
@@ -104,6 +105,14 @@ def apply(obj: dict[str, Any], *, uid: str | None = None) -> None:
         force=True,
         _content_type=APPLY,
     )
+    out: dict[str, Any] = _client().sanitize_for_serialization(result)  # type: ignore[no-untyped-call]
+    out.setdefault("kind", obj["kind"])
+    return out
+
+
+def json_patch(kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
+    """An RFC 6902 patch: replaces whole lists where server-side apply merges entries by another key."""
+    _api_call(_method("patch", kind), name, namespace, ops, field_manager=FIELD_MANAGER, _content_type=JSON_PATCH)
 
 
 def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ __all__ = [
     "Apply",
     "Plan",
     "drift",
+    "list_replacements",
     "manually_deleted",
     "owns",
     "plan",
@@ -186,6 +187,29 @@ def status_patch(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]
     patch: dict[str, Any] = {k: None for k in current if k not in new}
     patch.update({k: v for k, v in new.items() if current.get(k) != v})
     return patch
+
+
+def list_replacements(want: dict[str, Any], paths: list[str], uid: str) -> list[dict[str, Any]]:
+    """JSON-patch operations that put back whole lists an apply could not repair.
+
+    Server-side apply merges list entries by the list's own key (a Service's
+    ports by port and protocol, not by name): a port edited by hand survives an
+    apply as a second entry. For each drifted path, the outermost list on it is
+    replaced with the desired one; the first operation tests the UID, so the
+    patch never lands on an object that was replaced meanwhile.
+    """
+    ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+    seen = set()
+    for path in paths:
+        head = path.split("[", 1)[0]
+        if head == path or head in seen:
+            continue  # no list on the path: the apply owns plain fields outright
+        seen.add(head)
+        value: Any = want
+        for part in head.strip(".").split("."):
+            value = value[part]
+        ops.append({"op": "replace", "path": "/" + head.strip(".").replace(".", "/"), "value": value})
+    return ops if len(ops) > 1 else []
 
 
 # -- handler decisions ---------------------------------------------------------------------------

@@ -343,7 +343,7 @@ ROOT_RULES = [
         "rule": "self.metadata.name.size() <= 63 && self.metadata.name.matches('" + DNS_LABEL_PATTERN + "')",
         "message": "metadata.name must be a DNS label (lower-case letters, digits and '-', starting with a letter, "
         "at most 63 characters, no dots): it names the LocalLLM's Service, Deployment and pods",
-        "fieldPath": ".metadata.name",
+        # No fieldPath: the API server accepts only paths inside the schema, and metadata has none.
         "reason": "FieldValueInvalid",
     },
 ]
@@ -351,14 +351,14 @@ ROOT_RULES = [
 # CEL rules on the spec: the API server refuses violating objects with these messages.
 SPEC_RULES = [
     {
-        "rule": "self.engine.args.all(a, !a.matches('" + FORBIDDEN_ARG_PATTERN + "'))",
+        "rule": "!has(self.engine.args) || self.engine.args.all(a, !a.matches('" + FORBIDDEN_ARG_PATTERN + "'))",
         "message": "engine.args must not set the model, tokenizer, revision, port, host, served name, tensor "
         "parallelism, download or load format, or remote code: the operator sets them from model.*, "
         "resources.gpus and model.trustRemoteCode",
         "fieldPath": ".engine.args",
     },
     {
-        "rule": "self.engine.env.all(e, !(e.name in "
+        "rule": "!has(self.engine.env) || self.engine.env.all(e, !(e.name in "
         + _cel_list(OPERATOR_ENV)
         + ") && "
         + " && ".join(f"!e.name.startsWith('{p}')" for p in OPERATOR_ENV_PREFIXES)

@@ -40,6 +40,7 @@ from sdc_orchestrator.limits import (
     check_openai_chat,
     check_sampling,
 )
+from sdc_orchestrator.rag import semantic
 from sdc_orchestrator.rag.prompt import rag_messages
 from sdc_orchestrator.rag.retriever import Hit, Retriever, prepare
 from sdc_orchestrator.rag.store import DirectoryStore
@@ -483,6 +484,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
 def _warm_up_analysis() -> None:
     prepare("warm-up", "준비합니다. 연차 휴가는 3개월 후에 15일입니다. 끝났습니다.", {})
+    semantic.space()  # the CoNg vectors' anchor basis: built once per process, before the first document
 
 
 async def _unless_disconnected(task: asyncio.Task[Any], request: Request) -> Any:

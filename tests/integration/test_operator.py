@@ -188,7 +188,8 @@ def test_sigkill_mid_reconcile_converges(operator: OperatorProcess, kubectl: Kub
     names = [f"m{i}" for i in range(30)]
     started = time.monotonic()
     kubectl.apply([localllm(n, namespace, runtime="transformers", model="sdc/tiny", gpus=0) for n in names])
-    wait_until("some deployments", lambda: kubectl("get", "deploy", "-n", namespace, "-o", "name"), interval=0.05)
+    applied = f"for {namespace}/"
+    wait_until("the first child applied", lambda: applied in operator.tail(200), interval=0.01)
     operator.kill()
     # Proof the kill landed mid-reconcile: some children existed, not all of them.
     at_kill = len(kubectl("get", "deploy", "-n", namespace, "-o", "name").split())

@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, Kubectl, wait_until
 from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
+from tests.support.metrics import scrape
 
 ENDPOINTS_NS = "sdc"
 REPAIR_S = 30  # the issue's bound for drift repair
@@ -37,7 +39,10 @@ def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPa
 
 
 def tiny(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return localllm(name, namespace, runtime="transformers", model="sdc/tiny", gpus=0, **spec)
+    model = spec.pop("model", {})
+    body = localllm(name, namespace, runtime="transformers", model="sdc/tiny", gpus=0, **spec)
+    body["spec"]["model"].update(model)
+    return body
 
 
 def foreign_service(name: str, namespace: str) -> dict[str, Any]:
@@ -67,8 +72,18 @@ def foreign_deployment(name: str, namespace: str, labels: dict[str, str] | None 
 
 
 def fingerprint(obj: dict[str, Any]) -> tuple[Any, ...]:
+    """What another writer could change: identity, spec (and its generation), labels, owners, annotations.
+    Not the resourceVersion: the object's own controllers keep writing its status."""
     meta = obj["metadata"]
-    return meta["uid"], meta["resourceVersion"], meta.get("ownerReferences"), meta.get("labels"), obj["spec"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith("deployment.")}
+    return (
+        meta["uid"],
+        meta.get("generation"),
+        meta.get("ownerReferences"),
+        meta.get("labels"),
+        annotations,
+        obj["spec"],
+    )
 
 
 def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -229,7 +244,7 @@ def test_drift_is_repaired_and_other_managers_keep_their_fields(
     kubectl("delete", "svc", "drift", "-n", namespace)
     repaired("deleted Service", lambda: kubectl("get", "svc", "drift", "-n", namespace, check=False).startswith("NAME"))
     kubectl("delete", "deploy", "drift", "-n", namespace)
-    repaired("deleted Deployment", lambda: kubectl("get", "deploy", "-n", namespace, "-o", "name") == "deployment.apps/drift")  # fmt: skip
+    repaired("deleted Deployment", lambda: kubectl("get", "deploy", "-n", namespace, "-o", "name").strip() == "deployment.apps/drift")  # fmt: skip
     print(f"\ndrift repaired after (s): {timings}")
     # An HPA owns replicas through the scale subresource as kube-controller-manager: that value stands.
     kubectl(
@@ -265,3 +280,36 @@ def test_status_is_exact_after_every_transition(operator: OperatorProcess, kubec
     again = wait_phase(kubectl, "exact", namespace, "Ready")
     assert again["status"]["endpoint"] == ready["status"]["endpoint"]
     assert again["status"]["observedGeneration"] == again["metadata"]["generation"]
+
+
+def test_restart_over_converged_objects_writes_nothing(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    """No false drift: a restarted operator finds every child as the spec wants it and writes nothing."""
+    kubectl.apply(
+        [
+            tiny("calm-t", namespace),
+            localllm("calm-o", namespace, runtime="ollama", model="gemma2:9b", gpus=0),
+            localllm("calm-v", namespace, gpus=2, resources={"cpu": "0.5", "memory": "1Gi"}),
+        ]
+    )
+    for name in ("calm-t", "calm-o", "calm-v"):
+        wait_phase(kubectl, name, namespace, "Ready")
+    time.sleep(3)  # trailing status writes
+    operator.stop()
+    operator.start()
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+
+    def ready_models() -> float:
+        try:
+            return scrape(url, "sdc_operator_models", phase="Ready")
+        except httpx.HTTPError:  # not serving metrics yet
+            return 0
+
+    wait_until("the restarted operator to count its models", lambda: ready_models() >= 3, timeout=60)
+    time.sleep(5)
+    writes = {
+        "applies": scrape(url, "sdc_operator_applies_total"),
+        "status writes": scrape(url, "sdc_operator_status_writes_total"),
+    }
+    assert writes == {"applies": 0, "status writes": 0}, operator.tail(30)

@@ -79,8 +79,7 @@ def test_a_model_from_a_volume_skips_the_download(operator: OperatorProcess, kub
     assert pod.get("initContainers", []) == [], "no download step"
     volume = next(v for v in pod["volumes"] if v["name"] == "model-cache")
     assert volume["persistentVolumeClaim"] == {"claimName": "finetuned", "readOnly": True}
-    args = pod["containers"][0]["args"]
-    assert args[args.index("--model") + 1] == "/models/gemma-ko/v3"
+    assert pod["containers"][0]["args"][0] == "/models/gemma-ko/v3", "vllm serve's positional model"
     claims = [c["metadata"]["name"] for c in kubectl.get("pvc", "-n", namespace)["items"]]
     assert claims == ["finetuned"], "the operator made no cache claim of its own"
 

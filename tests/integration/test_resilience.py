@@ -56,11 +56,13 @@ def settled(kubectl: Kubectl, namespace: str, expected: dict[str, list[str]]) ->
         if obj["metadata"].get("finalizers"):
             return f"{name} has finalizers {obj['metadata']['finalizers']}"
     uids = {n: o["metadata"]["uid"] for n, o in llms.items()}
+    want = Counter(expected.keys())
     for kind in ("deploy", "svc", "pvc"):
         items = kubectl.get(kind, "-n", namespace)["items"]
         owners = Counter(i["metadata"]["labels"].get("llm.sdc.dev/localllm") for i in items)
-        if owners != Counter(expected):
-            return f"{kind}: orphans or duplicates {sorted((owners - Counter(expected)).elements())} / missing {sorted((Counter(expected) - owners).elements())}"
+        if owners != want:
+            extra, missing = sorted((owners - want).elements()), sorted((want - owners).elements())
+            return f"{kind}: orphans or duplicates {extra}, missing {missing}"
         for item in items:
             name = item["metadata"]["labels"]["llm.sdc.dev/localllm"]
             if [r["uid"] for r in item["metadata"].get("ownerReferences") or []] != [uids[name]]:

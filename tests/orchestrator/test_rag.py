@@ -57,6 +57,7 @@ def test_documents_ground_the_answer_and_come_back_as_sources(
     ).json()
     assert body["sources"][0]["id"] == "busan"
     assert "해운대" in body["sources"][0]["text"]
+    assert "해운대" in body["sources"][0]["matched"], "sources say which question terms they matched"
     prompt = backends["vllm"][0].last_request["messages"]
     assert "문맥" in prompt[-1]["content"] and "해운대" in prompt[-1]["content"]
     assert "찾을 수 없습니다" in prompt[0]["content"]

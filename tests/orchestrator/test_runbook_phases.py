@@ -32,10 +32,9 @@ CHART = ROOT / "charts" / "sdc"
 HELM = str(ROOT / "bin" / "helm")
 LOCALLLM_API = "llm.sdc.dev/v1alpha1/LocalLLM"
 PHASES = sorted((CHART / "migration").glob("phase-*.yaml"))
+AUTH = {"Authorization": "Bearer runbook-key"}
 LOCAL_SHARE = {"0": 0.0, "1": 0.1, "2": 0.8, "3": 1.0, "4": 0.0}
 Backends = dict[str, tuple[FakeBackend, str]]
-KEY = "sk-sdc-runbook"  # the chart always turns API keys on: the test mounts a keys file like the Secret
-AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def rendered(values: Path) -> tuple[dict[str, str], int]:
@@ -57,7 +56,7 @@ def ask(base: str, users: int = 200) -> Counter[str]:
     counts: Counter[str] = Counter()
     for i in range(users):
         resp = httpx.post(
-            f"{base}/api/v1/chat", json={"message": "질문"}, headers={"X-SDC-User": f"user-{i}", **AUTH}, timeout=10
+            f"{base}/api/v1/chat", json={"message": "질문"}, headers={**AUTH, "X-SDC-User": f"user-{i}"}, timeout=10
         )
         assert resp.status_code == 200, resp.text
         counts[resp.json()["provider"]] += 1
@@ -97,11 +96,10 @@ def test_phase_values_split_traffic_as_promised(
     monkeypatch.setenv("GEMINI_BASE_URL", backends["gemini"][1] + "/v1")
     monkeypatch.setenv("SDC_ENDPOINTS_FILE", str(endpoints))
     monkeypatch.setenv("SDC_DATA_DIR", str(tmp_path / "data"))
-    assert env["SDC_API_KEYS_FILE"].startswith("/etc/sdc/keys/")
-    keys = tmp_path / "keys"
-    keys.write_text(f"admin:{KEY}\n")
-    monkeypatch.setenv("SDC_API_KEYS_FILE", str(keys))
     monkeypatch.setenv("SDC_COOLDOWN_S", "30")
+    keys = tmp_path / "keys"
+    keys.write_text("runbook:runbook-key\n")
+    monkeypatch.setenv("SDC_API_KEYS_FILE", str(keys))  # the chart mounts the keys Secret there
     phase = values.name.split("-")[1]
     with serve(create_app(OrchestratorSettings())) as base:
         counts = ask(base)
@@ -119,6 +117,6 @@ def test_phase_values_split_traffic_as_promised(
             after = ask(base, 40)
             assert after == Counter({"gemini": 40}), after
         if env.get("SDC_SHADOW_PROVIDER"):
-            report = httpx.get(f"{base}/api/v1/shadow/report", headers=AUTH).json()
+            report = httpx.get(f"{base}/api/v1/shadow/report", headers=AUTH, timeout=30).json()
             assert report["shadow_provider"] == env["SDC_SHADOW_PROVIDER"]
             assert sum(report["outcomes"].values()) > 0

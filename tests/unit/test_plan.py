@@ -20,6 +20,7 @@ from sdc_operator.debounce import Debouncer
 from sdc_operator.plan import (
     REPLICA_MANAGERS,
     drift,
+    list_replacements,
     manually_deleted,
     owns,
     plan,
@@ -355,3 +356,13 @@ def test_debouncer_coalesces_a_burst_into_one_run_with_the_latest_state() -> Non
 
     asyncio.run(scenario())
     assert sorted(runs) == [("k", 9), ("other", 9)]
+
+
+def test_list_replacements_put_back_whole_lists_behind_a_uid_test() -> None:
+    want = {"spec": {"ports": [{"name": "http", "port": 8000}], "replicas": 1}}
+    ops = list_replacements(want, [".spec.ports[http].port", ".spec.ports[http].protocol", ".spec.replicas"], "u1")
+    assert ops == [
+        {"op": "test", "path": "/metadata/uid", "value": "u1"},
+        {"op": "replace", "path": "/spec/ports", "value": [{"name": "http", "port": 8000}]},
+    ]
+    assert list_replacements(want, [".spec.replicas"], "u1") == [], "plain fields need no replacement"

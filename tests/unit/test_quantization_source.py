@@ -87,8 +87,7 @@ def test_model_from_a_volume_skips_the_download() -> None:
     assert pod["initContainers"] == []
     volume = next(v for v in pod["volumes"] if v["name"] == "model-cache")
     assert volume["persistentVolumeClaim"] == {"claimName": "weights", "readOnly": True}
-    args = pod["containers"][0]["args"]
-    assert args[args.index("--model") + 1] == "/models/ft/v3"
+    assert pod["containers"][0]["args"][0] == "/models/ft/v3", "vllm serve's positional model"
     kinds = [o["kind"] for o in desired_children(llm, SETTINGS)]
     assert "PersistentVolumeClaim" not in kinds, "the user's claim is never built (nor owned)"
 

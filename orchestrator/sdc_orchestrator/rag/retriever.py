@@ -81,10 +81,11 @@ class Hit:
 
 @dataclass
 class _Entry:
-    """What search needs per passage, in memory: its terms, its morphemes' CoNg vectors and their mean."""
+    """What search needs per passage, in memory: its terms, where its morphemes' CoNg vectors are
+    (rows of the shared `semantic.space().store()`, so each vector is held once) and their mean."""
 
     counts: set[str]
-    vectors: np.ndarray
+    rows: np.ndarray
     ids: tuple[int, ...]
     mean: np.ndarray | None
 
@@ -115,10 +116,28 @@ def analyze_passage(
     return Passage(doc_id, index, text, [t.text for t in terms], None, morphs, version or analyzer_version())
 
 
-def prepare(doc_id: str, text: str, metadata: dict[str, Any], weights: Weights | None = None) -> Document:
-    """Chunk and analyse a document (CPU work, linear in the text; call it off the event loop)."""
+class IngestionCancelled(Exception):
+    """`prepare` stopped because its `stop` callback said so."""
+
+
+def prepare(
+    doc_id: str,
+    text: str,
+    metadata: dict[str, Any],
+    weights: Weights | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Document:
+    """Chunk and analyse a document (CPU work, linear in the text; call it off the event loop).
+
+    The work is done one bounded passage at a time; `stop` is asked before each, so a caller whose
+    client went away can end it within one passage's analysis (milliseconds).
+    """
     version = analyzer_version()
-    passages = [analyze_passage(doc_id, i, t, version, weights) for i, t in enumerate(iter_chunks(text))]
+    passages = []
+    for i, t in enumerate(iter_chunks(text)):
+        if stop is not None and stop():
+            raise IngestionCancelled(doc_id)
+        passages.append(analyze_passage(doc_id, i, t, version, weights))
     return Document(doc_id, text, metadata, passages)
 
 
@@ -152,8 +171,8 @@ class Retriever:
         for passage in doc.passages:
             self.passages[passage.key] = passage
             self.bm25.add(passage.key, passage.text, passage.tokens or None)
-            ids, vectors = semantic.space().matrix(passage.morphs)
-            self._entries[passage.key] = _Entry(set(passage.tokens), vectors, tuple(ids), semantic.space().mean(ids))
+            ids, rows = semantic.space().rows(passage.morphs)
+            self._entries[passage.key] = _Entry(set(passage.tokens), rows, tuple(ids), semantic.space().mean(ids))
             for morph_id in ids:
                 if morph_id not in self._vocab:
                     self._vocab[morph_id] = semantic.form_of(morph_id)
@@ -178,7 +197,12 @@ class Retriever:
             self._unindex(doc_id)
 
     async def upsert(self, doc_id: str, text: str, metadata: dict[str, Any]) -> Document:
-        doc = await asyncio.to_thread(prepare, doc_id, text, metadata, self.weights)
+        cancelled = threading.Event()
+        try:
+            doc = await asyncio.to_thread(prepare, doc_id, text, metadata, self.weights, cancelled.is_set)
+        except asyncio.CancelledError:
+            cancelled.set()  # the worker thread stops at its next passage instead of finishing the document
+            raise
         if self.embedder and doc.passages:
             vectors = await self.embedder([p.text for p in doc.passages])
             if vectors:
@@ -281,12 +305,13 @@ class Retriever:
         if self._sem_matrix is None:
             # idf-weighted means, so 회사, 받, 쓰 do not drown the words that carry the topic; rebuilt lazily
             # after the index changes (idf moves with the corpus).
+            store = semantic.space().store()
             keys, rows = [], []
             for key, entry in self._entries.items():
                 if not len(entry.ids):
                     continue
                 weights = np.array([self._morph_idf(m) for m in entry.ids], dtype=np.float32)
-                vec = weights @ entry.vectors
+                vec = weights @ store[entry.rows]
                 norm = float(np.linalg.norm(vec))
                 if norm:
                     keys.append(key)
@@ -363,6 +388,7 @@ class Retriever:
             if not term.joined and (vec := semantic.space().vector(morph_id)) is not None
         ]
         qmatrix = np.stack([vec for _, vec in soft_terms]) if soft_terms else None
+        store = semantic.space().store()
         cover: dict[str, float] = {}
         present: dict[str, set[str]] = {}
         related: dict[str, list[str]] = {}
@@ -378,7 +404,7 @@ class Retriever:
             score = sum(idf[t] for t in found)
             soft = []
             if qmatrix is not None and len(entry.ids) and w.soft_floor < 1:
-                sims = entry.vectors @ qmatrix.T  # passage morphemes x query morphemes
+                sims = store[entry.rows] @ qmatrix.T  # passage morphemes x query morphemes
                 best = sims.argmax(axis=0)
                 credit: dict[str, tuple[float, int]] = {}
                 for j, (text, _) in enumerate(soft_terms):

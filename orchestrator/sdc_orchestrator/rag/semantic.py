@@ -64,43 +64,71 @@ class CongSpace:
         coords = gram @ self.projection.T  # the anchors' own vectors
         mean = coords.mean(axis=0)
         self.hub = mean / np.linalg.norm(mean)
-        self._cache: dict[int, Vector | None] = {}
+        # One growing matrix holds every vector once (1 KiB per morpheme); passages keep row numbers.
+        self._row: dict[int, int] = {}  # morph id -> row, -1 when CoNg has no usable vector
+        self._store = np.zeros((1024, DIM), np.float32)
+        self._size = 0
         self._lock = threading.Lock()
 
-    def vector(self, morph_id: int) -> Vector | None:
-        """The unit vector of a morpheme, or None when CoNg has none for it."""
-        if morph_id in self._cache:
-            return self._cache[morph_id]
+    def _compute(self, morph_id: int) -> Vector | None:
         sim = kiwi().morpheme_similarity
         try:
             cosines = np.fromiter((sim(morph_id, a) for a in self.anchors), np.float64, len(self.anchors))
         except (ValueError, RuntimeError):
-            vec = None
-        else:
-            raw = self.projection @ cosines
-            norm = float(np.linalg.norm(raw))
-            vec = (raw / norm).astype(np.float32) if norm > 0.5 and raw @ self.hub / norm < HUB_COSINE else None
+            return None
+        raw = self.projection @ cosines
+        norm = float(np.linalg.norm(raw))
+        return (raw / norm).astype(np.float32) if norm > 0.5 and raw @ self.hub / norm < HUB_COSINE else None
+
+    def row(self, morph_id: int) -> int:
+        """The row of a morpheme's vector in `store()`, computing it on first use; -1 when it has none."""
+        found = self._row.get(morph_id)
+        if found is not None:
+            return found
+        vec = self._compute(morph_id)
         with self._lock:
-            self._cache[morph_id] = vec
-        return vec
+            if morph_id in self._row:
+                return self._row[morph_id]
+            if vec is None:
+                self._row[morph_id] = -1
+                return -1
+            if self._size == len(self._store):
+                self._store = np.concatenate([self._store, np.zeros_like(self._store)])
+            self._store[self._size] = vec
+            self._row[morph_id] = self._size
+            self._size += 1
+            return self._size - 1
+
+    def store(self) -> Vector:
+        return self._store
+
+    def vector(self, morph_id: int) -> Vector | None:
+        """The unit vector of a morpheme, or None when CoNg has none for it."""
+        r = self.row(morph_id)
+        return self._store[r] if r >= 0 else None
 
     def forget(self, keep: set[int]) -> None:
-        """Drop cached vectors except `keep` (the benchmark's cold-cache latency)."""
+        """Forget which morphemes outside `keep` were seen (the benchmark's cold-cache latency)."""
         with self._lock:
-            self._cache = {k: v for k, v in self._cache.items() if k in keep}
+            self._row = {k: v for k, v in self._row.items() if k in keep}
 
     def cached(self) -> set[int]:
-        return set(self._cache)
+        return set(self._row)
+
+    def rows(self, morph_ids: Iterable[int]) -> tuple[list[int], npt.NDArray[np.int64]]:
+        """The ids that have vectors, and their rows."""
+        kept, rows = [], []
+        for morph_id in morph_ids:
+            r = self.row(morph_id)
+            if r >= 0:
+                kept.append(morph_id)
+                rows.append(r)
+        return kept, np.asarray(rows, dtype=np.int64)
 
     def matrix(self, morph_ids: Iterable[int]) -> tuple[list[int], Vector]:
         """The ids that have vectors, and their vectors as rows."""
-        kept, rows = [], []
-        for morph_id in morph_ids:
-            vec = self.vector(morph_id)
-            if vec is not None:
-                kept.append(morph_id)
-                rows.append(vec)
-        return kept, (np.stack(rows) if rows else np.zeros((0, DIM), np.float32))
+        kept, rows = self.rows(morph_ids)
+        return kept, self._store[rows]
 
     def mean(self, morph_ids: Iterable[int]) -> Vector | None:
         """Bag-of-morphemes vector of a text: the normalized mean of its morphemes' vectors."""

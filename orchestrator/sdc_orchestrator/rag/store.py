@@ -86,11 +86,15 @@ class DirectoryStore:
 
     def put(self, document: Document) -> None:
         path = self._path(document.id)
-        data = json.dumps(asdict(document), ensure_ascii=False).encode()
+        # Encoded piece by piece (the pure-Python encoder), not with one json.dumps: the C encoder holds the
+        # GIL for the whole of a large document (seconds for megabytes on a busy machine), which would stall
+        # the event loop, health checks included, while this runs in a worker thread.
+        pieces = json.JSONEncoder(ensure_ascii=False).iterencode(asdict(document))
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.stem}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(data)
+                for piece in pieces:
+                    out.write(piece.encode())
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
