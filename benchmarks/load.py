@@ -15,11 +15,14 @@ import time
 import aiohttp
 
 
-async def main(url: str, concurrency: int, seconds: float, stream: bool, model: str) -> dict[str, object]:
+async def main(
+    url: str, concurrency: int, seconds: float, stream: bool, model: str, api_key: str | None = None
+) -> dict[str, object]:
     body = {"model": model, "messages": [{"role": "user", "content": "안녕하세요"}], "stream": stream, "max_tokens": 16}
     latencies: list[float] = []
     ttfts: list[float] = []
     errors = 0
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     stop_at = time.perf_counter() + seconds
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -27,7 +30,7 @@ async def main(url: str, concurrency: int, seconds: float, stream: bool, model: 
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
             try:
-                async with session.post(url, json=body) as resp:
+                async with session.post(url, json=body, headers=headers) as resp:
                     if resp.status != 200:
                         errors += 1
                         await resp.read()
@@ -63,5 +66,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--model", default="fake")
+    parser.add_argument("--api-key", default=None, help="sent as Authorization: Bearer KEY")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.url, args.concurrency, args.seconds, args.stream, args.model))))
+    result = asyncio.run(main(args.url, args.concurrency, args.seconds, args.stream, args.model, args.api_key))
+    print(json.dumps(result))

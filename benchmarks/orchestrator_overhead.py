@@ -1,8 +1,9 @@
 """What the orchestrator adds to a request, side by side with the limit and with LiteLLM's proxy.
 
-Three targets in the same run, against the same fast backend (benchmarks/fast_backend.py):
-the backend directly (the limit), sdc-orchestrator's OpenAI route, and LiteLLM's proxy
-configured for the same backend. Load comes from a separate process
+Four targets in the same run, against the same fast backend (benchmarks/fast_backend.py):
+the backend directly (the limit), sdc-orchestrator's OpenAI route open (no keys, as in
+local development), the same with API keys, rate and concurrency limits on (the chart's
+default), and LiteLLM's proxy configured for the same backend. Load comes from a separate process
 (benchmarks/load.py) at each concurrency, streaming and not; targets are
 interleaved per level so that machine noise hits them alike.
 LiteLLM runs from its own virtualenv (.venv-bench, made by `make bench`) because its
@@ -12,6 +13,7 @@ pins differ from ours. Run: `python benchmarks/orchestrator_overhead.py [--secon
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -30,6 +32,7 @@ from tests.support.servers import free_port
 
 LITELLM = ROOT / ".venv-bench" / "bin" / "litellm"
 LEVELS = (1, 10, 64, 256)
+BENCH_KEY = "sk-bench-0123456789"
 
 
 def start(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
@@ -51,23 +54,35 @@ def wait_up(url: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def load(url: str, concurrency: int, seconds: float, stream: bool) -> dict[str, Any]:
-    argv = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "load.py"),
-        "--url",
-        url,
-        "--concurrency",
-        str(concurrency),
-        "--seconds",
-        str(seconds),
-    ] + (["--stream"] if stream else [])
+def load(url: str, concurrency: int, seconds: float, stream: bool, api_key: str | None = None) -> dict[str, Any]:
+    argv = (
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "load.py"),
+            "--url",
+            url,
+            "--concurrency",
+            str(concurrency),
+            "--seconds",
+            str(seconds),
+        ]
+        + (["--stream"] if stream else [])
+        + (["--api-key", api_key] if api_key else [])
+    )
     result = subprocess.run(argv, capture_output=True, text=True, check=True)
     data: dict[str, Any] = json.loads(result.stdout)
     return data
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc): the cost of a request without the machine's noise."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def litellm_version() -> str:
+    if not (ROOT / ".venv-bench" / "bin" / "python").exists():
+        return "not installed"
     result = subprocess.run(
         [
             str(ROOT / ".venv-bench" / "bin" / "python"),
@@ -85,9 +100,14 @@ def main() -> str:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another checkout's root (e.g. `git worktree add /tmp/base main`): its orchestrator joins the run",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    ports = {k: free_port() for k in ("backend", "sdc", "litellm")}
+    ports = {k: free_port() for k in ("backend", "sdc", "sdc-keys", "litellm")}
     tmp = Path(tempfile.mkdtemp(prefix="sdc-bench-"))
     procs = [start([sys.executable, str(ROOT / "benchmarks" / "fast_backend.py"), "--port", str(ports["backend"])])]
     backend = f"http://127.0.0.1:{ports['backend']}"
@@ -105,10 +125,51 @@ def main() -> str:
             log=tmp / "sdc.log",
         )
     )
-    targets = {
-        "direct (the limit)": f"{backend}/v1/chat/completions",
-        "sdc-orchestrator": f"http://127.0.0.1:{ports['sdc']}/v1/chat/completions",
+    # Keys and limits on, as the chart runs it; the limits are far above the load, so what is measured
+    # is their cost, not their refusals.
+    keys = tmp / "keys"
+    keys.write_text(f"bench:sha256:{hashlib.sha256(BENCH_KEY.encode()).hexdigest()}\n")
+    procs.append(
+        start(
+            [sys.executable, "-m", "sdc_orchestrator", "--port", str(ports["sdc-keys"])],
+            env={
+                "LLM_SERVICE_TYPE": "vllm",
+                "VLLM_HOST": "127.0.0.1",
+                "VLLM_PORT": str(ports["backend"]),
+                "LLM_MODEL_NAME": "fake",
+                "LLM_FALLBACK": "none",
+                "SDC_DATA_DIR": str(tmp / "data-keys"),
+                "SDC_API_KEYS_FILE": str(keys),
+                "SDC_RATE_LIMIT_RPM": "100000000",
+                "SDC_MAX_CONCURRENT_PER_KEY": "100000",
+            },
+            log=tmp / "sdc-keys.log",
+        )
+    )
+    if args.baseline_src:
+        ports["baseline"] = free_port()
+        procs.append(
+            start(
+                [sys.executable, "-m", "sdc_orchestrator", "--port", str(ports["baseline"])],
+                env={
+                    "PYTHONPATH": str(args.baseline_src / "orchestrator"),
+                    "LLM_SERVICE_TYPE": "vllm",
+                    "VLLM_HOST": "127.0.0.1",
+                    "VLLM_PORT": str(ports["backend"]),
+                    "LLM_MODEL_NAME": "fake",
+                    "LLM_FALLBACK": "none",
+                    "SDC_DATA_DIR": str(tmp / "data-baseline"),
+                },
+                log=tmp / "baseline.log",
+            )
+        )
+    targets: dict[str, tuple[str, str | None]] = {
+        "direct (the limit)": (f"{backend}/v1/chat/completions", None),
+        "sdc-orchestrator": (f"http://127.0.0.1:{ports['sdc']}/v1/chat/completions", None),
+        "sdc-orchestrator, keys + limits": (f"http://127.0.0.1:{ports['sdc-keys']}/v1/chat/completions", BENCH_KEY),
     }
+    if args.baseline_src:
+        targets["sdc-orchestrator, baseline"] = (f"http://127.0.0.1:{ports['baseline']}/v1/chat/completions", None)
     if LITELLM.exists():
         config = tmp / "litellm.yaml"
         config.write_text(
@@ -136,19 +197,29 @@ def main() -> str:
                 log=tmp / "litellm.log",
             )
         )
-        targets["LiteLLM proxy"] = f"http://127.0.0.1:{ports['litellm']}/v1/chat/completions"
+        targets["LiteLLM proxy"] = (f"http://127.0.0.1:{ports['litellm']}/v1/chat/completions", None)
+    # Which process serves each target (the load generator is a process of its own).
+    pids = {name: proc.pid for name, proc in zip(targets, procs, strict=False)}
     rows: list[list[Any]] = []
     try:
         wait_up(f"{backend}/v1/models")
         wait_up(f"http://127.0.0.1:{ports['sdc']}/healthz")
+        wait_up(f"http://127.0.0.1:{ports['sdc-keys']}/healthz")
+        if args.baseline_src:
+            wait_up(f"http://127.0.0.1:{ports['baseline']}/healthz")
         if "LiteLLM proxy" in targets:
             wait_up(f"http://127.0.0.1:{ports['litellm']}/health/liveliness", timeout=240)
-        for url in targets.values():  # warm-up: connection pools, imports, JIT-free caches
-            load(url, 4, 2, False)
-            load(url, 4, 2, True)
+        for url, key in targets.values():  # warm-up: connection pools, imports, JIT-free caches
+            load(url, 4, 2, False, key)
+            load(url, 4, 2, True, key)
         for stream in (False, True):
             for level in levels:
-                results = {name: load(url, level, args.seconds, stream) for name, url in targets.items()}
+                results, cpu = {}, {}
+                for name, (url, key) in targets.items():
+                    pid = pids.get(name)
+                    before = cpu_seconds(pid) if pid else 0.0
+                    results[name] = load(url, level, args.seconds, stream, key)
+                    cpu[name] = cpu_seconds(pid) - before if pid else float("nan")
                 base = results["direct (the limit)"]
                 base_rps = base["requests"] / base["seconds"]
                 base_p50, base_p99 = median(base["latencies"]), percentile(base["latencies"], 99)
@@ -168,6 +239,7 @@ def main() -> str:
                             (p50 - base_p50) * 1000,
                             (p99 - base_p99) * 1000,
                             (ttft - base_ttft) * 1000 if stream else "-",
+                            cpu[name] * 1000 / max(1, r["requests"]),
                             r["errors"],
                         ]
                     )
@@ -182,8 +254,8 @@ def main() -> str:
             "",
             f"Machine: {machine()}. {versions('fastapi', 'uvicorn', 'httpx', 'aiohttp')}; LiteLLM {litellm_version()}.",
             f"Backend: benchmarks/fast_backend.py (raw asyncio, fixed 6-token answer). Load: benchmarks/load.py "
-            f"(aiohttp, separate process), {args.seconds:.0f} s per cell, targets interleaved per level. All three "
-            "servers single-process. Added = target minus direct at the same level and mode.",
+            f"(aiohttp, separate process), {args.seconds:.0f} s per cell, targets interleaved per level. All servers "
+            "single-process. Added = target minus direct at the same level and mode.",
             f"Command: `python benchmarks/orchestrator_overhead.py --seconds {args.seconds:.0f} --levels {args.levels}`",
             "",
             table(
@@ -197,6 +269,7 @@ def main() -> str:
                     "added p50 (ms)",
                     "added p99 (ms)",
                     "added TTFT p50 (ms)",
+                    "server CPU per request (ms)",
                     "errors",
                 ],
                 rows,

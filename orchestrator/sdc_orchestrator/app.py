@@ -41,9 +41,8 @@ from sdc_orchestrator.limits import (
     check_sampling,
 )
 from sdc_orchestrator.rag import semantic
-from sdc_orchestrator.rag.korean import kiwi
 from sdc_orchestrator.rag.prompt import rag_messages
-from sdc_orchestrator.rag.retriever import Hit, Retriever
+from sdc_orchestrator.rag.retriever import Hit, Retriever, prepare
 from sdc_orchestrator.rag.store import DirectoryStore
 from sdc_orchestrator.router import Router
 from sdc_orchestrator.settings import OrchestratorSettings
@@ -170,9 +169,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # can pile up, whatever clients do (work not yet started is dropped when cancelled).
         workers = ThreadPoolExecutor(settings.sdc_worker_threads, thread_name_prefix="sdc-work")
         asyncio.get_running_loop().set_default_executor(workers)
-        # Load Kiwi before serving: loading holds the GIL for seconds, which would stall health checks
-        # and even the SIGTERM handler if it happened inside the first upload.
-        await asyncio.to_thread(_warm_up_kiwi)
+        # Load Kiwi and the analyser's models before serving: loading holds the GIL for seconds (8 s
+        # measured), which would stall health checks and even the SIGTERM handler inside the first upload.
+        await asyncio.to_thread(_warm_up_analysis)
         yield
         await state.shadow.close()
         await state.upstream.close()
@@ -483,10 +482,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     return app
 
 
-def _warm_up_kiwi() -> None:
-    analyser = kiwi()
-    analyser.split_into_sents("준비합니다. 끝났습니다.")
-    analyser.tokenize("준비합니다")
+def _warm_up_analysis() -> None:
+    prepare("warm-up", "준비합니다. 연차 휴가는 3개월 후에 15일입니다. 끝났습니다.", {})
     semantic.space()  # the CoNg vectors' anchor basis: built once per process, before the first document
 
 

@@ -30,6 +30,9 @@ def test_every_hostile_input_is_a_clean_4xx(orchestrator: Callable[..., str], ba
             except httpx.TimeoutException:
                 bad.append(f"{name}: hung")
                 continue
+            except httpx.HTTPError as err:
+                bad.append(f"{name}: connection broken ({type(err).__name__})")
+                continue
             slowest = max(slowest, time.monotonic() - started)
             if not 400 <= resp.status_code < 500:
                 bad.append(f"{name}: {resp.status_code} {resp.text[:200]}")
