@@ -89,6 +89,19 @@ def operator_default_image(engine: str) -> str:
     return str(getattr(OperatorSettings.model_fields.get(f"{engine}_image"), "default", "") or "")
 
 
+def normalize(reference: str) -> str:
+    """The fully qualified name the kubelet asks containerd for (`ollama/ollama:x` -> `docker.io/ollama/ollama:x`).
+
+    Buildah would otherwise qualify a short name with `localhost/`, and the node would not find it.
+    """
+    first, _, rest = reference.partition("/")
+    if not rest:
+        return f"docker.io/library/{reference}"
+    if "." in first or ":" in first or first == "localhost":
+        return reference
+    return f"docker.io/{reference}"
+
+
 def copy_sources(dockerfile: str) -> list[str]:
     """Paths of the build context that the Dockerfile's COPY/ADD lines take (not `--from` stages)."""
     out: list[str] = []
@@ -365,10 +378,10 @@ def main() -> int:
         if unknown:
             raise ImageError(f"no chart default names an image for {', '.join(unknown)} (charts/sdc/values.yaml)")
         base = make_base()
-        built = {name: build(name, tags[name], base) for name in names}
+        built = {name: build(name, normalize(tags[name]), base) for name in names}
         if not args.no_load:
             for name, key in built.items():
-                load(tags[name], key)
+                load(normalize(tags[name]), key)
     except (ImageError, OSError, subprocess.SubprocessError) as err:
         print(f"make images: {err}", file=sys.stderr)
         return 1

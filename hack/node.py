@@ -49,6 +49,7 @@ SLOTS = range(10)
 CGROUP_FS = Path("/sys/fs/cgroup")
 CNI_BIN_DIR = "/usr/lib/cni"
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns")
+PV_PERMISSIONS = "while :; do chmod 0777 /tmp/hostpath_pv/*/ 2>/dev/null; sleep 0.3; done"
 # Host packages the node needs (Debian names), with one file each proves it is installed.
 PACKAGES = {
     "containerd": "/usr/bin/containerd",
@@ -715,7 +716,7 @@ def teardown(state: Path) -> list[str]:
         saved_rules = run("iptables", "-w", "-t", table, "-S", check=False).stdout.decode()
         for rule in rules_to_delete(saved_rules, plan.tag):
             run("iptables", "-w", "-t", table, "-D", *rule, check=False)
-    for name in (*NODE_COMPONENTS, "holder"):
+    for name in (*NODE_COMPONENTS, "pv-permissions", "holder"):
         (state / "pids" / f"{name}.pid").unlink(missing_ok=True)
     (state / "holder.pid").unlink(missing_ok=True)
     saved.unlink()
@@ -786,6 +787,10 @@ def up(state: Path, plan: Plan, pki: Path, api_port: int, bin_dir: Path, pause: 
     save_sysctls()
     for name in ("kubelet", "kube-proxy", "coredns"):
         start_in_node(name, argv[name], holder, cgroup, logs, pids)
+    # The built-in hostPath provisioner makes each volume root-owned 0750 and hostPath ignores
+    # fsGroup, so non-root pods could not write their model cache; real storage honours fsGroup.
+    # Opening the provisioned directories stands in for that (this is a local test cluster).
+    start_in_node("pv-permissions", ["sh", "-c", PV_PERMISSIONS], holder, cgroup, logs, pids)
 
 
 def alive(state: Path) -> bool:

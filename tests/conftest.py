@@ -98,7 +98,10 @@ def real_node(kubectl: Kubectl) -> str:
 @pytest.fixture(scope="session")
 def images(real_node: str) -> None:
     """The images built (cached by content) and loaded into the real node: seconds when warm,
-    about half an hour cold (torch)."""
+    about half an hour cold (torch). SDC_TEST_IMAGES=loaded uses what the node already has
+    (iterating on the tests while a code change would reload the 6 GB runtime image)."""
+    if os.environ.get("SDC_TEST_IMAGES") == "loaded":
+        return
     result = subprocess.run(
         [sys.executable, str(ROOT / "hack" / "images.py")], text=True, capture_output=True, check=False
     )

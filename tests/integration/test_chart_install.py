@@ -115,7 +115,9 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
     operator = OperatorProcess(sa_config, ns, tmp_path / "operator.log", SDC_ENDPOINTS_CONFIGMAP=f"{release}-endpoints")
     operator.start()
     try:
-        kubectl("apply", "-n", ns, "-f", str(ROOT / "manifests" / "ollama-gemma2-9b.yaml"))
+        example = yaml.safe_load((ROOT / "manifests" / "ollama-gemma2-9b.yaml").read_text())
+        example["spec"]["scheduling"] = {"nodeSelector": SIMULATED_NODE_SELECTOR, "tolerations": [SIMULATED_TOLERATION]}
+        kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(example))  # KWOK plays the engine
         ready = wait_phase(kubectl, "gemma2-9b", ns, "Ready", timeout=120)
         assert ready["status"]["endpoint"].endswith(":11434/v1")
         endpoints = wait_until(

@@ -138,11 +138,11 @@ def test_chart_and_models_on_real_pods(
     release_pods = f"app.kubernetes.io/instance={name}"
     operator_pods = wait_until(
         "the operator pod to be Ready",
-        lambda: [p for p in pods(kubectl, ns, f"{release_pods},app.kubernetes.io/component=operator") if ready(p)],
+        lambda: [p for p in pods(kubectl, ns, f"{release_pods},app.kubernetes.io/name=sdc-operator") if ready(p)],
         timeout=300,
         interval=1,
     )
-    orchestrator_pods = pods(kubectl, ns, f"{release_pods},app.kubernetes.io/component=orchestrator")
+    orchestrator_pods = pods(kubectl, ns, f"{release_pods},app.kubernetes.io/name=sdc-orchestrator")
     assert orchestrator_pods and not any(ready(p) for p in orchestrator_pods), "Ready with nothing to route to"
     for pod in operator_pods + orchestrator_pods:
         assert pod["spec"]["nodeName"] == real_node, pod["metadata"]["name"]
@@ -157,7 +157,7 @@ def test_chart_and_models_on_real_pods(
         interval=1,
     )
     print(f"transformers LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
-    (engine,) = [p for p in pods(kubectl, ns, "app.kubernetes.io/instance=tiny") if ready(p)]
+    (engine,) = [p for p in pods(kubectl, ns, "llm.sdc.dev/localllm=tiny") if ready(p)]
     assert engine["spec"]["nodeName"] == real_node
     assert engine["spec"]["securityContext"].get("runAsNonRoot") is True
     assert engine["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
@@ -171,9 +171,10 @@ def test_chart_and_models_on_real_pods(
     print("\n" + kubectl("get", "pods", "-n", ns, "-o", "wide"))
 
     # 3. The in-cluster orchestrator answers through the endpoint the operator published.
-    base = service_url(kubectl, ns, f"{name}-orchestrator")
+    fullname = name if "sdc" in name else f"{name}-sdc"  # the chart's sdc.fullname
+    base = service_url(kubectl, ns, f"{fullname}-orchestrator")
     answer = wait_until("a chat answer", lambda: _try_chat(base, "transformers"), timeout=120, interval=2)
-    assert answer["model_used"].startswith("transformers:"), answer
+    assert answer["provider"] == "transformers" and not answer["fallback_used"], answer
     models = httpx.get(f"{base}/v1/models", timeout=30).json()
     served = [m["id"] for m in models["data"]]
     assert served, models
@@ -196,10 +197,10 @@ def test_chart_and_models_on_real_pods(
         interval=1,
     )
     print(f"ollama LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
-    (ollama_pod,) = [p for p in pods(kubectl, ns, "app.kubernetes.io/instance=tiny-ollama") if ready(p)]
+    (ollama_pod,) = [p for p in pods(kubectl, ns, "llm.sdc.dev/localllm=tiny-ollama") if ready(p)]
     assert ollama_pod["spec"]["nodeName"] == real_node
     answer = wait_until("an answer from ollama", lambda: _try_chat(base, "ollama"), timeout=120, interval=2)
-    assert answer["model_used"].startswith("ollama:"), answer
+    assert answer["provider"] == "ollama" and not answer["fallback_used"], answer
     kubectl("delete", "llm", "tiny-ollama", "-n", ns, "--timeout=120s")
 
     # 4. The engine pod deleted: status follows, a replacement becomes Ready, requests recover.
@@ -217,7 +218,7 @@ def test_chart_and_models_on_real_pods(
         timeout=300,
         interval=1,
     )
-    replacement = [p for p in pods(kubectl, ns, "app.kubernetes.io/instance=tiny") if ready(p)]
+    replacement = [p for p in pods(kubectl, ns, "llm.sdc.dev/localllm=tiny") if ready(p)]
     assert replacement and replacement[0]["metadata"]["uid"] != engine["metadata"]["uid"]
     assert wait_until("requests to recover", lambda: _try_chat(base, "transformers"), timeout=120, interval=2)
 

@@ -73,3 +73,17 @@ def test_image_requirements_are_the_base_plus_the_extra() -> None:
     assert not any(r.startswith("torch") for r in requirements(pyproject, "operator"))
     with pytest.raises(SystemExit, match="no extra"):
         requirements(pyproject, "nope")
+
+
+@pytest.mark.parametrize(
+    ("reference", "qualified"),
+    [
+        ("ollama/ollama:0.17.4", "docker.io/ollama/ollama:0.17.4"),
+        ("busybox", "docker.io/library/busybox"),
+        ("ghcr.io/sdc-llm/sdc-runtime:0.1.0", "ghcr.io/sdc-llm/sdc-runtime:0.1.0"),
+        ("localhost/sdc-base:x", "localhost/sdc-base:x"),
+        ("registry:5000/a/b:c", "registry:5000/a/b:c"),
+    ],
+)
+def test_normalize_names_like_the_kubelet(reference: str, qualified: str) -> None:
+    assert images.normalize(reference) == qualified
