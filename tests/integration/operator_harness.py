@@ -38,6 +38,8 @@ class OperatorProcess:
             "SDC_LOG_FORMAT": "plain",
             "SDC_ALLOWED_SOURCES": '["*/*"]',
             "SDC_TRUST_REMOTE_CODE_REPOS": '["LGAI-EXAONE/*"]',  # the EXAONE example manifest's code
+            # The GPU taint and the simulated nodes' taint (tests.conftest.SIMULATED_TOLERATION).
+            "SDC_ALLOWED_TOLERATION_KEYS": '["nvidia.com/gpu", "sdc.dev/simulated"]',
             **self.extra_env,
         }
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
