@@ -189,8 +189,13 @@ def test_sigkill_mid_reconcile_converges(operator: OperatorProcess, kubectl: Kub
     names = [f"m{i}" for i in range(30)]
     started = time.monotonic()
     kubectl.apply([localllm(n, namespace, runtime="transformers", model="sdc/tiny", gpus=0) for n in names])
-    applied = f"for {namespace}/"
-    wait_until("the first child applied", lambda: applied in operator.tail(200), interval=0.01)
+
+    def deployment_applied() -> bool:
+        return any(
+            "applied Deployment/" in line and f"for {namespace}/" in line for line in operator.tail(200).splitlines()
+        )
+
+    wait_until("the first Deployment applied", deployment_applied, interval=0.01)
     operator.kill()
     # Proof the kill landed mid-reconcile: some children existed, not all of them.
     at_kill = len(kubectl("get", "deploy", "-n", namespace, "-o", "name").split())
@@ -207,10 +212,20 @@ def test_sigkill_mid_reconcile_converges(operator: OperatorProcess, kubectl: Kub
         assert sorted(owners) == sorted(names), kind
 
 
+def _up(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def test_metrics_and_liveness(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
     import httpx
 
     url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    wait_until("the metrics endpoint", lambda: _up(url))
     before = {
         "ok": scrape(url, "sdc_operator_reconciles_total", result="ok"),
         "ready": scrape(url, "sdc_operator_models", phase="Ready"),
@@ -230,7 +245,7 @@ def test_metrics_and_liveness(operator: OperatorProcess, kubectl: Kubectl, names
     }
     delta = {k: after[k] - before[k] for k in before}
     assert delta["ok"] >= 1 and delta["ready"] == 1 and delta["applies"] == 1, delta
-    assert 2 <= delta["writes"] <= 12, f"status writes are coalesced: {delta}"
+    assert 1 <= delta["writes"] <= 12, f"status writes are coalesced: {delta}"
     assert httpx.get(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5).status_code == 200
 
 
