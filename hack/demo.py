@@ -16,6 +16,7 @@ real Transformers model directory; a random model's words are noise, the plumbin
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -101,11 +102,19 @@ def wait(what: str, check: Callable[[], Any], timeout: float, proc: subprocess.P
     raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def http_json(method: str, url: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+def api_key() -> str:
+    """The admin key the chart generated (NOTES.txt reads it the same way): every chat route needs one."""
+    encoded = kubectl("get", "secret", f"{FULLNAME}-api-keys", "-n", NAMESPACE, "-o", "jsonpath={.data.keys}")
+    first = base64.b64decode(encoded).decode().splitlines()[0]
+    return first.split(":", 1)[1]
+
+
+def http_json(method: str, url: str, body: Any = None, timeout: float = 60, key: str = "") -> tuple[int, Any]:
     import httpx
 
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        resp = httpx.request(method, url, json=body, timeout=timeout)
+        resp = httpx.request(method, url, json=body, timeout=timeout, headers=headers)
     except httpx.HTTPError:
         return 0, None
     try:
@@ -258,11 +267,12 @@ def main() -> int:
         base = cluster_ip_url(f"{FULLNAME}-orchestrator")
         print(f"  {FULLNAME}-orchestrator at {base} (its ClusterIP, routed from this machine into the node)")
         wait("the orchestrator", lambda: up(f"{base}/healthz"), 120)
-        status, body = http_json("POST", f"{base}/api/v1/documents", DOCUMENTS, timeout=120)
+        key = api_key()
+        status, body = http_json("POST", f"{base}/api/v1/documents", DOCUMENTS, timeout=120, key=key)
         if status != 200:
             raise DemoError(f"uploading documents failed: {status} {body}")
         print(f"  uploaded {len(DOCUMENTS)} documents: " + ", ".join(d["id"] for d in DOCUMENTS))
-        answer = wait("an answer", lambda: ask_or_none(base), 180)
+        answer = wait("an answer", lambda: ask_or_none(base, key), 180)
         show(answer)
         if answer["sources"][0]["id"] != "busan":
             raise DemoError("retrieval did not put the Busan document first")
@@ -285,11 +295,12 @@ def main() -> int:
             cleanup(cluster_started)
 
 
-def ask_or_none(base: str) -> dict[str, Any] | None:
+def ask_or_none(base: str, key: str) -> dict[str, Any] | None:
     status, body = http_json(
         "POST",
         f"{base}/api/v1/chat",
         {"message": QUESTION, "provider": "transformers", "max_tokens": 24, "temperature": 0.7},
+        key=key,
     )
     return body if status == 200 and isinstance(body, dict) else None
 

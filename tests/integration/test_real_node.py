@@ -15,6 +15,7 @@ the host (routed into the node's namespace, kube-proxy's rules there).
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -101,10 +102,17 @@ def service_url(kubectl: Kubectl, namespace: str, name: str) -> str:
     return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
 
 
-def chat(base: str, provider: str) -> dict[str, Any]:
+def api_key(kubectl: Kubectl, namespace: str, fullname: str) -> str:
+    """The admin key the chart generated: the chat routes answer 401 without one."""
+    encoded = kubectl("get", "secret", f"{fullname}-api-keys", "-n", namespace, "-o", "jsonpath={.data.keys}")
+    return base64.b64decode(encoded).decode().splitlines()[0].split(":", 1)[1]
+
+
+def chat(base: str, provider: str, key: str) -> dict[str, Any]:
     response = httpx.post(
         f"{base}/api/v1/chat",
         json={"message": "안녕하세요", "provider": provider, "max_tokens": 8, "use_rag": False},
+        headers={"Authorization": f"Bearer {key}"},
         timeout=60,
     )
     assert response.status_code == 200, response.text
@@ -173,14 +181,18 @@ def test_chart_and_models_on_real_pods(
     # 3. The in-cluster orchestrator answers through the endpoint the operator published.
     fullname = name if "sdc" in name else f"{name}-sdc"  # the chart's sdc.fullname
     base = service_url(kubectl, ns, f"{fullname}-orchestrator")
-    answer = wait_until("a chat answer", lambda: _try_chat(base, "transformers"), timeout=120, interval=2)
+    key = api_key(kubectl, ns, fullname)
+    auth = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{base}/v1/models", timeout=30).status_code == 401, "the chart turns API keys on"
+    answer = wait_until("a chat answer", lambda: _try_chat(base, "transformers", key), timeout=120, interval=2)
     assert answer["provider"] == "transformers" and not answer["fallback_used"], answer
-    models = httpx.get(f"{base}/v1/models", timeout=30).json()
+    models = httpx.get(f"{base}/v1/models", headers=auth, timeout=30).json()
     served = [m["id"] for m in models["data"]]
     assert served, models
     completion = httpx.post(
         f"{base}/v1/chat/completions",
         json={"model": served[0], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+        headers=auth,
         timeout=60,
     )
     assert completion.status_code == 200, completion.text
@@ -199,7 +211,7 @@ def test_chart_and_models_on_real_pods(
     print(f"ollama LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
     (ollama_pod,) = [p for p in pods(kubectl, ns, "llm.sdc.dev/localllm=tiny-ollama") if ready(p)]
     assert ollama_pod["spec"]["nodeName"] == real_node
-    answer = wait_until("an answer from ollama", lambda: _try_chat(base, "ollama"), timeout=120, interval=2)
+    answer = wait_until("an answer from ollama", lambda: _try_chat(base, "ollama", key), timeout=120, interval=2)
     assert answer["provider"] == "ollama" and not answer["fallback_used"], answer
     kubectl("delete", "llm", "tiny-ollama", "-n", ns, "--timeout=120s")
 
@@ -220,7 +232,7 @@ def test_chart_and_models_on_real_pods(
     )
     replacement = [p for p in pods(kubectl, ns, "llm.sdc.dev/localllm=tiny") if ready(p)]
     assert replacement and replacement[0]["metadata"]["uid"] != engine["metadata"]["uid"]
-    assert wait_until("requests to recover", lambda: _try_chat(base, "transformers"), timeout=120, interval=2)
+    assert wait_until("requests to recover", lambda: _try_chat(base, "transformers", key), timeout=120, interval=2)
 
     # 5. helm upgrade with unchanged values restarts no pod.
     helm(kubeconfig, "upgrade", name, str(CHART), "-n", ns, *values, "--wait", "--timeout", "3m")
@@ -245,8 +257,8 @@ def test_chart_and_models_on_real_pods(
     assert kubectl.get("crd", "localllms.llm.sdc.dev")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
-def _try_chat(base: str, provider: str) -> dict[str, Any] | None:
+def _try_chat(base: str, provider: str, key: str) -> dict[str, Any] | None:
     try:
-        return chat(base, provider)
+        return chat(base, provider, key)
     except (httpx.HTTPError, AssertionError, json.JSONDecodeError):
         return None
