@@ -194,7 +194,10 @@ OPENAI_KEYS = frozenset(
 
 
 def check_openai_chat(body: object, limits: InputLimits) -> dict[str, Any]:
-    """A checked copy of an OpenAI chat body, messages neutralized, max_tokens always set."""
+    """A checked copy of an OpenAI chat body, messages neutralized.
+
+    A body without a token limit gets the guide's default next (sampling.with_defaults), which never
+    exceeds SDC_MAX_TOKENS: the cap holds when the client sets nothing too."""
     if not isinstance(body, dict):
         raise InputError("the body must be a JSON object")
     unknown = sorted(set(body) - OPENAI_KEYS)
@@ -203,8 +206,6 @@ def check_openai_chat(body: object, limits: InputLimits) -> dict[str, Any]:
     _checked_openai(body, limits)
     out = {k: v for k, v in body.items() if v is not None}
     out["messages"] = check_messages(body.get("messages"), limits)
-    if "max_tokens" not in out and "max_completion_tokens" not in out:
-        out["max_tokens"] = limits.max_tokens  # the cap holds when the client sets nothing too
     return out
 
 
