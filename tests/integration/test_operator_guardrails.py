@@ -295,6 +295,14 @@ def test_restart_over_converged_objects_writes_nothing(
     )
     for name in ("calm-t", "calm-o", "calm-v"):
         wait_phase(kubectl, name, namespace, "Ready")
+    # The operator watches every namespace: LocalLLMs of earlier tests still being torn down (real pods take
+    # their grace period) would be written to, and counted, after the restart.
+    wait_until(
+        "earlier tests' LocalLLMs to be gone",
+        lambda: {i["metadata"]["namespace"] for i in kubectl.get("llm", "-A")["items"]} <= {namespace},
+        timeout=180,
+        interval=1,
+    )
     time.sleep(3)  # trailing status writes
     operator.stop()
     operator.start()
