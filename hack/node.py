@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hack.tools import APT_PACKAGES  # the packages `make tools` installs: one list
+
 CACHE = Path(os.environ.get("SDC_TOOLS_CACHE", Path.home() / ".cache" / "sdc-llm"))
 NODE_NAME = "sdc-real-node"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
@@ -50,19 +52,6 @@ CGROUP_FS = Path("/sys/fs/cgroup")
 CNI_BIN_DIR = "/usr/lib/cni"
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns")
 PV_PERMISSIONS = "while :; do chmod 0777 /tmp/hostpath_pv/*/ 2>/dev/null; sleep 0.3; done"
-# Host packages the node needs (Debian names), with one file each proves it is installed.
-PACKAGES = {
-    "containerd": "/usr/bin/containerd",
-    "runc": "/usr/sbin/runc",
-    "containernetworking-plugins": "/usr/lib/cni/bridge",
-    "iptables": "/usr/sbin/iptables",
-    "conntrack": "/usr/sbin/conntrack",
-    "buildah": "/usr/bin/buildah",
-    "skopeo": "/usr/bin/skopeo",
-    "umoci": "/usr/bin/umoci",
-    "debootstrap": "/usr/sbin/debootstrap",
-    "busybox-static": "/bin/busybox",
-}
 
 
 class NodeError(Exception):
@@ -541,7 +530,7 @@ def external_interfaces() -> list[str]:
 def preflight(bin_dir: Path) -> None:
     if os.geteuid() != 0:
         raise NodeError("the real node needs root (network namespace, cgroups, iptables); SDC_REAL_NODE=0 skips it")
-    missing = [pkg for pkg, path in PACKAGES.items() if not Path(path).exists()]
+    missing = [pkg for pkg, path in APT_PACKAGES.items() if not Path(path).exists()]
     if missing:
         raise NodeError(f"missing packages {', '.join(missing)}: run `make tools`")
     for binary in ("kubelet", "kube-proxy", "coredns", "pause"):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,6 +65,20 @@ class OperatorProcess:
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def running_operator(kubectl: Kubectl, kubeconfig: Path, log_dir: Path, endpoints_ns: str) -> Iterator[OperatorProcess]:
+    """The CRD established, the endpoints namespace made, one operator process; its log tail printed at the end.
+
+    A generator for module-scoped fixtures: `yield from running_operator(...)`."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "localllm.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
+    kubectl("create", "namespace", endpoints_ns, check=False)
+    proc = OperatorProcess(kubeconfig, endpoints_ns, log_dir / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    print("\n--- operator log tail ---\n" + proc.tail())
 
 
 def localllm(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, Kubectl, wait_until
-from tests.integration.operator_harness import OperatorProcess, localllm
+from tests.integration.operator_harness import OperatorProcess, localllm, running_operator
 
 ENDPOINTS_NS = "sdc"
 STATE = ROOT / ".cluster"
@@ -29,14 +29,7 @@ STORM_READY_S = 60  # after the last restart
 
 @pytest.fixture(scope="module")
 def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "localllm.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
-    kubectl("create", "namespace", ENDPOINTS_NS, check=False)
-    proc = OperatorProcess(kubeconfig, ENDPOINTS_NS, tmp_path_factory.mktemp("operator") / "operator.log")
-    proc.start()
-    yield proc
-    proc.stop()
-    print("\n--- operator log tail ---\n" + proc.tail())
+    yield from running_operator(kubectl, kubeconfig, tmp_path_factory.mktemp("operator"), ENDPOINTS_NS)
 
 
 def tiny(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
