@@ -116,7 +116,7 @@ def check_messages(messages: object, limits: InputLimits) -> list[dict[str, Any]
         if not isinstance(message, dict):
             raise InputError(f"{where}: must be an object with role and content")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise InputError(f"{where}.role: must be one of {', '.join(sorted(ROLES))}")
         content, size = _content_text(message.get("content"), where)
         if content is None and role != "assistant":

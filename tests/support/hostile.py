@@ -93,6 +93,9 @@ def cases() -> list[Case]:
         "messages a string": j({"messages": "hi"}),
         "message a number": j({"messages": [1]}),
         "unknown role": j({"messages": [{"role": "hacker", "content": "x"}]}),
+        "role a list": j({"messages": [{"role": ["user"], "content": "x"}]}),
+        "role an object": j({"messages": [{"role": {"user": 1}, "content": "x"}]}),
+        "role a number": j({"messages": [{"role": 1, "content": "x"}]}),
         "content missing": j({"messages": [{"role": "user"}]}),
         "content a number": j({"messages": [{"role": "user", "content": 5}]}),
         "image part": j(
