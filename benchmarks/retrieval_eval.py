@@ -145,6 +145,9 @@ def tune(passages: dict[str, str], questions: Sequence[Question], rounds: int = 
     retriever = build_retriever(passages)
     grid: dict[str, list[Any]] = {
         "semantic": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0],
+        "thesaurus": [0.0, 0.25, 0.5, 0.75, 1.0],
+        "thesaurus_cover": [0.0, 0.25, 0.5, 0.75, 1.0],
+        "candidates": [40, 80],
         "joined": [0.25, 0.5, 1.0],
         "expansion": [0.0, 0.15, 0.3, 0.5, 0.8],
         "expansion_min": [0.45, 0.5, 0.55, 0.6, 0.65],
@@ -167,14 +170,21 @@ def tune(passages: dict[str, str], questions: Sequence[Question], rounds: int = 
     return best
 
 
+NO_THESAURUS: dict[str, Any] = {"thesaurus": 0.0, "thesaurus_cover": 0.0}
 ABLATION: list[tuple[str, Weights]] = [
-    ("Kiwi BM25 + normalization (numbers, units, dates, loanwords)", Weights(join=False, expand=False, rerank=False)),
-    ("+ spacing-insensitive compounds", Weights(expand=False, rerank=False)),
-    ("+ CoNg query expansion (weight 0.5), still BM25 only", Weights(rerank=False, expansion=0.5)),
-    ("reranker, exact coverage only (no expansion)", Weights(soft_floor=1.0, detail=0.0, semantic=0.0)),
-    ("+ CoNg soft coverage", Weights(detail=0.0, semantic=0.0)),
-    ("+ CoNg bag-of-morphemes similarity", Weights(detail=0.0)),
-    ("+ near-duplicate detail (= service)", Weights()),
+    (
+        "Kiwi BM25 + normalization (numbers, units, dates, loanwords)",
+        Weights(join=False, expand=False, rerank=False, **NO_THESAURUS),
+    ),
+    ("+ spacing-insensitive compounds", Weights(expand=False, rerank=False, **NO_THESAURUS)),
+    ("+ CoNg query expansion (weight 0.5), still BM25 only", Weights(rerank=False, expansion=0.5, **NO_THESAURUS)),
+    ("+ workplace thesaurus, still BM25 only", Weights(rerank=False, expansion=0.5)),
+    ("reranker, exact coverage only", Weights(soft_floor=1.0, detail=0.0, semantic=0.0, **NO_THESAURUS)),
+    ("+ CoNg soft coverage", Weights(detail=0.0, semantic=0.0, **NO_THESAURUS)),
+    ("+ CoNg bag-of-morphemes similarity", Weights(detail=0.0, **NO_THESAURUS)),
+    ("+ near-duplicate detail", Weights(**NO_THESAURUS)),
+    ("+ workplace thesaurus (= service)", Weights()),
+    ("service without CoNg (thesaurus, no soft coverage or similarity)", Weights(soft_floor=1.0, semantic=0.0)),
     ("service + CoNg query expansion 0.5", Weights(expansion=0.5)),
     ("service without normalization", Weights(normalize=False)),
 ]
@@ -326,7 +336,7 @@ def main() -> int:
         print(ingest)
         small, large = ingest[250_000], ingest[1_000_000]
         parts += [
-            "Ablation (all questions): the first four lines add one technique at a time to BM25; the reranker lines "
+            "Ablation (all questions): the first five lines add one technique at a time to BM25; the reranker lines "
             "build it up from exact term coverage; the last two switch one technique on or off in the service.",
             "",
             ablation,

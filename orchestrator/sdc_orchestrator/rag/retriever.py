@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from sdc_orchestrator.rag import semantic
+from sdc_orchestrator.rag import semantic, thesaurus
 from sdc_orchestrator.rag.bm25 import BM25Index
 from sdc_orchestrator.rag.korean import Term, analyze, analyzer_version, iter_chunks, terms_text
 from sdc_orchestrator.rag.store import Document, DocumentStore, Passage
@@ -59,6 +59,8 @@ class Weights:
     expansion_min: float = 0.5  # neighbours less similar than this are ignored
     neighbours: int = 3  # at most this many index morphemes per query morpheme
     semantic: float = 2.0  # cosine of bag-of-morphemes CoNg vectors (question vs passage)
+    thesaurus: float = 1.0  # BM25 weight of a thesaurus term (split among the parts of a compound)
+    thesaurus_cover: float = 1.0  # coverage credit of a question word whose thesaurus term a passage has
     rerank: bool = True
     candidates: int = 40
     bm25: float = 1.0
@@ -97,6 +99,8 @@ class _Query:
     semantic: list[tuple[Term, int]] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)
     expanded_from: dict[str, str] = field(default_factory=dict)
+    # Thesaurus groups that fired: the question words, and the index terms of each related word.
+    synonyms: list[tuple[frozenset[str], tuple[tuple[str, ...], ...]]] = field(default_factory=list)
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -250,6 +254,14 @@ class Retriever:
         for term in q.terms:
             weight = w.joined if term.joined else 1.0
             q.weights[term.text] = max(q.weights.get(term.text, 0.0), weight)
+        if w.thesaurus > 0:
+            exact = set(q.weights)
+            for trigger, related in thesaurus.expand(exact):
+                q.synonyms.append((trigger, related))
+                for word in related:
+                    for t in word:
+                        if t not in exact and self.bm25.df(t):
+                            q.weights[t] = max(q.weights.get(t, 0.0), w.thesaurus / len(word))
         # Each query morpheme with a CoNg vector; a compound without one is looked at as its two halves.
         for term in q.terms:
             if term.morph_id is None or not term.tag.startswith(EXPAND_TAGS):
@@ -403,6 +415,14 @@ class Retriever:
             present[key] = found | {t for t in compounds if t in entry.counts}
             score = sum(idf[t] for t in found)
             soft = []
+            # A thesaurus term in the passage covers the question words that fired it, in part.
+            thes: dict[str, tuple[float, str]] = {}
+            for trigger, words in q.synonyms:
+                hit = next((t for word in words for t in word if t in entry.counts), None)
+                if hit is not None:
+                    for t in trigger:
+                        if t in idf and t not in found:
+                            thes.setdefault(t, (w.thesaurus_cover, hit))
             if qmatrix is not None and len(entry.ids) and w.soft_floor < 1:
                 sims = store[entry.rows] @ qmatrix.T  # passage morphemes x query morphemes
                 best = sims.argmax(axis=0)
@@ -412,8 +432,13 @@ class Retriever:
                     if text not in found and s > w.soft_floor and s > credit.get(text, (0.0, 0))[0]:
                         credit[text] = (s, int(best[j]))
                 for text, (s, row) in credit.items():
-                    score += idf[text] * (s - w.soft_floor) / (1 - w.soft_floor)
-                    soft.append(f"{text}~{self._vocab.get(entry.ids[row], '')}")
+                    part = (s - w.soft_floor) / (1 - w.soft_floor)
+                    if part > thes.get(text, (0.0, ""))[0]:
+                        thes.pop(text, None)
+                        score += idf[text] * part
+                        soft.append(f"{text}~{self._vocab.get(entry.ids[row], '')}")
+            score += sum(idf[t] * part for t, (part, _) in thes.items())
+            soft += [f"{t}~{hit}" for t, (_, hit) in thes.items()]
             cover[key] = score / total_idf
             related[key] = soft
             sem_score[key] = float(entry.mean @ q.mean) if entry.mean is not None and q.mean is not None else 0.0
