@@ -26,8 +26,9 @@ from benchmarks.retrieval_eval import (
 )
 
 # Measured: hit@1 0.97, hit@5 0.99, paraphrase hit@5 0.97 (Kiwi BM25: 0.76, 0.88, 0.44); the issue's
-# targets are 0.85 / 0.95 / paraphrase 0.85. The floors leave two or three questions of margin.
-FLOORS = {"hit1": 0.95, "hit5": 0.97, "paraphrase_hit5": 0.91}
+# targets are 0.85 / 0.95 / paraphrase 0.85. On the fresh paraphrases (written after the thesaurus was
+# frozen) hit@5 is 0.74 (Kiwi BM25 0.56). The floors leave one to three questions of margin.
+FLOORS = {"hit1": 0.95, "hit5": 0.97, "paraphrase_hit5": 0.91, "fresh_hit5": 0.70}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,15 @@ def test_no_kind_worse_than_kiwi_bm25(kind: str, results: tuple[dict[str, Scores
     assert mine[0] >= base[0], f"{kind}: hit@1 {mine[0]:.2f} < Kiwi BM25 {base[0]:.2f}"
     assert mine[1] >= base[1], f"{kind}: hit@5 {mine[1]:.2f} < Kiwi BM25 {base[1]:.2f}"
     assert mine[2] >= base[2] - 0.02, f"{kind}: MRR {mine[2]:.2f} < Kiwi BM25 {base[2]:.2f}"
+
+
+def test_fresh_paraphrases_beat_kiwi_bm25() -> None:
+    """Out of sample for the thesaurus: questions nobody tuned anything on."""
+    passages, fresh = load_passages(), load_questions(fresh=True)
+    service = evaluate(service_ranker(build_retriever(passages)), fresh)["all"].row()
+    kiwi = evaluate(bm25_ranker(passages, morphemes), fresh)["all"].row()
+    assert all(mine >= base for mine, base in zip(service, kiwi, strict=True)), (service, kiwi)
+    assert service[1] >= FLOORS["fresh_hit5"]
 
 
 def test_sources_say_why_near_duplicates_were_told_apart() -> None:
