@@ -105,3 +105,27 @@ def test_a_cancelled_upsert_stops_its_worker_thread(monkeypatch: pytest.MonkeyPa
     assert len(analysed) == done, "the worker thread stopped"
     assert done < len(document) // 400, "long before the end of the document"
     assert "big" not in retriever.documents
+
+
+def test_passage_vectors_reuse_slots_and_forget_removed_passages() -> None:
+    from sdc_orchestrator.rag.retriever import _PassageVectors
+
+    vectors = _PassageVectors()
+    unit = np.zeros(semantic.DIM, np.float32)
+    unit[0] = 1.0
+    vectors.put("a", unit)
+    vectors.put("b", None)  # a passage with no CoNg vector: a zero row, never a match
+    vectors.drop("a")
+    assert vectors.keys == [None, "b"] and not vectors.matrix[0].any()
+    vectors.put("c", unit)
+    assert vectors.keys == ["c", "b"], "the freed slot is reused"
+
+
+def test_semantic_neighbours_follow_ingestion_and_deletion() -> None:
+    retriever = Retriever(MemoryStore())
+    asyncio.run(retriever.upsert("pw", "비밀번호를 잊어버리면 포털에서 다시 설정한다.", {}))
+    asyncio.run(retriever.upsert("bus", "통근버스는 수원역에서 아침에 출발한다.", {}))
+    q = retriever._query("암호를 잊었어요")
+    assert next(key for key, _ in retriever._semantic(q.mean, 2)) == "pw#0"
+    asyncio.run(retriever.delete("pw"))
+    assert all(key != "pw#0" for key, _ in retriever._semantic(q.mean, 2))

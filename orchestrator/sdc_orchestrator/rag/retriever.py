@@ -7,12 +7,14 @@ The pipeline, and why each step is there (figures: benchmarks/REPORT.md, "Korean
 2. Candidates: BM25 over those terms, plus the CoNg neighbours of each query
    morpheme that occur in the index, weighted below the words the user wrote
    (`Weights.expansion`), so a paraphrase (월급 for 급여) still finds its passage
-   while an exact match keeps the upper hand. With an embedding endpoint, the
-   nearest passages by cosine join the candidates.
+   while an exact match keeps the upper hand. The workplace thesaurus
+   (`thesaurus.py`) adds the policy terms of the question's everyday words
+   (그만두다 -> 퇴사) the same way. With an embedding endpoint, the nearest
+   passages by cosine join the candidates.
 3. Rerank: a linear score over a few signals that need no calibration
    between them, each in [0, 1]: BM25 relative to the best candidate; soft
    coverage (the idf-weighted share of query words a passage contains,
-   counting a CoNg-similar morpheme as a partial match); the detail signal
+   counting a CoNg-similar morpheme or a thesaurus term as a partial match); the detail signal
    (among near-duplicate candidates, the query words that one of them has and
    its near-duplicates lack: the year, 개정 후, the site, the model number);
    and cosine similarity when vectors exist. The weights (`Weights`) were tuned
@@ -103,6 +105,14 @@ class _Query:
     synonyms: list[tuple[frozenset[str], tuple[tuple[str, ...], ...]]] = field(default_factory=list)
 
 
+def matvec(matrix: np.ndarray, vec: np.ndarray) -> np.ndarray:
+    """matrix @ vec on the calling thread. OpenBLAS splits a large product over worker threads that
+    spin while they wait for a core: on a busy two-core host a 10,000 x 256 product measured 12.6 ms
+    wall and 5 ms CPU with them, 2.2 ms and 1 ms on one thread. einsum's own loop never uses BLAS."""
+    product: np.ndarray = np.einsum("ij,j->i", matrix, vec)
+    return product
+
+
 def cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=False))
     na = math.sqrt(sum(x * x for x in a))
@@ -145,6 +155,37 @@ def prepare(
     return Document(doc_id, text, metadata, passages)
 
 
+class _PassageVectors:
+    """The passages' bag-of-morphemes vectors as rows of one matrix, updated per passage on ingestion
+    (a slot per passage, reused after removal; a removed or vector-less passage is a zero row)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str | None] = []
+        self.matrix = np.zeros((1024, semantic.DIM), np.float32)
+        self.weighted_at = 0  # the corpus size whose idf weighted every row
+        self._slot: dict[str, int] = {}
+        self._free: list[int] = []
+
+    def put(self, key: str, vec: np.ndarray | None) -> None:
+        slot = self._slot.get(key)
+        if slot is None:
+            slot = self._free.pop() if self._free else len(self.keys)
+            if slot == len(self.keys):
+                self.keys.append(key)
+                if slot == len(self.matrix):
+                    self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
+            self.keys[slot] = key
+            self._slot[key] = slot
+        self.matrix[slot] = vec if vec is not None else 0.0
+
+    def drop(self, key: str) -> None:
+        slot = self._slot.pop(key, None)
+        if slot is not None:
+            self.keys[slot] = None
+            self.matrix[slot] = 0.0
+            self._free.append(slot)
+
+
 class Retriever:
     def __init__(self, store: DocumentStore, embedder: Embedder | None = None, weights: Weights | None = None) -> None:
         self.store = store
@@ -157,7 +198,7 @@ class Retriever:
         self._lock = asyncio.Lock()
         self._index_lock = threading.Lock()
         self._matrix: tuple[list[str], np.ndarray] | None = None
-        self._sem_matrix: tuple[list[str], np.ndarray] | None = None
+        self._vectors = _PassageVectors()
         self._vocab: dict[int, str] = {}
         self._vocab_matrix: tuple[list[str], np.ndarray] | None = None
         version = analyzer_version()
@@ -181,15 +222,17 @@ class Retriever:
                 if morph_id not in self._vocab:
                     self._vocab[morph_id] = semantic.form_of(morph_id)
                     self._vocab_matrix = None
-        self._matrix = self._sem_matrix = None
+            self._vectors.put(passage.key, self._weighted_mean(self._entries[passage.key]))
+        self._matrix = None
 
     def _unindex(self, doc_id: str) -> None:
         doc = self.documents.pop(doc_id, None)
         for passage in doc.passages if doc else []:
             self.passages.pop(passage.key, None)
             self._entries.pop(passage.key, None)
+            self._vectors.drop(passage.key)
             self.bm25.remove(passage.key)
-        self._matrix = self._sem_matrix = None
+        self._matrix = None
 
     def _replace(self, doc: Document) -> None:
         with self._index_lock:
@@ -282,7 +325,7 @@ class Retriever:
             vec = semantic.space().vector(morph_id)
             if vec is None or not len(forms):
                 continue
-            sims = matrix @ vec
+            sims = matvec(matrix, vec)
             top = np.argpartition(-sims, min(len(sims) - 1, 2 * w.neighbours + 2))[: 2 * w.neighbours + 3]
             added = 0
             for i in top[np.argsort(-sims[top])]:
@@ -314,27 +357,30 @@ class Retriever:
         """Passages nearest the question by bag-of-morphemes CoNg vectors (a dense signal with no hub)."""
         if qmean is None:
             return []
-        if self._sem_matrix is None:
-            # idf-weighted means, so 회사, 받, 쓰 do not drown the words that carry the topic; rebuilt lazily
-            # after the index changes (idf moves with the corpus).
-            store = semantic.space().store()
-            keys, rows = [], []
+        size = len(self.bm25)
+        if not 0.8 * self._vectors.weighted_at <= size <= 1.25 * self._vectors.weighted_at:
+            # idf moves with the corpus: re-weight every passage once it has grown or shrunk by a quarter
+            # (geometric steps, so the total work stays linear in what was ingested).
             for key, entry in self._entries.items():
-                if not len(entry.ids):
-                    continue
-                weights = np.array([self._morph_idf(m) for m in entry.ids], dtype=np.float32)
-                vec = weights @ store[entry.rows]
-                norm = float(np.linalg.norm(vec))
-                if norm:
-                    keys.append(key)
-                    rows.append(vec / norm)
-            self._sem_matrix = (keys, np.stack(rows) if rows else np.zeros((0, semantic.DIM), np.float32))
-        keys, matrix = self._sem_matrix
-        if not keys:
+                self._vectors.put(key, self._weighted_mean(entry))
+            self._vectors.weighted_at = size
+        keys, matrix = self._vectors.keys, self._vectors.matrix
+        if not self._entries:
             return []
-        sims = matrix @ qmean
+        sims = matvec(matrix[: len(keys)], qmean)
         top = np.argpartition(-sims, min(n, len(sims) - 1))[:n]
-        return [(keys[i], float(sims[i])) for i in top[np.argsort(-sims[top])]]
+        ranked = top[np.argsort(-sims[top])]
+        return [(key, float(sims[i])) for i in ranked if (key := keys[i]) is not None and sims[i] != 0.0]
+
+    def _weighted_mean(self, entry: _Entry) -> np.ndarray | None:
+        """A passage's bag-of-morphemes vector, idf-weighted so 회사, 받, 쓰 do not drown the words that
+        carry the topic."""
+        if not len(entry.ids):
+            return None
+        weights = np.array([self._morph_idf(m) for m in entry.ids], dtype=np.float32)
+        vec = weights @ semantic.space().store()[entry.rows]
+        norm = float(np.linalg.norm(vec))
+        return (vec / norm).astype(np.float32) if norm else None
 
     def _dense(self, qvec: list[float], n: int) -> list[tuple[str, float]]:
         if self._matrix is None:
@@ -348,7 +394,7 @@ class Retriever:
         vec = np.asarray(qvec, dtype=np.float32)
         if vec.shape[0] != matrix.shape[1]:
             return []
-        sims = matrix @ (vec / max(float(np.linalg.norm(vec)), 1e-12))
+        sims = matvec(matrix, vec / max(float(np.linalg.norm(vec)), 1e-12))
         top = np.argsort(-sims)[:n]
         return [(keys[i], float(sims[i])) for i in top]
 
@@ -399,11 +445,28 @@ class Retriever:
             for term, morph_id in q.semantic
             if not term.joined and (vec := semantic.space().vector(morph_id)) is not None
         ]
-        qmatrix = np.stack([vec for _, vec in soft_terms]) if soft_terms else None
-        store = semantic.space().store()
+        # Soft coverage: every candidate's morphemes against the question's, in one product; the best
+        # similarity per question morpheme is the maximum over each candidate's segment of rows.
+        best_sim: dict[str, np.ndarray] = {}
+        segment: dict[str, int] = {}
+        sims_all = np.zeros((0, 0), np.float32)
+        if soft_terms and w.soft_floor < 1:
+            with_rows = [key for key in candidates if len(self._entries[key].ids)]
+            if with_rows:
+                lengths = [len(self._entries[key].rows) for key in with_rows]
+                starts = np.cumsum([0, *lengths[:-1]])
+                qmatrix = np.stack([vec for _, vec in soft_terms])
+                rows = np.concatenate([self._entries[key].rows for key in with_rows])
+                # all candidates' morphemes x the question's, on this thread (see `matvec`)
+                sims_all = np.einsum("rd,qd->rq", semantic.space().store()[rows], qmatrix)
+                maxima = np.maximum.reduceat(sims_all, starts, axis=0)
+                for i, key in enumerate(with_rows):
+                    best_sim[key] = maxima[i]
+                    segment[key] = int(starts[i])
         cover: dict[str, float] = {}
         present: dict[str, set[str]] = {}
-        related: dict[str, list[str]] = {}
+        soft_pending: dict[str, list[tuple[str, int]]] = {}  # (question term, its column), labelled at the end
+        thes_hits: dict[str, list[str]] = {}
         sem_score: dict[str, float] = {}
         # Joined compounds (개정후, 수원사업장) take part in telling near-duplicates apart, not in coverage.
         compounds = {t.text for t in q.terms if t.joined and t.text not in concepts}
@@ -414,7 +477,7 @@ class Retriever:
             found = {t for t in concepts if t in entry.counts}
             present[key] = found | {t for t in compounds if t in entry.counts}
             score = sum(idf[t] for t in found)
-            soft = []
+            soft: list[tuple[str, int]] = []
             # A thesaurus term in the passage covers the question words that fired it, in part.
             thes: dict[str, tuple[float, str]] = {}
             for trigger, words in q.synonyms:
@@ -423,24 +486,23 @@ class Retriever:
                     for t in trigger:
                         if t in idf and t not in found:
                             thes.setdefault(t, (w.thesaurus_cover, hit))
-            if qmatrix is not None and len(entry.ids) and w.soft_floor < 1:
-                sims = store[entry.rows] @ qmatrix.T  # passage morphemes x query morphemes
-                best = sims.argmax(axis=0)
+            sims = best_sim.get(key)
+            if sims is not None:
                 credit: dict[str, tuple[float, int]] = {}
                 for j, (text, _) in enumerate(soft_terms):
-                    s = float(sims[best[j], j])
+                    s = float(sims[j])
                     if text not in found and s > w.soft_floor and s > credit.get(text, (0.0, 0))[0]:
-                        credit[text] = (s, int(best[j]))
-                for text, (s, row) in credit.items():
+                        credit[text] = (s, j)
+                for text, (s, j) in credit.items():
                     part = (s - w.soft_floor) / (1 - w.soft_floor)
                     if part > thes.get(text, (0.0, ""))[0]:
                         thes.pop(text, None)
                         score += idf[text] * part
-                        soft.append(f"{text}~{self._vocab.get(entry.ids[row], '')}")
+                        soft.append((text, j))
             score += sum(idf[t] * part for t, (part, _) in thes.items())
-            soft += [f"{t}~{hit}" for t, (_, hit) in thes.items()]
             cover[key] = score / total_idf
-            related[key] = soft
+            soft_pending[key] = soft
+            thes_hits[key] = [f"{t}~{hit}" for t, (_, hit) in thes.items()]
             sem_score[key] = float(entry.mean @ q.mean) if entry.mean is not None and q.mean is not None else 0.0
 
         # Near-duplicates among the leading candidates: which query terms tell them apart?
@@ -471,12 +533,24 @@ class Retriever:
             for key in candidates
         }
         best = sorted(candidates, key=lambda c: -final[c])[:k]
+
+        def related(key: str) -> list[str]:
+            """Why a hit matched in meaning: the passage morpheme nearest each softly covered question
+            word (found in its segment of `sims_all`), thesaurus matches, CoNg expansions."""
+            entry, start = self._entries[key], segment.get(key, 0)
+            soft = []
+            for text, j in soft_pending[key]:
+                row = int(sims_all[start : start + len(entry.ids), j].argmax())
+                soft.append(f"{text}~{self._vocab.get(entry.ids[row], '')}")
+            expanded = [f"{q.expanded_from[t]}~{t}" for t in q.expanded_from if t in entry.counts]
+            return soft + thes_hits[key] + expanded
+
         return [
             self._hit(
                 key,
                 final[key],
                 [t for t in concepts if t in present[key]],
-                related[key] + [f"{q.expanded_from[t]}~{t}" for t in q.expanded_from if t in self._entries[key].counts],
+                related(key),
                 deciding=tuple(deciding[key]),
             )
             for key in best
