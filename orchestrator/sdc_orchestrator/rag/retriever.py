@@ -447,7 +447,7 @@ class Retriever:
         ]
         # Soft coverage: every candidate's morphemes against the question's, in one product; the best
         # similarity per question morpheme is the maximum over each candidate's segment of rows.
-        best_sim: dict[str, np.ndarray] = {}
+        best_sim: dict[str, list[float]] = {}
         segment: dict[str, int] = {}
         sims_all = np.zeros((0, 0), np.float32)
         if soft_terms and w.soft_floor < 1:
@@ -459,7 +459,7 @@ class Retriever:
                 rows = np.concatenate([self._entries[key].rows for key in with_rows])
                 # all candidates' morphemes x the question's, on this thread (see `matvec`)
                 sims_all = np.einsum("rd,qd->rq", semantic.space().store()[rows], qmatrix)
-                maxima = np.maximum.reduceat(sims_all, starts, axis=0)
+                maxima = np.maximum.reduceat(sims_all, starts, axis=0).tolist()  # Python floats: read often
                 for i, key in enumerate(with_rows):
                     best_sim[key] = maxima[i]
                     segment[key] = int(starts[i])
@@ -490,7 +490,7 @@ class Retriever:
             if sims is not None:
                 credit: dict[str, tuple[float, int]] = {}
                 for j, (text, _) in enumerate(soft_terms):
-                    s = float(sims[j])
+                    s = sims[j]
                     if text not in found and s > w.soft_floor and s > credit.get(text, (0.0, 0))[0]:
                         credit[text] = (s, j)
                 for text, (s, j) in credit.items():
