@@ -377,7 +377,8 @@ def main() -> int:
             f"p95 {lat['cold_p95']:.1f} ms (warm p95 {lat['warm_p95']:.1f} ms) with the machine's load average at "
             f"{lat['load']:.1f} (highest seen during the run) on its {os.cpu_count()} cores, which inflates wall "
             f"time; index built in {lat['build_s']:.0f} s wall, {lat['build_cpu_s']:.0f} s CPU; the first search "
-            f"after ingestion (it rebuilds the idf-weighted passage vectors) {lat['first_ms']:.0f} ms.",
+            f"after the bulk load (it re-weights every passage vector by the corpus's idf, once; later ingestion "
+            f"updates only its own passages) {lat['first_ms']:.0f} ms.",
             "",
             f"Ingestion (chunking + analysis, `prepare`), CPU time: 250k Korean characters {small[1]:.1f} s, "
             f"1M characters {large[1]:.1f} s, ratio {large[1] / small[1]:.2f} for 4x the text; CPU seconds per "
