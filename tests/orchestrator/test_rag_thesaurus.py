@@ -49,11 +49,13 @@ def test_a_deployment_file_extends_the_groups(tmp_path: Path, monkeypatch: pytes
     extra.write_text("깃랩 러너 = 빌드 서버\n", encoding="utf-8")
     monkeypatch.setenv("SDC_RAG_THESAURUS_FILE", str(extra))
     thesaurus.groups.cache_clear()
+    thesaurus._by_word.cache_clear()
     try:
         assert any(("빌드",) in words for _, words in thesaurus.expand(_terms("깃랩 러너가 멈췄어요")))
     finally:
         monkeypatch.delenv("SDC_RAG_THESAURUS_FILE")
         thesaurus.groups.cache_clear()
+        thesaurus._by_word.cache_clear()
 
 
 def test_retriever_finds_the_formal_passage_and_says_why() -> None:

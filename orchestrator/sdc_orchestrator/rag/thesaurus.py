@@ -218,12 +218,26 @@ def groups() -> tuple[Group, ...]:
     return tuple(parse(text))
 
 
+@functools.cache
+def _by_word() -> dict[str, list[tuple[int, int, frozenset[str]]]]:
+    """Each trigger under each of its words, with its group's number and its place in the group: a
+    question looks up only its own words instead of testing every trigger."""
+    index: dict[str, list[tuple[int, int, frozenset[str]]]] = {}
+    for number, group in enumerate(groups()):
+        for place, trigger in enumerate(group.triggers):
+            for word in trigger:
+                index.setdefault(word, []).append((number, place, trigger))
+    return index
+
+
 def expand(terms: set[str]) -> list[tuple[frozenset[str], tuple[tuple[str, ...], ...]]]:
-    """For the question's terms: (the words that fired, the related terms) of each group that fires."""
-    fired = []
-    for group in groups():
-        for trigger in group.triggers:
-            if trigger <= terms:
-                fired.append((trigger, group.related))
-                break
-    return fired
+    """For the question's terms: (the words that fired, the related terms) of each group that fires
+    (its first matching trigger as written), in the order the groups are written."""
+    fired: dict[int, tuple[int, frozenset[str]]] = {}
+    index = _by_word()
+    for word in terms:
+        for number, place, trigger in index.get(word, ()):
+            if place < fired.get(number, (len(groups()[number].triggers), frozenset()))[0] and trigger <= terms:
+                fired[number] = (place, trigger)
+    table = groups()
+    return [(fired[number][1], table[number].related) for number in sorted(fired)]
