@@ -20,7 +20,7 @@ The pipeline, and why each step is there (figures: benchmarks/REPORT.md, "Korean
    and cosine similarity when vectors exist. The weights (`Weights`) were tuned
    on the dev half of the evaluation set (`benchmarks/retrieval_eval.py --tune`)
    and checked on the other half.
-4. Each hit says why: the query terms it matched, the related (CoNg) matches,
+4. Each hit says why: the query terms it matched, the related (CoNg or thesaurus) matches,
    and the deciding terms that separated it from its near-duplicates.
 
 All index state is guarded by one thread lock: searches run in worker threads
