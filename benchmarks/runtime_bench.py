@@ -46,7 +46,7 @@ MAX_TOKENS = 64
 PROMPT = [{"role": "user", "content": "쿠버네티스에서 GPU 노드를 사용해 언어 모델을 서비스하는 방법을 설명해 주세요."}]
 CONCURRENCY = (1, 4, 16, 64)
 ROUNDS = 5
-PAIRS = 9
+PAIRS = 15
 LONG_TOKENS, LONG_ROWS, SHORT_TOKENS = 256, 8, 16
 
 
@@ -130,25 +130,49 @@ async def streamed(
 
 
 async def single_stream(base: str, direct: InProcess) -> dict[str, float]:
-    """Interleaved pairs of in-process `generate` and one HTTP request, alternating which goes first."""
+    """Interleaved pairs of in-process `generate` and one HTTP request, alternating which goes first.
+
+    Besides wall-clock tokens/s, each side's CPU seconds per token: on a shared machine the wall clock
+    of a pair swings by tens of percent with other processes' load, while CPU time shows the work
+    each side does (the HTTP side counts the server process and this client).
+    """
     pairs: list[tuple[float, float]] = []
+    cpu_local = cpu_served = 0.0
     async with httpx.AsyncClient(timeout=600) as client:
         await one_request(client, base)  # warm-up (the in-process side warmed up when it loaded)
         for i in range(PAIRS):
-            if i % 2:
-                served = await _timed_request(client, base)
-                local = direct.tokens_per_s()
-            else:
-                local = direct.tokens_per_s()
-                served = await _timed_request(client, base)
+            for side in ("served", "local") if i % 2 else ("local", "served"):
+                own, server = time.process_time(), _children_cpu_s()
+                if side == "local":
+                    local = direct.tokens_per_s()
+                    cpu_local += time.process_time() - own
+                else:
+                    served = await _timed_request(client, base)
+                    cpu_served += time.process_time() - own + _children_cpu_s() - server
             pairs.append((local, served))
+    tokens = PAIRS * MAX_TOKENS
     return {
         "direct": median([p[0] for p in pairs]),
         "served": median([p[1] for p in pairs]),
         "ratio": median([p[1] / p[0] for p in pairs]),
         "ratio_min": min(p[1] / p[0] for p in pairs),
         "ratio_max": max(p[1] / p[0] for p in pairs),
+        "cpu_ms_direct": cpu_local / tokens * 1000,
+        "cpu_ms_served": cpu_served / tokens * 1000,
     }
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's children: the server (Linux /proc; 0 elsewhere)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    except OSError:
+        return 0.0
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def _timed_request(client: httpx.AsyncClient, base: str) -> float:
@@ -161,18 +185,20 @@ async def _timed_request(client: httpx.AsyncClient, base: str) -> float:
 
 
 async def throughput(base: str) -> dict[int, float]:
-    """Median aggregate tokens/s of ROUNDS rounds at each concurrency above one."""
-    results: dict[int, float] = {}
+    """Median aggregate tokens/s of ROUNDS rounds at each concurrency.
+
+    Every round runs each concurrency once, in turn, so a change of the machine's load between
+    rounds touches every figure alike and the "vs 1 stream" ratios compare like with like.
+    """
+    rounds: dict[int, list[float]] = {n: [] for n in CONCURRENCY}
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=128)) as client:
         await one_request(client, base)  # warm-up
-        for n in CONCURRENCY[1:]:
-            rounds = []
-            for _ in range(ROUNDS):
+        for _ in range(ROUNDS):
+            for n in CONCURRENCY:
                 started = time.perf_counter()
                 tokens = await asyncio.gather(*(one_request(client, base) for _ in range(n)))
-                rounds.append(sum(tokens) / (time.perf_counter() - started))
-            results[n] = median(rounds)
-    return results
+                rounds[n].append(sum(tokens) / (time.perf_counter() - started))
+    return {n: median(results) for n, results in rounds.items()}
 
 
 async def short_during_long(base: str) -> dict[str, float]:
@@ -207,7 +233,7 @@ def measure(model_dir: Path, runtime_src: Path | None) -> tuple[dict[str, float]
         with runtime_process(model_dir, "bench", timeout=300) as base:
             # The peer runs right beside the server (each idle while the other works), interleaved.
             single = asyncio.run(single_stream(base, InProcess(model_dir)))
-            served = {1: single["served"], **asyncio.run(throughput(base))}
+            served = asyncio.run(throughput(base))
             waits = asyncio.run(short_during_long(base))
     finally:
         os.environ.clear()
@@ -266,8 +292,12 @@ def main() -> str:
             "Command: `python benchmarks/runtime_bench.py`",
             "",
             f"One stream: {PAIRS} interleaved pairs of in-process `generate` and one HTTP request (alternating which "
-            f"goes first), each side's median tokens/s; its ratio is the median of the pairs' ratios "
-            f"(range {single['ratio_min']:.2f} to {single['ratio_max']:.2f}). More streams: median of {ROUNDS} rounds.",
+            f"goes first): medians in-process {single['direct']:.1f} tokens/s, over HTTP {single['served']:.1f} tokens/s; "
+            f"the median of the pairs' ratios {single['ratio']:.3f} "
+            f"(range {single['ratio_min']:.2f} to {single['ratio_max']:.2f}). CPU time per token over the same pairs: "
+            f"in-process {single['cpu_ms_direct']:.2f} ms, over HTTP {single['cpu_ms_served']:.2f} ms (server process "
+            f"and client together). Aggregate tokens/s at every concurrency (1 included): median of {ROUNDS} rounds, "
+            "each round running every concurrency in turn; the 1-stream row's ratio to in-process is the paired one.",
             "",
             table(["path", "concurrency", "tokens/s (aggregate)", "ratio to in-process", "vs 1 stream"], rows),
             "",
