@@ -23,9 +23,10 @@ runs one step at a time over whatever rows are live:
   rows get their own temperature and top-p and their own `torch.Generator`
   (seeded when the request gives a seed, so a seed reproduces whatever else
   shares the batch). Text is assembled per row in this thread (incremental
-  detokenization, stop strings: `detok.py`) and streamed to the row's own
-  asyncio queue, so outputs never interleave and a stop string frees the row
-  at once.
+  detokenization, stop strings: `detok.py`) and handed to the row's own
+  outbox, so outputs never interleave and a stop string frees the row at
+  once. The hand-off wakes the event loop at most once per batch of pieces
+  (`Outbox`), and not at all per token for an answer sent whole.
 
 Why a thread: every step is blocking torch work; the event loop must keep
 serving HTTP meanwhile. Admission is bounded: at most `max_queue` requests wait
@@ -48,6 +49,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,14 +95,55 @@ class SamplingParams:
         return self.temperature < GREEDY_BELOW
 
 
+class Outbox:
+    """Hands a row's output from the scheduler thread to its event loop, one wake-up per batch of items.
+
+    Waking an event loop from another thread costs a self-pipe write, a loop iteration and a GIL
+    hand-off. The scheduler thread only appends; it wakes the loop when no wake-up is pending yet,
+    and the reader takes everything that piled up since. So a reader that keeps up gets each token as
+    it comes, one that falls behind gets them joined, and the decode thread never waits on the loop.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[str | BaseException | None] = deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
+        self._ready = asyncio.Event()
+
+    def put(self, item: str | BaseException | None) -> None:
+        """Scheduler thread: queue an item; wake the loop unless a wake-up is already on its way."""
+        with self._lock:
+            self._items.append(item)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def take(self) -> list[str | BaseException | None]:
+        """Event loop: everything queued so far, waiting for at least one item."""
+        while True:
+            with self._lock:
+                items = list(self._items)
+                self._items.clear()
+                self._wake_pending = False
+            if items:
+                return items
+            # No await between the unlock and clear(): a wake-up scheduled after the unlock runs
+            # on this loop only once we wait, so it cannot be lost.
+            self._ready.clear()
+            await self._ready.wait()
+
+
 @dataclass(eq=False)
 class _Row:
     prompt_ids: list[int]
     params: SamplingParams
-    loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[str | BaseException | None]
+    out: Outbox
     detok: Detokenizer
     stops: StopMatcher
+    streamed: bool = True  # False: the text goes out once, at the end (no per-token hand-off)
     cancelled: threading.Event = field(default_factory=threading.Event)
     generator: Any = None
     generated: int = 0
@@ -108,10 +151,16 @@ class _Row:
     next_input: int = 0
     finished: bool = False
     finish_reason: str = "length"
+    parts: list[str] = field(default_factory=list)  # text held back for a row that is not streamed
 
     def push(self, item: str | BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
-            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        self.out.put(item)
+
+    def emit(self, text: str) -> None:
+        if self.streamed:
+            self.out.put(text)
+        else:
+            self.parts.append(text)
 
 
 class Generation:
@@ -134,14 +183,26 @@ class Generation:
         self._row.cancelled.set()
 
     async def deltas(self) -> AsyncIterator[str]:
+        """The text as it comes (consecutive pieces that queued up meanwhile arrive joined)."""
         try:
             while True:
-                item = await self._row.out.get()
-                if item is None:
+                text: list[str] = []
+                end: BaseException | None = None
+                done = False
+                for item in await self._row.out.take():
+                    if item is None:
+                        done = True
+                        break
+                    if isinstance(item, BaseException):
+                        end = item
+                        break
+                    text.append(item)
+                if text:
+                    yield "".join(text)
+                if end is not None:
+                    raise end
+                if done:
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
         finally:
             self._row.cancelled.set()  # a no-op once finished; frees the row if the reader stopped early
 
@@ -314,8 +375,12 @@ class Engine:
                 f"the model's context limit of {self.context_limit} tokens"
             )
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
-        """Queue a generation; raises at once when it cannot fit or the queue is full."""
+    def submit(self, prompt_ids: list[int], params: SamplingParams, *, stream: bool = True) -> Generation:
+        """Queue a generation; raises at once when it cannot fit or the queue is full.
+
+        With `stream=False` the whole text arrives as one delta when the row ends: a caller that
+        answers once saves the scheduler thread a hand-off to the event loop per token.
+        """
         self.check_budget(prompt_ids, params.max_tokens)
         with self._lock:
             if self._waiting >= self.max_queue:
@@ -324,10 +389,10 @@ class Engine:
         row = _Row(
             prompt_ids,
             params,
-            asyncio.get_running_loop(),
-            asyncio.Queue(),
+            Outbox(asyncio.get_running_loop()),
             Detokenizer(self.tokenizer),
             StopMatcher(params.stop),
+            streamed=stream,
         )
         metrics.QUEUE_DEPTH.inc()
         self._pending.put(row)
@@ -418,6 +483,9 @@ class _Batch:
         self.rows: list[_Row] = []
         self.cache: Any = None
         self.mask: Any = None  # [rows, columns] of 1 (real) / 0 (padding)
+        # Whether any column of `mask` is padding. Without padding the model gets no mask at all: it
+        # then skips building a 4D attention mask every step (a lone row is never padded).
+        self.padded = False
         self.tokens_since = time.monotonic()
 
     def admit(self, newcomers: list[_Row]) -> None:
@@ -451,13 +519,14 @@ class _Batch:
         self._emit(newcomers, out.logits[:, -1, :])
         mask = mask.to(self.engine.device)
         cache = getattr(out, self.cache_field)
+        padded = len({len(r.prompt_ids) for r in newcomers}) > 1
         if not self.rows:
-            self.rows, self.cache, self.mask = newcomers, cache, mask
+            self.rows, self.cache, self.mask, self.padded = newcomers, cache, mask, padded
             self.engine.joinable = _all_full_attention(cache)
         else:
-            self._merge(newcomers, cache, mask)
+            self._merge(newcomers, cache, mask, padded)
 
-    def _merge(self, newcomers: list[_Row], cache: Any, mask: Any) -> None:
+    def _merge(self, newcomers: list[_Row], cache: Any, mask: Any, padded: bool) -> None:
         import torch
         from torch.nn.functional import pad
 
@@ -469,6 +538,7 @@ class _Batch:
             mine.keys = torch.cat([pad(mine.keys, (0, 0, a, 0)), pad(theirs.keys, (0, 0, b, 0))])
             mine.values = torch.cat([pad(mine.values, (0, 0, a, 0)), pad(theirs.values, (0, 0, b, 0))])
         self.mask = torch.cat([pad(self.mask, (a, 0)), pad(mask, (b, 0))])
+        self.padded = self.padded or padded or a > 0 or b > 0
         self.rows = self.rows + newcomers
 
     def drop_finished(self) -> None:
@@ -481,7 +551,7 @@ class _Batch:
         if len(keep) == len(self.rows):
             return
         if not keep:
-            self.rows, self.cache, self.mask = [], None, None
+            self.rows, self.cache, self.mask, self.padded = [], None, None, False
             return
         index = torch.tensor(keep, device=self.mask.device)
         self.cache.batch_select_indices(index)
@@ -494,6 +564,7 @@ class _Batch:
                 for layer in self.cache.layers:
                     if _holds_kv(layer):
                         layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        self.padded = not bool(self.mask.all())
 
     def step(self) -> None:
         import torch
@@ -504,7 +575,7 @@ class _Batch:
         self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=device)], 1)
         out = self.model(
             input_ids=ids,
-            attention_mask=self.mask,
+            attention_mask=self.mask if self.padded else None,
             position_ids=positions,
             use_cache=True,
             logits_to_keep=1,
@@ -532,7 +603,7 @@ class _Batch:
             produced += 1
             text, stopped = row.stops.feed(row.detok.step(token))
             if text:
-                row.push(text)
+                row.emit(text)
             if stopped:
                 self._finish(row, "stop")
             elif row.generated >= row.params.max_tokens:
@@ -552,7 +623,9 @@ class _Batch:
         elif reason != "cancelled":
             tail = row.stops.flush() if reason != "stop" else ""
             if tail:
-                row.push(tail)
+                row.emit(tail)
+            if row.parts:
+                row.push("".join(row.parts))
         metrics.PROMPT_TOKENS.inc(len(row.prompt_ids))
         row.push(None)
 
@@ -560,7 +633,7 @@ class _Batch:
         for row in [*self.rows, *newcomers]:
             if not row.finished:
                 self._finish(row, "error", err)
-        self.rows, self.cache, self.mask = [], None, None
+        self.rows, self.cache, self.mask, self.padded = [], None, None, False
 
 
 def _sample(logits: Any, params: SamplingParams, generator: Any) -> int:

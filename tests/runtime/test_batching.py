@@ -167,3 +167,22 @@ def test_rows_finish_on_their_own_budget_and_on_end_of_sequence(engine: Engine) 
     rows = run(scenario())
     assert [r.completion_tokens for r in rows] == [1, 5, 17]
     assert {r.finish_reason for r in rows} == {"length"}
+
+
+def test_an_answer_sent_whole_arrives_once_and_equals_the_stream(engine: Engine) -> None:
+    ids = prompt(engine, "서울은 대한민국의 수도입니다.")
+    # Seeded sampling: varied text (the random model's greedy answer is one character repeated), reproducible.
+    seeded = SamplingParams(temperature=1.0, max_tokens=24, seed=3, ignore_eos=True)
+
+    async def scenario() -> None:
+        streamed = [d async for d in engine.submit(ids, seeded).deltas()]
+        whole = [d async for d in engine.submit(ids, seeded, stream=False).deltas()]
+        assert len(streamed) > 1
+        assert whole == ["".join(streamed)], "one delta, the same text"
+        text = whole[0]
+        stop = next(text[k : k + 2] for k in range(1, len(text)) if text.index(text[k : k + 2]) == k)
+        with_stop = SamplingParams(temperature=1.0, max_tokens=24, seed=3, ignore_eos=True, stop=(stop,))
+        cut = [d async for d in engine.submit(ids, with_stop, stream=False).deltas()]
+        assert cut == [text[: text.index(stop)]], "stop strings apply to an answer sent whole"
+
+    run(scenario())
