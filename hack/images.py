@@ -379,6 +379,8 @@ def main() -> int:
             raise ImageError(f"no chart default names an image for {', '.join(unknown)} (charts/sdc/values.yaml)")
         base = make_base()
         built = {name: build(name, normalize(tags[name]), base) for name in names}
+        # A rebuilt tag leaves its previous image dangling; its own layers would pile up build after build.
+        buildah("rmi", "--prune", check=False)
         if not args.no_load:
             for name, key in built.items():
                 load(normalize(tags[name]), key)
