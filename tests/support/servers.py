@@ -21,21 +21,31 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
+def serve(app: Any, startup_timeout: float = 120) -> Iterator[str]:
+    """``app`` under uvicorn on a free loopback port; yields its base URL once it listens.
+
+    A port picked by free_port() can be taken by another process before uvicorn binds it (many test
+    processes share this machine), so a server thread that dies before starting is retried on a new port.
+    """
+    for _attempt in range(3):
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + startup_timeout
+        while not server.started and thread.is_alive():
+            if time.monotonic() > deadline:
+                server.should_exit = True
+                raise RuntimeError(f"server did not start within {startup_timeout:.0f} s")
+            time.sleep(0.02)
+        if server.started:
+            break
+    else:
+        raise RuntimeError("server exited before it started, three times (see the log above)")
     try:
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
