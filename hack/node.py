@@ -841,8 +841,9 @@ def up(state: Path, plan: Plan, pki: Path, api_port: int, bin_dir: Path, pause: 
     cgroup = make_cgroups(plan)
     holder = start_holder(plan, state, cgroup)
     argv = command_lines(state, plan, bin_dir)
-    start_in_node("containerd", argv["containerd"], holder, cgroup, logs, pids)
     socket = containerd_socket(state)
+    socket.unlink(missing_ok=True)  # a killed containerd leaves its socket: waiting on it would not wait
+    start_in_node("containerd", argv["containerd"], holder, cgroup, logs, pids)
     wait("containerd", socket.exists, 30, logs / "containerd.log")
     archive = state / "pause.oci.tar"
     archive.write_bytes(oci_archive(pause.read_bytes(), PAUSE_IMAGE))
@@ -861,14 +862,20 @@ def start_enforcer(state: Path, plan: Plan, bin_dir: Path) -> None:
     holder = int((state / "holder.pid").read_text())
     cgroup = CGROUP_FS / "pids" / plan.tag / "daemons"
     argv = command_lines(state, plan, bin_dir)[ENFORCER]
-    start_in_node(ENFORCER, argv, holder, cgroup, state / "logs", state / "pids")
+    pid = start_in_node(ENFORCER, argv, holder, cgroup, state / "logs", state / "pids")
 
     def ready() -> bool:
-        if not alive(state, (ENFORCER,)):
+        try:  # until it execs, the pid is the starting shell's: only a gone or zombie process has exited
+            exited = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            exited = True
+        if exited:
             raise NodeError(f"{ENFORCER} exited; see {state / 'logs' / (ENFORCER + '.log')}")
         return enforcing(in_netns(plan, "iptables", "-w", "-S", "FORWARD", check=False).stdout.decode())
 
     wait(f"{ENFORCER} to enforce NetworkPolicies", ready, 60, state / "logs" / f"{ENFORCER}.log")
+    if not alive(state, (ENFORCER,)):
+        raise NodeError(f"{ENFORCER} is not running; see {state / 'logs' / (ENFORCER + '.log')}")
 
 
 def alive(state: Path, names: tuple[str, ...] = NODE_COMPONENTS) -> bool:
