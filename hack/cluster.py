@@ -459,7 +459,7 @@ def up() -> None:
     for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
         start(component, argv[component])
     docs: list[Any] = [node_manifest(n, simulated_taint=plan is not None) for n in NODES]
-    docs += [STORAGE_CLASS, *(real_node.COREDNS_RBAC if plan else [])]
+    docs += [STORAGE_CLASS, *(real_node.NODE_RBAC if plan else [])]
     kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
     if plan:
         print("==> starting containerd, kubelet, kube-proxy and CoreDNS on the real node", flush=True)
@@ -471,11 +471,14 @@ def up() -> None:
         out = kubectl(
             "get", "nodes", "-o", "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}"
         )
-        if plan and not real_node.alive(NODE_STATE):
+        if plan and not real_node.alive(NODE_STATE, real_node.DAEMONS):
             raise ClusterError(f"a real node daemon exited; see {NODE_STATE / 'logs'}")
         return out.split() == ["True"] * want
 
     wait_for("nodes to be Ready", nodes_ready, 120, "kwok")
+    if plan:
+        print("==> starting kube-router (the NetworkPolicy enforcer) on the real node", flush=True)
+        real_node.start_enforcer(NODE_STATE, plan, BIN)
 
     def default_sa() -> bool:
         try:

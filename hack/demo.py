@@ -32,6 +32,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from hack import hub  # noqa: E402
+from hack.node import NODE_LINKS_CIDR  # noqa: E402
 
 BIN = ROOT / "bin"
 STATE = ROOT / ".cluster"
@@ -143,6 +144,7 @@ MODEL_REPO = "sdc-demo/tiny-chat"
 LLM_NAME = "demo-chat"
 RUNTIME_IMAGE = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
 STEPS = 6
+HOST_CHAT_INGRESS = [{"podSelector": {}}, {"ipBlock": {"cidr": NODE_LINKS_CIDR}}]
 
 
 def indent(text: str) -> str:
@@ -216,6 +218,10 @@ def main() -> int:
             NAMESPACE,
             "--set",
             f"operator.hfEndpoint={hub.url(NAMESPACE)}",
+            # The node enforces NetworkPolicies: the chat API admits the release's pods and, here, this
+            # machine (its requests reach the pods from the node's link, outside the cluster).
+            "--set-json",
+            f"networkPolicy.chatIngressFrom={json.dumps(HOST_CHAT_INGRESS)}",
             "--take-ownership",
         )
         # Not `helm --wait`: the orchestrator is Ready only once a model is (its /readyz is honest).

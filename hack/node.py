@@ -1,4 +1,8 @@
-"""One real node beside the KWOK nodes: containerd, kubelet, kube-proxy and CoreDNS.
+"""One real node beside the KWOK nodes: containerd, kubelet, kube-proxy, CoreDNS and kube-router.
+
+kube-router runs its firewall controller only (no routing, no service
+proxy): it is the node's NetworkPolicy enforcer, so the chart's policies drop
+real packets here (the bridge CNI alone enforces nothing).
 
 Why a network namespace and a private mount namespace: a node changes the
 host in many ways (a bridge, iptables chains, sysctls, mounts for pod volumes
@@ -50,7 +54,16 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 SLOTS = range(10)
 CGROUP_FS = Path("/sys/fs/cgroup")
 CNI_BIN_DIR = "/usr/lib/cni"
-NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "coredns")
+# Every slot's veth pair (Plan.host_ip, Plan.node_ip). Traffic the host sends to a pod comes from here,
+# from outside the node as far as NetworkPolicy goes: a policy that admits it says so with an ipBlock.
+NODE_LINKS_CIDR = "10.199.0.0/16"
+# The daemons `up` starts; the enforcer starts once the kubelet has registered the node (it reads
+# the node's addresses at start and exits when there is no node object yet).
+DAEMONS = ("containerd", "kubelet", "kube-proxy", "coredns")
+ENFORCER = "kube-router"
+NODE_COMPONENTS = (*DAEMONS, ENFORCER)
+# kube-router's top-level chain in the filter table: FORWARD jumps to it once policies are enforced.
+ENFORCER_CHAIN = "KUBE-ROUTER-FORWARD"
 PV_PERMISSIONS = "while :; do chmod 0777 /tmp/hostpath_pv/*/ 2>/dev/null; sleep 0.3; done"
 
 
@@ -310,6 +323,33 @@ COREDNS_RBAC = [
 ]
 
 
+# What kube-router's firewall controller reads: its informers cover these, and it looks up its own node.
+KUBE_ROUTER_RBAC = [
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "sdc:kube-router"},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["pods", "namespaces", "nodes", "services", "endpoints"],
+                "verbs": ["get", "list", "watch"],
+            },
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "watch"]},
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "sdc:kube-router"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "sdc:kube-router"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:sdc-kube-router"}],
+    },
+]
+NODE_RBAC = [*COREDNS_RBAC, *KUBE_ROUTER_RBAC]
+
+
 def component_kubeconfig(server: str, pki: Path, user: str) -> dict[str, object]:
     return {
         "apiVersion": "v1",
@@ -336,6 +376,7 @@ def node_certificates(plan: Plan) -> dict[str, tuple[str, list[str]]]:
         "node": (f"/O=system:nodes/CN=system:node:{NODE_NAME}", ["extendedKeyUsage=clientAuth"]),
         "kube-proxy": ("/CN=system:kube-proxy", ["extendedKeyUsage=clientAuth"]),
         "coredns": ("/CN=system:sdc-coredns", ["extendedKeyUsage=clientAuth"]),
+        "kube-router": ("/CN=system:sdc-kube-router", ["extendedKeyUsage=clientAuth"]),
         # The API server's identity towards the kubelet (exec, logs, port-forward).
         "apiserver-kubelet-client": (
             "/O=system:masters/CN=kube-apiserver-kubelet-client",
@@ -406,7 +447,34 @@ def command_lines(state: Path, plan: Plan, bin_dir: Path) -> dict[str, list[str]
         ],
         "kube-proxy": [str(bin_dir / "kube-proxy"), f"--config={state / 'kube-proxy.json'}", "--v=1"],
         "coredns": [str(bin_dir / "coredns"), "-conf", str(state / "Corefile")],
+        # The firewall controller alone: kube-proxy serves Services and the bridge CNI routes pods.
+        # No health, metrics or pprof listener (pods could reach one on the node's addresses).
+        "kube-router": [
+            str(bin_dir / "kube-router"),
+            f"--kubeconfig={state / 'kube-router.kubeconfig'}",
+            f"--hostname-override={NODE_NAME}",
+            "--run-firewall=true",
+            "--run-router=false",
+            "--run-service-proxy=false",
+            "--run-loadbalancer=false",
+            "--enable-cni=false",
+            "--enable-ipv4=true",
+            "--enable-ipv6=false",
+            f"--service-cluster-ip-range={plan.service_cidr}",
+            "--health-port=0",
+            "--metrics-port=0",
+            "--enable-pprof=false",
+            "--v=1",
+        ],
     }
+
+
+def enforcing(iptables_rules: str) -> bool:
+    """Whether the filter table (`iptables -S`) sends forwarded packets through the enforcer's chain."""
+    return any(
+        line.split()[:2] == ["-A", "FORWARD"] and line.split()[-2:] == ["-j", ENFORCER_CHAIN]
+        for line in iptables_rules.splitlines()
+    )
 
 
 def oci_archive(binary: bytes, reference: str, entrypoint: str = "/pause") -> bytes:
@@ -533,7 +601,7 @@ def preflight(bin_dir: Path) -> None:
     missing = [pkg for pkg, path in APT_PACKAGES.items() if not Path(path).exists()]
     if missing:
         raise NodeError(f"missing packages {', '.join(missing)}: run `make tools`")
-    for binary in ("kubelet", "kube-proxy", "coredns", "pause"):
+    for binary in ("kubelet", "kube-proxy", "coredns", "kube-router", "pause"):
         if not (bin_dir / binary).exists():
             raise NodeError(f"missing {binary} in bin/: run `make tools`")
 
@@ -573,6 +641,11 @@ def setup_network(plan: Plan, api_port: int) -> None:
     in_netns(plan, "ip", "link", "set", "cni0", "up")
     for key in ("net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1", "net.ipv4.conf.all.route_localnet=1"):
         in_netns(plan, "sysctl", "-q", "-w", key)
+    # Pod-to-pod packets cross the bridge without being routed: iptables (kube-proxy's DNAT, the
+    # enforcer's policy chains) sees them only through br_netfilter, which this namespace must have on.
+    bridged = in_netns(plan, "sysctl", "-n", "net.bridge.bridge-nf-call-iptables", check=False).stdout.strip()
+    if bridged != b"1":
+        raise NodeError(f"net.bridge.bridge-nf-call-iptables is {bridged.decode() or 'missing'} in {plan.netns}")
     for rule in host_rules(plan, api_port, external_interfaces()):
         run("iptables", "-w", "-I", *rule)
 
@@ -724,7 +797,8 @@ def write_configs(state: Path, plan: Plan, pki: Path, api_port: int) -> None:
     )
     (state / "Corefile").write_text(corefile(plan, state / "coredns.kubeconfig"))
     (state / "resolv.conf").write_text(f"nameserver {plan.bridge_ip}\n")
-    for user, stem in (("kubelet", "node"), ("kube-proxy", "kube-proxy"), ("coredns", "coredns")):
+    users = (("kubelet", "node"), ("kube-proxy", "kube-proxy"), ("coredns", "coredns"), ("kube-router", "kube-router"))
+    for user, stem in users:
         (state / f"{user}.kubeconfig").write_text(json.dumps(component_kubeconfig(server, pki, stem), indent=2))
 
 
@@ -767,8 +841,9 @@ def up(state: Path, plan: Plan, pki: Path, api_port: int, bin_dir: Path, pause: 
     cgroup = make_cgroups(plan)
     holder = start_holder(plan, state, cgroup)
     argv = command_lines(state, plan, bin_dir)
-    start_in_node("containerd", argv["containerd"], holder, cgroup, logs, pids)
     socket = containerd_socket(state)
+    socket.unlink(missing_ok=True)  # a killed containerd leaves its socket: waiting on it would not wait
+    start_in_node("containerd", argv["containerd"], holder, cgroup, logs, pids)
     wait("containerd", socket.exists, 30, logs / "containerd.log")
     archive = state / "pause.oci.tar"
     archive.write_bytes(oci_archive(pause.read_bytes(), PAUSE_IMAGE))
@@ -782,9 +857,30 @@ def up(state: Path, plan: Plan, pki: Path, api_port: int, bin_dir: Path, pause: 
     start_in_node("pv-permissions", ["sh", "-c", PV_PERMISSIONS], holder, cgroup, logs, pids)
 
 
-def alive(state: Path) -> bool:
-    """Every node daemon still runs (by pid file and binary name)."""
-    for name in NODE_COMPONENTS:
+def start_enforcer(state: Path, plan: Plan, bin_dir: Path) -> None:
+    """Start kube-router's firewall controller (the node must be registered) and wait for its chains."""
+    holder = int((state / "holder.pid").read_text())
+    cgroup = CGROUP_FS / "pids" / plan.tag / "daemons"
+    argv = command_lines(state, plan, bin_dir)[ENFORCER]
+    pid = start_in_node(ENFORCER, argv, holder, cgroup, state / "logs", state / "pids")
+
+    def ready() -> bool:
+        try:  # until it execs, the pid is the starting shell's: only a gone or zombie process has exited
+            exited = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            exited = True
+        if exited:
+            raise NodeError(f"{ENFORCER} exited; see {state / 'logs' / (ENFORCER + '.log')}")
+        return enforcing(in_netns(plan, "iptables", "-w", "-S", "FORWARD", check=False).stdout.decode())
+
+    wait(f"{ENFORCER} to enforce NetworkPolicies", ready, 60, state / "logs" / f"{ENFORCER}.log")
+    if not alive(state, (ENFORCER,)):
+        raise NodeError(f"{ENFORCER} is not running; see {state / 'logs' / (ENFORCER + '.log')}")
+
+
+def alive(state: Path, names: tuple[str, ...] = NODE_COMPONENTS) -> bool:
+    """Every named node daemon still runs (by pid file and binary name); by default all of them."""
+    for name in names:
         try:
             pid = int((state / "pids" / f"{name}.pid").read_text())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

@@ -33,6 +33,8 @@ CACHE = Path(os.environ.get("SDC_TOOLS_CACHE", Path.home() / ".cache" / "sdc-llm
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # The real node's binaries, built from the same wrapper module (hack/node.py runs them).
 NODE_BINARIES = ("kubelet", "kube-proxy")
+# The real node's NetworkPolicy enforcer (its firewall controller only; hack/node.py runs it).
+KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2"
 # Debian packages for the real node and the image builds: package -> a file that proves it is installed.
 APT_PACKAGES = {
     "containerd": "/usr/bin/containerd",
@@ -45,6 +47,8 @@ APT_PACKAGES = {
     "umoci": "/usr/bin/umoci",
     "debootstrap": "/usr/sbin/debootstrap",
     "busybox-static": "/bin/busybox",
+    # kube-router's network policy controller keeps its pod sets in ipsets (`ipset restore`).
+    "ipset": "/usr/sbin/ipset",
 }
 
 
@@ -202,6 +206,43 @@ def go_install(name: str, pkg: str, version: str, binary: str) -> None:
     print(f"    installed {binary} in {int(time.monotonic() - started)}s", flush=True)
 
 
+def floors_gomod(module: str, version: str, floors: list[str], go_version: str = "1.24") -> str:
+    """A wrapper module's go.mod: `module` at `version`, with some dependencies raised to at least `floors`.
+
+    Why: a tool whose newest release the proxy serves still pins dependency
+    versions with published fixes after them; minimal version selection takes
+    the higher of the wrapper's and the tool's own requirement, so the build
+    uses the fixed ones and the tool's code is unchanged. ``floors`` are
+    ``path@version`` strings.
+    """
+    lines = [f"\t{module} {version}"]
+    for floor in floors:
+        path, sep, floor_version = floor.strip().partition("@")
+        if not (sep and path and floor_version.startswith("v")):
+            raise ToolError(f"a dependency floor must read path@vX.Y.Z, not {floor!r}")
+        lines.append(f"\t{path} {floor_version}")
+    return f"module sdc.local/tools-wrapper\n\ngo {go_version}\n\nrequire (\n" + "\n".join(lines) + "\n)\n"
+
+
+def build_with_floors(
+    name: str, module: str, version: str, pkg: str, binary: str, floors: list[str], ldflags: str = "-s -w"
+) -> None:
+    """Build one main package of `module` through a wrapper module that raises dependency floors."""
+    out_dir = CACHE / "tools" / f"{name}-{version}"
+    if (out_dir / binary).exists():
+        return
+    work = CACHE / "wrappers" / f"{name}-{version}"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "go.mod").write_text(floors_gomod(module, version, floors))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{binary}.tmp"
+    print(f"==> building {binary} {version} (cold: minutes; cached afterwards)", flush=True)
+    started = time.monotonic()
+    run_go(["build", "-mod=mod", "-v", f"-ldflags={ldflags}", "-o", str(tmp), pkg], work, f"building {binary}")
+    tmp.rename(out_dir / binary)
+    print(f"    built {binary} in {int(time.monotonic() - started)}s", flush=True)
+
+
 def apt_install(packages: dict[str, str]) -> None:
     """Install the missing Debian packages, with services kept from starting (policy-rc.d answers 101).
 
@@ -308,6 +349,15 @@ def main() -> int:
             )
             build_pause(k8s)
             go_install("coredns", "github.com/coredns/coredns", v["COREDNS_VERSION"], "coredns")
+            build_with_floors(
+                "kube-router",
+                KUBE_ROUTER_MODULE,
+                v["KUBE_ROUTER_VERSION"],
+                f"{KUBE_ROUTER_MODULE}/cmd/kube-router",
+                "kube-router",
+                v["KUBE_ROUTER_DEPENDENCY_FLOORS"].split(","),
+                f"-s -w -X {KUBE_ROUTER_MODULE}/pkg/version.Version={v['KUBE_ROUTER_VERSION']}",
+            )
         etcd = v["ETCD_VERSION"]
         build_wrapped("etcd", "go.etcd.io/etcd/server/v3", etcd, etcd, {"etcd": "go.etcd.io/etcd/server/v3"}, "-s -w")
         go_install("kwok", "sigs.k8s.io/kwok/cmd/kwok", v["KWOK_VERSION"], "kwok")
@@ -324,6 +374,7 @@ def main() -> int:
                 link("kubernetes", k8s, binary)
             link("pause", k8s, "pause")
             link("coredns", v["COREDNS_VERSION"], "coredns")
+            link("kube-router", v["KUBE_ROUTER_VERSION"], "kube-router")
     except ToolError as err:
         print(f"make tools: {err}", file=sys.stderr)
         return 1

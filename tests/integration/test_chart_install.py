@@ -102,7 +102,7 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
     deployment = kubectl.get("deployment", operator_name, "-n", ns)
     assert deployment["status"]["availableReplicas"] == 1
     # The gateway's defaults as the API server holds them: a key Secret, and engines closed to all but the
-    # orchestrator. (Whether traffic is dropped depends on the CNI: the bridge CNI enforces nothing.)
+    # orchestrator. (That traffic is dropped: test_network_policy.py, on the real node, where kube-router enforces.)
     keys = kubectl.get("secret", f"{release}-api-keys", "-n", ns)
     assert base64.b64decode(keys["data"]["keys"]).decode().startswith("admin:sk-sdc-")
     engines = kubectl.get("networkpolicy", f"{release}-engines", "-n", ns)

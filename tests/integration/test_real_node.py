@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from hack import hub
+from hack.node import NODE_LINKS_CIDR
 from tests.conftest import ROOT, Kubectl, wait_until
 from tests.integration.operator_harness import GROUP_VERSION, REVISION
 from tests.support import tiny_gguf
@@ -134,7 +135,15 @@ def test_chart_and_models_on_real_pods(
     kubectl: Kubectl, kubeconfig: Path, real_node: str, images: None, hub_root: Path, release: tuple[str, str]
 ) -> None:
     name, ns = release
-    values = ["--set", f"operator.hfEndpoint={hub.url(ns)}"]
+    # The node enforces NetworkPolicies and this test calls the chat API from the host (the node's link):
+    # the chart's knob for wider chat ingress admits it, beside the release's own pods.
+    host = [{"podSelector": {}}, {"ipBlock": {"cidr": NODE_LINKS_CIDR}}]
+    values = [
+        "--set",
+        f"operator.hfEndpoint={hub.url(ns)}",
+        "--set-json",
+        f"networkPolicy.chatIngressFrom={json.dumps(host)}",
+    ]
     runtime_image = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
     gguf_sha = (hub_root / "model.gguf.sha256").read_text().strip()
     kubectl("create", "namespace", ns)

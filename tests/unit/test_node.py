@@ -188,3 +188,59 @@ def test_apiserver_command_line_with_and_without_a_real_node() -> None:
     beside = cluster.command_lines(ports, node.Plan(2))["kube-apiserver"]
     assert "--bind-address=0.0.0.0" in beside and "--advertise-address=10.199.2.1" in beside
     assert not any(flag.startswith("--bind-address=127") for flag in beside)
+
+
+def test_kube_router_runs_its_firewall_controller_only_as_the_real_node() -> None:
+    plan = node.Plan(3)
+    argv = node.command_lines(STATE, plan, Path("/bin-dir"))["kube-router"]
+    assert argv[0] == "/bin-dir/kube-router"
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in argv[1:])
+    assert flags["run-firewall"] == "true"
+    assert flags["run-router"] == flags["run-service-proxy"] == flags["run-loadbalancer"] == "false"
+    assert flags["hostname-override"] == node.NODE_NAME  # the node object whose addresses it reads
+    assert flags["kubeconfig"] == str(STATE / "kube-router.kubeconfig")
+    assert flags["service-cluster-ip-range"] == plan.service_cidr
+    # No listener pods could reach on the node's addresses, no CNI file written beside ours.
+    assert flags["health-port"] == flags["metrics-port"] == "0"
+    assert flags["enable-pprof"] == flags["enable-cni"] == "false"
+    assert node.ENFORCER in node.NODE_COMPONENTS and node.ENFORCER not in node.DAEMONS
+
+
+def test_kube_router_identity_can_only_read() -> None:
+    subject, extensions = node.node_certificates(node.Plan(0))["kube-router"]
+    assert subject == "/CN=system:sdc-kube-router" and extensions == ["extendedKeyUsage=clientAuth"]
+    role, binding = node.KUBE_ROUTER_RBAC
+    verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
+    assert verbs <= {"get", "list", "watch"}
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert {"pods", "namespaces", "networkpolicies", "nodes"} <= resources
+    assert binding["subjects"][0]["name"] == "system:sdc-kube-router"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert all(obj in node.NODE_RBAC for obj in (*node.COREDNS_RBAC, *node.KUBE_ROUTER_RBAC))
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        ("-P FORWARD ACCEPT\n-A FORWARD -m comment --comment kube-proxy -j KUBE-FORWARD\n", False),
+        (
+            '-P FORWARD ACCEPT\n-A FORWARD -m comment --comment "kube-router netpol - TEMCG2JMHZYE7H7T" '
+            "-j KUBE-ROUTER-FORWARD\n",
+            True,
+        ),
+        ("-N KUBE-ROUTER-FORWARD\n-A INPUT -j KUBE-ROUTER-FORWARD\n", False),  # a chain, not FORWARD's jump
+        ("", False),
+    ],
+)
+def test_enforcing_reads_forwards_jump_to_the_enforcer(rules: str, expected: bool) -> None:
+    assert node.enforcing(rules) is expected
+
+
+@pytest.mark.parametrize("slot", [0, 9])
+def test_node_links_cidr_holds_each_slots_host_address(slot: int) -> None:
+    import ipaddress
+
+    links = ipaddress.ip_network(node.NODE_LINKS_CIDR)
+    plan = node.Plan(slot)
+    assert ipaddress.ip_address(plan.host_ip) in links and ipaddress.ip_address(plan.node_ip) in links
+    assert not ipaddress.ip_network(plan.pod_cidr).overlaps(links)
