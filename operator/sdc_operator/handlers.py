@@ -48,6 +48,7 @@ from sdc_operator.plan import (
     manually_deleted,
     owns,
     plan,
+    repair_delay,
     reported,
     retry_delay,
     status_patch,
@@ -77,6 +78,7 @@ class State:
     last_event_phase: dict[Key, str] = field(default_factory=dict)
     phase: dict[Key, str] = field(default_factory=dict)  # the phase counted in the models gauge
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    repairs: dict[Key, asyncio.Task[None]] = field(default_factory=dict)  # failed repairs being retried
     published: str | None = None
     published_known: bool = False
     status_debouncer: Debouncer = field(init=False)
@@ -96,6 +98,8 @@ class State:
             metrics.MODELS.labels(phase).dec()
         for table in (self.last_status, self.apply_errors, self.conflicts, self.last_event_phase, self.locks):
             table.pop(key, None)
+        if (task := self.repairs.pop(key, None)) is not None:
+            task.cancel()
 
 
 class NameConflictError(Exception):
@@ -370,9 +374,38 @@ async def child_changed(
         try:
             await reconcile(state, llm, idx, repair)
         except (kopf.TemporaryError, NameConflictError, kube.ApiError) as err:
-            log.warning("repair of %s/%s failed (retried on the next event): %s", namespace, owner, err)
+            log.warning("repair of %s/%s failed (retried in the background): %s", namespace, owner, err)
+            _retry_repair(state, (namespace, owner), repair)
         return
     _refresh(state, (namespace, owner))
+
+
+def _retry_repair(state: State, key: Key, repair: str) -> None:
+    """Retry a failed repair on a timer: no further event may come to retry it on (one loop per LocalLLM)."""
+    if key not in state.repairs:
+        state.repairs[key] = asyncio.get_running_loop().create_task(_repair_until_done(state, key, repair))
+
+
+async def _repair_until_done(state: State, key: Key, repair: str) -> None:
+    """Reconcile the LocalLLM as the index shows it now until that succeeds (level-based: a repair that
+    another event already made costs one no-op plan), or until the LocalLLM is gone."""
+    try:
+        attempt = 1
+        while True:
+            await asyncio.sleep(repair_delay(attempt))
+            llm = _one(state.indexes["llm_index"], key)
+            if llm is None or llm["metadata"].get("deletionTimestamp"):
+                return
+            try:
+                await reconcile(state, llm, state.indexes, f"retry {attempt} of: {repair}")
+                log.info("repair of %s/%s done on retry %d", *key, attempt)
+                return
+            except (kopf.TemporaryError, NameConflictError, kube.ApiError) as err:
+                log.warning("repair of %s/%s failed again (retry %d): %s", *key, attempt, err)
+                attempt += 1
+    finally:
+        if state.repairs.get(key) is asyncio.current_task():
+            del state.repairs[key]
 
 
 # -- status ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ __all__ = [
     "owns",
     "plan",
     "priority_clash",
+    "repair_delay",
     "reported",
     "retry_delay",
     "source_errors",
@@ -230,6 +231,20 @@ def retry_delay(status: int) -> float:
     if status in REFUSED or (400 <= status < 500 and status != 429):
         return 60.0
     return 5.0
+
+
+REPAIR_MAX_DELAY_S = 30.0  # the issue's bound for drift repair: a refused repair is tried at least this often
+
+
+def repair_delay(attempt: int) -> float:
+    """How long to wait before the `attempt`-th retry (from 1) of a drift repair that failed.
+
+    A repair starts from a child event, and a failed one may see no further
+    event (a deleted Deployment refused by a quota that is later lifted), so it
+    retries on its own: 1, 2, 4, ... seconds, then every 30 s until it succeeds
+    or the LocalLLM is gone. Refusals too: their cause is outside the spec.
+    """
+    return min(2.0 ** max(attempt - 1, 0), REPAIR_MAX_DELAY_S)
 
 
 def reported(status: int) -> bool:
