@@ -78,13 +78,18 @@ class State:
     last_event_phase: dict[Key, str] = field(default_factory=dict)
     phase: dict[Key, str] = field(default_factory=dict)  # the phase counted in the models gauge
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    written: dict[Key, tuple[dict[str, Any], str]] = field(default_factory=dict)  # status, resourceVersion seen
     repairs: dict[Key, asyncio.Task[None]] = field(default_factory=dict)  # failed repairs being retried
     published: str | None = None
     published_known: bool = False
     status_debouncer: Debouncer = field(init=False)
     publish_debouncer: Debouncer = field(init=False)
+    # Service creations wait on the API server's ClusterIP allocation, which runs about one at a time: a
+    # few at once keep its pace, while hundreds would hold every API thread and starve the Deployments.
+    service_creations: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
+        self.service_creations = asyncio.Semaphore(SETTINGS.service_creation_concurrency)
         self.status_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_status(self, key))
         self.publish_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda _: _flush_publish(self))
 
@@ -96,7 +101,14 @@ class State:
         phase = self.phase.pop(key, None)
         if phase is not None:
             metrics.MODELS.labels(phase).dec()
-        for table in (self.last_status, self.apply_errors, self.conflicts, self.last_event_phase, self.locks):
+        for table in (
+            self.last_status,
+            self.apply_errors,
+            self.conflicts,
+            self.last_event_phase,
+            self.locks,
+            self.written,
+        ):
             table.pop(key, None)
         if (task := self.repairs.pop(key, None)) is not None:
             task.cancel()
@@ -170,6 +182,7 @@ def _projection(body: dict[str, Any]) -> dict[str, Any]:
                 "name",
                 "namespace",
                 "uid",
+                "resourceVersion",
                 "generation",
                 "annotations",
                 "deletionTimestamp",
@@ -182,6 +195,8 @@ def _projection(body: dict[str, Any]) -> dict[str, Any]:
     }
     if body.get("kind") == "Deployment":
         out[REPLICA_MANAGERS] = _replica_managers(meta)
+    if body.get("kind") == "Pod":
+        out["spec"] = {}  # the status reads a pod's conditions only: its spec is most of its memory
     return out
 
 
@@ -284,7 +299,11 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
     state.conflicts[key] = actions.conflicts
     try:
         for action in actions.applies:
-            await _apply(action)
+            if action.key[0] == "Service" and action.uid is None:
+                async with state.service_creations:
+                    await _apply(action)
+            else:
+                await _apply(action)
             log.info("applied %s/%s for %s/%s (%s; %s)", *action.key, namespace, name, reason, action.reason)
     except kube.ApiError as err:
         metrics.ERRORS.labels("apply").inc()
@@ -470,12 +489,16 @@ async def _flush_status(state: State, key: Hashable) -> None:
     body = _one(state.indexes["llm_index"], (namespace, name))
     if not body or body["metadata"].get("deletionTimestamp"):
         return
+    version = str(body["metadata"].get("resourceVersion") or "")
+    written = state.written.get((namespace, name))
+    if written is not None and written[1] == version:
+        # The watch has not shown our last write yet (under load it lags by seconds while child events
+        # keep flushing): build on what we wrote, not on the older status the index holds, so the same
+        # status is not written again. A write by anyone else changes the resourceVersion, and is put back.
+        body = {**body, "status": written[0]}
     status = compute_status(state, (namespace, name), body)
     _track_phase(state, (namespace, name), status["phase"])
     current = dict(body.get("status") or {})
-    # Compared with what the cluster holds (not with what we last wrote), so a status edited by anyone
-    # else is put back. Until the watch shows our own last write this may repeat it: a no-op the API
-    # server does not store.
     patch = status_patch(current, status)
     if patch is None:
         state.last_status[(namespace, name)] = status
@@ -491,6 +514,7 @@ async def _flush_status(state: State, key: Hashable) -> None:
         asyncio.get_running_loop().call_later(retry_delay(err.status), state.status_debouncer.trigger, key)
         raise
     state.last_status[(namespace, name)] = status
+    state.written[(namespace, name)] = (status, version)
     metrics.STATUS_WRITES.inc()
     if status["phase"] != state.last_event_phase.get((namespace, name), current.get("phase")):
         kind = "Warning" if status["phase"] in ("Failed", "Degraded") else "Normal"

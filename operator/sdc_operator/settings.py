@@ -72,6 +72,12 @@ class OperatorSettings(BaseSettings):
         "leaves alone instead of reverting.",
     )
     api_timeout_s: float = Field(default=20, gt=0, description="Timeout of every Kubernetes API call.")
+    service_creation_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Services created at once. The API server allocates ClusterIPs about one at a time; more at "
+        "once only queue there while holding API threads that Deployments need.",
+    )
     hf_endpoint: str | None = Field(default=None, description="A Hugging Face mirror for the download step.")
     cluster_domain: str = Field(default="cluster.local")
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: watch the whole cluster.")
