@@ -44,6 +44,7 @@ from sdc_operator.plan import (
     REPLICA_MANAGERS,
     Apply,
     drift,
+    event_due,
     list_replacements,
     manually_deleted,
     owns,
@@ -288,13 +289,13 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         _refresh(state, key)
         return
     desired = desired_children(llm, SETTINGS)
-    for obj in desired:
-        # A name missing from the (label-filtered) indexes may still be taken by an unlabelled object.
-        child_key = (obj["kind"], obj["metadata"]["name"])
-        if child_key not in observed:
-            found = await asyncio.to_thread(kube.read, obj["kind"], namespace, obj["metadata"]["name"])
-            if found is not None:
-                observed[child_key] = _projection(found)
+    # A name missing from the (label-filtered) indexes may still be taken by an unlabelled object: read
+    # those names, all at once (one round trip of latency before the first write, not one per child).
+    missing = [
+        (o["kind"], o["metadata"]["name"]) for o in desired if (o["kind"], o["metadata"]["name"]) not in observed
+    ]
+    found = await asyncio.gather(*(asyncio.to_thread(kube.read, kind, namespace, n) for kind, n in missing))
+    observed.update({k: _projection(obj) for k, obj in zip(missing, found, strict=True) if obj is not None})
     actions = plan(desired, observed, uid=uid, name=name, yield_to=SETTINGS.yield_fields_to)
     state.conflicts[key] = actions.conflicts
     try:
@@ -516,7 +517,7 @@ async def _flush_status(state: State, key: Hashable) -> None:
     state.last_status[(namespace, name)] = status
     state.written[(namespace, name)] = (status, version)
     metrics.STATUS_WRITES.inc()
-    if status["phase"] != state.last_event_phase.get((namespace, name), current.get("phase")):
+    if event_due(status["phase"], state.last_event_phase.get((namespace, name), current.get("phase"))):
         kind = "Warning" if status["phase"] in ("Failed", "Degraded") else "Normal"
         try:
             await asyncio.to_thread(

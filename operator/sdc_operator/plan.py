@@ -30,6 +30,7 @@ __all__ = [
     "Apply",
     "Plan",
     "drift",
+    "event_due",
     "list_replacements",
     "manually_deleted",
     "owns",
@@ -231,6 +232,19 @@ def retry_delay(status: int) -> float:
     if status in REFUSED or (400 <= status < 500 and status != 429):
         return 60.0
     return 5.0
+
+
+EVENT_PHASES = ("Ready", "Failed", "Degraded")
+
+
+def event_due(phase: str, last: str | None) -> bool:
+    """Whether a phase change is worth a core/v1 Event (what `kubectl describe llm` lists).
+
+    Outcomes only (Ready, Failed, Degraded), not the steps toward them (Pending, Downloading,
+    Starting) that the status message already shows: an Event is a write, and hundreds of models
+    coming up at once would each write one per step.
+    """
+    return phase != last and phase in EVENT_PHASES
 
 
 REPAIR_MAX_DELAY_S = 30.0  # the issue's bound for drift repair: a refused repair is tried at least this often

@@ -20,6 +20,7 @@ from sdc_operator.debounce import Debouncer
 from sdc_operator.plan import (
     REPLICA_MANAGERS,
     drift,
+    event_due,
     list_replacements,
     manually_deleted,
     owns,
@@ -205,6 +206,22 @@ def test_status_patch(case: str, current: dict[str, Any], new: dict[str, Any], p
 )
 def test_retry_delay_never_gives_up(status: int, delay: float) -> None:
     assert (status, retry_delay(status)) == (status, delay)
+
+
+@pytest.mark.parametrize(
+    ("phase", "last", "due"),
+    [
+        ("Ready", "Starting", True),
+        ("Ready", None, True),
+        ("Ready", "Ready", False),
+        ("Failed", "Pending", True),
+        ("Degraded", "Ready", True),
+        ("Starting", "Downloading", False),  # a step: the status message shows it
+        ("Pending", "Ready", False),
+    ],
+)
+def test_events_are_posted_for_outcomes_only(phase: str, last: str | None, due: bool) -> None:
+    assert ((phase, last), event_due(phase, last)) == ((phase, last), due)
 
 
 def test_failed_repairs_back_off_to_the_repair_bound_and_never_stop() -> None:
