@@ -16,6 +16,7 @@ Run: `python benchmarks/operator_scale.py [--sizes 1,100,500] [--idle-seconds 30
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -162,6 +163,34 @@ def audit_requests(offset: int) -> list[dict[str, Any]]:
     return out
 
 
+def _stamp(event: dict[str, Any]) -> float:
+    return datetime.datetime.fromisoformat(str(event["stageTimestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def creation_lags(offset: int, namespace: str) -> tuple[list[float], float]:
+    """From the audit log: per LocalLLM, seconds from its creation (by kubectl) to its Deployment's
+    (by the operator), and how long kubectl took to create all the LocalLLMs. The first is the
+    operator's own delay; the second is the pace at which the cluster admitted its input."""
+    made: dict[str, float] = {}
+    deployed: dict[str, float] = {}
+    with AUDIT.open() as fh:
+        fh.seek(offset)
+        for line in fh:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            ref = event.get("objectRef") or {}
+            if ref.get("namespace") != namespace or (event.get("responseStatus") or {}).get("code") not in (200, 201):
+                continue
+            if ref.get("resource") == "localllms" and event.get("verb") == "create":
+                made.setdefault(str(ref.get("name")), _stamp(event))
+            elif ref.get("resource") == "deployments" and event.get("verb") in ("create", "patch"):
+                deployed.setdefault(str(ref.get("name")), _stamp(event))
+    lags = [deployed[n] - t for n, t in made.items() if n in deployed]
+    return lags, (max(made.values()) - min(made.values())) if made else float("nan")
+
+
 def wait_all(seen: dict[str, float], n: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while len(seen) < n and time.monotonic() < deadline:
@@ -202,7 +231,10 @@ def run_size(n: int, with_operator: bool) -> dict[str, Any]:
     created = [t - started for t in deployments.seen.values()]
     readied = [t - started for t in ready.seen.values()]
     requests = audit_requests(offset) if with_operator else []
+    lags, admitted = creation_lags(offset, namespace) if with_operator else ([], float("nan"))
     return {
+        "lags": lags,
+        "admitted": admitted,
         "n": n,
         "namespace": namespace,
         "created": created,
@@ -268,6 +300,8 @@ def main() -> str:
                     max(result["created"]),
                     max(limit["created"]),
                     max(result["created"]) / max(limit["created"]),
+                    result["admitted"],
+                    f"{median(result['lags']):.2f} / {max(result['lags'], default=float('nan')):.2f}",
                     median(result["ready"]),
                     max(result["ready"]),
                     max(limit["ready"]),
@@ -310,7 +344,9 @@ def main() -> str:
             f"Machine: {machine()}. {versions('kopf', 'kubernetes')}; Kubernetes v1.35.4 (local control plane, KWOK).",
             "N LocalLLMs (ollama, CPU) applied at once in one `kubectl apply`; times are from the apply. The limit: the "
             "same number of plain Deployments applied directly in the same run (no operator), until created and until "
-            "Available. A LocalLLM makes three objects (Deployment, Service, cache claim) where the limit makes one.",
+            "Available. A LocalLLM makes three objects (Deployment, Service, cache claim) where the limit makes one. "
+            "Operator lag: per LocalLLM, from its creation to its Deployment's (audit log): the operator's own delay, "
+            "apart from the pace at which the API server admits the LocalLLMs themselves.",
             f"Command: `python benchmarks/operator_scale.py --sizes {args.sizes} --idle-seconds {args.idle_seconds:.0f} "
             f"--restart-seconds {args.restart_seconds:.0f}`",
             "",
@@ -322,6 +358,8 @@ def main() -> str:
                     "all created (s)",
                     "limit: all created (s)",
                     "ratio",
+                    "kubectl: all LocalLLMs created (s)",
+                    "operator lag p50 / max (s)",
                     "Ready p50 (s)",
                     "all Ready (s)",
                     "limit: all Available (s)",
