@@ -88,9 +88,11 @@ class State:
     # Service creations wait on the API server's ClusterIP allocation, which runs about one at a time: a
     # few at once keep its pace, while hundreds would hold every API thread and starve the Deployments.
     service_creations: asyncio.Semaphore = field(init=False)
+    status_writes: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self.service_creations = asyncio.Semaphore(SETTINGS.service_creation_concurrency)
+        self.status_writes = asyncio.Semaphore(SETTINGS.status_write_concurrency)
         self.status_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_status(self, key))
         self.publish_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda _: _flush_publish(self))
 
@@ -485,6 +487,14 @@ def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, An
 
 
 async def _flush_status(state: State, key: Hashable) -> None:
+    # A write slot first, then the status as it is at that moment: when the API server is slow, the slots
+    # stay busy and a LocalLLM's intermediate states collapse into its latest one (the debouncer runs a
+    # key once more with the newest state) instead of queueing one write each.
+    async with state.status_writes:
+        await _write_status(state, key)
+
+
+async def _write_status(state: State, key: Hashable) -> None:
     assert isinstance(key, tuple)  # noqa: S101 - the debouncer's keys are (namespace, name)
     namespace, name = str(key[0]), str(key[1])
     body = _one(state.indexes["llm_index"], (namespace, name))

@@ -92,6 +92,12 @@ class OperatorSettings(BaseSettings):
     status_debounce_s: float = Field(
         default=0.5, ge=0, description="Status and endpoint writes are coalesced over this window."
     )
+    status_write_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Status writes at once. Each computes the status when its turn comes, so a slow API server "
+        "gets fewer, newer statuses instead of a queue of stale ones.",
+    )
     metrics_port: int = Field(default=8080)
     health_port: int = Field(default=8081)
     peering_name: str = Field(default="sdc-operator")
