@@ -47,6 +47,7 @@ from sdc_operator.plan import (
     event_due,
     list_replacements,
     manually_deleted,
+    namespace_terminating,
     owns,
     plan,
     repair_delay,
@@ -396,10 +397,18 @@ async def child_changed(
         try:
             await reconcile(state, llm, idx, repair)
         except (kopf.TemporaryError, NameConflictError, kube.ApiError) as err:
+            if _namespace_going(err):
+                return
             log.warning("repair of %s/%s failed (retried in the background): %s", namespace, owner, err)
             _retry_repair(state, (namespace, owner), repair)
         return
     _refresh(state, (namespace, owner))
+
+
+def _namespace_going(err: Exception) -> bool:
+    """A deleted namespace takes the children before the LocalLLM: nothing to repair there."""
+    cause = err if isinstance(err, kube.ApiError) else err.__cause__
+    return isinstance(cause, kube.ApiError) and namespace_terminating(cause.status, str(cause))
 
 
 def _retry_repair(state: State, key: Key, repair: str) -> None:
@@ -423,6 +432,8 @@ async def _repair_until_done(state: State, key: Key, repair: str) -> None:
                 log.info("repair of %s/%s done on retry %d", *key, attempt)
                 return
             except (kopf.TemporaryError, NameConflictError, kube.ApiError) as err:
+                if _namespace_going(err):
+                    return
                 log.warning("repair of %s/%s failed again (retry %d): %s", *key, attempt, err)
                 attempt += 1
     finally:

@@ -33,6 +33,7 @@ __all__ = [
     "event_due",
     "list_replacements",
     "manually_deleted",
+    "namespace_terminating",
     "owns",
     "plan",
     "priority_clash",
@@ -264,6 +265,12 @@ def repair_delay(attempt: int) -> float:
 def reported(status: int) -> bool:
     """Whether an API error says something about the spec the user should read in the status."""
     return status in (400, 403, 422)
+
+
+def namespace_terminating(status: int, message: str) -> bool:
+    """Whether an API error says the namespace is being deleted: its children go with it, and so does the
+    LocalLLM; a repair there can never succeed and is dropped rather than retried."""
+    return status == 403 and "because it is being terminated" in message
 
 
 def manually_deleted(child: dict[str, Any], uid: str, name: str) -> bool:

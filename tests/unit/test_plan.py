@@ -23,6 +23,7 @@ from sdc_operator.plan import (
     event_due,
     list_replacements,
     manually_deleted,
+    namespace_terminating,
     owns,
     plan,
     priority_clash,
@@ -222,6 +223,23 @@ def test_retry_delay_never_gives_up(status: int, delay: float) -> None:
 )
 def test_events_are_posted_for_outcomes_only(phase: str, last: str | None, due: bool) -> None:
     assert ((phase, last), event_due(phase, last)) == ((phase, last), due)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "terminating"),
+    [
+        (
+            403,
+            'persistentvolumeclaims "m-model-cache" is forbidden: unable to create new content in namespace t '
+            "because it is being terminated",
+            True,
+        ),
+        (403, 'deployments.apps "m" is forbidden: exceeded quota: no-deployments', False),
+        (409, "because it is being terminated", False),
+    ],
+)
+def test_repairs_in_a_terminating_namespace_are_dropped(status: int, message: str, terminating: bool) -> None:
+    assert (message, namespace_terminating(status, message)) == (message, terminating)
 
 
 def test_failed_repairs_back_off_to_the_repair_bound_and_never_stop() -> None:
