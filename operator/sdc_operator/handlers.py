@@ -44,10 +44,13 @@ from sdc_operator.plan import (
     REPLICA_MANAGERS,
     Apply,
     drift,
+    event_due,
     list_replacements,
     manually_deleted,
+    namespace_terminating,
     owns,
     plan,
+    repair_delay,
     reported,
     retry_delay,
     status_patch,
@@ -77,12 +80,20 @@ class State:
     last_event_phase: dict[Key, str] = field(default_factory=dict)
     phase: dict[Key, str] = field(default_factory=dict)  # the phase counted in the models gauge
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    written: dict[Key, tuple[dict[str, Any], str]] = field(default_factory=dict)  # status, resourceVersion seen
+    repairs: dict[Key, asyncio.Task[None]] = field(default_factory=dict)  # failed repairs being retried
     published: str | None = None
     published_known: bool = False
     status_debouncer: Debouncer = field(init=False)
     publish_debouncer: Debouncer = field(init=False)
+    # Service creations wait on the API server's ClusterIP allocation, which runs about one at a time: a
+    # few at once keep its pace, while hundreds would hold every API thread and starve the Deployments.
+    service_creations: asyncio.Semaphore = field(init=False)
+    status_writes: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
+        self.service_creations = asyncio.Semaphore(SETTINGS.service_creation_concurrency)
+        self.status_writes = asyncio.Semaphore(SETTINGS.status_write_concurrency)
         self.status_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_status(self, key))
         self.publish_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda _: _flush_publish(self))
 
@@ -94,8 +105,17 @@ class State:
         phase = self.phase.pop(key, None)
         if phase is not None:
             metrics.MODELS.labels(phase).dec()
-        for table in (self.last_status, self.apply_errors, self.conflicts, self.last_event_phase, self.locks):
+        for table in (
+            self.last_status,
+            self.apply_errors,
+            self.conflicts,
+            self.last_event_phase,
+            self.locks,
+            self.written,
+        ):
             table.pop(key, None)
+        if (task := self.repairs.pop(key, None)) is not None:
+            task.cancel()
 
 
 class NameConflictError(Exception):
@@ -166,6 +186,7 @@ def _projection(body: dict[str, Any]) -> dict[str, Any]:
                 "name",
                 "namespace",
                 "uid",
+                "resourceVersion",
                 "generation",
                 "annotations",
                 "deletionTimestamp",
@@ -178,6 +199,8 @@ def _projection(body: dict[str, Any]) -> dict[str, Any]:
     }
     if body.get("kind") == "Deployment":
         out[REPLICA_MANAGERS] = _replica_managers(meta)
+    if body.get("kind") == "Pod":
+        out["spec"] = {}  # the status reads a pod's conditions only: its spec is most of its memory
     return out
 
 
@@ -269,18 +292,22 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         _refresh(state, key)
         return
     desired = desired_children(llm, SETTINGS)
-    for obj in desired:
-        # A name missing from the (label-filtered) indexes may still be taken by an unlabelled object.
-        child_key = (obj["kind"], obj["metadata"]["name"])
-        if child_key not in observed:
-            found = await asyncio.to_thread(kube.read, obj["kind"], namespace, obj["metadata"]["name"])
-            if found is not None:
-                observed[child_key] = _projection(found)
+    # A name missing from the (label-filtered) indexes may still be taken by an unlabelled object: read
+    # those names, all at once (one round trip of latency before the first write, not one per child).
+    missing = [
+        (o["kind"], o["metadata"]["name"]) for o in desired if (o["kind"], o["metadata"]["name"]) not in observed
+    ]
+    found = await asyncio.gather(*(asyncio.to_thread(kube.read, kind, namespace, n) for kind, n in missing))
+    observed.update({k: _projection(obj) for k, obj in zip(missing, found, strict=True) if obj is not None})
     actions = plan(desired, observed, uid=uid, name=name, yield_to=SETTINGS.yield_fields_to)
     state.conflicts[key] = actions.conflicts
     try:
         for action in actions.applies:
-            await _apply(action)
+            if action.key[0] == "Service" and action.uid is None:
+                async with state.service_creations:
+                    await _apply(action)
+            else:
+                await _apply(action)
             log.info("applied %s/%s for %s/%s (%s; %s)", *action.key, namespace, name, reason, action.reason)
     except kube.ApiError as err:
         metrics.ERRORS.labels("apply").inc()
@@ -370,9 +397,48 @@ async def child_changed(
         try:
             await reconcile(state, llm, idx, repair)
         except (kopf.TemporaryError, NameConflictError, kube.ApiError) as err:
-            log.warning("repair of %s/%s failed (retried on the next event): %s", namespace, owner, err)
+            if _namespace_going(err):
+                return
+            log.warning("repair of %s/%s failed (retried in the background): %s", namespace, owner, err)
+            _retry_repair(state, (namespace, owner), repair)
         return
     _refresh(state, (namespace, owner))
+
+
+def _namespace_going(err: Exception) -> bool:
+    """A deleted namespace takes the children before the LocalLLM: nothing to repair there."""
+    cause = err if isinstance(err, kube.ApiError) else err.__cause__
+    return isinstance(cause, kube.ApiError) and namespace_terminating(cause.status, str(cause))
+
+
+def _retry_repair(state: State, key: Key, repair: str) -> None:
+    """Retry a failed repair on a timer: no further event may come to retry it on (one loop per LocalLLM)."""
+    if key not in state.repairs:
+        state.repairs[key] = asyncio.get_running_loop().create_task(_repair_until_done(state, key, repair))
+
+
+async def _repair_until_done(state: State, key: Key, repair: str) -> None:
+    """Reconcile the LocalLLM as the index shows it now until that succeeds (level-based: a repair that
+    another event already made costs one no-op plan), or until the LocalLLM is gone."""
+    try:
+        attempt = 1
+        while True:
+            await asyncio.sleep(repair_delay(attempt))
+            llm = _one(state.indexes["llm_index"], key)
+            if llm is None or llm["metadata"].get("deletionTimestamp"):
+                return
+            try:
+                await reconcile(state, llm, state.indexes, f"retry {attempt} of: {repair}")
+                log.info("repair of %s/%s done on retry %d", *key, attempt)
+                return
+            except (kopf.TemporaryError, NameConflictError, kube.ApiError) as err:
+                if _namespace_going(err):
+                    return
+                log.warning("repair of %s/%s failed again (retry %d): %s", *key, attempt, err)
+                attempt += 1
+    finally:
+        if state.repairs.get(key) is asyncio.current_task():
+            del state.repairs[key]
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -432,17 +498,29 @@ def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, An
 
 
 async def _flush_status(state: State, key: Hashable) -> None:
+    # A write slot first, then the status as it is at that moment: when the API server is slow, the slots
+    # stay busy and a LocalLLM's intermediate states collapse into its latest one (the debouncer runs a
+    # key once more with the newest state) instead of queueing one write each.
+    async with state.status_writes:
+        await _write_status(state, key)
+
+
+async def _write_status(state: State, key: Hashable) -> None:
     assert isinstance(key, tuple)  # noqa: S101 - the debouncer's keys are (namespace, name)
     namespace, name = str(key[0]), str(key[1])
     body = _one(state.indexes["llm_index"], (namespace, name))
     if not body or body["metadata"].get("deletionTimestamp"):
         return
+    version = str(body["metadata"].get("resourceVersion") or "")
+    written = state.written.get((namespace, name))
+    if written is not None and written[1] == version:
+        # The watch has not shown our last write yet (under load it lags by seconds while child events
+        # keep flushing): build on what we wrote, not on the older status the index holds, so the same
+        # status is not written again. A write by anyone else changes the resourceVersion, and is put back.
+        body = {**body, "status": written[0]}
     status = compute_status(state, (namespace, name), body)
     _track_phase(state, (namespace, name), status["phase"])
     current = dict(body.get("status") or {})
-    # Compared with what the cluster holds (not with what we last wrote), so a status edited by anyone
-    # else is put back. Until the watch shows our own last write this may repeat it: a no-op the API
-    # server does not store.
     patch = status_patch(current, status)
     if patch is None:
         state.last_status[(namespace, name)] = status
@@ -458,8 +536,9 @@ async def _flush_status(state: State, key: Hashable) -> None:
         asyncio.get_running_loop().call_later(retry_delay(err.status), state.status_debouncer.trigger, key)
         raise
     state.last_status[(namespace, name)] = status
+    state.written[(namespace, name)] = (status, version)
     metrics.STATUS_WRITES.inc()
-    if status["phase"] != state.last_event_phase.get((namespace, name), current.get("phase")):
+    if event_due(status["phase"], state.last_event_phase.get((namespace, name), current.get("phase"))):
         kind = "Warning" if status["phase"] in ("Failed", "Degraded") else "Normal"
         try:
             await asyncio.to_thread(

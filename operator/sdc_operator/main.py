@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import datetime
 import logging
 import os
@@ -12,6 +14,8 @@ import sys
 import kopf
 
 from sdc_operator.settings import OperatorSettings
+
+M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 
 
 def refuse_equal_priority(settings: OperatorSettings, priority: int) -> None:
@@ -35,7 +39,16 @@ def refuse_equal_priority(settings: OperatorSettings, priority: int) -> None:
         )
 
 
+def fewer_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives every thread that allocates at once its own heap (up to 8 per core), and the API threads'
+    short-lived JSON leaves each of them holding freed memory: a few arenas keep the resident size down.
+    The threads wait on the network, so they hardly contend for the allocator. A no-op off glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
+
+
 def main(argv: list[str] | None = None) -> None:
+    fewer_malloc_arenas()
     parser = argparse.ArgumentParser(prog="sdc-operator", description=__doc__)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)

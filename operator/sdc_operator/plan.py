@@ -30,11 +30,14 @@ __all__ = [
     "Apply",
     "Plan",
     "drift",
+    "event_due",
     "list_replacements",
     "manually_deleted",
+    "namespace_terminating",
     "owns",
     "plan",
     "priority_clash",
+    "repair_delay",
     "reported",
     "retry_delay",
     "source_errors",
@@ -232,9 +235,42 @@ def retry_delay(status: int) -> float:
     return 5.0
 
 
+EVENT_PHASES = ("Ready", "Failed", "Degraded")
+
+
+def event_due(phase: str, last: str | None) -> bool:
+    """Whether a phase change is worth a core/v1 Event (what `kubectl describe llm` lists).
+
+    Outcomes only (Ready, Failed, Degraded), not the steps toward them (Pending, Downloading,
+    Starting) that the status message already shows: an Event is a write, and hundreds of models
+    coming up at once would each write one per step.
+    """
+    return phase != last and phase in EVENT_PHASES
+
+
+REPAIR_MAX_DELAY_S = 30.0  # the issue's bound for drift repair: a refused repair is tried at least this often
+
+
+def repair_delay(attempt: int) -> float:
+    """How long to wait before the `attempt`-th retry (from 1) of a drift repair that failed.
+
+    A repair starts from a child event, and a failed one may see no further
+    event (a deleted Deployment refused by a quota that is later lifted), so it
+    retries on its own: 1, 2, 4, ... seconds, then every 30 s until it succeeds
+    or the LocalLLM is gone. Refusals too: their cause is outside the spec.
+    """
+    return min(2.0 ** max(attempt - 1, 0), REPAIR_MAX_DELAY_S)
+
+
 def reported(status: int) -> bool:
     """Whether an API error says something about the spec the user should read in the status."""
     return status in (400, 403, 422)
+
+
+def namespace_terminating(status: int, message: str) -> bool:
+    """Whether an API error says the namespace is being deleted: its children go with it, and so does the
+    LocalLLM; a repair there can never succeed and is dropped rather than retried."""
+    return status == 403 and "because it is being terminated" in message
 
 
 def manually_deleted(child: dict[str, Any], uid: str, name: str) -> bool:

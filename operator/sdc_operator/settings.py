@@ -72,6 +72,12 @@ class OperatorSettings(BaseSettings):
         "leaves alone instead of reverting.",
     )
     api_timeout_s: float = Field(default=20, gt=0, description="Timeout of every Kubernetes API call.")
+    service_creation_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Services created at once. The API server allocates ClusterIPs about one at a time; more at "
+        "once only queue there while holding API threads that Deployments need.",
+    )
     hf_endpoint: str | None = Field(default=None, description="A Hugging Face mirror for the download step.")
     cluster_domain: str = Field(default="cluster.local")
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: watch the whole cluster.")
@@ -85,6 +91,12 @@ class OperatorSettings(BaseSettings):
     publish_pool: str | None = Field(default=None, description="Publish only LocalLLMs with this routing.pool.")
     status_debounce_s: float = Field(
         default=0.5, ge=0, description="Status and endpoint writes are coalesced over this window."
+    )
+    status_write_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Status writes at once. Each computes the status when its turn comes, so a slow API server "
+        "gets fewer, newer statuses instead of a queue of stale ones.",
     )
     metrics_port: int = Field(default=8080)
     health_port: int = Field(default=8081)

@@ -192,7 +192,8 @@ class Engine(Model):
         max_length=64,
         description="Extra arguments appended to the engine command (vllm serve, sdc-runtime). Arguments that "
         "change the model, tokenizer, port or remote-code setting are refused: use model.* and trustRemoteCode "
-        "instead. Not for ollama: `ollama serve` takes no arguments; configure it with engine.env (OLLAMA_*) and "
+        "instead. Flags only (--name=value or --name value): a positional argument (a bare model name) is refused. "
+        "Not for ollama: `ollama serve` takes no arguments; configure it with engine.env (OLLAMA_*) and "
         "model.parameters.",
     )
     env: list[EnvVar] = Field(
@@ -320,6 +321,34 @@ def _prefixes(flag: str) -> str:
 
 FORBIDDEN_ARG_PATTERN = "^--?(?:tp|" + "|".join(_prefixes(f) for f in OPERATOR_FLAGS) + ")(?:=.*)?$"
 
+# A bare word in engine.args that no flag takes as its value is a positional argument: `vllm serve` would
+# read it as the model (or refuse to start), whatever model.* says. A word may only follow a flag written
+# without '=' (`--max-num-seqs 8`); `--` (everything after it is positional) is refused too. A flag is
+# `-x` or `--x...` with a letter first, so `-1` is a value, not a flag.
+FLAG_PATTERN = r"^--?[A-Za-z]"
+_FLAG_EQ = r"--?[A-Za-z][^=\n]*=[^\n]*"
+_FLAG_BARE = r"--?[A-Za-z][^=\n]*"
+_VALUE = r"(?:|[^-\n][^\n]*|-|-[^-A-Za-z\n][^\n]*|--[^A-Za-z\n][^\n]*)"
+_UNIT = f"(?:{_FLAG_EQ}|{_FLAG_BARE}(?:\\n{_VALUE})?)"
+# The whole list joined by line breaks: one RE2 match in CEL, which has no list indexes to look back with.
+ARGS_SHAPE_PATTERN = f"^{_UNIT}(?:\\n{_UNIT})*$"
+
+
+def positional_args(args: list[str]) -> list[str]:
+    """The arguments an engine's parser would take as positional: words that follow no flag without '='."""
+    out = []
+    takes_value = False
+    for arg in args:
+        if "\n" in arg:  # the CEL rule joins the list with line breaks: one inside an argument is refused
+            out.append(arg)
+        elif re.match(FLAG_PATTERN, arg):
+            takes_value = "=" not in arg
+            continue
+        elif not takes_value or arg == "--":
+            out.append(arg)
+        takes_value = False
+    return out
+
 
 def _cel_list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{v}'" for v in values) + "]"
@@ -355,6 +384,16 @@ SPEC_RULES = [
         "message": "engine.args must not set the model, tokenizer, revision, port, host, served name, tensor "
         "parallelism, download or load format, or remote code: the operator sets them from model.*, "
         "resources.gpus and model.trustRemoteCode",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "!has(self.engine.args) || size(self.engine.args) == 0 || "
+        "(self.engine.args.all(a, !a.contains('\\n')) && self.engine.args.join('\\n').matches('"
+        + ARGS_SHAPE_PATTERN
+        + "'))",
+        "message": "engine.args must be flags (--name=value or --name value): a word that follows no flag is a "
+        "positional argument, which the engine would take as the model (set model.* instead); `--` and line "
+        "breaks are not allowed",
         "fieldPath": ".engine.args",
     },
     {
@@ -501,6 +540,11 @@ def semantic_errors(spec: LocalLLMSpec) -> list[str]:
     for arg in spec.engine.args:  # the CRD's CEL rule says the same; this covers objects admitted before it
         if re.match(FORBIDDEN_ARG_PATTERN, arg):
             errors.append(f"engine.args: {arg.split('=')[0]} is set by the operator; use the spec field instead")
+    if positional := positional_args(spec.engine.args):
+        errors.append(
+            f"engine.args: {positional[0]!r} follows no flag: the engine would take it as a positional argument "
+            "(the model); write --name=value, and set the model in model.*"
+        )
     for var in spec.engine.env:
         if var.name in OPERATOR_ENV or var.name.startswith(OPERATOR_ENV_PREFIXES):
             errors.append(f"engine.env: {var.name} is set by the operator")

@@ -155,6 +155,11 @@ def test_admission_refuses_what_cel_can_say(operator: OperatorProcess, kubectl: 
             "spec.engine.args",
         ),
         "remote code through args": (tiny("code", namespace, engine={"args": ["--trust_remote_code"]}), "remote code"),
+        "a positional model after a flag's value": (
+            tiny("pos", namespace, engine={"args": ["--max-batch", "4", "other/model"]}),
+            "positional argument",
+        ),
+        "a positional model alone": (tiny("bare", namespace, engine={"args": ["other/model"]}), "spec.engine.args"),
         "operator-owned env": (
             tiny("env", namespace, engine={"env": [{"name": "HF_HUB_OFFLINE", "value": "0"}]}),
             "spec.engine.env",
@@ -166,6 +171,10 @@ def test_admission_refuses_what_cel_can_say(operator: OperatorProcess, kubectl: 
         outcomes[case] = (fragment in out and "Invalid" in out, out.strip()[-300:])
     assert {k: v[0] for k, v in outcomes.items()} == dict.fromkeys(cases, True), outcomes
     assert kubectl("get", "llm", "-n", namespace, "-o", "name") == ""
+    # A flag's value, separate or joined, is no positional: admitted (a server-side dry run).
+    allowed = tiny("flags", namespace, engine={"args": ["--max-batch", "4", "--device=cpu", "--seed", "-1"]})
+    out = kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(allowed), check=False)
+    assert "created (server dry run)" in out, out
 
 
 @pytest.mark.parametrize(
@@ -250,6 +259,39 @@ def test_drift_is_repaired_and_other_managers_keep_their_fields(
     dep = kubectl.get("deploy", "drift", "-n", namespace)
     assert dep["spec"]["replicas"] == 2, "the HPA's replicas survive a repair"
     assert dep["metadata"]["annotations"]["backup.example.com/schedule"] == "daily"
+
+
+def test_failed_repair_is_retried_without_further_events(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    """A repair the API server refuses (a quota) converges once the cause is gone, with no event to wake it."""
+    kubectl.apply(tiny("retry", namespace))
+    wait_phase(kubectl, "retry", namespace, "Ready")
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-deployments", "namespace": namespace},
+        "spec": {"hard": {"count/deployments.apps": "0"}},
+    }
+    kubectl.apply(quota)
+    kubectl("delete", "deploy", "retry", "-n", namespace)
+    wait_until(
+        "the repair refused by the quota",
+        lambda: "quota" in kubectl.get("llm", "retry", "-n", namespace)["status"]["message"],
+        timeout=REPAIR_S,
+        interval=0.5,
+    )
+    time.sleep(3)  # the garbage collector's pod deletions are over: no child event is left to retry on
+    kubectl("delete", "resourcequota", "no-deployments", "-n", namespace)
+    started = time.monotonic()
+    wait_until(
+        "the Deployment back after the quota is gone",
+        lambda: kubectl("get", "deploy", "-n", namespace, "-o", "name").strip() == "deployment.apps/retry",
+        timeout=REPAIR_S,
+        interval=0.5,
+    )
+    print(f"\nrepair retried and done {time.monotonic() - started:.1f}s after the quota was removed")
+    wait_phase(kubectl, "retry", namespace, "Ready")
 
 
 def test_status_is_exact_after_every_transition(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:

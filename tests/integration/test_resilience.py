@@ -150,7 +150,11 @@ def local_cluster(kubeconfig: Path) -> None:
 @pytest.mark.parametrize(
     ("component", "down_s"),
     [
-        *[("kube-apiserver", float(s)) for s in os.environ.get("SDC_FAULT_API_DOWN_S", "10").split(",")],
+        # Each case waits out its outage: pytest-timeout's 300 s would cut the long ones short.
+        *[
+            pytest.param("kube-apiserver", float(s), marks=pytest.mark.timeout(float(s) + 300))
+            for s in os.environ.get("SDC_FAULT_API_DOWN_S", "10").split(",")
+        ],
         ("etcd", 1.0),
     ],
     ids=lambda v: str(v),

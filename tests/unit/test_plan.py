@@ -20,18 +20,28 @@ from sdc_operator.debounce import Debouncer
 from sdc_operator.plan import (
     REPLICA_MANAGERS,
     drift,
+    event_due,
     list_replacements,
     manually_deleted,
+    namespace_terminating,
     owns,
     plan,
     priority_clash,
+    repair_delay,
     retry_delay,
     status_patch,
     yield_fields,
 )
 from sdc_operator.policy import policy_errors
 from sdc_operator.settings import OperatorSettings
-from sdc_operator.spec import FORBIDDEN_ARG_PATTERN, LocalLLMSpec, parse_quantity, semantic_errors
+from sdc_operator.spec import (
+    ARGS_SHAPE_PATTERN,
+    FORBIDDEN_ARG_PATTERN,
+    LocalLLMSpec,
+    parse_quantity,
+    positional_args,
+    semantic_errors,
+)
 
 SETTINGS = OperatorSettings(metrics_port=0)
 UID = "uid-1"
@@ -200,6 +210,44 @@ def test_retry_delay_never_gives_up(status: int, delay: float) -> None:
 
 
 @pytest.mark.parametrize(
+    ("phase", "last", "due"),
+    [
+        ("Ready", "Starting", True),
+        ("Ready", None, True),
+        ("Ready", "Ready", False),
+        ("Failed", "Pending", True),
+        ("Degraded", "Ready", True),
+        ("Starting", "Downloading", False),  # a step: the status message shows it
+        ("Pending", "Ready", False),
+    ],
+)
+def test_events_are_posted_for_outcomes_only(phase: str, last: str | None, due: bool) -> None:
+    assert ((phase, last), event_due(phase, last)) == ((phase, last), due)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "terminating"),
+    [
+        (
+            403,
+            'persistentvolumeclaims "m-model-cache" is forbidden: unable to create new content in namespace t '
+            "because it is being terminated",
+            True,
+        ),
+        (403, 'deployments.apps "m" is forbidden: exceeded quota: no-deployments', False),
+        (409, "because it is being terminated", False),
+    ],
+)
+def test_repairs_in_a_terminating_namespace_are_dropped(status: int, message: str, terminating: bool) -> None:
+    assert (message, namespace_terminating(status, message)) == (message, terminating)
+
+
+def test_failed_repairs_back_off_to_the_repair_bound_and_never_stop() -> None:
+    delays = [repair_delay(attempt) for attempt in range(1, 10)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
+
+
+@pytest.mark.parametrize(
     ("case", "obj", "want"),
     [
         ("our Deployment deleted by hand", child("Deployment"), True),
@@ -286,6 +334,38 @@ def test_forbidden_engine_args(arg: str, refused: bool) -> None:
     assert (arg, bool(re.match(FORBIDDEN_ARG_PATTERN, arg))) == (arg, refused)
     errors = semantic_errors(llm(engine={"args": [arg]}).spec)
     assert (arg, bool(errors)) == (arg, refused)
+
+
+@pytest.mark.parametrize(
+    ("args", "positional"),
+    [
+        ([], []),
+        (["--max-num-seqs=8"], []),
+        (["--max-num-seqs", "8"], []),
+        (["--quantization", "awq", "--enforce-eager"], []),
+        (["--seed", "-1"], []),  # a negative number is a value, not a flag
+        (["-O", "3"], []),
+        (["--compilation-config", '{"level": 3}'], []),
+        (["--chat-template", ""], []),
+        (["google/gemma-2-9b-it"], ["google/gemma-2-9b-it"]),  # vllm serve's model, by position
+        (["--max-num-seqs=8", "other/model"], ["other/model"]),  # '=' took the value: the word is free
+        (["--max-num-seqs", "8", "other/model"], ["other/model"]),
+        (["--seed", "-1", "other/model"], ["other/model"]),
+        (["--enforce-eager", "--", "other/model"], ["--", "other/model"]),
+        (["--"], ["--"]),
+        (["-"], ["-"]),
+        (["--dtype\nother/model"], ["--dtype\nother/model"]),  # the CEL rule joins the list with line breaks
+    ],
+)
+def test_positional_engine_args(args: list[str], positional: list[str]) -> None:
+    assert (args, positional_args(args)) == (args, positional)
+    # The CRD's CEL rule says the same with one RE2 match over the joined list (RE2 and `re` agree on it).
+    shape_ok = not args or (
+        not any("\n" in a for a in args) and re.fullmatch(ARGS_SHAPE_PATTERN, "\n".join(args)) is not None
+    )
+    assert (args, shape_ok) == (args, not positional)
+    errors = semantic_errors(llm(engine={"args": args}).spec)
+    assert (args, any("follows no flag" in e for e in errors)) == (args, bool(positional))
 
 
 @pytest.mark.parametrize(
