@@ -176,6 +176,17 @@ def test_operator_survives_control_plane_outage(
     kubectl.apply(tiny("after", namespace))
     kubectl("patch", "llm", "before", "-n", namespace, "--type=merge", "-p", '{"spec":{"engine":{"args":["--max-batch=3"]}}}')  # fmt: skip
     expected = {"before": ["--max-batch=3"], "after": []}
+
+    def applied() -> bool:
+        """The operator's part: both Deployments exist on the latest spec (pods and readiness are the cluster's)."""
+        deployments = {d["metadata"]["name"]: d for d in kubectl.get("deploy", "-n", namespace)["items"]}
+        if set(deployments) != set(expected):
+            return False
+        args = deployments["before"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        return "--max-batch=3" in args
+
+    wait_until("the operator's writes after the outage", applied, timeout=CONVERGE_S + 60, interval=0.5)
+    wrote = time.monotonic() - ready_at
     wait_until(
         "convergence after the outage",
         lambda: settled(kubectl, namespace, expected) == "",
@@ -183,6 +194,6 @@ def test_operator_survives_control_plane_outage(
         interval=0.5,
     )
     took = time.monotonic() - ready_at
-    print(f"\n{component} down {down_s:.0f}s: converged {took:.1f}s after /readyz")
+    print(f"\n{component} down {down_s:.0f}s: children written {wrote:.1f}s, converged {took:.1f}s after /readyz")
     assert operator.proc.poll() is None
     assert took <= CONVERGE_S, f"converged only {took:.1f}s after /readyz"
