@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Kubectl, wait_until
+from tests.conftest import ROOT, Kubectl, simulated, wait_until
 from tests.integration.operator_harness import OperatorProcess, localllm, running_operator
 
 ENDPOINTS_NS = "sdc"
 STATE = ROOT / ".cluster"
-CONVERGE_S = 30  # after /readyz
+CONVERGE_S = 30  # after /readyz (the operator's writes), or after the cluster's own pace (convergence)
+PACE_WAIT_S = 300
 STORM_READY_S = 60  # after the last restart
 
 
@@ -137,6 +138,33 @@ def restart(component: str, down_s: float) -> None:
     (STATE / "pids" / f"{component}.pid").write_text(str(proc.pid))
 
 
+def pace_deployment(name: str) -> dict[str, Any]:
+    """A plain Deployment on the simulated node: what the cluster alone makes Available after an outage."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": simulated({"containers": [{"name": "pace", "image": "registry.invalid/pace:1"}]}),
+            },
+        },
+    }
+
+
+def available(kubectl: Kubectl, name: str) -> bool:
+    out = kubectl("get", "deploy", name, "-n", "default", "-o", "jsonpath={.status.availableReplicas}", check=False)
+    return out.strip() == "1"
+
+
+def seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}s"
+
+
 def readyz(kubectl: Kubectl) -> bool:
     return kubectl("get", "--raw", "/readyz", check=False).strip() == "ok"
 
@@ -172,6 +200,8 @@ def test_operator_survives_control_plane_outage(
     restart(component, down_s)
     wait_until("/readyz", lambda: readyz(kubectl), timeout=120, interval=0.5)
     ready_at = time.monotonic()
+    pace = f"pace-{namespace}"  # the cluster's own pace after the outage: a plain Deployment, no operator
+    kubectl.apply(pace_deployment(pace))
     assert operator.proc is not None and operator.proc.poll() is None, "the operator exited during the outage"
     kubectl.apply(tiny("after", namespace))
     kubectl("patch", "llm", "before", "-n", namespace, "--type=merge", "-p", '{"spec":{"engine":{"args":["--max-batch=3"]}}}')  # fmt: skip
@@ -187,13 +217,27 @@ def test_operator_survives_control_plane_outage(
 
     wait_until("the operator's writes after the outage", applied, timeout=CONVERGE_S + 60, interval=0.5)
     wrote = time.monotonic() - ready_at
-    wait_until(
-        "convergence after the outage",
-        lambda: settled(kubectl, namespace, expected) == "",
-        timeout=CONVERGE_S + 60,
-        interval=0.5,
+    took: float | None = None
+    paced: float | None = None
+    deadline = time.monotonic() + PACE_WAIT_S
+    try:
+        while (took is None or paced is None) and time.monotonic() < deadline:
+            if took is None and settled(kubectl, namespace, expected) == "":
+                took = time.monotonic() - ready_at
+            if paced is None and available(kubectl, pace):
+                paced = time.monotonic() - ready_at
+            time.sleep(0.5)
+    finally:
+        kubectl("delete", "deploy", pace, "-n", "default", "--wait=false", check=False)
+    print(
+        f"\n{component} down {down_s:.0f}s: children written {wrote:.1f}s, converged {seconds(took)} after /readyz;"
+        f" a plain Deployment created at /readyz was Available after {seconds(paced)}"
     )
-    took = time.monotonic() - ready_at
-    print(f"\n{component} down {down_s:.0f}s: children written {wrote:.1f}s, converged {took:.1f}s after /readyz")
     assert operator.proc.poll() is None
-    assert took <= CONVERGE_S, f"converged only {took:.1f}s after /readyz"
+    assert paced is not None, f"the cluster itself made no plain Deployment Available within {PACE_WAIT_S}s"
+    assert took is not None, f"not converged within {PACE_WAIT_S}s: {settled(kubectl, namespace, expected)}"
+    # The operator's own writes are bound by /readyz; the whole convergence (new pods, readiness) also waits on
+    # kube-controller-manager, whose watches back off after an outage (a plain Deployment took 77 s after a 60 s
+    # outage here), so it is bound by the cluster's own pace measured in the same run.
+    assert wrote <= CONVERGE_S, f"the operator wrote its children only {wrote:.1f}s after /readyz"
+    assert took <= paced + CONVERGE_S, f"converged {took:.1f}s after /readyz, the cluster's own pace {paced:.1f}s"
