@@ -287,7 +287,7 @@ def pid_of(component: str) -> int | None:
         return None
     try:
         pid = int(pid_file.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = real_node.read_cmdline(pid)
     except (ValueError, OSError):
         return None
     if not cmdline or not cmdline[0].endswith(component.encode()):

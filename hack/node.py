@@ -878,12 +878,27 @@ def start_enforcer(state: Path, plan: Plan, bin_dir: Path) -> None:
         raise NodeError(f"{ENFORCER} is not running; see {state / 'logs' / (ENFORCER + '.log')}")
 
 
+def read_cmdline(pid: int) -> list[bytes]:
+    """/proc/<pid>/cmdline, waiting out the moment just after a spawn when it is still empty.
+
+    Popen returns once the child has released its parent's memory in execve, which is before the kernel
+    has set up the new program's arguments: read at once, a just-started process shows an empty command
+    line and would look like another program.
+    """
+    deadline = time.monotonic() + 2
+    while True:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if raw or time.monotonic() > deadline:
+            return raw.split(b"\0")
+        time.sleep(0.01)
+
+
 def alive(state: Path, names: tuple[str, ...] = NODE_COMPONENTS) -> bool:
     """Every named node daemon still runs (by pid file and binary name); by default all of them."""
     for name in names:
         try:
             pid = int((state / "pids" / f"{name}.pid").read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cmdline = read_cmdline(pid)
         except (OSError, ValueError):
             return False
         if not cmdline[0].endswith(name.encode()):

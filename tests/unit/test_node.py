@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 import tomllib
 from pathlib import Path
@@ -244,3 +245,16 @@ def test_node_links_cidr_holds_each_slots_host_address(slot: int) -> None:
     plan = node.Plan(slot)
     assert ipaddress.ip_address(plan.host_ip) in links and ipaddress.ip_address(plan.node_ip) in links
     assert not ipaddress.ip_network(plan.pod_cidr).overlaps(links)
+
+
+def test_a_just_spawned_process_shows_its_own_command_line() -> None:
+    """Read at once after Popen, /proc/<pid>/cmdline is usually still empty (259 of 300 here): pid checks
+    made right after a start took a live API server for a dead one and tore the cluster down."""
+    for _ in range(50):
+        proc = subprocess.Popen(["/bin/sleep", "30"], start_new_session=True)
+        try:
+            cmdline = node.read_cmdline(proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert cmdline[0].endswith(b"sleep"), cmdline
