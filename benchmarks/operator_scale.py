@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,18 +150,19 @@ class Watcher:
         self.proc.terminate()
 
 
-def audit_requests(offset: int) -> list[dict[str, Any]]:
-    out = []
+def audit_events(offset: int) -> Iterator[dict[str, Any]]:
+    """The API server's audit events written after `offset` (a line cut short mid-write is skipped)."""
     with AUDIT.open() as fh:
         fh.seek(offset)
         for line in fh:
             try:
-                event = json.loads(line)
+                yield json.loads(line)
             except ValueError:
                 continue
-            if str(event.get("userAgent", "")).startswith(OPERATOR_AGENTS):
-                out.append(event)
-    return out
+
+
+def audit_requests(offset: int) -> list[dict[str, Any]]:
+    return [e for e in audit_events(offset) if str(e.get("userAgent", "")).startswith(OPERATOR_AGENTS)]
 
 
 def _stamp(event: dict[str, Any]) -> float:
@@ -173,20 +175,14 @@ def creation_lags(offset: int, namespace: str) -> tuple[list[float], float]:
     operator's own delay; the second is the pace at which the cluster admitted its input."""
     made: dict[str, float] = {}
     deployed: dict[str, float] = {}
-    with AUDIT.open() as fh:
-        fh.seek(offset)
-        for line in fh:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            ref = event.get("objectRef") or {}
-            if ref.get("namespace") != namespace or (event.get("responseStatus") or {}).get("code") not in (200, 201):
-                continue
-            if ref.get("resource") == "localllms" and event.get("verb") == "create":
-                made.setdefault(str(ref.get("name")), _stamp(event))
-            elif ref.get("resource") == "deployments" and event.get("verb") in ("create", "patch"):
-                deployed.setdefault(str(ref.get("name")), _stamp(event))
+    for event in audit_events(offset):
+        ref = event.get("objectRef") or {}
+        if ref.get("namespace") != namespace or (event.get("responseStatus") or {}).get("code") not in (200, 201):
+            continue
+        if ref.get("resource") == "localllms" and event.get("verb") == "create":
+            made.setdefault(str(ref.get("name")), _stamp(event))
+        elif ref.get("resource") == "deployments" and event.get("verb") in ("create", "patch"):
+            deployed.setdefault(str(ref.get("name")), _stamp(event))
     lags = [deployed[n] - t for n, t in made.items() if n in deployed]
     return lags, (max(made.values()) - min(made.values())) if made else float("nan")
 
