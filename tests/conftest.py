@@ -38,6 +38,24 @@ def simulated(pod_spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def plain_deployment(name: str, namespace: str, image: str, replicas: int = 1) -> dict[str, Any]:
+    """A Deployment with no operator behind it, placed on the simulated CPU node."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": simulated({"containers": [{"name": name, "image": image}]}),
+            },
+        },
+    }
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath):

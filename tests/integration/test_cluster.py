@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Kubectl, refuse_foreign, simulated, wait_until
+from tests.conftest import ROOT, Kubectl, plain_deployment, refuse_foreign, simulated, wait_until
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -37,22 +37,7 @@ def test_nodes_advertise_gpus(kubectl: Kubectl) -> None:
 
 
 def test_deployment_becomes_available(kubectl: Kubectl, namespace: str) -> None:
-    labels = {"app": "web"}
-    kubectl.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": namespace},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": simulated({"containers": [{"name": "nginx", "image": "nginx"}]}),
-                },
-            },
-        }
-    )
+    kubectl.apply(plain_deployment("web", namespace, "nginx", replicas=2))
     kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=60s")
     dep = kubectl.get("deployment", "web", "-n", namespace)
     assert dep["status"]["availableReplicas"] == 2

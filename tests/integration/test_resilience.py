@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Kubectl, simulated, wait_until
+from tests.conftest import ROOT, Kubectl, plain_deployment, wait_until
 from tests.integration.operator_harness import OperatorProcess, localllm, running_operator
 
 ENDPOINTS_NS = "sdc"
@@ -138,24 +138,6 @@ def restart(component: str, down_s: float) -> None:
     (STATE / "pids" / f"{component}.pid").write_text(str(proc.pid))
 
 
-def pace_deployment(name: str) -> dict[str, Any]:
-    """A plain Deployment on the simulated node: what the cluster alone makes Available after an outage."""
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": simulated({"containers": [{"name": "pace", "image": "registry.invalid/pace:1"}]}),
-            },
-        },
-    }
-
-
 def available(kubectl: Kubectl, name: str) -> bool:
     out = kubectl("get", "deploy", name, "-n", "default", "-o", "jsonpath={.status.availableReplicas}", check=False)
     return out.strip() == "1"
@@ -201,7 +183,7 @@ def test_operator_survives_control_plane_outage(
     wait_until("/readyz", lambda: readyz(kubectl), timeout=120, interval=0.5)
     ready_at = time.monotonic()
     pace = f"pace-{namespace}"  # the cluster's own pace after the outage: a plain Deployment, no operator
-    kubectl.apply(pace_deployment(pace))
+    kubectl.apply(plain_deployment(pace, "default", "registry.invalid/pace:1"))
     assert operator.proc is not None and operator.proc.poll() is None, "the operator exited during the outage"
     kubectl.apply(tiny("after", namespace))
     kubectl("patch", "llm", "before", "-n", namespace, "--type=merge", "-p", '{"spec":{"engine":{"args":["--max-batch=3"]}}}')  # fmt: skip
