@@ -63,6 +63,9 @@ class Weights:
     semantic: float = 2.0  # cosine of bag-of-morphemes CoNg vectors (question vs passage)
     thesaurus: float = 1.0  # BM25 weight of a thesaurus term (split among the parts of a compound)
     thesaurus_cover: float = 1.0  # coverage credit of a question word whose thesaurus term a passage has
+    builtin_groups: bool = True  # the thesaurus's hand-written groups (thesaurus.GROUPS; for the ablation)
+    lexicon: bool = True  # the workplace lexicon (rag/lexicon.txt; for the ablation)
+    lexicon_weight: float = 0.75  # the lexicon's terms and coverage credit, relative to the hand-written groups
     rerank: bool = True
     candidates: int = 40
     bm25: float = 1.0
@@ -102,7 +105,7 @@ class _Query:
     weights: dict[str, float] = field(default_factory=dict)
     expanded_from: dict[str, str] = field(default_factory=dict)
     # Thesaurus groups that fired: the question words, and the index terms of each related word.
-    synonyms: list[tuple[frozenset[str], tuple[tuple[str, ...], ...]]] = field(default_factory=list)
+    synonyms: list[tuple[frozenset[str], tuple[tuple[str, ...], ...], float]] = field(default_factory=list)
 
 
 def matvec(matrix: np.ndarray, vec: np.ndarray) -> np.ndarray:
@@ -297,14 +300,17 @@ class Retriever:
         for term in q.terms:
             weight = w.joined if term.joined else 1.0
             q.weights[term.text] = max(q.weights.get(term.text, 0.0), weight)
-        if w.thesaurus > 0:
-            exact = set(q.weights)
-            for trigger, related in thesaurus.expand(exact):
-                q.synonyms.append((trigger, related))
+        exact = set(q.weights)
+        # The hand-written groups at full weight, the broad lexicon scaled by `Weights.lexicon_weight`.
+        for builtin, lexicon, scale in ((w.builtin_groups, False, 1.0), (False, w.lexicon, w.lexicon_weight)):
+            if w.thesaurus <= 0 or scale <= 0 or not (builtin or lexicon):
+                continue
+            for trigger, related in thesaurus.expand(exact, builtin, lexicon):
+                q.synonyms.append((trigger, related, scale))
                 for word in related:
                     for t in word:
                         if t not in exact and self.bm25.df(t):
-                            q.weights[t] = max(q.weights.get(t, 0.0), w.thesaurus / len(word))
+                            q.weights[t] = max(q.weights.get(t, 0.0), w.thesaurus * scale / len(word))
         # Each query morpheme with a CoNg vector; a compound without one is looked at as its two halves.
         for term in q.terms:
             if term.morph_id is None or not term.tag.startswith(EXPAND_TAGS):
@@ -480,12 +486,12 @@ class Retriever:
             soft: list[tuple[str, int]] = []
             # A thesaurus term in the passage covers the question words that fired it, in part.
             thes: dict[str, tuple[float, str]] = {}
-            for trigger, words in q.synonyms:
+            for trigger, words, scale in q.synonyms:
                 hit = next((t for word in words for t in word if t in entry.counts), None)
                 if hit is not None:
                     for t in trigger:
-                        if t in idf and t not in found:
-                            thes.setdefault(t, (w.thesaurus_cover, hit))
+                        if t in idf and t not in found and w.thesaurus_cover * scale > thes.get(t, (0.0, ""))[0]:
+                            thes[t] = (w.thesaurus_cover * scale, hit)
             sims = best_sim.get(key)
             if sims is not None:
                 credit: dict[str, tuple[float, int]] = {}

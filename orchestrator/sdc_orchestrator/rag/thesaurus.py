@@ -33,6 +33,7 @@ from pathlib import Path
 
 from sdc_orchestrator.rag.korean import analyze
 
+LEXICON = Path(__file__).with_name("lexicon.txt")
 GROUPS = """
 # kinship: what HR rules say (배우자, 부모, 자녀, 조부모, 형제자매)
 아내 | 남편 | 부인 | 와이프 | 집사람 | 신랑 | 신부 = 배우자
@@ -209,35 +210,37 @@ def _word_terms(word: str) -> tuple[str, ...]:
 
 
 @functools.cache
-def groups() -> tuple[Group, ...]:
-    """The built-in groups, plus `SDC_RAG_THESAURUS_FILE`'s (parsed once, shared)."""
-    text = GROUPS
+def groups(builtin: bool = True, lexicon: bool = True) -> tuple[Group, ...]:
+    """The built-in groups with `SDC_RAG_THESAURUS_FILE`'s, and the workplace lexicon (`lexicon.txt`);
+    parsed once, shared. The retriever asks for the two apart, to weigh the broad lexicon lower."""
+    text = (GROUPS if builtin else "") + ("\n" + LEXICON.read_text(encoding="utf-8") if lexicon else "")
     path = os.environ.get("SDC_RAG_THESAURUS_FILE")
-    if path:
+    if path and builtin:
         text += "\n" + Path(path).read_text(encoding="utf-8")
     return tuple(parse(text))
 
 
 @functools.cache
-def _by_word() -> dict[str, list[tuple[int, int, frozenset[str]]]]:
+def _by_word(builtin: bool = True, lexicon: bool = True) -> dict[str, list[tuple[int, int, frozenset[str]]]]:
     """Each trigger under each of its words, with its group's number and its place in the group: a
     question looks up only its own words instead of testing every trigger."""
     index: dict[str, list[tuple[int, int, frozenset[str]]]] = {}
-    for number, group in enumerate(groups()):
+    for number, group in enumerate(groups(builtin, lexicon)):
         for place, trigger in enumerate(group.triggers):
             for word in trigger:
                 index.setdefault(word, []).append((number, place, trigger))
     return index
 
 
-def expand(terms: set[str]) -> list[tuple[frozenset[str], tuple[tuple[str, ...], ...]]]:
+def expand(
+    terms: set[str], builtin: bool = True, lexicon: bool = True
+) -> list[tuple[frozenset[str], tuple[tuple[str, ...], ...]]]:
     """For the question's terms: (the words that fired, the related terms) of each group that fires
     (its first matching trigger as written), in the order the groups are written."""
     fired: dict[int, tuple[int, frozenset[str]]] = {}
-    index = _by_word()
+    index, table = _by_word(builtin, lexicon), groups(builtin, lexicon)
     for word in terms:
         for number, place, trigger in index.get(word, ()):
-            if place < fired.get(number, (len(groups()[number].triggers), frozenset()))[0] and trigger <= terms:
+            if place < fired.get(number, (len(table[number].triggers), frozenset()))[0] and trigger <= terms:
                 fired[number] = (place, trigger)
-    table = groups()
     return [(fired[number][1], table[number].related) for number in sorted(fired)]
