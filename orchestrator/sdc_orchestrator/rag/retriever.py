@@ -8,8 +8,9 @@ The pipeline, and why each step is there (figures: benchmarks/REPORT.md, "Korean
    morpheme that occur in the index, weighted below the words the user wrote
    (`Weights.expansion`), so a paraphrase (월급 for 급여) still finds its passage
    while an exact match keeps the upper hand. The workplace thesaurus
-   (`thesaurus.py`) adds the policy terms of the question's everyday words
-   (그만두다 -> 퇴사) the same way. With an embedding endpoint, the nearest
+   (`thesaurus.py`: hand-written groups and the broader lexicon, `lexicon.txt`)
+   adds the policy terms of the question's everyday words (그만두다 -> 퇴사,
+   상을 당하다 -> 사망) the same way. With an embedding endpoint, the nearest
    passages by cosine join the candidates.
 3. Rerank: a linear score over a few signals that need no calibration
    between them, each in [0, 1]: BM25 relative to the best candidate; soft

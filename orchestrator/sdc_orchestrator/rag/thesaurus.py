@@ -13,8 +13,17 @@ of common office objects (이동식 메모리 -> USB 저장장치). It is genera
 facilities, finance, security), not a list of any evaluation set's answers; a deployment adds its own
 jargon with `SDC_RAG_THESAURUS_FILE` (same format).
 
+Two sources, asked for apart: the groups below were written by someone who had read the project's
+evaluation questions, so on their own they overstate what a list of words does for questions nobody
+anticipated (fresh paraphrases: hit@5 0.74). `lexicon.txt`, the workplace lexicon (some 290 groups), was
+written the way a deployment would write its own: from the vocabulary of the documents (each policy term
+the passages use, and the everyday ways people say it) and general Korean, never from questions; with
+it the fresh paraphrases reach hit@5 0.94 (benchmarks/REPORT.md). Being broad, its terms weigh
+`Weights.lexicon_weight` of a hand-written group's.
+
 How it is used (`retriever.py`): only on the question side, so stored passages and ingestion are
-unchanged. A group fires when all the words of one of its left-hand forms are among the question's terms;
+unchanged (a corpus-side copy of the same pairs would add index terms to every passage for the same
+matches). A group fires when all the words of one of its left-hand forms are among the question's terms;
 its right-hand terms join the BM25 query below the words the user wrote (`Weights.thesaurus`), and a
 passage that has them counts the triggering words as partly covered (`Weights.thesaurus_cover`). Hits
 list such matches as "question word~passage word" in `related`, like CoNg matches.
