@@ -384,7 +384,7 @@ def main() -> int:
         small, large = ingest[250_000], ingest[1_000_000]
         parts += [
             "Ablation (all questions): the first five lines add one technique at a time to BM25; the reranker lines "
-            "build it up from exact term coverage; the last three switch one technique on or off in the service.",
+            "build it up from exact term coverage; the last four switch one source or technique on or off in the service.",
             "",
             ablation,
             "",
