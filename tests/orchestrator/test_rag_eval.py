@@ -14,12 +14,14 @@ from sdc_orchestrator.rag.korean import morphemes
 from sdc_orchestrator.rag.retriever import prepare
 
 from benchmarks.retrieval_eval import (
+    FRESH_SETS,
     KINDS,
     Scores,
     bm25_ranker,
     build_retriever,
     evaluate,
     korean_text,
+    load_fresh,
     load_passages,
     load_questions,
     service_ranker,
@@ -28,8 +30,9 @@ from benchmarks.retrieval_eval import (
 # Measured: hit@1 0.96, hit@5 1.00, paraphrase hit@5 1.00 (Kiwi BM25: 0.76, 0.88, 0.44); the issue's
 # targets are 0.85 / 0.95 / paraphrase 0.85. On the fresh paraphrases (written after the thesaurus was
 # frozen, never tuned on) hit@5 is 0.94 with the workplace lexicon, 0.74 without (Kiwi BM25 0.56).
-# The floors leave one to three questions of margin.
-FLOORS = {"hit1": 0.95, "hit5": 0.98, "paraphrase_hit5": 0.94, "fresh_hit5": 0.88}
+# A second author's 60 paraphrases (fresh2: saw only the passages; scored once, after the lexicon was frozen):
+# hit@5 0.93 (0.88 before the lexicon; Kiwi BM25 0.68). The floors leave one to three questions of margin.
+FLOORS = {"hit1": 0.95, "hit5": 0.98, "paraphrase_hit5": 0.94, "fresh_hit5": 0.88, "fresh2_hit5": 0.90}
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +68,15 @@ def test_no_kind_worse_than_kiwi_bm25(kind: str, results: tuple[dict[str, Scores
     assert mine[2] >= base[2] - 0.02, f"{kind}: MRR {mine[2]:.2f} < Kiwi BM25 {base[2]:.2f}"
 
 
-def test_fresh_paraphrases_beat_kiwi_bm25() -> None:
-    """Out of sample for the thesaurus: questions nobody tuned anything on."""
-    passages, fresh = load_passages(), load_questions(fresh=True)
+@pytest.mark.parametrize("name", sorted(FRESH_SETS))
+def test_fresh_paraphrases_beat_kiwi_bm25(name: str) -> None:
+    """Out of sample: questions nobody tuned anything on."""
+    passages, fresh = load_passages(), load_fresh(name)
+    assert len(fresh) >= 30 and all(q.answer in passages for q in fresh)
     service = evaluate(service_ranker(build_retriever(passages)), fresh)["all"].row()
     kiwi = evaluate(bm25_ranker(passages, morphemes), fresh)["all"].row()
     assert all(mine >= base for mine, base in zip(service, kiwi, strict=True)), (service, kiwi)
-    assert service[1] >= FLOORS["fresh_hit5"]
+    assert service[1] >= FLOORS[f"{name}_hit5"], service
 
 
 def test_sources_say_why_near_duplicates_were_told_apart() -> None:
