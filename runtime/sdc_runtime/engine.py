@@ -257,6 +257,7 @@ class Engine:
         self.joinable = True
         self.plan: LoadPlan | None = None
         self.max_token_chars = 64
+        self._encoders: tuple[Any, Any] | None = None  # (reads control tokens, keeps them text)
         self.is_generative = any(a.endswith("ForCausalLM") for a in self.config.get("architectures", []))
 
     # -- loading -----------------------------------------------------------
@@ -287,6 +288,7 @@ class Engine:
             raise ModelDirError(f"cannot load model from {self.model_dir}: {err}") from err
         # Inputs go where the embeddings live (with a device map, accelerate's hooks move the rest).
         self.device = self.model.get_input_embeddings().weight.device
+        self._encoders = _fixed_encoders(self.tokenizer)
         vocab = self.tokenizer.get_vocab()
         self.max_token_chars = max((len(t) for t in vocab), default=64) or 64
         log.info(
@@ -329,7 +331,11 @@ class Engine:
         pieces = self._chat_pieces(messages)
         ids: list[int] = []
         for text, is_content in pieces:
-            if text:
+            if not text:
+                continue
+            if self._encoders is not None:
+                ids += self._encoders[is_content].encode(text, add_special_tokens=False).ids
+            else:
                 ids += self.tokenizer(text, add_special_tokens=False, split_special_tokens=is_content)["input_ids"]
         bos = self.tokenizer.bos_token_id
         if (
@@ -661,6 +667,30 @@ def _sample(logits: Any, params: SamplingParams, generator: Any) -> int:
         choice = torch.multinomial(sorted_probs, 1, generator=generator)
         return int(order[choice])
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _fixed_encoders(tokenizer: Any) -> tuple[Any, Any] | None:
+    """Two copies of a fast tokenizer's Rust backend: one reads control tokens, one keeps them text.
+
+    Calling the Transformers tokenizer flips one shared `encode_special_tokens` switch on its
+    backend before each encode: a chat's template and its contents need opposite settings, and a
+    long chat is tokenized in a worker thread while the event loop tokenizes another, so a flip
+    between another call's flip and its encode could read a user's `<|im_start|>` as a control
+    token. Each copy here keeps its setting for good. The backend call is also a third of the
+    cost of the Transformers wrapper around it, and a request's tokenization is work the event
+    loop does per request. `None` for tokenizers without a Rust backend (they take the slow path).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_special_tokens"):
+        return None
+    from tokenizers import Tokenizer
+
+    controls, text = Tokenizer.from_str(backend.to_str()), Tokenizer.from_str(backend.to_str())
+    for copy, keep_text in ((controls, False), (text, True)):
+        copy.no_truncation()
+        copy.no_padding()
+        copy.encode_special_tokens = keep_text
+    return controls, text
 
 
 def _all_full_attention(cache: Any) -> bool:
