@@ -46,7 +46,7 @@ from tests.support.servers import runtime_process
 MAX_TOKENS = 64
 PROMPT = [{"role": "user", "content": "쿠버네티스에서 GPU 노드를 사용해 언어 모델을 서비스하는 방법을 설명해 주세요."}]
 CONCURRENCY = (1, 4, 16, 64)
-ROUNDS = 5
+ROUNDS = 7
 PAIRS = 15
 LONG_TOKENS, LONG_ROWS, SHORT_TOKENS = 256, 8, 16
 
