@@ -14,7 +14,10 @@ runs one step at a time over whatever rows are live:
   attention mask, and every row carries its own position ids, which is all a
   Transformers causal LM needs to treat padded rows exactly like unpadded ones
   (the same contract `generate` uses for left padding). Merging is a left pad
-  plus a concatenation along the batch dimension.
+  plus a concatenation along the batch dimension. The batch's layers keep spare
+  columns and append each step's keys and values in place (Transformers' own
+  layer copies the whole cache per token), and a padded step hands SDPA its
+  mask ready-made instead of having it rebuilt per step.
 - **Leaving.** A row that ends (end of sequence, its token budget, one of its
   stop strings, or a cancelled client) is dropped from the cache with an index
   select before the next step, and columns that became padding for every
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -253,6 +257,7 @@ class Engine:
         self.joinable = True
         self.plan: LoadPlan | None = None
         self.max_token_chars = 64
+        self._encoders: tuple[Any, Any] | None = None  # (reads control tokens, keeps them text)
         self.is_generative = any(a.endswith("ForCausalLM") for a in self.config.get("architectures", []))
 
     # -- loading -----------------------------------------------------------
@@ -283,6 +288,7 @@ class Engine:
             raise ModelDirError(f"cannot load model from {self.model_dir}: {err}") from err
         # Inputs go where the embeddings live (with a device map, accelerate's hooks move the rest).
         self.device = self.model.get_input_embeddings().weight.device
+        self._encoders = _fixed_encoders(self.tokenizer)
         vocab = self.tokenizer.get_vocab()
         self.max_token_chars = max((len(t) for t in vocab), default=64) or 64
         log.info(
@@ -325,7 +331,11 @@ class Engine:
         pieces = self._chat_pieces(messages)
         ids: list[int] = []
         for text, is_content in pieces:
-            if text:
+            if not text:
+                continue
+            if self._encoders is not None:
+                ids += self._encoders[is_content].encode(text, add_special_tokens=False).ids
+            else:
                 ids += self.tokenizer(text, add_special_tokens=False, split_special_tokens=is_content)["input_ids"]
         bos = self.tokenizer.bos_token_id
         if (
@@ -480,6 +490,7 @@ class _Batch:
         self.pad = pad  # any id: padded columns are masked out
         # Transformers 5 renamed the cache argument and output field `past_key_values` to `cache`.
         self.cache_field = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.sdpa = getattr(self.model.config, "_attn_implementation", None) == "sdpa"
         self.rows: list[_Row] = []
         self.cache: Any = None
         self.mask: Any = None  # [rows, columns] of 1 (real) / 0 (padding)
@@ -523,6 +534,7 @@ class _Batch:
         if not self.rows:
             self.rows, self.cache, self.mask, self.padded = newcomers, cache, mask, padded
             self.engine.joinable = _all_full_attention(cache)
+            _grow_in_place(cache)
         else:
             self._merge(newcomers, cache, mask, padded)
 
@@ -573,9 +585,15 @@ class _Batch:
         ids = torch.tensor([[r.next_input] for r in self.rows], device=device)
         positions = torch.tensor([[r.position] for r in self.rows], device=device)
         self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=device)], 1)
+        mask = None
+        if self.padded:
+            # With one query token per row the 4D mask is the 2D one, broadcast: handing it over ready
+            # spares Transformers building it (vmapped mask functions) in every step, a quarter of a
+            # 16-row step on CPU. Only SDPA reads a boolean 4D mask that way (eager adds the mask).
+            mask = self.mask.bool()[:, None, None, :] if self.sdpa else self.mask
         out = self.model(
             input_ids=ids,
-            attention_mask=self.mask if self.padded else None,
+            attention_mask=mask,
             position_ids=positions,
             use_cache=True,
             logits_to_keep=1,
@@ -651,12 +669,113 @@ def _sample(logits: Any, params: SamplingParams, generator: Any) -> int:
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def _fixed_encoders(tokenizer: Any) -> tuple[Any, Any] | None:
+    """Two copies of a fast tokenizer's Rust backend: one reads control tokens, one keeps them text.
+
+    Calling the Transformers tokenizer flips one shared `encode_special_tokens` switch on its
+    backend before each encode: a chat's template and its contents need opposite settings, and a
+    long chat is tokenized in a worker thread while the event loop tokenizes another, so a flip
+    between another call's flip and its encode could read a user's `<|im_start|>` as a control
+    token. Each copy here keeps its setting for good. Calling the backend directly also halves the cost of tokenizing
+    a chat (work the event loop does per request). `None` for tokenizers without a Rust backend (they take the slow path).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_special_tokens"):
+        return None
+    from tokenizers import Tokenizer
+
+    controls, text = Tokenizer.from_str(backend.to_str()), Tokenizer.from_str(backend.to_str())
+    for copy, keep_text in ((controls, False), (text, True)):
+        copy.no_truncation()
+        copy.no_padding()
+        copy.encode_special_tokens = keep_text
+    return controls, text
+
+
 def _all_full_attention(cache: Any) -> bool:
     """Only plain growing caches can be merged by left padding (see the module docstring)."""
     from transformers.cache_utils import DynamicLayer
 
     layers: Any = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return bool(layers) and all(type(layer) in (DynamicLayer, _growing_layer_class()) for layer in layers)
+
+
+def _grow_in_place(cache: Any) -> None:
+    """Give the batch cache's plain layers spare columns (see `_growing_layer_class`)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers: Any = getattr(cache, "layers", None)
+    for i, layer in enumerate(layers or ()):
+        if type(layer) is DynamicLayer and _holds_kv(layer):
+            layers[i] = _growing_layer_class()(layer.keys, layer.values)
+
+
+@functools.cache
+def _growing_layer_class() -> type:
+    """A `DynamicLayer` that appends in place (built on first use: Transformers loads lazily).
+
+    `DynamicLayer.update` concatenates, copying a layer's whole cache to add one column: for 16 rows
+    that is a tenth of a decode step on CPU, and it grows with every row and token. This layer keeps
+    spare columns after the live ones and writes each new token into them, copying only when they
+    run out (every `SPARE` steps). `keys`/`values` stay views of the live columns, so whatever
+    assigns them (merging, dropping rows, trimming, `batch_select_indices`) works unchanged: an
+    assigned tensor simply has no spare columns until the next append makes some.
+    """
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
+        SPARE = 64
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+            super().__init__()  # type: ignore[no-untyped-call]
+            self.keys, self.values = keys, values
+            self.device = keys.device
+            self.is_initialized = True
+
+        @property
+        def keys(self) -> torch.Tensor | None:
+            return None if self._keys is None else self._keys[:, :, : self._length]
+
+        @keys.setter
+        def keys(self, keys: torch.Tensor | None) -> None:
+            self._keys = keys
+            self._length = 0 if keys is None else keys.shape[-2]
+
+        @property
+        def values(self) -> torch.Tensor | None:
+            return None if self._values is None else self._values[:, :, : self._values_length]
+
+        @values.setter
+        def values(self, values: torch.Tensor | None) -> None:
+            # Its own length: callers assign keys and values one after the other, and read values in between.
+            self._values = values
+            self._values_length = 0 if values is None else values.shape[-2]
+
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            if self._keys is None or self._values is None:
+                self.keys, self.values = key_states, value_states
+                self.device, self.is_initialized = key_states.device, True
+                return key_states, value_states
+            start, end = self._length, self._length + key_states.shape[-2]
+            if end > self._keys.shape[-2]:
+                self._keys = _with_room(self._keys, start, end + self.SPARE)
+                self._values = _with_room(self._values, start, end + self.SPARE)
+            self._keys[:, :, start:end] = key_states
+            self._values[:, :, start:end] = value_states
+            self._length = self._values_length = end
+            return self._keys[:, :, :end], self._values[:, :, :end]
+
+    return GrowingLayer
+
+
+def _with_room(tensor: Any, live: int, columns: int) -> Any:
+    """A copy of `tensor`'s first `live` columns in a tensor of `columns` columns."""
+    roomy = tensor.new_empty((*tensor.shape[:2], columns, tensor.shape[-1]))
+    roomy[:, :, :live] = tensor[:, :, :live]
+    return roomy
 
 
 def _holds_kv(layer: Any) -> bool:

@@ -194,6 +194,16 @@ async def _collect_until_disconnect(generation: Generation, request: Request) ->
     return task.result()
 
 
+# Line breaks that JSON leaves unescaped but `str.splitlines` (and so httpx's `aiter_lines`) splits on:
+# a sampled token holding one would cut an event in two for such a client.
+_UNSPLITTABLE = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def sse_event(body: dict[str, Any]) -> str:
+    """One server-sent event: a single `data:` line whatever characters the text holds."""
+    return f"data: {json.dumps(body, ensure_ascii=False).translate(_UNSPLITTABLE)}\n\n"
+
+
 async def _sse(
     generation: Generation, completion_id: str, created: int, model: str, started: float
 ) -> AsyncIterator[str]:
@@ -207,7 +217,7 @@ async def _sse(
         }
         if usage is not None:
             body["usage"] = usage
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+        return sse_event(body)
 
     yield chunk({"role": "assistant", "content": ""}, None)
     try:
@@ -215,7 +225,7 @@ async def _sse(
             yield chunk({"content": delta}, None)
     except Exception as err:  # after the first byte the status is sent: report in-band
         metrics.REQUESTS.labels("chat", "error").inc()
-        yield f"data: {json.dumps({'error': {'message': str(err), 'type': 'server_error'}})}\n\n"
+        yield sse_event({"error": {"message": str(err), "type": "server_error"}})
         return
     yield chunk({}, generation.finish_reason, _usage(generation))
     yield "data: [DONE]\n\n"

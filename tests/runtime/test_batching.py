@@ -186,3 +186,57 @@ def test_an_answer_sent_whole_arrives_once_and_equals_the_stream(engine: Engine)
         assert cut == [text[: text.index(stop)]], "stop strings apply to an answer sent whole"
 
     run(scenario())
+
+
+def test_rows_joining_at_different_steps_decode_as_they_would_alone(engine: Engine) -> None:
+    # Prompts of different lengths joining a running batch one by one: every step after the first
+    # join is left-padded (the ready-made 4D mask), and 150 tokens outgrow the cache's spare columns
+    # twice (in-place appends, then a copy with more room), while rows leave at different steps.
+    texts = [
+        "서울은 대한민국의 수도입니다. 부산은 항구 도시입니다.",
+        "Hi",
+        "문서를 검색해서 한국어로",
+        "Hello there, how can I help you today?",
+    ]
+    budgets = [150, 40, 120, 90]
+    params = [SamplingParams(temperature=1.0, max_tokens=n, seed=i, ignore_eos=True) for i, n in enumerate(budgets)]
+
+    async def scenario() -> None:
+        ids = [prompt(engine, t) for t in texts]
+        assert len({len(i) for i in ids}) == len(ids), "the rows need padding"
+        expected = [await alone(engine, i, p) for i, p in zip(ids, params, strict=True)]
+        running: list[asyncio.Task[str]] = []
+        for i, p in zip(ids, params, strict=True):
+            generation = engine.submit(i, p)
+            running.append(asyncio.create_task(text_of(generation)))
+            await until(lambda g=generation: g.completion_tokens >= 7, "the new row decodes")
+        assert await asyncio.gather(*running) == expected
+
+    run(scenario())
+
+
+def test_growing_cache_layer_matches_the_plain_one() -> None:
+    import torch
+    from sdc_runtime.engine import _growing_layer_class
+    from transformers.cache_utils import DynamicLayer
+
+    torch.manual_seed(0)
+    start = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    plain = DynamicLayer()  # type: ignore[no-untyped-call]
+    plain.update(*start)
+    growing = _growing_layer_class()(*start)
+    rows = 3
+    for step in range(150):
+        new = torch.randn(rows, 2, 1, 4), torch.randn(rows, 2, 1, 4)
+        for a, b in zip(plain.update(*new), growing.update(*new), strict=True):
+            assert torch.equal(a, b)
+        if step == 70:  # what the batch does to a layer: select rows, trim padding columns, merge
+            for layer in (plain, growing):
+                layer.batch_select_indices(torch.tensor([0, 2]))
+                layer.keys, layer.values = layer.keys[:, :, 3:], layer.values[:, :, 3:]
+                layer.keys = torch.cat([layer.keys, torch.zeros_like(layer.keys)])
+                layer.values = torch.cat([layer.values, torch.zeros_like(layer.values)])
+            rows = 4
+        assert plain.keys is not None and growing.keys is not None
+        assert torch.equal(plain.keys, growing.keys) and torch.equal(plain.values, growing.values)
+        assert growing.get_seq_length() == plain.get_seq_length()

@@ -202,3 +202,16 @@ def test_a_full_queue_is_a_503_with_retry_after_and_cancelled_streams_free_their
 
     with serve(create_app(engine, "tiny")) as url:
         asyncio.run(asyncio.wait_for(scenario(url), 120))
+
+
+def test_chat_prompt_tokenizes_as_the_transformers_tokenizer(engine: Engine) -> None:
+    # The prompt comes from the tokenizer's Rust backend directly (fixed settings, no shared switch):
+    # the same ids as the Transformers tokenizer with the same settings, control tokens in contents included.
+    tok = engine.tokenizer
+    contents = ["안녕 <|im_start|>system", "Hello, world!", " 띄어 쓰기 ", "<|endoftext|>", "🙂 e\u0301"]
+    for content in contents:
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]
+        expected: list[int] = []
+        for text, is_content in engine._chat_pieces(messages):
+            expected += tok(text, add_special_tokens=False, split_special_tokens=is_content)["input_ids"]
+        assert engine.chat_prompt(messages) == expected
