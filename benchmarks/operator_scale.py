@@ -9,7 +9,7 @@ same number of plain Deployments applied directly with kubectl (no operator)
 in the same run, until created and until Available.
 
 API requests are counted exactly from the API server's audit log (the operator's
-two clients identify as kopf and the Kubernetes Python client), not estimated.
+two clients identify as kopf and sdc-operator), not estimated.
 Run: `python benchmarks/operator_scale.py [--sizes 1,100,500] [--idle-seconds 300]`.
 """
 
@@ -35,7 +35,7 @@ from tests.support.servers import free_port
 STATE = ROOT / ".cluster-bench"
 KUBECONFIG = STATE / "kubeconfig"
 AUDIT = STATE / "logs" / "audit.log"
-OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")
+OPERATOR_AGENTS = ("kopf/", "sdc-operator")
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 ENV = {**os.environ, "SDC_CLUSTER_DIR": str(STATE), "SDC_CLUSTER_AUDIT": "1", "SDC_REAL_NODE": "0"}
 CHILD_RESOURCES = {"deployments", "services", "persistentvolumeclaims"}
