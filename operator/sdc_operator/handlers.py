@@ -129,6 +129,10 @@ def _state(memo: kopf.Memo) -> State:
     return state
 
 
+# The children's watches: (group, version, plural) as in the decorators below.
+CHILD_RESOURCES = (("apps", "v1", "deployments"), ("v1", "pods"), ("v1", "persistentvolumeclaims"), ("v1", "services"))
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -137,6 +141,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own events only, not every handler log line
+    # Children are watched through a server-side label selector: the API server sends only the objects
+    # this operator labels, not every Pod, Deployment, Service and claim of the cluster (Kopf's handler
+    # filters alone would parse and drop each of them). The handlers keep their own filter too.
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = OWNER_LABEL
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330  # a silent connection (a stopped API server) is dropped and retried
     settings.watching.connect_timeout = SETTINGS.api_timeout_s
