@@ -92,7 +92,9 @@ class State:
     def __post_init__(self) -> None:
         self.service_creations = asyncio.Semaphore(SETTINGS.service_creation_concurrency)
         self.status_writes = asyncio.Semaphore(SETTINGS.status_write_concurrency)
-        self.status_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_status(self, key))
+        self.status_debouncer = Debouncer(
+            SETTINGS.status_debounce_s, lambda key: _flush_status(self, key), SETTINGS.status_min_interval_s
+        )
         self.publish_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda _: _flush_publish(self))
 
     def lock(self, key: Key) -> asyncio.Lock:
