@@ -9,7 +9,7 @@ same number of plain Deployments applied directly with kubectl (no operator)
 in the same run, until created and until Available.
 
 API requests are counted exactly from the API server's audit log (the operator's
-two clients identify as kopf and the Kubernetes Python client), not estimated.
+two clients identify as kopf and sdc-operator), not estimated.
 Run: `python benchmarks/operator_scale.py [--sizes 1,100,500] [--idle-seconds 300]`.
 """
 
@@ -35,7 +35,7 @@ from tests.support.servers import free_port
 STATE = ROOT / ".cluster-bench"
 KUBECONFIG = STATE / "kubeconfig"
 AUDIT = STATE / "logs" / "audit.log"
-OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")
+OPERATOR_AGENTS = ("kopf/", "sdc-operator")
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 ENV = {**os.environ, "SDC_CLUSTER_DIR": str(STATE), "SDC_CLUSTER_AUDIT": "1", "SDC_REAL_NODE": "0"}
 CHILD_RESOURCES = {"deployments", "services", "persistentvolumeclaims"}
@@ -88,6 +88,23 @@ def plain_deployment(name: str, namespace: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def plain_trio(name: str, namespace: str) -> list[dict[str, Any]]:
+    """What one LocalLLM makes, written directly: the Deployment, a Service and the cache claim."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 11434, "targetPort": 11434}]},
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": f"{name}-model-cache", "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    return [plain_deployment(name, namespace), service, claim]
 
 
 class Watcher:
@@ -195,6 +212,22 @@ def wait_all(seen: dict[str, float], n: int, timeout: float) -> None:
         raise RuntimeError(f"only {len(seen)}/{n} done after {timeout:.0f}s")
 
 
+COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def cluster_pids() -> dict[str, int]:
+    return {c: int((STATE / "pids" / f"{c}.pid").read_text()) for c in COMPONENTS}
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -202,8 +235,11 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_size(n: int, with_operator: bool) -> dict[str, Any]:
-    namespace = f"bench-{'op' if with_operator else 'raw'}-{n}"
+def run_size(n: int, mode: str, operator_pid: int) -> dict[str, Any]:
+    """`mode`: "operator" (N LocalLLMs), "deployments" (N plain Deployments) or "trio" (N times the three
+    objects a LocalLLM makes, applied directly: what the operator costs beyond the objects themselves)."""
+    with_operator = mode == "operator"
+    namespace = f"bench-{mode}-{n}"
     kubectl("create", "namespace", namespace)
     deployments = Watcher(namespace, "deployments", lambda o: True)
     ready_check = (
@@ -214,14 +250,20 @@ def run_size(n: int, with_operator: bool) -> dict[str, Any]:
     ready = Watcher(namespace, "localllms" if with_operator else "deployments", ready_check)
     time.sleep(1.0)  # the watches are established
     offset = AUDIT.stat().st_size
-    objects = [
-        localllm(f"m{i}", namespace) if with_operator else plain_deployment(f"m{i}", namespace) for i in range(n)
-    ]
+    objects: list[dict[str, Any]] = []
+    for i in range(n):
+        if mode == "trio":
+            objects += plain_trio(f"m{i}", namespace)
+        else:
+            objects.append(localllm(f"m{i}", namespace) if with_operator else plain_deployment(f"m{i}", namespace))
+    pids = {**cluster_pids(), "operator": operator_pid}
+    cpu_before = {c: cpu_seconds(pid) for c, pid in pids.items()}
     started = time.monotonic()
     kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     wait_all(deployments.seen, n, 600)
     wait_all(ready.seen, n, 900)
     time.sleep(2)  # let trailing status writes land in the audit log
+    cpu = {c: cpu_seconds(pid) - cpu_before[c] for c, pid in pids.items()}  # from the apply to all Ready
     deployments.stop()
     ready.stop()
     created = [t - started for t in deployments.seen.values()]
@@ -229,6 +271,7 @@ def run_size(n: int, with_operator: bool) -> dict[str, Any]:
     requests = audit_requests(offset) if with_operator else []
     lags, admitted = creation_lags(offset, namespace) if with_operator else ([], float("nan"))
     return {
+        "cpu": cpu,
         "lags": lags,
         "admitted": admitted,
         "n": n,
@@ -278,14 +321,18 @@ def main() -> str:
         operator = start_operator()
         time.sleep(5)
         rows, limit_rows = [], []
+        cpu_rows: list[list[Any]] = []
         idle_writes = idle_requests = restart_child_writes = restart_writes = 0
         memory = float("nan")
         for n in sizes:
-            limit = run_size(n, with_operator=False)
-            result = run_size(n, with_operator=True)
+            limit = run_size(n, "deployments", operator.pid)
+            trio = run_size(n, "trio", operator.pid)
+            result = run_size(n, "operator", operator.pid)
             print(
-                f"N={n}: all Deployments after {max(result['created']):.1f}s (plain: {max(limit['created']):.1f}s), "
-                f"all Ready after {max(result['ready']):.1f}s (plain Available: {max(limit['ready']):.1f}s)",
+                f"N={n}: all Deployments after {max(result['created']):.1f}s (plain: {max(limit['created']):.1f}s, "
+                f"the three objects directly: {max(trio['created']):.1f}s), all Ready after "
+                f"{max(result['ready']):.1f}s (plain Available: {max(limit['ready']):.1f}s, "
+                f"three objects: {max(trio['ready']):.1f}s)",
                 flush=True,
             )
             rows.append(
@@ -296,16 +343,21 @@ def main() -> str:
                     max(result["created"]),
                     max(limit["created"]),
                     max(result["created"]) / max(limit["created"]),
+                    max(trio["created"]),
+                    max(result["created"]) / max(trio["created"]),
                     result["admitted"],
                     f"{median(result['lags']):.2f} / {max(result['lags'], default=float('nan')):.2f}",
                     median(result["ready"]),
                     max(result["ready"]),
                     max(limit["ready"]),
+                    max(trio["ready"]),
                     result["requests"] / n,
                     result["writes"] / n,
                 ]
             )
             limit_rows.append(limit)
+            for label, run in (("plain Deployments", limit), ("three objects direct", trio), ("LocalLLMs", result)):
+                cpu_rows.append([f"{label} (N={n})", *(run["cpu"][c] for c in (*COMPONENTS, "operator"))])
             if n == max(sizes):
                 memory = rss_mib(operator.pid)
                 offset = AUDIT.stat().st_size
@@ -340,7 +392,8 @@ def main() -> str:
             f"Machine: {machine()}. {versions('kopf', 'kubernetes')}; Kubernetes v1.35.4 (local control plane, KWOK).",
             "N LocalLLMs (ollama, CPU) applied at once in one `kubectl apply`; times are from the apply. The limit: the "
             "same number of plain Deployments applied directly in the same run (no operator), until created and until "
-            "Available. A LocalLLM makes three objects (Deployment, Service, cache claim) where the limit makes one. "
+            "Available. A LocalLLM makes three objects (Deployment, Service, cache claim) where the limit makes one; "
+            '"three objects direct" applies those three per model with kubectl (no operator, no LocalLLM). '
             "Operator lag: per LocalLLM, from its creation to its Deployment's (audit log): the operator's own delay, "
             "apart from the pace at which the API server admits the LocalLLMs themselves.",
             f"Command: `python benchmarks/operator_scale.py --sizes {args.sizes} --idle-seconds {args.idle_seconds:.0f} "
@@ -354,16 +407,24 @@ def main() -> str:
                     "all created (s)",
                     "limit: all created (s)",
                     "ratio",
+                    "three objects direct: all created (s)",
+                    "ratio to three objects",
                     "kubectl: all LocalLLMs created (s)",
                     "operator lag p50 / max (s)",
                     "Ready p50 (s)",
                     "all Ready (s)",
                     "limit: all Available (s)",
+                    "three objects: all Available (s)",
                     "API requests / object",
                     "writes / object",
                 ],
                 rows,
             ),
+            "",
+            "CPU seconds each process used from the apply until all were Ready (2 cores: the wall time above is "
+            "at least the sum over 2):",
+            "",
+            table(["run", *COMPONENTS, "operator"], cpu_rows),
             "",
             f"Operator resident memory with {max(sizes)} LocalLLMs: {memory:.0f} MiB.",
             f"Idle for {args.idle_seconds:.0f} s with {max(sizes)} LocalLLMs present: {idle_writes} writes, "

@@ -5,7 +5,9 @@ scheduled, init container done, container ready, Deployment available), each
 of which changes the derived status a little. Writing each intermediate status
 costs API calls and etcd writes that nobody reads. A short delay (half a
 second) turns the burst into one or two writes with the latest state, at the
-price of reporting half a second later.
+price of reporting half a second later. Under load the changes of one object
+spread over seconds; a minimum interval between one key's runs (status writes:
+`SDC_STATUS_MIN_INTERVAL_S`) collapses those too.
 
 Everything runs on the operator's one event loop (no threads, no locks): a
 trigger schedules a timer unless one is pending for the key, and a key never
@@ -22,10 +24,21 @@ from collections.abc import Awaitable, Callable, Hashable
 log = logging.getLogger("sdc_operator.debounce")
 
 
+def run_delay(now: float, last_start: float | None, delay_s: float, min_interval_s: float) -> float:
+    """Seconds until a key triggered `now` runs: the coalescing delay, and no sooner than `min_interval_s`
+    after the key's last run started (a model whose state changes every second under load gets one write
+    per interval with the latest state, not one per change)."""
+    if last_start is None:
+        return delay_s
+    return max(delay_s, last_start + min_interval_s - now)
+
+
 class Debouncer:
-    def __init__(self, delay_s: float, run: Callable[[Hashable], Awaitable[None]]) -> None:
+    def __init__(self, delay_s: float, run: Callable[[Hashable], Awaitable[None]], min_interval_s: float = 0.0) -> None:
         self.delay_s = delay_s
+        self.min_interval_s = min_interval_s
         self.run = run
+        self._last_start: dict[Hashable, float] = {}
         self._pending: set[Hashable] = set()
         self._running: dict[Hashable, asyncio.Task[None]] = {}
         self._again: set[Hashable] = set()
@@ -39,10 +52,19 @@ class Debouncer:
         if key in self._pending:
             return
         self._pending.add(key)
-        asyncio.get_running_loop().call_later(self.delay_s, self._start, key)
+        loop = asyncio.get_running_loop()
+        last = self._last_start.get(key)
+        loop.call_later(run_delay(loop.time(), last, self.delay_s, self.min_interval_s), self._start, key)
 
     def _start(self, key: Hashable) -> None:
         self._pending.discard(key)
+        now = asyncio.get_running_loop().time()
+        if self.min_interval_s > 0:
+            self._last_start[key] = now
+            if len(self._last_start) > 2 * (len(self._pending) + len(self._running)) + 1024:
+                # Forget keys whose interval is over (deleted objects among them): the map stays small.
+                horizon = now - self.min_interval_s
+                self._last_start = {k: t for k, t in self._last_start.items() if t > horizon}
         task = asyncio.get_running_loop().create_task(self._safe_run(key))
         self._running[key] = task
 

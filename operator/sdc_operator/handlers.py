@@ -6,9 +6,8 @@ API call. A LocalLLM's spec change (or the operator's start) applies the
 children that drifted from the spec; any child event checks that child for
 drift (a hand edit, a deletion) and recomputes the owner's status.
 
-One concurrency model: everything runs on Kopf's event loop. The Kubernetes
-client is synchronous, so each call runs in a worker thread (`asyncio.to_thread`)
-with a timeout, but no state is ever touched off the loop. Per-operator state
+One concurrency model: everything runs on Kopf's event loop, API calls
+included (`kube`: asynchronous, each with a timeout; no worker threads). Per-operator state
 lives in one `State` object in Kopf's operator memo (shallow-copied into every
 object's memo, so all handlers share it), never in module globals. Status and
 endpoint writes are coalesced per key on the loop (`Debouncer`).
@@ -27,7 +26,6 @@ import datetime
 import logging
 import time
 from collections.abc import Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +92,9 @@ class State:
     def __post_init__(self) -> None:
         self.service_creations = asyncio.Semaphore(SETTINGS.service_creation_concurrency)
         self.status_writes = asyncio.Semaphore(SETTINGS.status_write_concurrency)
-        self.status_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda key: _flush_status(self, key))
+        self.status_debouncer = Debouncer(
+            SETTINGS.status_debounce_s, lambda key: _flush_status(self, key), SETTINGS.status_min_interval_s
+        )
         self.publish_debouncer = Debouncer(SETTINGS.status_debounce_s, lambda _: _flush_publish(self))
 
     def lock(self, key: Key) -> asyncio.Lock:
@@ -131,6 +131,10 @@ def _state(memo: kopf.Memo) -> State:
     return state
 
 
+# The children's watches: (group, version, plural) as in the decorators below.
+CHILD_RESOURCES = (("apps", "v1", "deployments"), ("v1", "pods"), ("v1", "persistentvolumeclaims"), ("v1", "services"))
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -139,6 +143,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own events only, not every handler log line
+    # Children are watched through a server-side label selector: the API server sends only the objects
+    # this operator labels, not every Pod, Deployment, Service and claim of the cluster (Kopf's handler
+    # filters alone would parse and drop each of them). The handlers keep their own filter too.
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = OWNER_LABEL
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330  # a silent connection (a stopped API server) is dropped and retried
     settings.watching.connect_timeout = SETTINGS.api_timeout_s
@@ -151,16 +160,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.mandatory = not SETTINGS.standalone
     settings.peering.lifetime = SETTINGS.peering_lifetime_s
     kube.TIMEOUT_S = SETTINGS.api_timeout_s
-    # The client blocks; its calls wait on the network, not the CPU: enough threads that a burst of
-    # creations is paced by the API server, not by the default pool's cores + 4.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="sdc-api"))
     memo["sdc_state"] = State()
     if not SETTINGS.standalone:
-        await asyncio.to_thread(kube.ensure_peering, SETTINGS.peering_name, SETTINGS.watch_namespaces)
+        await kube.ensure_peering(SETTINGS.peering_name, SETTINGS.watch_namespaces)
     if SETTINGS.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(SETTINGS.metrics_port)
+
+
+@kopf.on.cleanup()
+async def close_api(**_: Any) -> None:
+    await kube.close()  # the API session's connections, before the loop goes
 
 
 # -- indexes -------------------------------------------------------------------------------------
@@ -286,7 +297,7 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         # Nothing half-made: the serving objects it owns go; a bound cache (downloaded weights) stays.
         for (kind, child_name), child in observed.items():
             if kind in ("Deployment", "Service") and owns(child, uid, name):
-                await asyncio.to_thread(kube.delete, kind, namespace, child_name, uid=child["metadata"]["uid"])
+                await kube.delete(kind, namespace, child_name, uid=child["metadata"]["uid"])
         state.conflicts.pop(key, None)
         metrics.RECONCILES.labels("invalid").inc()
         _refresh(state, key)
@@ -297,7 +308,7 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
     missing = [
         (o["kind"], o["metadata"]["name"]) for o in desired if (o["kind"], o["metadata"]["name"]) not in observed
     ]
-    found = await asyncio.gather(*(asyncio.to_thread(kube.read, kind, namespace, n) for kind, n in missing))
+    found = await asyncio.gather(*(kube.read(kind, namespace, n) for kind, n in missing))
     observed.update({k: _projection(obj) for k, obj in zip(missing, found, strict=True) if obj is not None})
     actions = plan(desired, observed, uid=uid, name=name, yield_to=SETTINGS.yield_fields_to)
     state.conflicts[key] = actions.conflicts
@@ -328,7 +339,7 @@ async def _apply(action: Apply) -> None:
     """Apply one child; where the apply cannot undo a hand edit of a list, replace that list."""
     want = {k: action.obj[k] for k in ("metadata", "spec")}
     try:
-        result = await asyncio.to_thread(kube.apply, action.obj, uid=action.uid)
+        result = await kube.apply(action.obj, uid=action.uid)
         left = drift(want, _projection(result)) if action.uid else []
     except kube.ApiError as err:
         if action.uid is None or err.status != 422:
@@ -336,8 +347,8 @@ async def _apply(action: Apply) -> None:
         left = [p for p in action.reason.removeprefix("changed: ").split(", ") if p.startswith(".")]
     metrics.APPLIES.labels(action.key[0]).inc()
     if left and action.uid and (ops := list_replacements(want, left, action.uid)):
-        await asyncio.to_thread(kube.json_patch, action.key[0], action.obj["metadata"]["namespace"], action.key[1], ops)
-        await asyncio.to_thread(kube.apply, action.obj, uid=action.uid)
+        await kube.json_patch(action.key[0], action.obj["metadata"]["namespace"], action.key[1], ops)
+        await kube.apply(action.obj, uid=action.uid)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -526,7 +537,7 @@ async def _write_status(state: State, key: Hashable) -> None:
         state.last_status[(namespace, name)] = status
         return
     try:
-        await asyncio.to_thread(kube.patch_status, namespace, name, patch)
+        await kube.patch_status(namespace, name, patch)
     except kube.ApiError as err:
         if err.status == 404:  # deleted since the event: nothing to report on
             state.last_status.pop((namespace, name), None)
@@ -541,8 +552,7 @@ async def _write_status(state: State, key: Hashable) -> None:
     if event_due(status["phase"], state.last_event_phase.get((namespace, name), current.get("phase"))):
         kind = "Warning" if status["phase"] in ("Failed", "Degraded") else "Normal"
         try:
-            await asyncio.to_thread(
-                kube.post_event,
+            await kube.post_event(
                 namespace,
                 name,
                 str(body["metadata"]["uid"]),
@@ -590,16 +600,12 @@ async def _flush_publish(state: State) -> None:
         llms, audience(SETTINGS.endpoints_namespace, SETTINGS.publish_namespaces, SETTINGS.publish_pool)
     )
     if not state.published_known:
-        data = await asyncio.to_thread(
-            kube.read_configmap_data, SETTINGS.endpoints_namespace, SETTINGS.endpoints_configmap
-        )
+        data = await kube.read_configmap_data(SETTINGS.endpoints_namespace, SETTINGS.endpoints_configmap)
         state.published, state.published_known = (data or {}).get(ENDPOINTS_KEY), True
     if state.published == document:
         return
     try:
-        await asyncio.to_thread(
-            kube.apply, endpoints_configmap(SETTINGS.endpoints_configmap, SETTINGS.endpoints_namespace, document)
-        )
+        await kube.apply(endpoints_configmap(SETTINGS.endpoints_configmap, SETTINGS.endpoints_namespace, document))
     except kube.ApiError as err:
         metrics.ERRORS.labels("publish").inc()
         asyncio.get_running_loop().call_later(retry_delay(err.status), _publish_soon, state)

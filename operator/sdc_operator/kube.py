@@ -1,21 +1,26 @@
-"""All calls to the Kubernetes API: server-side apply, delete, status patch.
+"""All calls to the Kubernetes API: server-side apply, delete, status patch. Asynchronous.
 
-The only module besides `handlers` that imports the client. Server-side apply
-with one field manager makes every write idempotent and lets a restarted
-operator converge to the same objects without reading them first.
+The only module besides `handlers` that talks to the API. The calls run on the
+operator's event loop over aiohttp (the HTTP client Kopf itself uses, so no
+second stack and no worker threads); the `kubernetes` package only loads the
+credentials (in-cluster service account, or $KUBECONFIG). Responses are plain
+JSON. Server-side apply with one field manager makes every write idempotent and
+lets a restarted operator converge to the same objects without reading them first.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import datetime
 import functools
 import json
+import os
 import socket
-from collections.abc import Callable
+import ssl
+import weakref
 from typing import Any
 
-import urllib3
+import aiohttp
 from kubernetes import client, config
 
 from sdc_operator import GROUP, PLURAL, VERSION
@@ -23,6 +28,10 @@ from sdc_operator import GROUP, PLURAL, VERSION
 FIELD_MANAGER = "sdc-operator"
 APPLY = "application/apply-patch+yaml"
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+TIMEOUT_S = 20.0  # every call has one: a hung API server turns into an ApiError, never a stuck handler
+USER_AGENT = "sdc-operator"  # how the API server's audit log names these calls (Kopf's own say kopf/...)
+CONNECTIONS = 32  # concurrent requests per loop; more wait for a connection (within the same timeout)
 
 
 class ApiError(Exception):
@@ -32,105 +41,161 @@ class ApiError(Exception):
 
 
 @functools.cache
-def _client() -> client.ApiClient:
-    """One shared client: its connection pool is reused (no TLS handshake per call), and it is thread-safe."""
+def _configuration() -> client.Configuration:
+    """Where the API server is and how to prove who we are (read once: the files it names are reread
+    by the TLS context; an in-cluster token is refreshed by the loader's hook on every use)."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # $KUBECONFIG
-    configuration.connection_pool_maxsize = 32
-    return client.ApiClient(configuration)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )  # $KUBECONFIG as it is now (the client's default was read when it was imported), else ~/.kube/config
+    return configuration
 
 
-def apps() -> client.AppsV1Api:
-    return client.AppsV1Api(_client())
+def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    if not configuration.verify_ssl:  # only when the kubeconfig says insecure-skip-tls-verify
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+    return context
 
 
-def core() -> client.CoreV1Api:
-    return client.CoreV1Api(_client())
+# One session per event loop: a session belongs to the loop it was made on (the operator has one; tests may
+# run several loops in turn). Its connection pool is reused, so no TLS handshake per call.
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
 
 
-def custom() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(_client())
+def _session() -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        configuration = _configuration()
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=_ssl_context(configuration)),
+            json_serialize=json.dumps,
+        )
+        _sessions[loop] = session
+    return session
 
 
-TIMEOUT_S = 20.0  # every call has one: a hung API server turns into an ApiError, never a stuck handler
+async def close() -> None:
+    """Close this loop's session (the operator's cleanup; tests after their calls)."""
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
 
 
-def _api_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    kwargs.setdefault("_request_timeout", TIMEOUT_S)
+def _headers(content_type: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    token = _configuration().get_api_key_with_prefix("authorization")  # runs the refresh hook in-cluster
+    if token:
+        headers["Authorization"] = token
+    if content_type:
+        headers["Content-Type"] = content_type
+    return headers
+
+
+def _status_message(raw: bytes, fallback: str) -> str:
     try:
-        return fn(*args, **kwargs)
-    except client.ApiException as err:
-        message = err.reason or ""
-        with contextlib.suppress(TypeError, ValueError, AttributeError):  # a body that is not a Status
-            message = json.loads(err.body or "{}").get("message", message)
-        raise ApiError(int(err.status or 0), str(message)) from err
-    except (OSError, urllib3.exceptions.HTTPError) as err:  # refused, reset, timed out: retry later
+        body = json.loads(raw)
+    except ValueError:
+        return fallback
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message) if message else fallback
+
+
+async def _call(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    content_type: str | None = None,
+    params: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One request; the response body as plain JSON. Refused, reset or timed out is status 0 (retry later)."""
+    data = None if body is None else json.dumps(body)
+    try:
+        async with _session().request(
+            method,
+            _configuration().host.rstrip("/") + path,  # a host may carry a path prefix (an API proxy)
+            data=data,
+            params=params,
+            headers=_headers(content_type or ("application/json" if data is not None else None)),
+            timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
+        ) as response:
+            raw = await response.read()
+            if response.status >= 400:
+                raise ApiError(response.status, _status_message(raw, response.reason or str(response.status)))
+    except (aiohttp.ClientError, TimeoutError, OSError) as err:
         raise ApiError(0, f"{type(err).__name__}: {err}") from err
-
-
-def _raw_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """A call whose response is read as plain JSON: the client's model classes cost milliseconds of CPU
-    per object to build (and more to turn back into a dict), which hundreds of writes at once feel."""
-    response = _api_call(fn, *args, _preload_content=False, **kwargs)
     try:
-        body = json.loads(response.data or b"{}")
+        out = json.loads(raw or b"{}")
     except ValueError as err:
         raise ApiError(0, f"the API server sent a body that is not JSON: {err}") from err
-    finally:
-        response.release_conn()
-    return body if isinstance(body, dict) else {}
+    return out if isinstance(out, dict) else {}
 
 
-_KINDS: dict[str, tuple[Callable[[], Any], str]] = {
-    "Deployment": (apps, "deployment"),
-    "Service": (core, "service"),
-    "PersistentVolumeClaim": (core, "persistent_volume_claim"),
-    "ConfigMap": (core, "config_map"),
+_PATHS: dict[str, str] = {
+    "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments",
+    "Service": "/api/v1/namespaces/{namespace}/services",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
+    "Event": "/api/v1/namespaces/{namespace}/events",
 }
 
 
-def _method(verb: str, kind: str) -> Callable[..., Any]:
-    if kind not in _KINDS:
-        raise ValueError(f"no {verb} for kind {kind}")
-    api, suffix = _KINDS[kind]
-    return getattr(api(), f"{verb}_namespaced_{suffix}")  # type: ignore[no-any-return]
+def object_path(kind: str, namespace: str, name: str | None = None) -> str:
+    """The REST path of a kind's collection in a namespace, or of one object in it."""
+    if kind not in _PATHS:
+        raise ValueError(f"no API path for kind {kind}")
+    for part in (namespace,) if name is None else (namespace, name):
+        if not part or "/" in part or part in (".", ".."):  # names come from the cluster; never a path trick
+            raise ValueError(f"not a valid object name: {part!r}")
+    base = _PATHS[kind].format(namespace=namespace)
+    return base if name is None else f"{base}/{name}"
 
 
-def apply(obj: dict[str, Any], *, uid: str | None = None) -> dict[str, Any]:
+async def apply(obj: dict[str, Any], *, uid: str | None = None) -> dict[str, Any]:
     """Server-side apply as the operator's field manager.
 
     `force` takes over fields a person changed by hand on an object the caller
-    has checked is ours; `uid` (the UID the caller saw) makes the write fail with
-    409 instead of touching an object that was replaced by another of that name.
+    has checked is ours; `uid` (the UID the caller saw) makes the write fail instead
+    of touching an object that was replaced by another of that name (422, "uid:
+    field is immutable") or creating one where it went.
     """
     name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
     if uid is not None:
         obj = {**obj, "metadata": {**obj["metadata"], "uid": uid}}
-    out = _raw_call(
-        _method("patch", obj["kind"]),
-        name,
-        namespace,
-        obj,
-        field_manager=FIELD_MANAGER,
-        force=True,
-        _content_type=APPLY,
+    out = await _call(
+        "PATCH",
+        object_path(obj["kind"], namespace, name),
+        body=obj,
+        content_type=APPLY,
+        params={"fieldManager": FIELD_MANAGER, "force": "true"},
     )
     out.setdefault("kind", obj["kind"])
     return out
 
 
-def json_patch(kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
+async def json_patch(kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
     """An RFC 6902 patch: replaces whole lists where server-side apply merges entries by another key."""
-    _raw_call(_method("patch", kind), name, namespace, ops, field_manager=FIELD_MANAGER, _content_type=JSON_PATCH)
+    await _call(
+        "PATCH",
+        object_path(kind, namespace, name),
+        body=ops,
+        content_type=JSON_PATCH,
+        params={"fieldManager": FIELD_MANAGER},
+    )
 
 
-def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+async def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     """The object as plain JSON, or None when there is none of that name."""
     try:
-        out = _raw_call(_method("read", kind), name, namespace)
+        out = await _call("GET", object_path(kind, namespace, name))
     except ApiError as err:
         if err.status == 404:
             return None
@@ -139,98 +204,78 @@ def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     return out
 
 
-def delete(kind: str, namespace: str, name: str, *, uid: str) -> None:
+async def delete(kind: str, namespace: str, name: str, *, uid: str) -> None:
     """Delete only the object with this UID: a foreign object of the same name makes it a 409, not a loss."""
+    options = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "propagationPolicy": "Background",
+        "preconditions": {"uid": uid},
+    }
     try:
-        _raw_call(
-            _method("delete", kind),
-            name,
-            namespace,
-            propagation_policy="Background",
-            body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
-        )
+        await _call("DELETE", object_path(kind, namespace, name), body=options)
     except ApiError as err:
         if err.status != 404:
             raise
 
 
-def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    _raw_call(
-        custom().patch_namespaced_custom_object_status,
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        name,
-        {"status": status},
-        _content_type="application/merge-patch+json",
-    )
+async def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    if not namespace or not name or "/" in namespace + name:
+        raise ValueError(f"not a valid LocalLLM: {namespace!r}/{name!r}")
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+    await _call("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
 
 
-def read_configmap_data(namespace: str, name: str) -> dict[str, str] | None:
-    try:
-        cm = _api_call(core().read_namespaced_config_map, name, namespace)
-    except ApiError as err:
-        if err.status == 404:
-            return None
-        raise
-    return dict(cm.data or {})
+async def read_configmap_data(namespace: str, name: str) -> dict[str, str] | None:
+    cm = await read("ConfigMap", namespace, name)
+    return None if cm is None else {str(k): str(v) for k, v in (cm.get("data") or {}).items()}
 
 
-def ensure_peering(name: str, namespaces: list[str]) -> None:
+def _peering_paths(name: str, namespaces: list[str]) -> list[tuple[str, str]]:
+    """(collection, object) paths of the peering object(s): cluster-wide, or one per watched namespace."""
+    if not namespaces:
+        base = "/apis/kopf.dev/v1/clusterkopfpeerings"
+        return [(base, f"{base}/{name}")]
+    out = []
+    for namespace in namespaces:
+        base = f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings"
+        out.append((base, f"{base}/{name}"))
+    return out
+
+
+async def ensure_peering(name: str, namespaces: list[str]) -> None:
     """Create Kopf's peering object(s) if missing: replicas can only see each other through one."""
-    api = custom()
-    body: dict[str, Any] = {"apiVersion": "kopf.dev/v1", "metadata": {"name": name}}
-    try:
-        if not namespaces:
-            _api_call(
-                api.create_cluster_custom_object,
-                "kopf.dev",
-                "v1",
-                "clusterkopfpeerings",
-                {**body, "kind": "ClusterKopfPeering"},
-            )
-        for namespace in namespaces:
-            try:
-                _api_call(
-                    api.create_namespaced_custom_object,
-                    "kopf.dev",
-                    "v1",
-                    namespace,
-                    "kopfpeerings",
-                    {**body, "kind": "KopfPeering"},
-                )
-            except ApiError as err:
-                if err.status != 409:
-                    raise
-    except ApiError as err:
-        if err.status != 409:
-            raise
-
-
-def peering_status(name: str, namespaces: list[str]) -> dict[str, Any]:
-    """The peers Kopf recorded in the peering object(s) (empty when there is none yet)."""
-    api = custom()
-    out: dict[str, Any] = {}
-    targets: list[str | None] = list(namespaces) or [None]
-    for namespace in targets:
+    kind = "KopfPeering" if namespaces else "ClusterKopfPeering"
+    for collection, _ in _peering_paths(name, namespaces):
         try:
-            if namespace is None:
-                obj = _api_call(api.get_cluster_custom_object, "kopf.dev", "v1", "clusterkopfpeerings", name)
-            else:
-                obj = _api_call(api.get_namespaced_custom_object, "kopf.dev", "v1", namespace, "kopfpeerings", name)
+            await _call(
+                "POST", collection, body={"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
+            )
+        except ApiError as err:
+            if err.status != 409:
+                raise
+
+
+async def peering_status(name: str, namespaces: list[str]) -> dict[str, Any]:
+    """The peers Kopf recorded in the peering object(s) (empty when there is none yet)."""
+    out: dict[str, Any] = {}
+    for _, path in _peering_paths(name, namespaces):
+        try:
+            obj = await _call("GET", path)
         except ApiError as err:
             if err.status == 404:
                 continue
             raise
-        out.update((obj or {}).get("status") or {})
+        out.update(obj.get("status") or {})
     return out
 
 
-def post_event(namespace: str, name: str, uid: str, kind: str, reason: str, message: str) -> None:
+async def post_event(namespace: str, name: str, uid: str, kind: str, reason: str, message: str) -> None:
     """A core/v1 Event on the LocalLLM: what `kubectl describe llm` lists."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {
+        "apiVersion": "v1",
+        "kind": "Event",
         "metadata": {"generateName": f"{name}.", "namespace": namespace},
         "involvedObject": {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -249,4 +294,4 @@ def post_event(namespace: str, name: str, uid: str, kind: str, reason: str, mess
         "reportingComponent": FIELD_MANAGER,
         "reportingInstance": socket.gethostname(),
     }
-    _raw_call(core().create_namespaced_event, namespace, body)
+    await _call("POST", object_path("Event", namespace), body=body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ctypes
 import datetime
@@ -10,6 +11,7 @@ import logging
 import os
 import secrets
 import sys
+from typing import Any
 
 import kopf
 
@@ -25,8 +27,14 @@ def refuse_equal_priority(settings: OperatorSettings, priority: int) -> None:
     from sdc_operator import kube
     from sdc_operator.plan import priority_clash
 
+    async def read_peers() -> dict[str, Any]:
+        try:
+            return await kube.peering_status(settings.peering_name, settings.watch_namespaces)
+        finally:
+            await kube.close()
+
     try:
-        peers = kube.peering_status(settings.peering_name, settings.watch_namespaces)
+        peers = asyncio.run(read_peers())
     except kube.ApiError as err:  # no API yet: Kopf's own peering still pauses a clash
         logging.getLogger("sdc_operator").warning("cannot read the peering object: %s", err)
         return
@@ -41,8 +49,8 @@ def refuse_equal_priority(settings: OperatorSettings, priority: int) -> None:
 
 def fewer_malloc_arenas(arenas: int = 2) -> None:
     """glibc gives every thread that allocates at once its own heap (up to 8 per core), and the API threads'
-    short-lived JSON leaves each of them holding freed memory: a few arenas keep the resident size down.
-    The threads wait on the network, so they hardly contend for the allocator. A no-op off glibc."""
+    short-lived JSON leaves each of them holding freed memory: a few arenas keep the resident size down
+    (Kopf and the API calls run on one loop; the remaining threads are few). A no-op off glibc."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
 

@@ -92,6 +92,13 @@ class OperatorSettings(BaseSettings):
     status_debounce_s: float = Field(
         default=0.5, ge=0, description="Status and endpoint writes are coalesced over this window."
     )
+    status_min_interval_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="At most one status write per LocalLLM in this interval (the latest status): a busy cluster "
+        "reports a model's changes seconds apart, and writing each one costs the API server as much as the "
+        "children. The first write of a LocalLLM, and any after a quiet interval, go out at once.",
+    )
     status_write_concurrency: int = Field(
         default=8,
         ge=1,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sdc_operator.builders.common import LocalLLM
 from sdc_operator.builders.workload import desired_children
-from sdc_operator.debounce import Debouncer
+from sdc_operator.debounce import Debouncer, run_delay
 from sdc_operator.plan import (
     REPLICA_MANAGERS,
     drift,
@@ -436,6 +436,47 @@ def test_debouncer_coalesces_a_burst_into_one_run_with_the_latest_state() -> Non
 
     asyncio.run(scenario())
     assert sorted(runs) == [("k", 9), ("other", 9)]
+
+
+@pytest.mark.parametrize(
+    ("now", "last_start", "expected"),
+    [
+        (10.0, None, 0.5),  # never ran: the coalescing delay
+        (10.0, 9.9, 1.9),  # ran 0.1 s ago: waits out the 2 s interval
+        (10.0, 8.5, 0.5),  # interval nearly over: the delay is the longer
+        (10.0, 5.0, 0.5),  # long quiet: the delay
+    ],
+)
+def test_run_delay_keeps_a_minimum_interval_per_key(now: float, last_start: float | None, expected: float) -> None:
+    assert run_delay(now, last_start, 0.5, 2.0) == pytest.approx(expected)
+
+
+def test_debouncer_runs_a_key_at_most_once_per_interval_with_the_latest_state() -> None:
+    runs: list[tuple[str, int, float]] = []
+    state = {"value": 0}
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        debouncer = Debouncer(0.02, lambda key: _record(key), min_interval_s=0.4)
+
+        async def _record(key: Hashable) -> None:
+            runs.append((str(key), state["value"], loop.time()))
+
+        debouncer.trigger("k")
+        await asyncio.sleep(0.1)  # first run done
+        for i in range(1, 6):  # changes spread over the interval
+            state["value"] = i
+            debouncer.trigger("k")
+            debouncer.trigger(f"other-{i}")  # other keys are not held back
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)
+
+    asyncio.run(scenario())
+    mine = [(v, t) for k, v, t in runs if k == "k"]
+    assert [v for v, _ in mine] == [0, 5], mine  # one run for the five changes, with the last value
+    assert mine[1][1] - mine[0][1] >= 0.4 - 0.01
+    others = sorted(k for k, _, _ in runs if k != "k")
+    assert others == [f"other-{i}" for i in range(1, 6)]
 
 
 def test_list_replacements_put_back_whole_lists_behind_a_uid_test() -> None:

@@ -1,0 +1,167 @@
+"""The operator's asynchronous API client (sdc_operator.kube) against the local cluster's API server,
+and against servers that misbehave: every failure is an ApiError with the status, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Coroutine, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+from kubernetes import client
+from sdc_operator import kube
+
+from tests.conftest import Kubectl
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def api(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    kube._configuration.cache_clear()
+    yield
+    kube._configuration.cache_clear()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    async def once() -> T:
+        try:
+            return await coro
+        finally:
+            await kube.close()
+
+    return asyncio.run(once())
+
+
+def config_map(name: str, namespace: str, value: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"key": value},
+    }
+
+
+def test_apply_read_delete_with_uid_preconditions(api: None, kubectl: Kubectl, namespace: str) -> None:
+    created = run(kube.apply(config_map("cm", namespace, "one")))
+    uid = created["metadata"]["uid"]
+    assert created["data"] == {"key": "one"}
+    assert [m["manager"] for m in created["metadata"]["managedFields"]] == [kube.FIELD_MANAGER]
+
+    assert run(kube.read_configmap_data(namespace, "cm")) == {"key": "one"}
+    assert run(kube.read("ConfigMap", namespace, "absent")) is None
+
+    # A UID that is not the object's: refused, the object unchanged.
+    with pytest.raises(kube.ApiError) as err:
+        run(kube.apply(config_map("cm", namespace, "two"), uid="00000000-0000-0000-0000-000000000000"))
+    assert err.value.status == 422 and "uid" in str(err.value)  # "metadata.uid: ... field is immutable"
+    with pytest.raises(kube.ApiError) as err:  # nor is an object of that name created
+        run(kube.apply(config_map("gone", namespace, "two"), uid="00000000-0000-0000-0000-000000000000"))
+    assert err.value.status in (404, 409), err.value
+    assert run(kube.read("ConfigMap", namespace, "gone")) is None
+    with pytest.raises(kube.ApiError) as err:
+        run(kube.delete("ConfigMap", namespace, "cm", uid="00000000-0000-0000-0000-000000000000"))
+    assert err.value.status == 409
+    assert kubectl.get("configmap", "cm", "-n", namespace)["data"] == {"key": "one"}
+
+    updated = run(kube.apply(config_map("cm", namespace, "two"), uid=uid))
+    assert updated["data"] == {"key": "two"} and updated["metadata"]["uid"] == uid
+    run(kube.json_patch("ConfigMap", namespace, "cm", [{"op": "replace", "path": "/data/key", "value": "three"}]))
+    assert kubectl.get("configmap", "cm", "-n", namespace)["data"] == {"key": "three"}
+
+    run(kube.delete("ConfigMap", namespace, "cm", uid=uid))
+    run(kube.delete("ConfigMap", namespace, "cm", uid=uid))  # already gone: not an error
+    assert run(kube.read("ConfigMap", namespace, "cm")) is None
+
+
+def test_refusal_carries_the_api_servers_message(api: None, namespace: str) -> None:
+    bad = config_map("Not_A_Name", namespace, "x")
+    with pytest.raises(kube.ApiError) as err:
+        run(kube.apply(bad))
+    assert err.value.status == 422
+    assert "Not_A_Name" in str(err.value)
+
+
+def test_many_calls_at_once_share_the_pool(api: None, kubectl: Kubectl, namespace: str) -> None:
+    """More concurrent calls than connections: all complete (they wait for a connection, no error)."""
+
+    async def burst() -> list[dict[str, Any]]:
+        return await asyncio.gather(
+            *(kube.apply(config_map(f"cm-{i}", namespace, str(i))) for i in range(kube.CONNECTIONS * 2))
+        )
+
+    made = run(burst())
+    assert sorted(int(m["data"]["key"]) for m in made) == list(range(kube.CONNECTIONS * 2))
+    listed = kubectl.get("configmaps", "-n", namespace, "-l", "!none")["items"]
+    assert {f"cm-{i}" for i in range(kube.CONNECTIONS * 2)} <= {c["metadata"]["name"] for c in listed}
+
+
+def test_names_that_would_change_the_path_are_refused() -> None:
+    for name in ("a/b", "..", ".", ""):
+        with pytest.raises(ValueError, match="not a valid object name"):
+            kube.object_path("Service", "ns", name)
+    with pytest.raises(ValueError, match="no API path"):
+        kube.object_path("Secret", "ns", "x")  # not a kind the operator writes
+    assert kube.object_path("Deployment", "ns", "d") == "/apis/apps/v1/namespaces/ns/deployments/d"
+
+
+def _fake_api(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    monkeypatch.setattr(kube, "_configuration", lambda: configuration)
+
+
+def test_a_silent_server_is_a_timeout_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepts connections, never answers
+        _fake_api(monkeypatch, listener.getsockname()[1])
+        monkeypatch.setattr(kube, "TIMEOUT_S", 0.5)
+        with pytest.raises(kube.ApiError) as err:
+            run(kube.read("Service", "ns", "svc"))
+    assert err.value.status == 0 and "Timeout" in str(err.value)
+
+
+def test_a_refused_connection_is_status_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: refused
+        _fake_api(monkeypatch, port)
+        with pytest.raises(kube.ApiError) as err:
+            run(kube.patch_status("ns", "llm", {"phase": "Ready"}))
+    assert err.value.status == 0
+
+
+class _Broken(BaseHTTPRequestHandler):
+    agents: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.agents.append(self.headers.get("User-Agent", ""))
+        body = b"<html>bad gateway</html>" if self.path.endswith("/html") else b"[1, 2]"
+        self.send_response(502 if self.path.endswith("/html") else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_bodies_that_are_not_status_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _fake_api(monkeypatch, server.server_address[1])
+        with pytest.raises(kube.ApiError) as err:
+            run(kube.read("Service", "ns", "html"))
+        assert err.value.status == 502 and "Bad Gateway" in str(err.value)
+        assert run(kube.read("Service", "ns", "list")) == {"kind": "Service"}  # a JSON list is no object
+        assert _Broken.agents == [kube.USER_AGENT] * 2  # what the scale benchmark counts in the audit log
+    finally:
+        server.shutdown()
+        server.server_close()
