@@ -18,7 +18,7 @@ import os
 import socket
 import ssl
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from kubernetes import client, config
@@ -91,9 +91,13 @@ async def close() -> None:
 
 def _headers(content_type: str | None) -> dict[str, str]:
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-    token = _configuration().get_api_key_with_prefix("authorization")  # runs the refresh hook in-cluster
-    if token:
-        headers["Authorization"] = token
+    # The credentials as the client would send them: a bearer token (a ServiceAccount's, refreshed by the
+    # in-cluster loader's hook on each read; an exec plugin's; a kubeconfig's), basic auth. Client
+    # certificates are in the TLS context instead.
+    auth_settings = cast(dict[str, dict[str, Any]], _configuration().auth_settings())
+    for auth in auth_settings.values():
+        if auth.get("in") == "header" and auth.get("value"):
+            headers[str(auth["key"])] = str(auth["value"])
     if content_type:
         headers["Content-Type"] = content_type
     return headers

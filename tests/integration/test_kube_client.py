@@ -4,6 +4,7 @@ and against servers that misbehave: every failure is an ApiError with the status
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections.abc import Coroutine, Iterator
@@ -12,9 +13,11 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import pytest
+import yaml
 from kubernetes import client
 from sdc_operator import kube
 
+from hack.cluster import serviceaccount_kubeconfig
 from tests.conftest import Kubectl
 
 T = TypeVar("T")
@@ -77,6 +80,26 @@ def test_apply_read_delete_with_uid_preconditions(api: None, kubectl: Kubectl, n
     run(kube.delete("ConfigMap", namespace, "cm", uid=uid))
     run(kube.delete("ConfigMap", namespace, "cm", uid=uid))  # already gone: not an error
     assert run(kube.read("ConfigMap", namespace, "cm")) is None
+
+
+def test_a_token_kubeconfig_authenticates_as_its_account(
+    kubectl: Kubectl, kubeconfig: Path, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ServiceAccount token (what the chart's operator runs with): the calls are that account's, not anonymous."""
+    kubectl("create", "serviceaccount", "reader", "-n", namespace)
+    token = kubectl("create", "token", "reader", "-n", namespace, "--duration=10m").strip()
+    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
+    sa_config = tmp_path / "sa.kubeconfig"
+    sa_config.write_text(json.dumps(serviceaccount_kubeconfig(cluster, token)))
+    monkeypatch.setenv("KUBECONFIG", str(sa_config))
+    kube._configuration.cache_clear()
+    try:
+        with pytest.raises(kube.ApiError) as err:  # no RBAC for it: refused, and the refusal names it
+            run(kube.read("ConfigMap", namespace, "any"))
+    finally:
+        kube._configuration.cache_clear()
+    assert err.value.status == 403
+    assert f"system:serviceaccount:{namespace}:reader" in str(err.value), err.value
 
 
 def test_refusal_carries_the_api_servers_message(api: None, namespace: str) -> None:
