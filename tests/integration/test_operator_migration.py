@@ -36,14 +36,18 @@ def condition(kubectl: Kubectl, name: str, namespace: str, kind: str) -> dict[st
 def test_a_model_too_large_for_the_l4_says_so(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(
         [
-            localllm("llama70b", namespace, model="meta-llama/Llama-3.1-70B-Instruct", scheduling=L4),
+            # scaled to zero: the warning shows until a model is Ready (then it evidently fits), and a KWOK pod
+            # can be Ready before the first status write; at zero replicas the phase stays Pending for sure
+            localllm("llama70b", namespace, model="meta-llama/Llama-3.1-70B-Instruct", scheduling=L4, replicas=0),
             localllm("gemma9b", namespace, scheduling=L4),
         ]
     )
     fits = wait_until("the Fits condition", lambda: condition(kubectl, "llama70b", namespace, "Fits"), timeout=60)
     assert (fits["status"], fits["reason"]) == ("False", "TooLarge"), fits
     assert "needs ~156 GiB" in fits["message"] and "1 x NVIDIA-L4 has 22 GiB" in fits["message"], fits
-    assert kubectl.get("llm", "llama70b", "-n", namespace)["status"]["message"].startswith("may not fit")
+    status = kubectl.get("llm", "llama70b", "-n", namespace)["status"]
+    assert status["message"].startswith("may not fit: needs ~156 GiB"), status
+    assert status["message"].endswith("scaled to zero (spec.replicas is 0)"), status
     good = wait_until("gemma9b's Fits", lambda: condition(kubectl, "gemma9b", namespace, "Fits"))
     assert good["status"] == "True" and "needs ~20 GiB" in good["message"]
     table = kubectl("get", "llm", "-n", namespace)
