@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sdc_operator.builders.common import OWNER_LABEL, LocalLLM
+from sdc_operator.builders.workload import desired_children
+from sdc_operator.settings import OperatorSettings
+
 from benchmarks.common import ROOT, machine, median, percentile, table, versions, write_report
 from hack.cluster import node_manifest
 from tests.support.servers import free_port
@@ -91,20 +95,25 @@ def plain_deployment(name: str, namespace: str) -> dict[str, Any]:
 
 
 def plain_trio(name: str, namespace: str) -> list[dict[str, Any]]:
-    """What one LocalLLM makes, written directly: the Deployment, a Service and the cache claim."""
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"app": name}, "ports": [{"port": 11434, "targetPort": 11434}]},
-    }
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": f"{name}-model-cache", "namespace": namespace},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    return [plain_deployment(name, namespace), service, claim]
+    """What one LocalLLM makes, built by the operator's own builders from the same spec (the Deployment with
+    its download step and claim mount, the Service, the cache claim) and written directly: no owner
+    reference (no LocalLLM exists to own them) and no owner label (the running operator watches that label:
+    it must see none of these)."""
+    body = localllm(name, namespace)
+    body["metadata"] |= {"uid": f"bench-{name}", "generation": 1}
+    objects = desired_children(LocalLLM.from_body(body), OperatorSettings(metrics_port=0))
+    for obj in objects:
+        obj["metadata"].pop("ownerReferences", None)
+    return [_without_label(obj, OWNER_LABEL) for obj in objects]
+
+
+def _without_label(value: Any, label: str) -> Any:
+    """`value` with the key `label` removed from every mapping in it (labels, selectors, templates)."""
+    if isinstance(value, dict):
+        return {k: _without_label(v, label) for k, v in value.items() if k != label}
+    if isinstance(value, list):
+        return [_without_label(v, label) for v in value]
+    return value
 
 
 class Watcher:

@@ -2,9 +2,16 @@
 
 Level-based: indexes hold every LocalLLM and every labelled child (Deployment,
 Pod, PVC, Service) as the watches report them, so deriving a status costs no
-API call. A LocalLLM's spec change (or the operator's start) applies the
+API call. A LocalLLM event with a generation this process has not reconciled
+(a new spec, or the first event after the operator's start) applies the
 children that drifted from the spec; any child event checks that child for
-drift (a hand edit, a deletion) and recomputes the owner's status.
+drift (a hand edit, a deletion) and recomputes the owner's status. A failed
+reconcile is retried on a timer until it succeeds (`retry_after`).
+
+Only Kopf's event handlers and indexes are used, none of its change-detecting
+handlers (on.create/update/resume): those need a copy of each object's last
+handled spec, written to the object as an annotation (one more write per
+change) and deep-copied from every event's body, children included.
 
 One concurrency model: everything runs on Kopf's event loop, API calls
 included (`kube`: asynchronous, each with a timeout; no worker threads). Per-operator state
@@ -48,9 +55,10 @@ from sdc_operator.plan import (
     namespace_terminating,
     owns,
     plan,
-    repair_delay,
     reported,
+    retry_after,
     retry_delay,
+    spec_pending,
     status_patch,
     yield_fields,
 )
@@ -79,7 +87,11 @@ class State:
     phase: dict[Key, str] = field(default_factory=dict)  # the phase counted in the models gauge
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     written: dict[Key, tuple[dict[str, Any], str]] = field(default_factory=dict)  # status, resourceVersion seen
-    repairs: dict[Key, asyncio.Task[None]] = field(default_factory=dict)  # failed repairs being retried
+    retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)  # failed reconciles being retried
+    handled: dict[Key, tuple[str, int]] = field(default_factory=dict)  # uid, generation last reconciled
+    # The parsed spec and desired children of each LocalLLM's current generation: every child event's drift
+    # check and every status computation needs them, and they change only with the spec.
+    specs: dict[Key, SpecView] = field(default_factory=dict)
     published: str | None = None
     published_known: bool = False
     status_debouncer: Debouncer = field(init=False)
@@ -112,10 +124,22 @@ class State:
             self.last_event_phase,
             self.locks,
             self.written,
+            self.handled,
+            self.specs,
         ):
             table.pop(key, None)
-        if (task := self.repairs.pop(key, None)) is not None:
+        if (task := self.retries.pop(key, None)) is not None:
             task.cancel()
+
+
+@dataclass(frozen=True)
+class SpecView:
+    """One generation of a LocalLLM as the operator reads it: parsed, checked, and its children built."""
+
+    version: tuple[str, int]  # uid, generation: the spec changes only with them
+    llm: LocalLLM | None
+    errors: list[str]
+    desired: list[dict[str, Any]]  # read-only: shared by every caller until the next generation
 
 
 class NameConflictError(Exception):
@@ -124,6 +148,20 @@ class NameConflictError(Exception):
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No change-detecting handlers, so no diff base: Kopf would otherwise deep-copy every event's body
+    (a Pod's included) to build one, and write it to each LocalLLM as an annotation."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def _state(memo: kopf.Memo) -> State:
@@ -137,11 +175,9 @@ CHILD_RESOURCES = (("apps", "v1", "deployments"), ("v1", "pods"), ("v1", "persis
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = f"{GROUP}/finalizer"  # none is added; Kopf removes an old one it finds
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING  # our own events only, not every handler log line
     # Children are watched through a server-side label selector: the API server sends only the objects
     # this operator labels, not every Pod, Deployment, Service and claim of the cluster (Kopf's handler
@@ -272,6 +308,19 @@ def _parse(body: dict[str, Any]) -> tuple[LocalLLM | None, list[str]]:
     return llm, semantic_errors(llm.spec) + policy_errors(llm.spec, SETTINGS)
 
 
+def spec_view(state: State, body: dict[str, Any]) -> SpecView:
+    """The body's spec parsed and built once per generation (cached per LocalLLM)."""
+    meta = body["metadata"]
+    key = (str(meta["namespace"]), str(meta["name"]))
+    version = (str(meta.get("uid") or ""), int(meta.get("generation") or 1))
+    view = state.specs.get(key)
+    if view is None or view.version != version:
+        llm, errors = _parse(body)
+        desired = desired_children(llm, SETTINGS) if llm is not None and not errors else []
+        view = state.specs[key] = SpecView(version, llm, errors, desired)
+    return view
+
+
 def _observed_children(key: Key, idx: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     out = {}
     for kind, name in CHILD_INDEXES.items():
@@ -282,16 +331,20 @@ def _observed_children(key: Key, idx: dict[str, Any]) -> dict[tuple[str, str], d
 
 
 async def reconcile(state: State, body: dict[str, Any], idx: dict[str, Any], reason: str) -> None:
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    """Make the children match this body's spec; raises kube.ApiError or NameConflictError."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
     async with state.lock(key):
         await _reconcile(state, key, body, idx, reason)
+    state.handled[key] = (str(meta.get("uid") or ""), int(meta.get("generation") or 0))
 
 
 async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str, Any], reason: str) -> None:
     namespace, name = key
     uid = str(body["metadata"].get("uid") or "")
     started = time.monotonic()
-    llm, errors = _parse(body)
+    view = spec_view(state, body)
+    llm, errors = view.llm, view.errors
     observed = _observed_children(key, idx)
     if errors or llm is None:
         # Nothing half-made: the serving objects it owns go; a bound cache (downloaded weights) stays.
@@ -302,7 +355,7 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         metrics.RECONCILES.labels("invalid").inc()
         _refresh(state, key)
         return
-    desired = desired_children(llm, SETTINGS)
+    desired = view.desired
     # A name missing from the (label-filtered) indexes may still be taken by an unlabelled object: read
     # those names, all at once (one round trip of latency before the first write, not one per child).
     missing = [
@@ -325,7 +378,7 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         if reported(err.status):
             state.apply_errors[key] = f"the API server refused a child object: {err}"
         _refresh(state, key)
-        raise kopf.TemporaryError(f"applying children failed: {err}", delay=retry_delay(err.status)) from err
+        raise
     state.apply_errors.pop(key, None)
     _refresh(state, key)
     if actions.conflicts:
@@ -351,25 +404,24 @@ async def _apply(action: Apply) -> None:
         await kube.apply(action.obj, uid=action.uid)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def localllm_changed(body: kopf.Body, memo: kopf.Memo, reason: str, **kwargs: Any) -> None:
-    state = _state(memo)
+async def reconcile_or_retry(state: State, body: dict[str, Any], idx: dict[str, Any], reason: str) -> None:
+    """Reconcile now; if that fails, keep retrying on a timer: no further event may come to retry on."""
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
     try:
-        await reconcile(state, _projection(dict(body)), _indexes(state, kwargs), str(reason))
+        await reconcile(state, body, idx, reason)
     except NameConflictError as err:  # wait for the name: the foreign object is never touched
-        raise kopf.TemporaryError(f"child names taken by objects this LocalLLM does not own: {err}", delay=10) from err
+        log.warning("%s/%s: child names taken by objects it does not own: %s; retrying", *key, err)
+        _retry(state, key, reason, None)
     except kube.ApiError as err:
-        raise kopf.TemporaryError(f"API call failed: {err}", delay=retry_delay(err.status)) from err
+        if _namespace_going(err):
+            return
+        log.warning("%s/%s: reconcile (%s) failed, retrying: %s", *key, reason, err)
+        _retry(state, key, reason, err.status)
 
 
-def _drifted(llm_body: dict[str, Any], child: dict[str, Any]) -> bool:
+def _drifted(state: State, llm_body: dict[str, Any], child: dict[str, Any]) -> bool:
     """Whether a child event shows a field the operator sets differing from the spec (a hand edit)."""
-    llm, errors = _parse(llm_body)
-    if llm is None or errors:
-        return False
-    for obj in desired_children(llm, SETTINGS):
+    for obj in spec_view(state, llm_body).desired:
         if obj["kind"] == child.get("kind") and obj["metadata"]["name"] == child["metadata"]["name"]:
             want = yield_fields(obj, child, SETTINGS.yield_fields_to)
             return bool(drift({k: want[k] for k in ("metadata", "spec")}, child))
@@ -401,55 +453,49 @@ async def child_changed(
     if event.get("type") == "DELETED":
         if manually_deleted(child, uid, owner):
             repair = f"{child['kind']} {child['metadata']['name']} was deleted"
-    elif child.get("kind") in CHILD_INDEXES and owns(child, uid, owner) and _drifted(llm, child):
+    elif child.get("kind") in CHILD_INDEXES and owns(child, uid, owner) and _drifted(state, llm, child):
         repair = f"{child['kind']} {child['metadata']['name']} was changed by hand"
     if repair:
         logger.warning(f"{repair}; repairing it")
-        try:
-            await reconcile(state, llm, idx, repair)
-        except (kopf.TemporaryError, NameConflictError, kube.ApiError) as err:
-            if _namespace_going(err):
-                return
-            log.warning("repair of %s/%s failed (retried in the background): %s", namespace, owner, err)
-            _retry_repair(state, (namespace, owner), repair)
+        await reconcile_or_retry(state, llm, idx, repair)
         return
     _refresh(state, (namespace, owner))
 
 
 def _namespace_going(err: Exception) -> bool:
     """A deleted namespace takes the children before the LocalLLM: nothing to repair there."""
-    cause = err if isinstance(err, kube.ApiError) else err.__cause__
-    return isinstance(cause, kube.ApiError) and namespace_terminating(cause.status, str(cause))
+    return isinstance(err, kube.ApiError) and namespace_terminating(err.status, str(err))
 
 
-def _retry_repair(state: State, key: Key, repair: str) -> None:
-    """Retry a failed repair on a timer: no further event may come to retry it on (one loop per LocalLLM)."""
-    if key not in state.repairs:
-        state.repairs[key] = asyncio.get_running_loop().create_task(_repair_until_done(state, key, repair))
+def _retry(state: State, key: Key, reason: str, status: int | None) -> None:
+    """One retry loop per LocalLLM at most; it reconciles whatever the index shows when it runs."""
+    if key not in state.retries:
+        state.retries[key] = asyncio.get_running_loop().create_task(_retry_until_done(state, key, reason, status))
 
 
-async def _repair_until_done(state: State, key: Key, repair: str) -> None:
-    """Reconcile the LocalLLM as the index shows it now until that succeeds (level-based: a repair that
-    another event already made costs one no-op plan), or until the LocalLLM is gone."""
+async def _retry_until_done(state: State, key: Key, reason: str, status: int | None) -> None:
+    """Reconcile the LocalLLM as the index shows it now until that succeeds (level-based: a retry that
+    another event already made unneeded costs one no-op plan), or until the LocalLLM is gone."""
     try:
         attempt = 1
         while True:
-            await asyncio.sleep(repair_delay(attempt))
+            await asyncio.sleep(retry_after(attempt, status))
             llm = _one(state.indexes["llm_index"], key)
             if llm is None or llm["metadata"].get("deletionTimestamp"):
                 return
             try:
-                await reconcile(state, llm, state.indexes, f"retry {attempt} of: {repair}")
-                log.info("repair of %s/%s done on retry %d", *key, attempt)
+                await reconcile(state, llm, state.indexes, f"retry {attempt} of: {reason}")
+                log.info("%s/%s: reconciled on retry %d (%s)", *key, attempt, reason)
                 return
-            except (kopf.TemporaryError, NameConflictError, kube.ApiError) as err:
+            except (NameConflictError, kube.ApiError) as err:
                 if _namespace_going(err):
                     return
-                log.warning("repair of %s/%s failed again (retry %d): %s", *key, attempt, err)
+                status = err.status if isinstance(err, kube.ApiError) else None
+                log.warning("%s/%s: retry %d of %s failed: %s", *key, attempt, reason, err)
                 attempt += 1
     finally:
-        if state.repairs.get(key) is asyncio.current_task():
-            del state.repairs[key]
+        if state.retries.get(key) is asyncio.current_task():
+            del state.retries[key]
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -463,7 +509,8 @@ def _refresh(state: State, key: Key) -> None:
 def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, Any]:
     """The whole status of one LocalLLM from the indexes: pure apart from reading them."""
     idx = state.indexes
-    llm, errors = _parse(body)
+    view = spec_view(state, body)
+    llm, errors = view.llm, view.errors
     if key in state.apply_errors:
         errors = [*errors, state.apply_errors[key]]
     generation = int(body["metadata"].get("generation") or 1)
@@ -614,12 +661,20 @@ async def _flush_publish(state: State) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def localllm_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Routing weights and deletions change the published endpoints without touching children."""
+async def localllm_event(
+    event: dict[str, Any], body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A new spec reconciles the children; any event recomputes the status (a status edited by anyone
+    else is put back to what the cluster shows) and the published endpoints (routing weights)."""
     state = _state(memo)
-    _indexes(state, kwargs)
+    idx = _indexes(state, kwargs)
+    key = (namespace, name)
+    meta = body.get("metadata", {})
     if event.get("type") == "DELETED":
-        state.forget((namespace, name))
-    else:  # a status edited by anyone else is put back to what the cluster shows
-        _refresh(state, (namespace, name))
+        state.forget(key)
+    elif not meta.get("deletionTimestamp"):
+        uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+        if spec_pending(state.handled.get(key), uid, generation):
+            await reconcile_or_retry(state, _projection(dict(body)), idx, f"generation {generation}")
+        _refresh(state, key)
     _publish_soon(state)

@@ -305,3 +305,29 @@ def priority_clash(peers: dict[str, Any], priority: int, now: datetime.datetime,
         if seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now:
             clash.append(peer_id)
     return clash
+
+
+NAME_CONFLICT_DELAY_S = 10.0  # a child name held by a foreign object: look again this often
+
+
+def retry_after(attempt: int, status: int | None) -> float:
+    """How long to wait before the `attempt`-th retry (from 1) of a reconcile that failed with an API
+    error of this HTTP status (None: a child name taken by a foreign object).
+
+    Soon at first (1, 2, 4, ... s: a raced write or a short outage is over by then), then at the
+    error's own pace (`retry_delay`, or every 10 s for a name conflict) and never less often than
+    the repair bound: nothing is permanent, the cause may go at any time.
+    """
+    pace = NAME_CONFLICT_DELAY_S if status is None else retry_delay(status)
+    return min(repair_delay(attempt), pace)
+
+
+def spec_pending(handled: tuple[str, int] | None, uid: str, generation: int) -> bool:
+    """Whether a LocalLLM event asks for its children to be reconciled: this process has not yet
+    handled this object's spec (`handled` is the uid and generation it last reconciled successfully).
+
+    Every spec change bumps metadata.generation and nothing else does (status, labels,
+    annotations), so no copy of the spec is stored on the object: the first event after a start
+    reconciles each object once (a converged one plans no writes), later ones only on a new spec.
+    """
+    return handled != (uid, generation)

@@ -28,7 +28,9 @@ from sdc_operator.plan import (
     plan,
     priority_clash,
     repair_delay,
+    retry_after,
     retry_delay,
+    spec_pending,
     status_patch,
     yield_fields,
 )
@@ -487,3 +489,32 @@ def test_list_replacements_put_back_whole_lists_behind_a_uid_test() -> None:
         {"op": "replace", "path": "/spec/ports", "value": [{"name": "http", "port": 8000}]},
     ]
     assert list_replacements(want, [".spec.replicas"], "u1") == [], "plain fields need no replacement"
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "delays"),
+    [
+        ("raced write", 409, [1.0, 1.0, 1.0, 1.0]),
+        ("API server down", 0, [1.0, 2.0, 4.0, 5.0, 5.0]),
+        ("refused (quota)", 403, [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]),
+        ("name taken", None, [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]),
+    ],
+)
+def test_reconcile_retries_start_soon_and_settle_at_the_errors_pace(
+    case: str, status: int | None, delays: list[float]
+) -> None:
+    got = [retry_after(attempt, status) for attempt in range(1, len(delays) + 1)]
+    assert (case, got) == (case, delays)
+
+
+@pytest.mark.parametrize(
+    ("case", "handled", "uid", "generation", "pending"),
+    [
+        ("first event after a start", None, "u1", 1, True),
+        ("own status write (same generation)", ("u1", 3), "u1", 3, False),
+        ("spec edited", ("u1", 3), "u1", 4, True),
+        ("deleted and recreated under the same name", ("u1", 1), "u2", 1, True),
+    ],
+)
+def test_spec_pending(case: str, handled: tuple[str, int] | None, uid: str, generation: int, pending: bool) -> None:
+    assert (case, spec_pending(handled, uid, generation)) == (case, pending)
