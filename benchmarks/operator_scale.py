@@ -97,22 +97,22 @@ def plain_deployment(name: str, namespace: str) -> dict[str, Any]:
 def plain_trio(name: str, namespace: str) -> list[dict[str, Any]]:
     """What one LocalLLM makes, built by the operator's own builders from the same spec (the Deployment with
     its download step and claim mount, the Service, the cache claim) and written directly: no owner
-    reference (no LocalLLM exists to own them) and no owner label (the running operator watches that label:
-    it must see none of these)."""
+    reference (no LocalLLM exists to own them), and the owner label renamed (the running operator watches
+    that label: it must see none of these; the selectors keep working on the renamed one)."""
     body = localllm(name, namespace)
     body["metadata"] |= {"uid": f"bench-{name}", "generation": 1}
     objects = desired_children(LocalLLM.from_body(body), OperatorSettings(metrics_port=0))
     for obj in objects:
         obj["metadata"].pop("ownerReferences", None)
-    return [_without_label(obj, OWNER_LABEL) for obj in objects]
+    return [_relabel(obj, OWNER_LABEL, "bench.sdc.dev/model") for obj in objects]
 
 
-def _without_label(value: Any, label: str) -> Any:
-    """`value` with the key `label` removed from every mapping in it (labels, selectors, templates)."""
+def _relabel(value: Any, old: str, new: str) -> Any:
+    """`value` with the key `old` renamed to `new` in every mapping in it (labels, selectors, templates)."""
     if isinstance(value, dict):
-        return {k: _without_label(v, label) for k, v in value.items() if k != label}
+        return {(new if k == old else k): _relabel(v, old, new) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_label(v, label) for v in value]
+        return [_relabel(v, old, new) for v in value]
     return value
 
 
@@ -402,7 +402,9 @@ def main() -> str:
             "N LocalLLMs (ollama, CPU) applied at once in one `kubectl apply`; times are from the apply. The limit: the "
             "same number of plain Deployments applied directly in the same run (no operator), until created and until "
             "Available. A LocalLLM makes three objects (Deployment, Service, cache claim) where the limit makes one; "
-            '"three objects direct" applies those three per model with kubectl (no operator, no LocalLLM). '
+            '"three objects direct" applies those three per model with kubectl, built by the operator\'s own builders '
+            "from the same spec (the Deployment with its download step and claim mount, the Service, the claim; no "
+            "owner reference, owner label renamed), with no operator and no LocalLLM involved. "
             "Operator lag: per LocalLLM, from its creation to its Deployment's (audit log): the operator's own delay, "
             "apart from the pace at which the API server admits the LocalLLMs themselves.",
             f"Command: `python benchmarks/operator_scale.py --sizes {args.sizes} --idle-seconds {args.idle_seconds:.0f} "

@@ -78,6 +78,10 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
             assert "secrets" not in rule["resources"], "the operator never reads Secrets"
+            if "localllms" in rule["resources"]:  # users' objects: read, never written (only their status)
+                assert rule["verbs"] == ["get", "list", "watch"], rule
+    rules = [rule for role in kinds(docs, "ClusterRole") + kinds(docs, "Role") for rule in role["rules"]]
+    assert any("localllms/status" in rule["resources"] for rule in rules), "the status rule is rendered"
     for dep in kinds(docs, "Deployment"):
         pod = dep["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True

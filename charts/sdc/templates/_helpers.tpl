@@ -62,12 +62,13 @@ imagePullSecrets:
 
 {{/* The verbs and resources the operator needs in each namespace it manages. No wildcards. */}}
 {{- define "sdc.operator.namespacedRules" -}}
+{{- /* LocalLLMs are read only: the operator writes their status, never their spec or metadata. */}}
 - apiGroups: ["llm.sdc.dev"]
   resources: ["localllms"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["llm.sdc.dev"]
   resources: ["localllms/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
