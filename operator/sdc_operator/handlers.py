@@ -164,6 +164,11 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+def spec_version(meta: dict[str, Any]) -> tuple[str, int]:
+    """(uid, generation): a LocalLLM's spec changes only with one of them."""
+    return str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+
+
 def _state(memo: kopf.Memo) -> State:
     state: State = memo["sdc_state"]
     return state
@@ -175,8 +180,9 @@ CHILD_RESOURCES = (("apps", "v1", "deployments"), ("v1", "pods"), ("v1", "persis
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = f"{GROUP}/finalizer"  # none is added; Kopf removes an old one it finds
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # No handler needs a finalizer or handling progress, so Kopf adds none and stores none; the finalizer's
+    # name is still ours, so that Kopf never strips another Kopf operator's default one from what we watch.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING  # our own events only, not every handler log line
     # Children are watched through a server-side label selector: the API server sends only the objects
@@ -312,7 +318,7 @@ def spec_view(state: State, body: dict[str, Any]) -> SpecView:
     """The body's spec parsed and built once per generation (cached per LocalLLM)."""
     meta = body["metadata"]
     key = (str(meta["namespace"]), str(meta["name"]))
-    version = (str(meta.get("uid") or ""), int(meta.get("generation") or 1))
+    version = spec_version(meta)
     view = state.specs.get(key)
     if view is None or view.version != version:
         llm, errors = _parse(body)
@@ -336,7 +342,7 @@ async def reconcile(state: State, body: dict[str, Any], idx: dict[str, Any], rea
     key = (meta["namespace"], meta["name"])
     async with state.lock(key):
         await _reconcile(state, key, body, idx, reason)
-    state.handled[key] = (str(meta.get("uid") or ""), int(meta.get("generation") or 0))
+    state.handled[key] = spec_version(meta)
 
 
 async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str, Any], reason: str) -> None:
@@ -673,7 +679,7 @@ async def localllm_event(
     if event.get("type") == "DELETED":
         state.forget(key)
     elif not meta.get("deletionTimestamp"):
-        uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+        uid, generation = spec_version(meta)
         if spec_pending(state.handled.get(key), uid, generation):
             await reconcile_or_retry(state, _projection(dict(body)), idx, f"generation {generation}")
         _refresh(state, key)

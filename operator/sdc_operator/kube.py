@@ -149,6 +149,7 @@ _PATHS: dict[str, str] = {
     "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
     "Event": "/api/v1/namespaces/{namespace}/events",
+    "LocalLLM": f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}",
 }
 
 
@@ -224,9 +225,7 @@ async def delete(kind: str, namespace: str, name: str, *, uid: str) -> None:
 
 
 async def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    if not namespace or not name or "/" in namespace + name:
-        raise ValueError(f"not a valid LocalLLM: {namespace!r}/{name!r}")
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+    path = object_path("LocalLLM", namespace, name) + "/status"
     await _call("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
 
 
