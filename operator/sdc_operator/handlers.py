@@ -48,6 +48,7 @@ from sdc_operator.fit import fit_check
 from sdc_operator.plan import (
     REPLICA_MANAGERS,
     Apply,
+    Plan,
     drift,
     event_due,
     list_replacements,
@@ -72,6 +73,9 @@ SETTINGS = OperatorSettings()
 log = logging.getLogger("sdc_operator")
 Key = tuple[str, str]
 INDEX_NAMES = ("llm_index", "deployment_index", "pod_index", "claim_index", "service_index")
+# A name taken between the read and the create is read and planned again; this many times in a row (a
+# name taken and freed again and again) makes it a failed reconcile, retried on the timer.
+CREATE_RACES = 3
 CHILD_INDEXES = {"Deployment": "deployment_index", "PersistentVolumeClaim": "claim_index", "Service": "service_index"}
 
 
@@ -363,28 +367,34 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         return
     desired = view.desired
     # A name missing from the (label-filtered) indexes may still be taken by an unlabelled object: read
-    # those names, all at once (one round trip of latency before the first write, not one per child).
+    # those names, all at once (one round trip of latency before the first write, not one per child), so
+    # that nothing is built beside a foreign object. The creates then carry a "no such object" precondition
+    # (`kube.create`), so one that appeared since is refused, read and planned again, never taken over.
     missing = [
         (o["kind"], o["metadata"]["name"]) for o in desired if (o["kind"], o["metadata"]["name"]) not in observed
     ]
     found = await asyncio.gather(*(kube.read(kind, namespace, n) for kind, n in missing))
     observed.update({k: _projection(obj) for k, obj in zip(missing, found, strict=True) if obj is not None})
-    actions = plan(desired, observed, uid=uid, name=name, yield_to=SETTINGS.yield_fields_to)
-    state.conflicts[key] = actions.conflicts
-    try:
-        for action in actions.applies:
-            if action.key[0] == "Service" and action.uid is None:
-                async with state.service_creations:
-                    await _apply(action)
-            else:
-                await _apply(action)
-            log.info("applied %s/%s for %s/%s (%s; %s)", *action.key, namespace, name, reason, action.reason)
-    except kube.ApiError as err:
-        metrics.ERRORS.labels("apply").inc()
-        if reported(err.status):
-            state.apply_errors[key] = f"the API server refused a child object: {err}"
-        _refresh(state, key)
-        raise
+    for _ in range(CREATE_RACES):
+        actions = plan(desired, observed, uid=uid, name=name, yield_to=SETTINGS.yield_fields_to)
+        state.conflicts[key] = actions.conflicts
+        try:
+            taken = await _apply_all(state, actions, key, reason)
+        except kube.ApiError as err:
+            metrics.ERRORS.labels("apply").inc()
+            if reported(err.status):
+                state.apply_errors[key] = f"the API server refused a child object: {err}"
+            _refresh(state, key)
+            raise
+        if taken is None:
+            break
+        kind, child_name = taken
+        current = await kube.read(kind, namespace, child_name)
+        log.info("%s/%s: %s/%s appeared before its create; planning again", namespace, name, kind, child_name)
+        if current is not None:  # gone again: the next pass creates it
+            observed[taken] = _projection(current)
+    else:
+        raise kube.ApiError(409, f"the name of {kind}/{child_name} keeps being taken and freed")
     state.apply_errors.pop(key, None)
     _refresh(state, key)
     if actions.conflicts:
@@ -394,14 +404,32 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
     metrics.DURATION.observe(time.monotonic() - started)
 
 
+async def _apply_all(state: State, actions: Plan, key: Key, reason: str) -> tuple[str, str] | None:
+    """Apply the plan in order; stop at a create whose name turned out to be taken, and return that name."""
+    for action in actions.applies:
+        if action.uid is None:
+            if action.key[0] == "Service":
+                async with state.service_creations:
+                    created = await kube.create(action.obj)
+            else:
+                created = await kube.create(action.obj)
+            if created is None:
+                return action.key
+            metrics.APPLIES.labels(action.key[0]).inc()
+        else:
+            await _apply(action)
+        log.info("applied %s/%s for %s/%s (%s; %s)", *action.key, *key, reason, action.reason)
+    return None
+
+
 async def _apply(action: Apply) -> None:
-    """Apply one child; where the apply cannot undo a hand edit of a list, replace that list."""
+    """Apply one child of a known UID; where the apply cannot undo a hand edit of a list, replace that list."""
     want = {k: action.obj[k] for k in ("metadata", "spec")}
     try:
         result = await kube.apply(action.obj, uid=action.uid)
-        left = drift(want, _projection(result)) if action.uid else []
+        left = drift(want, _projection(result))
     except kube.ApiError as err:
-        if action.uid is None or err.status != 422:
+        if err.status != 422:
             raise
         left = [p for p in action.reason.removeprefix("changed: ").split(", ") if p.startswith(".")]
     metrics.APPLIES.labels(action.key[0]).inc()

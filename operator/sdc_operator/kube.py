@@ -186,6 +186,24 @@ async def apply(obj: dict[str, Any], *, uid: str | None = None) -> dict[str, Any
     return out
 
 
+# No object ever has this resourceVersion (etcd's revisions are int64 and count up from 1). An apply that
+# carries it creates the object when the name is free and is refused with a 409 when anything holds the
+# name: a create can never take over an object that appeared after the caller last looked.
+NO_OBJECT_HAS_THIS_VERSION = str(2**63 - 1)
+
+
+async def create(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Server-side apply that only creates (the operator's field manager owns every field it sets, as with
+    `apply`): the new object, or None when an object of that name already exists, whoever's it is."""
+    metadata = {**obj["metadata"], "resourceVersion": NO_OBJECT_HAS_THIS_VERSION}
+    try:
+        return await apply({**obj, "metadata": metadata})
+    except ApiError as err:
+        if err.status == 409:
+            return None
+        raise
+
+
 async def json_patch(kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
     """An RFC 6902 patch: replaces whole lists where server-side apply merges entries by another key."""
     await _call(

@@ -82,6 +82,40 @@ def test_apply_read_delete_with_uid_preconditions(api: None, kubectl: Kubectl, n
     assert run(kube.read("ConfigMap", namespace, "cm")) is None
 
 
+def child_of_kind(kind: str, name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    """The smallest object of each kind the operator creates."""
+    meta = {"name": name, "namespace": namespace, "labels": labels}
+    if kind == "Service":
+        return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": {"ports": [{"port": 80}]}}
+    if kind == "PersistentVolumeClaim":
+        spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}}
+        return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": spec}
+    template = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "main", "image": "x:1"}]}}
+    spec = {"replicas": 0, "selector": {"matchLabels": {"app": name}}, "template": template}
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": spec}
+
+
+@pytest.mark.parametrize("kind", ["Service", "PersistentVolumeClaim", "Deployment"])
+def test_create_never_takes_over_an_object_of_that_name(api: None, kubectl: Kubectl, namespace: str, kind: str) -> None:
+    """`kube.create` is a server-side apply that only creates: whatever holds the name already (here an
+    object it made itself a moment ago) is refused and left as it was, and what it creates is owned by
+    the operator's field manager as an apply, so a later apply without a field removes that field."""
+    made = run(kube.create(child_of_kind(kind, "child", namespace, {"a": "1", "b": "1"})))
+    assert made is not None
+    assert [(m["manager"], m["operation"]) for m in made["metadata"]["managedFields"]] == [
+        (kube.FIELD_MANAGER, "Apply")
+    ]
+    before = kubectl.get(kind.lower(), "child", "-n", namespace)
+    assert run(kube.create(child_of_kind(kind, "child", namespace, {"a": "2"}))) is None
+    after = kubectl.get(kind.lower(), "child", "-n", namespace)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["metadata"]["labels"] == {"a": "1", "b": "1"}
+
+    uid = made["metadata"]["uid"]
+    run(kube.apply(child_of_kind(kind, "child", namespace, {"a": "3"}), uid=uid))
+    assert kubectl.get(kind.lower(), "child", "-n", namespace)["metadata"]["labels"] == {"a": "3"}
+
+
 def test_a_token_kubeconfig_authenticates_as_its_account(
     kubectl: Kubectl, kubeconfig: Path, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
