@@ -20,7 +20,8 @@ object's memo, so all handlers share it), never in module globals. Status and
 endpoint writes are coalesced per key on the loop (`Debouncer`).
 
 Ownership: only objects with an owner reference to the LocalLLM's UID are
-written or deleted, and every write carries the UID it saw as a precondition.
+written or deleted, and every write carries the UID it saw as a precondition
+(every create, that no object of its name exists: `kube.create`).
 A child name held by anything else is a `NameConflict` in the status; the
 handler retries until the name is free. No finalizer: owner references let the
 garbage collector remove children, and deletion never waits on the operator.
