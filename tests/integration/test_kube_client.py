@@ -84,7 +84,8 @@ def test_apply_read_delete_with_uid_preconditions(api: None, kubectl: Kubectl, n
 
 def child_of_kind(kind: str, name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
     """The smallest object of each kind the operator creates."""
-    meta = {"name": name, "namespace": namespace, "labels": labels}
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    spec: dict[str, Any]
     if kind == "Service":
         return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": {"ports": [{"port": 80}]}}
     if kind == "PersistentVolumeClaim":
