@@ -247,52 +247,73 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def timed(
+    namespace: str, n: int, ready: Watcher, pids: dict[str, int], start: Callable[[], dict[str, int]]
+) -> dict[str, Any]:
+    """Run `start` and time it: seconds from then to each Deployment created in `namespace` and to each
+    object `ready` reports, the CPU seconds of `pids` and of the processes `start` launched (whose pids it
+    returns) until all were ready, and the audit-log offset from which its requests are counted."""
+    deployments = Watcher(namespace, "deployments", lambda o: True)
+    time.sleep(1.0)  # the watches are established
+    offset = AUDIT.stat().st_size
+    cpu_before = {c: cpu_seconds(pid) for c, pid in pids.items()}
+    started = time.monotonic()
+    launched = start()
+    wait_all(deployments.seen, n, 600)
+    wait_all(ready.seen, n, 900)
+    time.sleep(2)  # let trailing status writes land in the audit log
+    cpu = {c: cpu_seconds(pid) - cpu_before[c] for c, pid in pids.items()}
+    cpu |= {c: cpu_seconds(pid) for c, pid in launched.items()}
+    deployments.stop()
+    ready.stop()
+    return {
+        "cpu": cpu,
+        "offset": offset,
+        "created": [t - started for t in deployments.seen.values()],
+        "ready": [t - started for t in ready.seen.values()],
+    }
+
+
+def operator_requests(offset: int) -> dict[str, int]:
+    requests = audit_requests(offset)
+    return {"requests": len(requests), "writes": sum(1 for r in requests if r.get("verb") in WRITE_VERBS)}
+
+
+def localllms_ready(namespace: str) -> Watcher:
+    return Watcher(namespace, "localllms", lambda o: o.get("status", {}).get("phase") == "Ready")
+
+
+def apply_list(items: list[dict[str, Any]]) -> None:
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+
 def run_size(n: int, mode: str, operator_pid: int) -> dict[str, Any]:
     """`mode`: "operator" (N LocalLLMs), "deployments" (N plain Deployments) or "trio" (N times the three
     objects a LocalLLM makes, applied directly: what the operator costs beyond the objects themselves)."""
     with_operator = mode == "operator"
     namespace = f"bench-{mode}-{n}"
     kubectl("create", "namespace", namespace)
-    deployments = Watcher(namespace, "deployments", lambda o: True)
-    ready_check = (
-        (lambda o: o.get("status", {}).get("phase") == "Ready")
+    ready = (
+        localllms_ready(namespace)
         if with_operator
-        else (lambda o: o.get("status", {}).get("availableReplicas") == 1)
+        else Watcher(namespace, "deployments", lambda o: o.get("status", {}).get("availableReplicas") == 1)
     )
-    ready = Watcher(namespace, "localllms" if with_operator else "deployments", ready_check)
-    time.sleep(1.0)  # the watches are established
-    offset = AUDIT.stat().st_size
     objects: list[dict[str, Any]] = []
     for i in range(n):
         if mode == "trio":
             objects += plain_trio(f"m{i}", namespace)
         else:
             objects.append(localllm(f"m{i}", namespace) if with_operator else plain_deployment(f"m{i}", namespace))
+
+    def apply() -> dict[str, int]:
+        apply_list(objects)
+        return {}
+
     pids = {**cluster_pids(), "operator": operator_pid}
-    cpu_before = {c: cpu_seconds(pid) for c, pid in pids.items()}
-    started = time.monotonic()
-    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
-    wait_all(deployments.seen, n, 600)
-    wait_all(ready.seen, n, 900)
-    time.sleep(2)  # let trailing status writes land in the audit log
-    cpu = {c: cpu_seconds(pid) - cpu_before[c] for c, pid in pids.items()}  # from the apply to all Ready
-    deployments.stop()
-    ready.stop()
-    created = [t - started for t in deployments.seen.values()]
-    readied = [t - started for t in ready.seen.values()]
-    requests = audit_requests(offset) if with_operator else []
-    lags, admitted = creation_lags(offset, namespace) if with_operator else ([], float("nan"))
-    return {
-        "cpu": cpu,
-        "lags": lags,
-        "admitted": admitted,
-        "n": n,
-        "namespace": namespace,
-        "created": created,
-        "ready": readied,
-        "requests": len(requests),
-        "writes": sum(1 for r in requests if r.get("verb") in WRITE_VERBS),
-    }
+    run = timed(namespace, n, ready, pids, apply) | {"n": n, "namespace": namespace}
+    counts = operator_requests(run["offset"]) if with_operator else {"requests": 0, "writes": 0}
+    lags, admitted = creation_lags(run["offset"], namespace) if with_operator else ([], float("nan"))
+    return run | counts | {"lags": lags, "admitted": admitted}
 
 
 def cold_start(
@@ -304,36 +325,15 @@ def cold_start(
     running operator."""
     namespace = f"bench-cold-{n}"
     kubectl("create", "namespace", namespace)
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(
-            {"apiVersion": "v1", "kind": "List", "items": [localllm(f"m{i}", namespace) for i in range(n)]}
-        ),
-    )
-    deployments = Watcher(namespace, "deployments", lambda o: True)
-    ready = Watcher(namespace, "localllms", lambda o: o.get("status", {}).get("phase") == "Ready")
-    time.sleep(1.0)  # the watches are established
-    offset = AUDIT.stat().st_size
-    pids = cluster_pids()
-    cpu_before = {c: cpu_seconds(pid) for c, pid in pids.items()}
-    started = time.monotonic()
-    operator = start_operator()
-    wait_all(deployments.seen, n, 600)
-    wait_all(ready.seen, n, 900)
-    time.sleep(2)  # let trailing status writes land in the audit log
-    cpu = {c: cpu_seconds(pid) - cpu_before[c] for c, pid in pids.items()} | {"operator": cpu_seconds(operator.pid)}
-    deployments.stop()
-    ready.stop()
-    requests = audit_requests(offset)
-    return {
-        "created": [t - started for t in deployments.seen.values()],
-        "ready": [t - started for t in ready.seen.values()],
-        "cpu": cpu,
-        "requests": len(requests),
-        "writes": sum(1 for r in requests if r.get("verb") in WRITE_VERBS),
-    }, operator
+    apply_list([localllm(f"m{i}", namespace) for i in range(n)])
+    operators: list[subprocess.Popen[bytes]] = []
+
+    def start() -> dict[str, int]:
+        operators.append(start_operator())
+        return {"operator": operators[0].pid}
+
+    run = timed(namespace, n, localllms_ready(namespace), cluster_pids(), start)
+    return run | operator_requests(run["offset"]), operators[0]
 
 
 def main() -> str:
@@ -349,7 +349,7 @@ def main() -> str:
     subprocess.run([sys.executable, str(ROOT / "hack" / "cluster.py"), "up"], env=ENV, check=True, capture_output=True)
     operator: subprocess.Popen[bytes] | None = None
     try:
-        kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": bench_nodes()}))
+        apply_list(bench_nodes())
         kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "localllm.yaml"))
         kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
         kubectl("create", "namespace", "sdc")
