@@ -30,6 +30,7 @@ garbage collector remove children, and deletion never waits on the operator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import time
@@ -409,10 +410,8 @@ async def _apply_all(state: State, actions: Plan, key: Key, reason: str) -> tupl
     """Apply the plan in order; stop at a create whose name turned out to be taken, and return that name."""
     for action in actions.applies:
         if action.uid is None:
-            if action.key[0] == "Service":
-                async with state.service_creations:
-                    created = await kube.create(action.obj)
-            else:
+            slot = state.service_creations if action.key[0] == "Service" else contextlib.nullcontext()
+            async with slot:
                 created = await kube.create(action.obj)
             if created is None:
                 return action.key

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+from sdc_operator import kube
 
 from tests.conftest import ROOT, SIMULATED_NODE_SELECTOR, SIMULATED_TOLERATION, Kubectl, wait_until
 from tests.support.servers import free_port
+
+T = TypeVar("T")
+
+
+def run_kube(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that calls the API client on a loop of its own, closing the client's session after."""
+
+    async def once() -> T:
+        try:
+            return await coro
+        finally:
+            await kube.close()
+
+    return asyncio.run(once())
+
 
 GROUP_VERSION = "llm.sdc.dev/v1alpha1"
 REVISION = "0123456789abcdef0123456789abcdef01234567"

@@ -7,10 +7,9 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Coroutine, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -19,26 +18,7 @@ from sdc_operator import kube
 
 from hack.cluster import serviceaccount_kubeconfig
 from tests.conftest import Kubectl
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-def api(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    kube._configuration.cache_clear()
-    yield
-    kube._configuration.cache_clear()
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def once() -> T:
-        try:
-            return await coro
-        finally:
-            await kube.close()
-
-    return asyncio.run(once())
+from tests.integration.operator_harness import run_kube
 
 
 def config_map(name: str, namespace: str, value: str) -> dict[str, Any]:
@@ -50,36 +30,36 @@ def config_map(name: str, namespace: str, value: str) -> dict[str, Any]:
     }
 
 
-def test_apply_read_delete_with_uid_preconditions(api: None, kubectl: Kubectl, namespace: str) -> None:
-    created = run(kube.apply(config_map("cm", namespace, "one")))
+def test_apply_read_delete_with_uid_preconditions(kube_api: None, kubectl: Kubectl, namespace: str) -> None:
+    created = run_kube(kube.apply(config_map("cm", namespace, "one")))
     uid = created["metadata"]["uid"]
     assert created["data"] == {"key": "one"}
     assert [m["manager"] for m in created["metadata"]["managedFields"]] == [kube.FIELD_MANAGER]
 
-    assert run(kube.read_configmap_data(namespace, "cm")) == {"key": "one"}
-    assert run(kube.read("ConfigMap", namespace, "absent")) is None
+    assert run_kube(kube.read_configmap_data(namespace, "cm")) == {"key": "one"}
+    assert run_kube(kube.read("ConfigMap", namespace, "absent")) is None
 
     # A UID that is not the object's: refused, the object unchanged.
     with pytest.raises(kube.ApiError) as err:
-        run(kube.apply(config_map("cm", namespace, "two"), uid="00000000-0000-0000-0000-000000000000"))
+        run_kube(kube.apply(config_map("cm", namespace, "two"), uid="00000000-0000-0000-0000-000000000000"))
     assert err.value.status == 422 and "uid" in str(err.value)  # "metadata.uid: ... field is immutable"
     with pytest.raises(kube.ApiError) as err:  # nor is an object of that name created
-        run(kube.apply(config_map("gone", namespace, "two"), uid="00000000-0000-0000-0000-000000000000"))
+        run_kube(kube.apply(config_map("gone", namespace, "two"), uid="00000000-0000-0000-0000-000000000000"))
     assert err.value.status in (404, 409), err.value
-    assert run(kube.read("ConfigMap", namespace, "gone")) is None
+    assert run_kube(kube.read("ConfigMap", namespace, "gone")) is None
     with pytest.raises(kube.ApiError) as err:
-        run(kube.delete("ConfigMap", namespace, "cm", uid="00000000-0000-0000-0000-000000000000"))
+        run_kube(kube.delete("ConfigMap", namespace, "cm", uid="00000000-0000-0000-0000-000000000000"))
     assert err.value.status == 409
     assert kubectl.get("configmap", "cm", "-n", namespace)["data"] == {"key": "one"}
 
-    updated = run(kube.apply(config_map("cm", namespace, "two"), uid=uid))
+    updated = run_kube(kube.apply(config_map("cm", namespace, "two"), uid=uid))
     assert updated["data"] == {"key": "two"} and updated["metadata"]["uid"] == uid
-    run(kube.json_patch("ConfigMap", namespace, "cm", [{"op": "replace", "path": "/data/key", "value": "three"}]))
+    run_kube(kube.json_patch("ConfigMap", namespace, "cm", [{"op": "replace", "path": "/data/key", "value": "three"}]))
     assert kubectl.get("configmap", "cm", "-n", namespace)["data"] == {"key": "three"}
 
-    run(kube.delete("ConfigMap", namespace, "cm", uid=uid))
-    run(kube.delete("ConfigMap", namespace, "cm", uid=uid))  # already gone: not an error
-    assert run(kube.read("ConfigMap", namespace, "cm")) is None
+    run_kube(kube.delete("ConfigMap", namespace, "cm", uid=uid))
+    run_kube(kube.delete("ConfigMap", namespace, "cm", uid=uid))  # already gone: not an error
+    assert run_kube(kube.read("ConfigMap", namespace, "cm")) is None
 
 
 def child_of_kind(kind: str, name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -97,23 +77,25 @@ def child_of_kind(kind: str, name: str, namespace: str, labels: dict[str, str]) 
 
 
 @pytest.mark.parametrize("kind", ["Service", "PersistentVolumeClaim", "Deployment"])
-def test_create_never_takes_over_an_object_of_that_name(api: None, kubectl: Kubectl, namespace: str, kind: str) -> None:
+def test_create_never_takes_over_an_object_of_that_name(
+    kube_api: None, kubectl: Kubectl, namespace: str, kind: str
+) -> None:
     """`kube.create` is a server-side apply that only creates: whatever holds the name already (here an
     object it made itself a moment ago) is refused and left as it was, and what it creates is owned by
     the operator's field manager as an apply, so a later apply without a field removes that field."""
-    made = run(kube.create(child_of_kind(kind, "child", namespace, {"a": "1", "b": "1"})))
+    made = run_kube(kube.create(child_of_kind(kind, "child", namespace, {"a": "1", "b": "1"})))
     assert made is not None
     assert [(m["manager"], m["operation"]) for m in made["metadata"]["managedFields"]] == [
         (kube.FIELD_MANAGER, "Apply")
     ]
     before = kubectl.get(kind.lower(), "child", "-n", namespace)
-    assert run(kube.create(child_of_kind(kind, "child", namespace, {"a": "2"}))) is None
+    assert run_kube(kube.create(child_of_kind(kind, "child", namespace, {"a": "2"}))) is None
     after = kubectl.get(kind.lower(), "child", "-n", namespace)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["metadata"]["labels"] == {"a": "1", "b": "1"}
 
     uid = made["metadata"]["uid"]
-    run(kube.apply(child_of_kind(kind, "child", namespace, {"a": "3"}), uid=uid))
+    run_kube(kube.apply(child_of_kind(kind, "child", namespace, {"a": "3"}), uid=uid))
     assert kubectl.get(kind.lower(), "child", "-n", namespace)["metadata"]["labels"] == {"a": "3"}
 
 
@@ -130,22 +112,22 @@ def test_a_token_kubeconfig_authenticates_as_its_account(
     kube._configuration.cache_clear()
     try:
         with pytest.raises(kube.ApiError) as err:  # no RBAC for it: refused, and the refusal names it
-            run(kube.read("ConfigMap", namespace, "any"))
+            run_kube(kube.read("ConfigMap", namespace, "any"))
     finally:
         kube._configuration.cache_clear()
     assert err.value.status == 403
     assert f"system:serviceaccount:{namespace}:reader" in str(err.value), err.value
 
 
-def test_refusal_carries_the_api_servers_message(api: None, namespace: str) -> None:
+def test_refusal_carries_the_api_servers_message(kube_api: None, namespace: str) -> None:
     bad = config_map("Not_A_Name", namespace, "x")
     with pytest.raises(kube.ApiError) as err:
-        run(kube.apply(bad))
+        run_kube(kube.apply(bad))
     assert err.value.status == 422
     assert "Not_A_Name" in str(err.value)
 
 
-def test_many_calls_at_once_share_the_pool(api: None, kubectl: Kubectl, namespace: str) -> None:
+def test_many_calls_at_once_share_the_pool(kube_api: None, kubectl: Kubectl, namespace: str) -> None:
     """More concurrent calls than connections: all complete (they wait for a connection, no error)."""
 
     async def burst() -> list[dict[str, Any]]:
@@ -153,7 +135,7 @@ def test_many_calls_at_once_share_the_pool(api: None, kubectl: Kubectl, namespac
             *(kube.apply(config_map(f"cm-{i}", namespace, str(i))) for i in range(kube.CONNECTIONS * 2))
         )
 
-    made = run(burst())
+    made = run_kube(burst())
     assert sorted(int(m["data"]["key"]) for m in made) == list(range(kube.CONNECTIONS * 2))
     listed = kubectl.get("configmaps", "-n", namespace, "-l", "!none")["items"]
     assert {f"cm-{i}" for i in range(kube.CONNECTIONS * 2)} <= {c["metadata"]["name"] for c in listed}
@@ -181,7 +163,7 @@ def test_a_silent_server_is_a_timeout_not_a_hang(monkeypatch: pytest.MonkeyPatch
         _fake_api(monkeypatch, listener.getsockname()[1])
         monkeypatch.setattr(kube, "TIMEOUT_S", 0.5)
         with pytest.raises(kube.ApiError) as err:
-            run(kube.read("Service", "ns", "svc"))
+            run_kube(kube.read("Service", "ns", "svc"))
     assert err.value.status == 0 and "Timeout" in str(err.value)
 
 
@@ -191,7 +173,7 @@ def test_a_refused_connection_is_status_zero(monkeypatch: pytest.MonkeyPatch) ->
         port = sock.getsockname()[1]  # bound, not listening: refused
         _fake_api(monkeypatch, port)
         with pytest.raises(kube.ApiError) as err:
-            run(kube.patch_status("ns", "llm", {"phase": "Ready"}))
+            run_kube(kube.patch_status("ns", "llm", {"phase": "Ready"}))
     assert err.value.status == 0
 
 
@@ -216,9 +198,9 @@ def test_bodies_that_are_not_status_objects(monkeypatch: pytest.MonkeyPatch) -> 
     try:
         _fake_api(monkeypatch, server.server_address[1])
         with pytest.raises(kube.ApiError) as err:
-            run(kube.read("Service", "ns", "html"))
+            run_kube(kube.read("Service", "ns", "html"))
         assert err.value.status == 502 and "Bad Gateway" in str(err.value)
-        assert run(kube.read("Service", "ns", "list")) == {"kind": "Service"}  # a JSON list is no object
+        assert run_kube(kube.read("Service", "ns", "list")) == {"kind": "Service"}  # a JSON list is no object
         assert _Broken.agents == [kube.USER_AGENT] * 2  # what the scale benchmark counts in the audit log
     finally:
         server.shutdown()

@@ -9,7 +9,6 @@ managers' fields kept), exact status after transitions, immutable cache fields.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -21,7 +20,13 @@ import pytest
 from sdc_operator import handlers, kube
 
 from tests.conftest import Kubectl, wait_until
-from tests.integration.operator_harness import OperatorProcess, localllm, running_operator, wait_phase
+from tests.integration.operator_harness import (
+    OperatorProcess,
+    localllm,
+    run_kube,
+    running_operator,
+    wait_phase,
+)
 from tests.support.metrics import scrape
 
 ENDPOINTS_NS = "sdc"
@@ -116,15 +121,13 @@ def test_foreign_object_of_a_child_name_is_untouched_until_freed(
 
 
 def test_a_name_taken_after_the_read_is_still_never_taken_over(
-    kubectl: Kubectl, kubeconfig: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+    kube_api: None, kubectl: Kubectl, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The window between the operator's read of a child's name and its create, made certain: the read
     reports the name free while a foreign Service holds it. The create carries a "no such object"
     precondition, so it is refused; the Service is read again and reported, never written."""
     kubectl.apply(foreign_service("raced", namespace))
     before = fingerprint(kubectl.get("svc", "raced", "-n", namespace))
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    kube._configuration.cache_clear()
     real_read, stale = kube.read, {("Service", "raced")}
 
     async def read_from_before_the_service(kind: str, ns: str, name: str) -> dict[str, Any] | None:
@@ -139,20 +142,11 @@ def test_a_name_taken_after_the_read_is_still_never_taken_over(
     del body["spec"]["scheduling"]  # the KWOK nodes' toleration is on the test operator's allow-list, not the default
     assert handlers.spec_view(handlers.State(), body).errors == []
 
-    async def reconcile_once() -> list[str]:
-        state = handlers.State()
-        state.indexes.update({n: {} for n in handlers.INDEX_NAMES})  # the watches have seen nothing
-        try:
-            with pytest.raises(handlers.NameConflictError, match="Service/raced"):
-                await handlers.reconcile(state, body, state.indexes, "test")
-            return state.conflicts[(namespace, "raced")]
-        finally:
-            await kube.close()
-
-    try:
-        assert asyncio.run(reconcile_once()) == ["Service/raced"]
-    finally:
-        kube._configuration.cache_clear()
+    state = handlers.State()
+    state.indexes.update({n: {} for n in handlers.INDEX_NAMES})  # the watches have seen nothing
+    with pytest.raises(handlers.NameConflictError, match="Service/raced"):
+        run_kube(handlers.reconcile(state, body, state.indexes, "test"))
+    assert state.conflicts[(namespace, "raced")] == ["Service/raced"]
     assert not stale, "the read was the stale one"
     assert fingerprint(kubectl.get("svc", "raced", "-n", namespace)) == before
 
