@@ -84,6 +84,8 @@ def openapi_schema(model: type[LocalLLMSpec] | type[LocalLLMStatus]) -> dict[str
     return _structural(raw, raw.get("$defs", {}))
 
 
+# The default columns fit a 100-character terminal for a typical row (a 12-character name, a 25-character
+# model id); the long ones (the endpoint URL, the message) and the routing details are under `-o wide`.
 PRINTER_COLUMNS = [
     {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtime"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
@@ -96,9 +98,9 @@ PRINTER_COLUMNS = [
         "jsonPath": '.status.conditions[?(@.type=="Fits")].status',
         "description": "Whether the model is estimated to fit the GPUs it asks for",
     },
-    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {"name": "Message", "type": "string", "jsonPath": ".status.message"},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Weight", "type": "integer", "jsonPath": ".spec.routing.weight", "priority": 1},
     {"name": "Revision", "type": "string", "jsonPath": ".spec.model.revision", "priority": 1},
 ]
