@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sdc_orchestrator import metrics, sampling
+from sdc_orchestrator import metrics, sampling, status
 from sdc_orchestrator.api_models import (
     ChatRequest,
     ChatResponse,
@@ -237,25 +237,11 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         """The process and its event loop answer; a restart would not help otherwise."""
         return {"status": "alive"}
 
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        """Ready when a chat can be routed: some chat endpoint is configured and not cooling down.
-
-        Endpoints are the published LocalLLMs (the operator publishes only Ready ones), Gemini when
-        keyed and the seed's service; one that just failed is cooling down for SDC_COOLDOWN_S.
-        """
-        endpoints = state.registry.all("chat")
-        if not endpoints:
-            return JSONResponse({"status": "no chat endpoint: no Ready LocalLLM published, no Gemini key"}, 503)
-        warm = [e.name for e in endpoints if not state.upstream.router.is_cooling(e)]
-        if not warm:
-            return JSONResponse(
-                {"status": "every chat endpoint failed recently", "cooling": [e.name for e in endpoints]}, 503
-            )
-        return JSONResponse({"status": "ok", "endpoints": warm})
+    app.include_router(status.routes(settings, state.registry, state.router))  # /readyz, /api/v1/status
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        status.chat_state(settings, state.registry, state.router)  # the endpoint gauge, current at each scrape
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     # -- documents ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
 from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
 from sdc_orchestrator.settings import OrchestratorSettings
+from sdc_orchestrator.status import no_model_message
 
 log = logging.getLogger("sdc_orchestrator.upstream")
 
@@ -207,6 +208,8 @@ class Upstream:
 
     def _exhausted(self, attempts: Attempts) -> NoRouteError:
         if not attempts.tried:
+            if not self.registry.all("chat"):  # nothing configured or published at all: say what to do
+                return NoRouteError(503, no_model_message(self.settings))
             return NoRouteError(503, "no endpoint is available for this request")
         if all("timed out" in t["error"] for t in attempts.tried):
             return NoRouteError(504, "every backend timed out", attempts.tried)
