@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sdc_operator import GROUP, KIND, PLURAL, VERSION
+from sdc_operator import GROUP, KIND, PLURAL, VERSION, chart_schema
 from sdc_operator.spec import ROOT_RULES, SPEC_RULES, LocalLLMSpec, LocalLLMStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,10 +106,14 @@ PRINTER_COLUMNS = [
 ]
 
 
+def spec_schema() -> dict[str, Any]:
+    schema = openapi_schema(LocalLLMSpec)
+    schema["x-kubernetes-validations"] = SPEC_RULES
+    schema["description"] = "The desired served model."
+    return schema
+
+
 def crd() -> dict[str, Any]:
-    spec_schema = openapi_schema(LocalLLMSpec)
-    spec_schema["x-kubernetes-validations"] = SPEC_RULES
-    spec_schema["description"] = "The desired served model."
     status_schema = openapi_schema(LocalLLMStatus)
     status_schema["description"] = "What the operator observed, derived from the owned objects."
     condition = status_schema["properties"]["conditions"]["items"]
@@ -158,7 +162,7 @@ def crd() -> dict[str, Any]:
                                 "apiVersion": {"type": "string", "description": "API version: llm.sdc.dev/v1alpha1."},
                                 "kind": {"type": "string", "description": "Kind: LocalLLM."},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema,
+                                "spec": spec_schema(),
                                 "status": status_schema,
                             },
                         }
@@ -176,7 +180,9 @@ def render() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Generate the LocalLLM CRD")
-    parser.add_argument("--write", action="store_true", help="write crds/ and the chart copy")
+    parser.add_argument(
+        "--write", action="store_true", help="write crds/, the chart copy and the chart's models[].spec schema"
+    )
     args = parser.parse_args()
     text = render()
     if not args.write:
@@ -186,6 +192,8 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
+    chart_schema.SCHEMA_PATH.write_text(chart_schema.render(spec_schema()))  # models[].spec in the chart's values
+    print(f"wrote {chart_schema.SCHEMA_PATH.relative_to(ROOT)} (models[].spec)")
 
 
 if __name__ == "__main__":
