@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sdc_orchestrator import metrics, sampling, status
+from sdc_orchestrator import metrics, openai_fields, openai_routes, sampling, status, usage
 from sdc_orchestrator.api_models import (
     ChatRequest,
     ChatResponse,
@@ -419,7 +419,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             raw = await request.json()
         except (ValueError, RecursionError):
             return error(400, "the request body is not valid JSON (or nested too deeply)")
-        body = check_openai_chat(raw, state.input_limits)
+        core, extras = openai_fields.accept(raw) if isinstance(raw, dict) else (raw, {})  # the README's table
+        body = {**check_openai_chat(core, state.input_limits), **extras}
         provider = "auto"
         model = body.get("model")
         if model in ("ollama", "vllm", "transformers", "gemini"):
@@ -447,6 +448,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
         response_id = state.answered("openai", endpoint, data, body, attempts)
         return JSONResponse({**data, "response_id": response_id}, headers={RESPONSE_ID_HEADER: response_id})
+
+    # /v1/completions and /v1/embeddings (openai_routes.py)
+    app.include_router(openai_routes.routes(settings, state.registry, state.router, state.upstream, state.input_limits))
 
     # -- migration: feedback and shadow comparison ------------------------------------------------
     @app.post("/api/v1/feedback")
@@ -501,9 +505,7 @@ async def _complete_or_cancel(
 def _account(provider: str, model: str, data: dict[str, Any], started: float, attempts: Attempts) -> None:
     metrics.REQUESTS.labels(provider, model, "ok").inc()
     metrics.LATENCY.labels(provider, model).observe(time.perf_counter() - started)
-    usage = data.get("usage") or {}
-    metrics.TOKENS.labels(provider, "in").inc(int(usage.get("prompt_tokens") or 0))
-    metrics.TOKENS.labels(provider, "out").inc(int(usage.get("completion_tokens") or 0))
+    usage.count(provider, data.get("usage"))  # in, out and cached tokens (a stream counts in upstream's relay)
     if attempts.first_provider and attempts.first_provider != provider:
         metrics.FALLBACKS.labels(attempts.first_provider, provider).inc()
 
