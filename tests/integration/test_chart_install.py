@@ -160,9 +160,7 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
     wait_until(
         "the release's objects to be gone",
         lambda: (
-            kubectl(
-                "get", "deploy,svc,sa,role,rolebinding,networkpolicy,pdb", "-n", ns, "-l", selector, "-o", "name"
-            )
+            kubectl("get", "deploy,svc,sa,role,rolebinding,networkpolicy,pdb", "-n", ns, "-l", selector, "-o", "name")
             == ""
         ),
     )
