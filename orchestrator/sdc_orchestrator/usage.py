@@ -1,7 +1,7 @@
 """Token accounting from the backends' OpenAI `usage`, for answers and for streams alike.
 
-`sdc_orchestrator_tokens_total{direction}` counts `in` (prompt), `out` (completion) and `cached` (prompt
-tokens served from the engine's prefix cache, `usage.prompt_tokens_details.cached_tokens`, where the
+`sdc_orchestrator_tokens_total{direction}` counts `in` (prompt), `out` (completion) and `cached` (the part of `in`
+served from the engine's prefix cache, `usage.prompt_tokens_details.cached_tokens`, where the
 backend reports it: vLLM with --enable-prompt-tokens-details, Gemini). A stream reports its usage only
 when asked (`stream_options.include_usage`): the orchestrator always asks its backend, counts the final
 usage chunk, and passes that chunk on only to a client that asked for it, so a client that did not
