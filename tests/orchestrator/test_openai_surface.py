@@ -187,3 +187,35 @@ def test_readme_publishes_the_fields_table() -> None:
     readme = (ROOT / "README.md").read_text()
     for field, treatment, _ in openai_fields.table():
         assert re.search(rf"\| `{field}` \| {re.escape(treatment)} \|", readme), f"README: the row of {field}"
+
+
+def test_the_openai_sdk_uses_every_route(local: str, backends: Backends) -> None:
+    """The official SDK, as users' tools drive it: chat with the newer fields, a stream with usage,
+    text completions and embeddings (the SDK asks for base64 vectors by default)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{local}/v1", api_key="unused", max_retries=0)
+    backends["vllm"][0].cached_tokens = 2
+    answer = client.chat.completions.create(
+        model="google/gemma-2-9b-it",
+        messages=[{"role": "user", "content": "질문"}],
+        store=True,
+        metadata={"app": "search"},
+        reasoning_effort="low",
+        extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+    )
+    assert answer.choices[0].message.content and answer.usage is not None
+    assert answer.usage.prompt_tokens_details is not None and answer.usage.prompt_tokens_details.cached_tokens == 2
+    chunks = list(
+        client.chat.completions.create(
+            model="google/gemma-2-9b-it",
+            messages=[{"role": "user", "content": "질문"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 7
+    text = client.completions.create(model="google/gemma-2-9b-it", prompt="서울은", max_tokens=8)
+    assert text.choices[0].text.startswith("vllm")
+    vectors = client.embeddings.create(model="bge-m3", input=["서울", "부산"])
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 10
