@@ -161,6 +161,7 @@ def test_chart_and_models_on_real_pods(
     assert operator_pods and orchestrator_pods and all(ready(p) for p in orchestrator_pods), "Ready with no model"
     tested = helm(kubeconfig, "test", name, "-n", ns, "--logs", "--timeout", "3m")
     assert "chat: no model yet" in tested and "passed" in tested, tested
+    kubectl("delete", "pod", "-n", ns, "-l", "app.kubernetes.io/name=sdc-check")  # kept for --logs; not needed now
     for pod in operator_pods + orchestrator_pods:
         assert pod["spec"]["nodeName"] == real_node, pod["metadata"]["name"]
 
