@@ -55,9 +55,25 @@ def test_readme_quickstart_as_written(kubectl: Kubectl, kubeconfig: Path, tmp_pa
     assert found, commands[0]
     release, namespace = found.groups()
     fullname = release if "sdc" in release else f"{release}-sdc"  # the chart's sdc.fullname
-    if kubectl("get", "namespace", namespace, "-o", "name", check=False).strip():
+    if kubectl("get", "namespace", namespace, "-o", "name", check=False).strip() == f"namespace/{namespace}":
         pytest.skip(f"namespace {namespace} exists already: the quickstart wants a fresh cluster")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": f"{ROOT / 'bin'}:{os.environ['PATH']}"}
+    # A fresh cluster has no CRDs; this one may hold them from earlier tests' releases (kept on uninstall),
+    # which a plain `helm install` refuses to adopt. Hand them to the quickstart's release first, as if fresh.
+    for crd in ("localllms.llm.sdc.dev", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        if (
+            kubectl("get", "crd", crd, "-o", "name", check=False).strip()
+            == f"customresourcedefinition.apiextensions.k8s.io/{crd}"
+        ):
+            kubectl(
+                "annotate",
+                "--overwrite",
+                "crd",
+                crd,
+                f"meta.helm.sh/release-name={release}",
+                f"meta.helm.sh/release-namespace={namespace}",
+            )
+            kubectl("label", "--overwrite", "crd", crd, "app.kubernetes.io/managed-by=Helm")
     operator: OperatorProcess | None = None
     timings: list[str] = []
     try:
@@ -102,7 +118,7 @@ def test_readme_quickstart_as_written(kubectl: Kubectl, kubeconfig: Path, tmp_pa
         if operator is not None:
             operator.stop()
         kubectl("delete", "llm", "--all", "-n", namespace, "--timeout=60s", check=False)
-        subprocess.run(["bash", "-c", f"helm uninstall {release} -n {namespace} --wait"], env=env, check=False)
+        subprocess.run(["bash", "-c", f"helm uninstall {release} -n {namespace} --wait"], env=env, capture_output=True)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
