@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "==> installing Python dependencies into $(VENV) (first run downloads torch: several GB, cached by pip)"
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+	@# Not -q: each package is named as pip collects it, so the minutes of a cold install are never silent.
+	$(PY) -m pip install --progress-bar off -c requirements/constraints.txt -e '.[dev]'
 	@touch $@
 
 venv: $(STAMP) ## Create .venv with the project and its dev/runtime extras

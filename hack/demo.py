@@ -83,6 +83,18 @@ def run(*argv: str, stdin: str | None = None, check: bool = True) -> str:
     return result.stdout
 
 
+def streamed(*argv: str) -> None:
+    """Run a long step with its output shown as it comes (indented), not all at once at the end."""
+    with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        assert proc.stdout is not None
+        tail: list[str] = []
+        for line in proc.stdout:
+            print("  " + line.rstrip(), flush=True)
+            tail = [*tail[-20:], line]
+        if proc.wait() != 0:
+            raise DemoError(f"{' '.join(argv[:4])} ... failed (exit {proc.returncode}): {''.join(tail).strip()}")
+
+
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
     return run(str(BIN / "kubectl"), f"--kubeconfig={KUBECONFIG}", *args, stdin=stdin, check=check)
 
@@ -170,11 +182,12 @@ def main() -> int:
             ).returncode
             != 0
         )
-        out = run(PY, str(ROOT / "hack" / "cluster.py"), "up")
-        print(indent("\n".join(out.strip().splitlines()[-8:])))
+        print("  cold: builds the cluster binaries from Go modules (minutes, once); warm: seconds", flush=True)
+        streamed(PY, str(ROOT / "hack" / "cluster.py"), "up")
 
         step("Images built here (local Debian base, cached by content) and loaded into the real node")
-        print(indent(run(PY, str(ROOT / "hack" / "images.py"))))
+        print("  cold: about 45 min (torch in the runtime image), shown as it builds; warm: seconds", flush=True)
+        streamed(PY, str(ROOT / "hack" / "images.py"))
 
         step(f"A model hub inside the cluster, serving {MODEL_REPO}")
         if kubectl("get", "namespace", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False) == "Terminating":
@@ -208,7 +221,9 @@ def main() -> int:
         kubectl("rollout", "status", "deployment/hub", "-n", NAMESPACE, "--timeout=180s")
         print(f"  {hub.url(NAMESPACE)} (the operator's HF_ENDPOINT)")
 
-        step(f"helm install {RELEASE} charts/sdc -n {NAMESPACE}: operator and orchestrator as pods")
+        step(f"helm install {RELEASE} charts/sdc -n {NAMESPACE} --wait: operator and orchestrator as pods")
+        print("  waiting for both pods to be Ready (image pulls are local; the orchestrator loads Kiwi, ~10 s)")
+        installed = time.monotonic()
         helm(
             "upgrade",
             "--install",
@@ -223,9 +238,13 @@ def main() -> int:
             "--set-json",
             f"networkPolicy.chatIngressFrom={json.dumps(HOST_CHAT_INGRESS)}",
             "--take-ownership",
+            # The orchestrator is Ready with no model yet (it says so in /readyz): --wait returns once both
+            # pods serve, as Argo CD or Flux would see it.
+            "--wait",
+            "--timeout",
+            "5m",
         )
-        # Not `helm --wait`: the orchestrator is Ready only once a model is (its /readyz is honest).
-        kubectl("rollout", "status", f"deployment/{FULLNAME}-operator", "-n", NAMESPACE, "--timeout=300s")
+        print(f"  helm install --wait returned: operator and orchestrator Ready ({time.monotonic() - installed:.0f}s)")
         print(indent(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")))
 
         step(f"kubectl apply: a Transformers LocalLLM ({LLM_NAME}) on the real node")
@@ -241,20 +260,29 @@ def main() -> int:
         }
         applied = time.monotonic()
         print(indent(kubectl("apply", "-f", "-", stdin=json.dumps(manifest))))
+        print("  waiting: Pending (scheduling), Downloading (the init container fetches the model from the hub),")
+        print("  Starting (sdc-runtime loads it, Ready by its probe), Ready (the operator publishes the endpoint)")
         seen: list[str] = []
 
         def ready() -> bool:
-            phase = kubectl(
-                "get", "llm", LLM_NAME, "-n", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False
+            status = kubectl(
+                "get",
+                "llm",
+                LLM_NAME,
+                "-n",
+                NAMESPACE,
+                "-o",
+                "jsonpath={.status.phase}{'\\t'}{.status.message}",
+                check=False,
             ).strip()
+            phase, _, message = status.partition("\t")
             if phase and (not seen or seen[-1] != phase):
                 seen.append(phase)
-                print(f"  phase: {phase}")
+                print(f"  phase: {phase}  ({time.monotonic() - applied:.0f}s){'  ' + message if message else ''}")
             return phase == "Ready"
 
         wait("the LocalLLM to be Ready", ready, 600)
         print(f"  Ready {time.monotonic() - applied:.0f}s after kubectl apply")
-        kubectl("rollout", "status", f"deployment/{FULLNAME}-orchestrator", "-n", NAMESPACE, "--timeout=180s")
         print(indent(kubectl("get", "llm", "-n", NAMESPACE, "-o", "wide")))
         print(indent(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")))
         published = kubectl(
@@ -274,6 +302,13 @@ def main() -> int:
         print(f"  {FULLNAME}-orchestrator at {base} (its ClusterIP, routed from this machine into the node)")
         wait("the orchestrator", lambda: up(f"{base}/healthz"), 120)
         key = api_key()
+        # The endpoint reaches the orchestrator as a mounted ConfigMap, which the kubelet refreshes on its
+        # own sync (up to about a minute): /readyz's body says when chat has somewhere to go.
+        print("  waiting for the orchestrator to see the published endpoint (the kubelet refreshes mounted")
+        print("  ConfigMaps within about a minute); its /readyz says 'no model yet' until then")
+        seen_at = time.monotonic()
+        wait("the orchestrator to route chat", lambda: chat_state(base) == "ready", 180)
+        print(f"  /readyz: chat ready ({time.monotonic() - seen_at:.0f}s)")
         status, body = http_json("POST", f"{base}/api/v1/documents", DOCUMENTS, timeout=120, key=key)
         if status != 200:
             raise DemoError(f"uploading documents failed: {status} {body}")
@@ -299,6 +334,11 @@ def main() -> int:
             )
         else:
             cleanup(cluster_started)
+
+
+def chat_state(base: str) -> str:
+    status, body = http_json("GET", f"{base}/readyz", timeout=5)
+    return str(body.get("chat", "")) if status == 200 and isinstance(body, dict) else ""
 
 
 def ask_or_none(base: str, key: str) -> dict[str, Any] | None:

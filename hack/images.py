@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -364,6 +365,10 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help="Dockerfile stems to build (default: all in images/)")
     parser.add_argument("--no-load", action="store_true", help="build only; do not load into the node")
     args = parser.parse_args()
+    # Line by line even into a pipe (make demo, CI logs): our lines and buildah's, which writes to the same
+    # descriptors, then appear in the order they happen, as they happen, not in a block at the end.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     started = time.monotonic()
     tags = chart_tags(ROOT / "charts" / "sdc")
     names = args.names or sorted(p.name.removesuffix(".Dockerfile") for p in IMAGES_DIR.glob("*.Dockerfile"))

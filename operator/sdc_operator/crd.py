@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sdc_operator import GROUP, KIND, PLURAL, VERSION
+from sdc_operator import GROUP, KIND, PLURAL, VERSION, chart_schema
 from sdc_operator.spec import ROOT_RULES, SPEC_RULES, LocalLLMSpec, LocalLLMStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +84,8 @@ def openapi_schema(model: type[LocalLLMSpec] | type[LocalLLMStatus]) -> dict[str
     return _structural(raw, raw.get("$defs", {}))
 
 
+# The default columns fit a 100-character terminal for a typical row (a 12-character name, a 25-character
+# model id); the long ones (the endpoint URL, the message) and the routing details are under `-o wide`.
 PRINTER_COLUMNS = [
     {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtime"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
@@ -96,18 +98,22 @@ PRINTER_COLUMNS = [
         "jsonPath": '.status.conditions[?(@.type=="Fits")].status',
         "description": "Whether the model is estimated to fit the GPUs it asks for",
     },
-    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {"name": "Message", "type": "string", "jsonPath": ".status.message"},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Weight", "type": "integer", "jsonPath": ".spec.routing.weight", "priority": 1},
     {"name": "Revision", "type": "string", "jsonPath": ".spec.model.revision", "priority": 1},
 ]
 
 
+def spec_schema() -> dict[str, Any]:
+    schema = openapi_schema(LocalLLMSpec)
+    schema["x-kubernetes-validations"] = SPEC_RULES
+    schema["description"] = "The desired served model."
+    return schema
+
+
 def crd() -> dict[str, Any]:
-    spec_schema = openapi_schema(LocalLLMSpec)
-    spec_schema["x-kubernetes-validations"] = SPEC_RULES
-    spec_schema["description"] = "The desired served model."
     status_schema = openapi_schema(LocalLLMStatus)
     status_schema["description"] = "What the operator observed, derived from the owned objects."
     condition = status_schema["properties"]["conditions"]["items"]
@@ -156,7 +162,7 @@ def crd() -> dict[str, Any]:
                                 "apiVersion": {"type": "string", "description": "API version: llm.sdc.dev/v1alpha1."},
                                 "kind": {"type": "string", "description": "Kind: LocalLLM."},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema,
+                                "spec": spec_schema(),
                                 "status": status_schema,
                             },
                         }
@@ -174,7 +180,9 @@ def render() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Generate the LocalLLM CRD")
-    parser.add_argument("--write", action="store_true", help="write crds/ and the chart copy")
+    parser.add_argument(
+        "--write", action="store_true", help="write crds/, the chart copy and the chart's models[].spec schema"
+    )
     args = parser.parse_args()
     text = render()
     if not args.write:
@@ -184,6 +192,8 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
+    chart_schema.SCHEMA_PATH.write_text(chart_schema.render(spec_schema()))  # models[].spec in the chart's values
+    print(f"wrote {chart_schema.SCHEMA_PATH.relative_to(ROOT)} (models[].spec)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sdc_orchestrator import metrics, sampling
+from sdc_orchestrator import metrics, openai_fields, openai_routes, sampling, status, usage
 from sdc_orchestrator.api_models import (
     ChatRequest,
     ChatResponse,
@@ -237,25 +237,11 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         """The process and its event loop answer; a restart would not help otherwise."""
         return {"status": "alive"}
 
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        """Ready when a chat can be routed: some chat endpoint is configured and not cooling down.
-
-        Endpoints are the published LocalLLMs (the operator publishes only Ready ones), Gemini when
-        keyed and the seed's service; one that just failed is cooling down for SDC_COOLDOWN_S.
-        """
-        endpoints = state.registry.all("chat")
-        if not endpoints:
-            return JSONResponse({"status": "no chat endpoint: no Ready LocalLLM published, no Gemini key"}, 503)
-        warm = [e.name for e in endpoints if not state.upstream.router.is_cooling(e)]
-        if not warm:
-            return JSONResponse(
-                {"status": "every chat endpoint failed recently", "cooling": [e.name for e in endpoints]}, 503
-            )
-        return JSONResponse({"status": "ok", "endpoints": warm})
+    app.include_router(status.routes(settings, state.registry, state.router))  # /readyz, /api/v1/status
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        status.chat_state(settings, state.registry, state.router)  # the endpoint gauge, current at each scrape
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     # -- documents ---------------------------------------------------------------------------
@@ -433,7 +419,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             raw = await request.json()
         except (ValueError, RecursionError):
             return error(400, "the request body is not valid JSON (or nested too deeply)")
-        body = check_openai_chat(raw, state.input_limits)
+        core, extras = openai_fields.accept(raw) if isinstance(raw, dict) else (raw, {})  # the README's table
+        body = {**check_openai_chat(core, state.input_limits), **extras}
         provider = "auto"
         model = body.get("model")
         if model in ("ollama", "vllm", "transformers", "gemini"):
@@ -461,6 +448,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
         response_id = state.answered("openai", endpoint, data, body, attempts)
         return JSONResponse({**data, "response_id": response_id}, headers={RESPONSE_ID_HEADER: response_id})
+
+    # /v1/completions and /v1/embeddings (openai_routes.py)
+    app.include_router(openai_routes.routes(settings, state.registry, state.router, state.upstream, state.input_limits))
 
     # -- migration: feedback and shadow comparison ------------------------------------------------
     @app.post("/api/v1/feedback")
@@ -515,9 +505,7 @@ async def _complete_or_cancel(
 def _account(provider: str, model: str, data: dict[str, Any], started: float, attempts: Attempts) -> None:
     metrics.REQUESTS.labels(provider, model, "ok").inc()
     metrics.LATENCY.labels(provider, model).observe(time.perf_counter() - started)
-    usage = data.get("usage") or {}
-    metrics.TOKENS.labels(provider, "in").inc(int(usage.get("prompt_tokens") or 0))
-    metrics.TOKENS.labels(provider, "out").inc(int(usage.get("completion_tokens") or 0))
+    usage.count(provider, data.get("usage"))  # in, out and cached tokens (a stream counts in upstream's relay)
     if attempts.first_provider and attempts.first_provider != provider:
         metrics.FALLBACKS.labels(attempts.first_provider, provider).inc()
 

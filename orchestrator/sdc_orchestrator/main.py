@@ -34,7 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sdc-orchestrator", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("SDC_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("SDC_PORT", "8080")))
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="must be 1: documents, feedback, rate limits and cool-downs live in the process (scale with replicas "
+        "of one process each only where the chart allows)",
+    )
     parser.add_argument(
         "--timeout-keep-alive",
         type=float,
@@ -43,6 +49,13 @@ def main(argv: list[str] | None = None) -> None:
         "so a client never reuses a connection the server is closing",
     )
     args = parser.parse_args(argv)
+    if args.workers != 1:
+        # N processes would each hold their own index, feedback, per-key limits and cool-downs: a document
+        # uploaded to one is missing from the others' answers and every limit is N times looser. Refused.
+        parser.error(
+            f"--workers {args.workers}: the orchestrator keeps documents, feedback, rate limits and endpoint "
+            "cool-downs in its process, so N workers would diverge; run one worker per process"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     options = {
         "factory": True,
@@ -53,7 +66,4 @@ def main(argv: list[str] | None = None) -> None:
         "timeout_keep_alive": int(args.timeout_keep_alive),
         "timeout_graceful_shutdown": GRACE_S,
     }
-    if args.workers > 1:
-        uvicorn.run("sdc_orchestrator.app:create_app", workers=args.workers, **options)
-        return
     BoundedShutdownServer(uvicorn.Config("sdc_orchestrator.app:create_app", **options)).run()

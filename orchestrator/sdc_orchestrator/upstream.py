@@ -26,11 +26,12 @@ from typing import Any
 
 import aiohttp
 
-from sdc_orchestrator import metrics
+from sdc_orchestrator import metrics, openai_fields, usage
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
 from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
 from sdc_orchestrator.settings import OrchestratorSettings
+from sdc_orchestrator.status import no_model_message
 
 log = logging.getLogger("sdc_orchestrator.upstream")
 
@@ -137,15 +138,23 @@ class Upstream:
                 out[endpoint.name] = endpoint.model
         return out
 
-    async def groups(self, provider: str, model: str | None) -> list[list[Endpoint]]:
+    async def groups(
+        self, provider: str, model: str | None, skip: frozenset[str] = frozenset()
+    ) -> list[list[Endpoint]]:
+        """The endpoint groups to try; `skip`: providers that do not serve the route (Gemini's /completions)."""
         if provider == "none":  # LLM_SERVICE_TYPE=none: no preferred provider, every published endpoint
             provider = "auto"
         by_provider: dict[str, list[Endpoint]] = {}
         for endpoint in self.registry.all("chat"):
-            by_provider.setdefault(endpoint.provider, []).append(endpoint)
+            if endpoint.provider not in skip:
+                by_provider.setdefault(endpoint.provider, []).append(endpoint)
         if model and model != "auto":
             served = await self.served_models()
-            matching = [e for e in self.registry.all("chat") if self.registry.model_id(e, served.get(e.name)) == model]
+            matching = [
+                e
+                for e in self.registry.all("chat")
+                if e.provider not in skip and self.registry.model_id(e, served.get(e.name)) == model
+            ]
             if not matching:
                 raise NoRouteError(404, f"model '{model[:256]}' is not served; GET /v1/models lists the models")
             by_provider = {**by_provider, "_model": matching}
@@ -207,6 +216,8 @@ class Upstream:
 
     def _exhausted(self, attempts: Attempts) -> NoRouteError:
         if not attempts.tried:
+            if not self.registry.all("chat"):  # nothing configured or published at all: say what to do
+                return NoRouteError(503, no_model_message(self.settings))
             return NoRouteError(503, "no endpoint is available for this request")
         if all("timed out" in t["error"] for t in attempts.tried):
             return NoRouteError(504, "every backend timed out", attempts.tried)
@@ -238,9 +249,14 @@ class Upstream:
 
     # -- non-streaming ------------------------------------------------------------------------
     async def complete(
-        self, provider: str, payload: dict[str, Any], attempts: Attempts
+        self,
+        provider: str,
+        payload: dict[str, Any],
+        attempts: Attempts,
+        path: str = "chat/completions",
+        skip: frozenset[str] = frozenset(),
     ) -> tuple[Endpoint, dict[str, Any]]:
-        groups = await self.groups(provider, payload.get("model"))
+        groups = await self.groups(provider, payload.get("model"), skip)
         try:
             async with asyncio.timeout(self.settings.sdc_total_timeout_s):
                 async for endpoint in self._candidates(groups, attempts.user):
@@ -250,9 +266,11 @@ class Upstream:
                     started = time.perf_counter()
                     try:
                         async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
-                            body = {**payload, "model": await self.model_of(endpoint), "stream": False}
+                            body = openai_fields.for_provider(
+                                {**payload, "model": await self.model_of(endpoint), "stream": False}, endpoint.provider
+                            )
                             async with self.http.post(
-                                f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
+                                f"{endpoint.base_url}/{path}", json=body, headers=self.headers(endpoint)
                             ) as resp:
                                 if resp.status >= 400:
                                     raise await self._status_error(endpoint, resp)
@@ -279,22 +297,28 @@ class Upstream:
 
     # -- streaming -------------------------------------------------------------------------------
     async def stream(
-        self, provider: str, payload: dict[str, Any], attempts: Attempts
+        self,
+        provider: str,
+        payload: dict[str, Any],
+        attempts: Attempts,
+        path: str = "chat/completions",
+        skip: frozenset[str] = frozenset(),
     ) -> tuple[Endpoint, AsyncIterator[bytes]]:
         """Open a stream on the first backend that sends an event; return it and the remaining events."""
-        groups = await self.groups(provider, payload.get("model"))
+        groups = await self.groups(provider, payload.get("model"), skip)
+        streamed, wants_usage = usage.stream_payload(payload)
         async for endpoint in self._candidates(groups, attempts.user):
             attempts.first_provider = attempts.first_provider or endpoint.provider
             slot = self.router.acquire(endpoint)
             attempts.hold(slot)
             started = time.perf_counter()
-            body = {**payload, "stream": True}
+            body = openai_fields.for_provider(dict(streamed), endpoint.provider)
             resp: aiohttp.ClientResponse | None = None
             try:
                 async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
                     body["model"] = await self.model_of(endpoint)
                     resp = await self.http.post(
-                        f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
+                        f"{endpoint.base_url}/{path}", json=body, headers=self.headers(endpoint)
                     )
                     attempts.hold(slot, resp)  # so a cancelled request closes this connection too
                     if resp.status >= 400:
@@ -317,29 +341,39 @@ class Upstream:
                 self._record_failure(slot, err, attempts)
                 continue
             attempts.upstream_s += time.perf_counter() - started
-            return endpoint, self._relay(slot, resp, first, lines, attempts)
+            return endpoint, self._relay(slot, resp, first, lines, attempts, wants_usage)
         raise self._exhausted(attempts)
 
     async def _relay(
-        self, slot: Slot, resp: aiohttp.ClientResponse, first: str, lines: AsyncIterator[str], attempts: Attempts
+        self,
+        slot: Slot,
+        resp: aiohttp.ClientResponse,
+        first: str,
+        lines: AsyncIterator[str],
+        attempts: Attempts,
+        wants_usage: bool = True,
     ) -> AsyncIterator[bytes]:
-        """The rest of a stream. Ends as ok ([DONE]), failed (the backend broke it) or abandoned (the client left)."""
+        """The rest of a stream. Ends as ok ([DONE]), failed (the backend broke it) or abandoned (the client left).
+
+        Usage chunks are counted (usage.py); a usage-only chunk reaches only a client that asked for usage.
+        """
         endpoint = slot.endpoint
         outcome: str = "abandoned"
         try:
-            yield f"{first}\n\n".encode()
-            if first.strip() == "data: [DONE]":
-                outcome = "ok"
-                return
+            event = first
             while True:
+                reported, usage_only = usage.of_event(event)
+                if reported is not None:
+                    usage.count(endpoint.provider, reported)
+                if wants_usage or not usage_only:
+                    yield f"{event}\n\n".encode()
+                if event.strip() == "data: [DONE]":
+                    outcome = "ok"
+                    return
                 try:
                     event = await asyncio.wait_for(_next_event(lines), self.settings.sdc_attempt_timeout_s)
                 except StopAsyncIteration:
                     break
-                yield f"{event}\n\n".encode()
-                if event.strip() == "data: [DONE]":
-                    outcome = "ok"
-                    return
             raise UpstreamError(endpoint, "the backend closed the stream before [DONE]")
         except (aiohttp.ClientError, OSError, UpstreamError, TimeoutError) as exc:
             outcome = "failed"

@@ -101,6 +101,12 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
     operator_name = f"{release}-operator"
     deployment = kubectl.get("deployment", operator_name, "-n", ns)
     assert deployment["status"]["availableReplicas"] == 1
+    # The defaults keep documents and feedback on a claim (bound, or `--wait` would not have returned).
+    claim = kubectl.get("pvc", f"{release}-orchestrator-data", "-n", ns)
+    assert claim["status"]["phase"] == "Bound"
+    # `helm test` is registered (it runs on the real node, where pods run: test_real_node.py).
+    hooks = helm(kubeconfig, "get", "hooks", release, "-n", ns)
+    assert "helm.sh/hook: test" in hooks and "sdc_orchestrator.selfcheck" in hooks
     # The gateway's defaults as the API server holds them: a key Secret, and engines closed to all but the
     # orchestrator. (That traffic is dropped: test_network_policy.py, on the real node, where kube-router enforces.)
     keys = kubectl.get("secret", f"{release}-api-keys", "-n", ns)
@@ -154,11 +160,13 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
     wait_until(
         "the release's objects to be gone",
         lambda: (
-            kubectl(
-                "get", "deploy,svc,sa,role,rolebinding,networkpolicy,pdb,pvc", "-n", ns, "-l", selector, "-o", "name"
-            )
+            kubectl("get", "deploy,svc,sa,role,rolebinding,networkpolicy,pdb", "-n", ns, "-l", selector, "-o", "name")
             == ""
         ),
+    )
+    # Uploaded documents outlive the release (helm.sh/resource-policy: keep on their claim).
+    assert kubectl("get", "pvc", "-n", ns, "-l", selector, "-o", "name").strip() == (
+        f"persistentvolumeclaim/{release}-orchestrator-data"
     )
     assert kubectl("get", "clusterrole,clusterrolebinding", "-l", selector, "-o", "name") == ""
     assert kubectl.get("crd", "localllms.llm.sdc.dev")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

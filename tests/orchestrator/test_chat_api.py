@@ -232,17 +232,45 @@ def test_service_type_none_with_gemini_falls_back_and_without_anything_says_so(
     assert resp.status_code == 503, resp.text
 
 
-def test_readyz_is_honest(orchestrator: Callable[..., str], backends: Backends, tmp_path: Path) -> None:
-    """Ready only with somewhere to route: no endpoint, or only endpoints that just failed, is 503."""
-    nothing = orchestrator(llm_service_type="none", gemini_api_key=None)
-    resp = httpx.get(f"{nothing}/readyz")
-    assert resp.status_code == 503 and "no chat endpoint" in resp.json()["status"]
-    assert httpx.get(f"{nothing}/healthz").status_code == 200  # alive, just not routable
+def test_ready_with_no_model_and_says_so(orchestrator: Callable[..., str], backends: Backends, tmp_path: Path) -> None:
+    """Ready whenever it serves (Kubernetes' convention, so `helm install --wait` completes before any model);
+    "no model yet" is in /readyz's body, /api/v1/status, the gauge and a 503 on chat that says what to do."""
+    nothing = orchestrator(llm_service_type="none", gemini_api_key=None, sdc_namespace="team-a")
+    ready = httpx.get(f"{nothing}/readyz")
+    assert ready.status_code == 200 and ready.json()["chat"] == "no model yet", ready.text
+    status = httpx.get(f"{nothing}/api/v1/status").json()
+    assert status["chat"] == "no model yet" and status["models"] == [] and status["namespaces"] == ["team-a"]
+    chat = httpx.post(f"{nothing}/api/v1/chat", json={"message": "질문"}, timeout=10)
+    assert chat.status_code == 503, chat.text
+    message = chat.json()["error"]["message"]
+    assert message.startswith("no model yet") and "kubectl apply -n team-a" in message
+    openai = httpx.post(f"{nothing}/v1/chat/completions", json={"messages": [{"role": "user", "content": "q"}]})
+    assert openai.status_code == 503 and "no model yet" in openai.text
+    scrape = httpx.get(f"{nothing}/metrics").text
+    assert 'sdc_orchestrator_chat_endpoints{state="ready"} 0.0' in scrape
+
     endpoints = tmp_path / "endpoints.json"
     _publish(endpoints, backends, ["ollama"])
     base = orchestrator(llm_service_type="none", sdc_endpoints_file=endpoints, gemini_api_key=None, sdc_cooldown_s=30.0)
-    assert httpx.get(f"{base}/readyz").status_code == 200
+    assert httpx.get(f"{base}/readyz").json() | {"message": ""} == {
+        "status": "ok",
+        "chat": "ready",
+        "message": "",
+        "endpoints": ["sdc/ollama"],
+        "cooling": [],
+    }
+    assert 'sdc_orchestrator_chat_endpoints{state="ready"} 1.0' in httpx.get(f"{base}/metrics").text
     backends["ollama"][0].mode = "fail"
     assert httpx.post(f"{base}/api/v1/chat", json={"message": "q"}, timeout=10).status_code == 502
+    # Still Ready: the Service keeps the pod, and a chat gets a 502 naming the backend rather than no answer.
     cooling = httpx.get(f"{base}/readyz")
-    assert cooling.status_code == 503 and cooling.json()["cooling"] == ["sdc/ollama"]
+    assert cooling.status_code == 200 and cooling.json()["chat"] == "cooling"
+    assert cooling.json()["cooling"] == ["sdc/ollama"]
+    assert httpx.get(f"{base}/api/v1/status").json()["models"][0] == {
+        "name": "sdc/ollama",
+        "provider": "ollama",
+        "model": "gemma2:9b",
+        "namespace": "sdc",
+        "weight": 100,
+        "cooling": True,
+    }

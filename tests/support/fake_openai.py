@@ -32,6 +32,8 @@ class FakeBackend:
         self.model_calls = 0
         self.embed_delay_s = 0.0
         self.list_models = True  # False: /v1/models is a 404, like a backend that does not name its model
+        self.cached_tokens = 0  # > 0: usage.prompt_tokens_details.cached_tokens, as vLLM's prefix cache reports
+        self.completions: list[dict[str, Any]] = []  # every /v1/completions body received
         self.app = self._build()
 
     def _build(self) -> FastAPI:
@@ -88,7 +90,8 @@ class FakeBackend:
                         self.disconnects += 1  # the caller gave up and closed the connection
                         return Response(status_code=499)
             if body.get("stream"):
-                return StreamingResponse(self._stream(), media_type="text/event-stream")
+                include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+                return StreamingResponse(self._stream(include_usage), media_type="text/event-stream")
             return JSONResponse(
                 {
                     "id": "c1",
@@ -98,13 +101,48 @@ class FakeBackend:
                     "choices": [
                         {"index": 0, "message": {"role": "assistant", "content": self.answer}, "finish_reason": "stop"}
                     ],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+                    "usage": self.usage(),
+                }
+            )
+
+        @app.post("/v1/completions")
+        async def completions(request: Request) -> Response:
+            """vLLM's and Ollama's text completions: a prompt in, text out."""
+            body = await request.json()
+            self.completions.append(body)
+            if self.mode in ("down", "fail"):
+                return JSONResponse({"error": {"message": "boom"}}, 500)
+            if body.get("stream"):
+
+                async def events() -> AsyncIterator[str]:
+                    for word in self.answer.split(" "):
+                        choice = {"index": 0, "text": word, "finish_reason": None}
+                        yield f"data: {json.dumps({'object': 'text_completion', 'choices': [choice]})}\n\n"
+                    if (body.get("stream_options") or {}).get("include_usage") is True:
+                        yield f"data: {json.dumps({'object': 'text_completion', 'choices': [], 'usage': self.usage()})}\n\n"
+                    yield "data: [DONE]\n\n"
+
+                return StreamingResponse(events(), media_type="text/event-stream")
+            return JSONResponse(
+                {
+                    "id": "cmpl-1",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": self.model,
+                    "choices": [{"index": 0, "text": self.answer, "finish_reason": "stop", "logprobs": None}],
+                    "usage": self.usage(),
                 }
             )
 
         return app
 
-    async def _stream(self) -> AsyncIterator[str]:
+    def usage(self) -> dict[str, Any]:
+        usage: dict[str, Any] = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return usage
+
+    async def _stream(self, include_usage: bool = False) -> AsyncIterator[str]:
         def chunk(content: str | None, finish: str | None = None) -> str:
             delta = {"content": content} if content is not None else {}
             return (
@@ -130,6 +168,9 @@ class FakeBackend:
                 await asyncio.sleep(1.0)
             yield chunk(word + (" " if i < len(words) - 1 else ""))
         yield chunk(None, "stop")
+        if include_usage:  # vLLM's shape: a last chunk with no choices and the usage
+            usage_chunk = {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": self.usage()}
+            yield f"data: {json.dumps(usage_chunk)}\n\n"
         yield "data: [DONE]\n\n"
 
 

@@ -36,3 +36,24 @@ def test_contract_names() -> None:
     props = spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert props["runtime"]["enum"] == ["vllm", "ollama", "transformers"]
     assert props["resources"]["properties"]["gpus"]["minimum"] == 0
+
+
+def test_default_columns_fit_a_terminal() -> None:
+    """`kubectl get llm` fits 100 characters for a typical row; the long columns are under `-o wide`."""
+    columns = crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    default = [c["name"] for c in columns if not c.get("priority")]
+    wide = [c["name"] for c in columns if c.get("priority") == 1]
+    assert {"Endpoint", "Message"} <= set(wide)
+    # A typical row: manifests/vllm-gemma-2-9b-it.yaml while it downloads (kubectl pads columns by 3 spaces).
+    row = {
+        "Runtime": "transformers",
+        "Model": "google/gemma-2-9b-it",
+        "GPUs": "1",
+        "Ready": "1",
+        "Phase": "Downloading",
+        "Fits": "Unknown",
+        "Age": "10m",
+    }
+    assert default == list(row)
+    widths = [len("gemma-2-9b-it")] + [max(len(name), len(row[name])) for name in default]
+    assert sum(widths) + 3 * len(default) <= 100, widths

@@ -15,6 +15,13 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/* The common labels plus the component's name: app.kubernetes.io/instance once (kustomize and some
+     API clients refuse a mapping with a key twice). */}}
+{{- define "sdc.componentLabels" -}}
+{{ include "sdc.labels" .root }}
+app.kubernetes.io/name: {{ .component }}
+{{- end -}}
+
 {{- define "sdc.selectorLabels" -}}
 app.kubernetes.io/name: {{ .component }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
