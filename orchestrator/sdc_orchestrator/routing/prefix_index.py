@@ -15,7 +15,8 @@ holds: an LRU of block keys bounded per replica (engines evict too, and more
 often than this, so the index is optimistic; the load bound in policy.py is
 what keeps an optimistic match from herding traffic). Because key k is only
 inserted with keys 0..k-1, the longest cached prefix is found by binary
-search: O(log n) lookups per replica.
+search: O(log n) lookups per replica (eviction takes a prompt's tail blocks
+before its head, so the chain stays whole from the front).
 
 Keys use Python's own string hash (randomised per process, and fast: the
 whole prompt is hashed in tens of microseconds); only `stable_key`, which
@@ -94,7 +95,10 @@ class PrefixIndex:
     def record(self, replica: str, keys: Sequence[int]) -> None:
         """The replica was sent this prompt: its blocks are now (probably) in its cache."""
         seen = self._replicas.setdefault(replica, OrderedDict())
-        for key in keys:
+        # Deepest block first, so a prompt's leading blocks are its most recently used: eviction takes
+        # tails before heads (as engines free leaf blocks first), and "key k present" keeps implying
+        # "keys before k present", which `match`'s binary search relies on.
+        for key in reversed(keys):
             seen[key] = None
             seen.move_to_end(key)
         while len(seen) > self.capacity:

@@ -1,7 +1,10 @@
 """Replica sets: the published entries that serve one model, so that routing can choose in two steps.
 
 The operator publishes one entry per ready pod; entries that share
-(namespace, pool, model) are replicas of one model (DESIGN.md). Weights and
+(namespace, pool, model) are replicas of one model (DESIGN.md), and of one
+runtime: a provider is chosen before a replica (`provider: vllm`, the
+migration split between runtimes), so a vLLM and an Ollama LocalLLM of the
+same model are two sets, each split by its weight. Weights and
 the migration split (`auto`, Gemini, a user kept on one model) choose among
 sets, as they chose among endpoints before; the replica policy then chooses
 the pod inside the set by its engine's state. Seed endpoints (the env
@@ -24,7 +27,7 @@ from sdc_orchestrator.backends import Endpoint
 
 def set_key(endpoint: Endpoint) -> str:
     if endpoint.namespace is not None and endpoint.model:
-        return f"{endpoint.namespace}/{endpoint.pool or ''}/{endpoint.model}"
+        return f"{endpoint.provider}:{endpoint.namespace}/{endpoint.pool or ''}/{endpoint.model}"
     return endpoint.name
 
 
