@@ -33,7 +33,7 @@ from typing import Any
 
 BLOCK_CHARS = 64
 MAX_BLOCKS = 256  # 16k characters: past that, more prefix says little about where to go, and costs time
-ENTRIES_PER_REPLICA = 65536  # about 4M characters of distinct prefixes per replica
+ENTRIES_PER_REPLICA = 16384  # 1M characters of prefixes (about an engine's KV capacity in tokens), ~2 MB per replica
 
 
 def render(messages: object) -> str:
