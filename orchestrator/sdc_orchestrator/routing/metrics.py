@@ -4,9 +4,9 @@ from prometheus_client import Counter, Gauge
 
 DECISIONS = Counter(
     "sdc_orchestrator_route_decisions_total",
-    "Replica choices by reason: affinity (best cached prefix within the load bound), load (the best prefix "
-    "was too loaded, or no prefix was cached anywhere and no hash was usable), hash (consistent hashing with "
-    "bounded loads: a prefix no replica holds yet), single (one replica)",
+    "Replica choices among two or more replicas, by reason: affinity (the longest cached prefix within the "
+    "load bound), hash (consistent hashing with bounded loads: a prefix no replica holds yet), load (the "
+    "prefix's holders are over the bound, or the request has no prompt text: the least loaded)",
     ["reason"],
 )
 PREFIX_BLOCKS = Counter(
