@@ -122,3 +122,27 @@ def test_a_burst_on_one_prefix_spreads_and_nothing_fails(orchestrator_app: Start
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
     used = Counter(r.headers[REPLICA] for r in answers)
     assert len(used) >= 2 and max(used.values()) < 48 * 0.75, used
+
+
+def test_the_scraper_reads_vllm_names_from_a_real_page_and_counts_what_it_cannot(fleet: Fleet) -> None:
+    import asyncio
+
+    from prometheus_client import REGISTRY
+    from sdc_orchestrator.routing.scrape import Scraper
+
+    fleet.engines[0].hits, fleet.engines[0].queries = 30, 40  # as if it had served
+    dead = f"http://127.0.0.1:{free_port()}/metrics"
+    scraper = Scraper(timeout_s=1.0)
+    before = REGISTRY.get_sample_value("sdc_orchestrator_replica_scrape_errors_total", {"replica": "dead"}) or 0.0
+
+    async def scrape() -> None:
+        await scraper.scrape_all([("live", f"{fleet.urls[0]}/metrics"), ("dead", dead)])
+        await scraper.close()
+
+    asyncio.run(scrape())
+    reading = scraper.signals("live")
+    assert reading is not None and (reading.prefix_hits, reading.prefix_queries) == (30, 40)
+    assert (reading.waiting, reading.running) == (0, 0)
+    assert scraper.signals("dead") is None
+    after = REGISTRY.get_sample_value("sdc_orchestrator_replica_scrape_errors_total", {"replica": "dead"})
+    assert after == before + 1

@@ -206,3 +206,16 @@ def test_unequal_weights_inside_a_set_keep_their_split() -> None:
     picks = [router.pick([*stable, *canary], set(), None, hint(messages(DOC_A))) for _ in range(2000)]
     share = sum(1 for p in picks if p is not None and p.origin == "sdc/gemma-canary") / len(picks)
     assert 0.05 < share < 0.15, share
+
+
+def test_a_replica_gone_leaves_no_state_or_series() -> None:
+    from prometheus_client import REGISTRY
+
+    pods = [replica(i) for i in range(3)]
+    chooser = policy()
+    chooser.choose(pods, lambda _e: 0, hint(messages(DOC_A)))
+    gone = pods[2].name
+    assert REGISTRY.get_sample_value("sdc_orchestrator_replica_load", {"replica": gone}) is not None
+    chooser.forget_except([p.name for p in pods[:2]])
+    assert REGISTRY.get_sample_value("sdc_orchestrator_replica_load", {"replica": gone}) is None
+    assert all(chooser.index.size(n) == 0 for n in [gone])

@@ -68,6 +68,7 @@ class ReplicaPolicy:
     epsilon: float = EPSILON
     slack: float = SLACK
     sent_since_scrape: dict[str, int] = field(default_factory=dict)
+    labelled: set[str] = field(default_factory=set)  # replicas with a load gauge series, removed when they go
 
     def __post_init__(self) -> None:
         self.scraper.on_reading = self._scraped
@@ -105,6 +106,7 @@ class ReplicaPolicy:
         metrics.DECISIONS.labels(reason).inc()
         for e, load in zip(replicas, loads, strict=True):
             metrics.REPLICA_LOAD.labels(e.name).set(load)
+            self.labelled.add(e.name)
         if keys:
             metrics.PREFIX_BLOCKS.labels("hit").inc(matches[chosen])
             metrics.PREFIX_BLOCKS.labels("miss").inc(len(keys) - matches[chosen])
@@ -113,11 +115,14 @@ class ReplicaPolicy:
         return endpoint
 
     def forget_except(self, names: Sequence[str]) -> None:
-        """Drop the state of replicas no longer published."""
+        """Drop the state of replicas no longer published (pods come and go: their series must too)."""
         self.index.keep_only(names)
         live = set(names)
         for gone in [n for n in self.sent_since_scrape if n not in live]:
             del self.sent_since_scrape[gone]
+        for gone in self.labelled - live:
+            metrics.REPLICA_LOAD.remove(gone)
+        self.labelled &= live
 
 
 def _rendezvous(key: str, replica: str) -> bytes:

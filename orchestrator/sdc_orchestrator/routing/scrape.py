@@ -81,6 +81,7 @@ class Scraper:
         self.clock = clock
         self._latest: dict[str, Signals] = {}
         self._failing: set[str] = set()
+        self._errored: set[str] = set()  # replicas with an error series (removed when the replica goes)
         self._session: aiohttp.ClientSession | None = None
         self.on_reading: Callable[[str], None] | None = None  # the router resets its since-scrape counts
 
@@ -105,6 +106,7 @@ class Scraper:
             reading = parse(text, self.clock())
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
             metrics.SCRAPE_ERRORS.labels(name).inc()
+            self._errored.add(name)
             if name not in self._failing:
                 self._failing.add(name)
                 log.warning("metrics of %s unreadable (%s); scoring it on the router's own counts", name, err)
@@ -123,6 +125,9 @@ class Scraper:
         for gone in [n for n in self._latest if n not in live]:
             del self._latest[gone]
         self._failing &= live
+        for gone in self._errored - live:
+            metrics.SCRAPE_ERRORS.remove(gone)
+        self._errored &= live
         slots = asyncio.Semaphore(self.concurrency)
 
         async def one(name: str, url: str) -> None:
