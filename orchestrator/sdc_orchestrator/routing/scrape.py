@@ -38,6 +38,7 @@ PREFIX_QUERIES = "vllm:prefix_cache_queries"
 PREFIX_HITS = "vllm:prefix_cache_hits"
 NAMES = (WAITING, RUNNING, KV_USAGE, PREFIX_QUERIES, PREFIX_HITS)
 STALE_S = 3.0
+MAX_PAGE_BYTES = 4 << 20  # vLLM's page is tens to hundreds of kB; a larger one is not an engine's, and not read
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,13 @@ class Scraper:
         try:
             async with self._http().get(url) as resp:
                 resp.raise_for_status()
-                text = await resp.text(errors="replace")
-            reading = parse(text, self.clock())
+                chunks, size = [], 0
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_PAGE_BYTES:
+                        raise ValueError(f"the page is larger than {MAX_PAGE_BYTES} bytes")
+                    chunks.append(chunk)
+            reading = parse(b"".join(chunks).decode("utf-8", errors="replace"), self.clock())
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
             metrics.SCRAPE_ERRORS.labels(name).inc()
             self._errored.add(name)
