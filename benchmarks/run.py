@@ -20,6 +20,8 @@ SCRIPTS = [
     ("operator", ["benchmarks/operator_scale.py"]),
     ("faults", ["benchmarks/fault_suite.py"]),
     ("retrieval", ["benchmarks/retrieval_eval.py"]),
+    ("routing", ["benchmarks/engine_sim.py"]),
+    ("route_decision", ["benchmarks/route_decision.py"]),
 ]
 
 

@@ -482,6 +482,8 @@ async def child_changed(
     if llm is None or llm["metadata"].get("deletionTimestamp"):
         return
     child = _projection(dict(body))
+    if child.get("kind") == "Pod":
+        _publish_soon(state)  # a pod ready, gone or re-addressed changes the published replicas
     uid = str(llm["metadata"]["uid"])
     repair = ""
     if event.get("type") == "DELETED":
@@ -678,7 +680,9 @@ async def _flush_publish(state: State) -> None:
                 continue
             llms.append({**item, "status": state.last_status.get(k, item.get("status"))})
     document = endpoints_document(
-        llms, audience(SETTINGS.endpoints_namespace, SETTINGS.publish_namespaces, SETTINGS.publish_pool)
+        llms,
+        audience(SETTINGS.endpoints_namespace, SETTINGS.publish_namespaces, SETTINGS.publish_pool),
+        state.indexes.get("pod_index"),  # each LocalLLM's pods as the watch shows them: one entry per ready pod
     )
     if not state.published_known:
         data = await kube.read_configmap_data(SETTINGS.endpoints_namespace, SETTINGS.endpoints_configmap)

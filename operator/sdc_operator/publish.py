@@ -11,15 +11,31 @@ more in) whose `routing.pool` equals its pool (SDC_PUBLISH_POOL; unset matches
 unset). A LocalLLM in another team's namespace with weight 1000 or the same
 served name is not published at all, so it cannot receive this orchestrator's
 prompts. Each entry says where it came from (namespace, name, pool).
+
+Replicas: one entry per ready pod, addressed by its IP (`baseUrl`
+http://<podIP>:<port>/v1, `metricsUrl` beside it, `replica` the pod's name),
+so the orchestrator sees every engine, its queue and its prefix cache and
+chooses the pod itself; through the Service, kube-proxy would choose at
+random and throw away each engine's prefix cache. Entries that share
+(namespace, pool, model) are replicas of one model. `name` stays the
+LocalLLM's `<namespace>/<name>`. A Ready LocalLLM none of whose pods the
+operator has seen ready with an IP yet is published as before, once, with its
+Service URL and no `metricsUrl`: routable, never silently missing.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 ENDPOINTS_KEY = "endpoints.json"
+# Runtimes whose engine serves Prometheus metrics on its API port (builders/observability.py); Ollama does
+# not, so its replicas carry no metricsUrl and the orchestrator scores them on its own counts.
+METRICS_RUNTIMES = ("vllm", "transformers")
+Key = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -65,10 +81,60 @@ def endpoint_entry(llm: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def endpoints_document(llms: list[dict[str, Any]], audience: Audience | None = None) -> str:
-    """The published file: the ready LocalLLMs `audience` admits (None: every one), sorted by name."""
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """Serving now: the kubelet reports it Ready (its readiness probe passes), it has an IP, it is not going."""
+    status = pod.get("status") or {}
+    if (pod.get("metadata") or {}).get("deletionTimestamp") or not status.get("podIP"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip  # an IPv6 pod IP goes in brackets in a URL
+
+
+def replica_entries(entry: dict[str, Any], pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One LocalLLM's entry made into one entry per ready pod (sorted by pod name), or [entry] if none is.
+
+    The pod's port and path are the Service URL's: the Service forwards its port to the same container
+    port (builders/service.py), and every engine serves the OpenAI API under /v1.
+    """
+    service = urlsplit(str(entry["baseUrl"]))
+    ready = sorted((p for p in pods if pod_ready(p)), key=lambda p: str(p["metadata"]["name"]))
+    if not ready or service.port is None:
+        return [{**entry, "metricsUrl": None, "replica": None}]
+    out = []
+    for pod in ready:
+        root = f"{service.scheme}://{_host(str(pod['status']['podIP']))}:{service.port}"
+        out.append(
+            {
+                **entry,
+                "baseUrl": f"{root}{service.path}",
+                "metricsUrl": f"{root}/metrics" if entry.get("runtime") in METRICS_RUNTIMES else None,
+                "replica": str(pod["metadata"]["name"]),
+            }
+        )
+    return out
+
+
+def endpoints_document(
+    llms: list[dict[str, Any]],
+    audience: Audience | None = None,
+    pods: Mapping[Key, Iterable[dict[str, Any]]] | None = None,
+) -> str:
+    """The published file: the ready LocalLLMs `audience` admits (None: every one), sorted by name, each as
+    one entry per ready pod of `pods[(namespace, name)]` (None: the Service entry alone, as before)."""
     chosen = [llm for llm in llms if audience is None or audience.admits(llm)]
-    entries = sorted((e for e in map(endpoint_entry, chosen) if e), key=lambda e: str(e["name"]))
+    entries = []
+    for llm in chosen:
+        entry = endpoint_entry(llm)
+        if entry is None:
+            continue
+        if pods is None:
+            entries.append(entry)
+            continue
+        entries.extend(replica_entries(entry, pods.get((entry["namespace"], entry["localLLM"])) or ()))
+    entries.sort(key=lambda e: (str(e["name"]), str(e.get("replica") or "")))
     return json.dumps({"endpoints": entries}, indent=2, sort_keys=True)
 
 

@@ -45,6 +45,7 @@ from sdc_orchestrator.rag.prompt import rag_messages
 from sdc_orchestrator.rag.retriever import Hit, Retriever, prepare
 from sdc_orchestrator.rag.store import DirectoryStore
 from sdc_orchestrator.router import Router
+from sdc_orchestrator.routing import service as routing
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.shadow import Shadow, side
 from sdc_orchestrator.upstream import Attempts, ClientRequestError, NoRouteError, Upstream
@@ -88,6 +89,10 @@ class OverheadMiddleware:
                     *message.get("headers", []),
                     (OVERHEAD_HEADER.lower().encode(), f"{own * 1000:.3f}".encode()),
                 ]
+                if attempts.chosen is not None:
+                    message["headers"].append(
+                        (routing.REPLICA_HEADER.lower().encode(), attempts.chosen.name.encode("ascii", "replace"))
+                    )
                 metrics.OVERHEAD.observe(own)
             await send(message)
 
@@ -172,7 +177,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # Load Kiwi and the analyser's models before serving: loading holds the GIL for seconds (8 s
         # measured), which would stall health checks and even the SIGTERM handler inside the first upload.
         await asyncio.to_thread(_warm_up_analysis)
+        scraping = routing.start(state.registry, state.router)  # engine signals of every published replica
         yield
+        scraping.cancel()
+        await state.router.replicas.scraper.close()
         await state.shadow.close()
         await state.upstream.close()
         workers.shutdown(wait=False, cancel_futures=True)

@@ -38,6 +38,10 @@ class Endpoint:
     api_key: str | None = None
     namespace: str | None = None  # where a published LocalLLM lives; None for the seed's variables
     pool: str | None = None
+    # Replicas (one published entry per ready pod): the engine's /metrics, and the published entry's own
+    # name (its LocalLLM's), which `name` extends with the pod's to keep every replica's health apart.
+    metrics_url: str | None = None
+    origin: str | None = None
 
     def __repr__(self) -> str:  # never print the key
         return f"Endpoint({self.name}, {self.provider}, {self.base_url}, model={self.model})"
@@ -85,9 +89,10 @@ def published_endpoints(
             continue
         if (item.get("pool") or None) != (pool or None):
             continue
+        replica = item.get("replica")
         out.append(
             Endpoint(
-                str(item["name"]),
+                f"{item['name']}/{replica}" if replica else str(item["name"]),
                 runtime,
                 str(item["baseUrl"]).rstrip("/"),
                 item.get("model"),
@@ -95,6 +100,8 @@ def published_endpoints(
                 str(item.get("role", "chat")),
                 namespace=namespace,
                 pool=item.get("pool") or None,
+                metrics_url=str(item["metricsUrl"]) if item.get("metricsUrl") else None,
+                origin=str(item["name"]),
             )
         )
     return out

@@ -28,6 +28,8 @@ from typing import Literal
 
 from sdc_orchestrator import sticky
 from sdc_orchestrator.backends import Endpoint
+from sdc_orchestrator.routing import replicas
+from sdc_orchestrator.routing.policy import Hint, ReplicaPolicy
 
 
 class UpstreamError(Exception):
@@ -69,6 +71,7 @@ class Router:
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
     health: dict[str, EndpointHealth] = field(default_factory=dict)
+    replicas: ReplicaPolicy = field(default_factory=ReplicaPolicy)
 
     def _now(self) -> float:
         return self.clock()
@@ -79,10 +82,14 @@ class Router:
     def is_cooling(self, endpoint: Endpoint) -> bool:
         return self.state(endpoint).cooled_until > self._now()
 
-    def pick(self, candidates: Sequence[Endpoint], exclude: set[str], user: str | None = None) -> Endpoint | None:
-        """Weighted random choice among warm endpoints, weight divided by (1 + in-flight).
+    def pick(
+        self, candidates: Sequence[Endpoint], exclude: set[str], user: str | None = None, hint: Hint | None = None
+    ) -> Endpoint | None:
+        """Weighted random choice among warm replica sets (models), weight divided by (1 + in-flight per
+        replica); then the replica, by the engine-aware policy (routing/policy.py).
 
-        A named user always gets the same endpoint while it is warm (sticky.py).
+        A named user always gets the same model while it is warm (sticky.py). A set of one endpoint (the
+        seed's variables, Gemini, an old one-entry-per-LocalLLM document) is chosen exactly as before.
         """
         pool = [e for e in candidates if e.name not in exclude and e.weight > 0 and not self.is_cooling(e)]
         if not pool:
@@ -90,10 +97,24 @@ class Router:
             pool = [e for e in candidates if e.name not in exclude and e.weight > 0]
         if not pool:
             return None
+        sets = replicas.group(pool)
+        chosen: replicas.ReplicaSet | None
         if user:
-            return sticky.pick(user, pool)
-        scores = [e.weight / (1 + self.state(e).in_flight) for e in pool]
-        return self.rng.choices(pool, weights=scores, k=1)[0]
+            chosen = sticky.pick(user, sets)
+        else:
+            scores = [s.weight / (1 + sum(self.state(e).in_flight for e in s.replicas) / len(s.replicas)) for s in sets]
+            chosen = self.rng.choices(sets, weights=scores, k=1)[0]
+        if chosen is None:
+            return None
+        members: Sequence[Endpoint] = chosen.replicas
+        origins = chosen.origins()
+        if len(origins) > 1 and len({group[0].weight for group in origins.values()}) > 1:
+            # LocalLLMs of one model with different weights (a canary): the split the weights ask for first.
+            names = list(origins)
+            members = origins[self.rng.choices(names, weights=[origins[n][0].weight for n in names], k=1)[0]]
+        if len(members) == 1:
+            return members[0]
+        return self.replicas.choose(members, lambda e: self.state(e).in_flight, hint or Hint())
 
     def plan_groups(
         self, provider: str, by_provider: dict[str, list[Endpoint]], fallbacks: list[str]

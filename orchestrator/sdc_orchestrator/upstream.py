@@ -29,6 +29,7 @@ import aiohttp
 from sdc_orchestrator import metrics, openai_fields, usage
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
+from sdc_orchestrator.routing.policy import Hint, hint
 from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.status import no_model_message
@@ -64,6 +65,7 @@ class Attempts:
     started: float = field(default_factory=time.perf_counter)
     slots: list[tuple[Slot, aiohttp.ClientResponse | None]] = field(default_factory=list)
     user: str | None = None  # X-SDC-User / OpenAI `user`: keeps the user on one endpoint
+    chosen: Endpoint | None = None  # the endpoint (replica) that answered: named in X-SDC-Replica
 
     def failed(self, err: UpstreamError) -> None:
         self.tried.append(
@@ -235,13 +237,15 @@ class Upstream:
         slot.release("abandoned")
         return ClientRequestError(err.status or 400, err.body)
 
-    async def _candidates(self, groups: list[list[Endpoint]], user: str | None = None) -> AsyncIterator[Endpoint]:
+    async def _candidates(
+        self, groups: list[list[Endpoint]], user: str | None = None, request: Hint | None = None
+    ) -> AsyncIterator[Endpoint]:
         """Endpoints to try, in order: up to max_attempts of the first group, then each fallback's."""
         tried: set[str] = set()
         for index, group in enumerate(groups):
             per_group = self.settings.sdc_max_attempts if index == 0 else len(group)
             for _ in range(per_group):
-                endpoint = self.router.pick(group, tried, user)
+                endpoint = self.router.pick(group, tried, user, request)
                 if endpoint is None:
                     break
                 tried.add(endpoint.name)
@@ -259,7 +263,7 @@ class Upstream:
         groups = await self.groups(provider, payload.get("model"), skip)
         try:
             async with asyncio.timeout(self.settings.sdc_total_timeout_s):
-                async for endpoint in self._candidates(groups, attempts.user):
+                async for endpoint in self._candidates(groups, attempts.user, hint(payload.get("messages"))):
                     attempts.first_provider = attempts.first_provider or endpoint.provider
                     slot = self.router.acquire(endpoint)
                     attempts.hold(slot)
@@ -289,6 +293,7 @@ class Upstream:
                     finally:
                         attempts.upstream_s += time.perf_counter() - started
                     slot.release("ok")
+                    attempts.chosen = endpoint
                     return endpoint, data
         except TimeoutError:
             attempts.tried.append({"endpoint": "*", "provider": "*", "error": "timed out (total request timeout)"})
@@ -307,7 +312,7 @@ class Upstream:
         """Open a stream on the first backend that sends an event; return it and the remaining events."""
         groups = await self.groups(provider, payload.get("model"), skip)
         streamed, wants_usage = usage.stream_payload(payload)
-        async for endpoint in self._candidates(groups, attempts.user):
+        async for endpoint in self._candidates(groups, attempts.user, hint(payload.get("messages"))):
             attempts.first_provider = attempts.first_provider or endpoint.provider
             slot = self.router.acquire(endpoint)
             attempts.hold(slot)
@@ -341,6 +346,7 @@ class Upstream:
                 self._record_failure(slot, err, attempts)
                 continue
             attempts.upstream_s += time.perf_counter() - started
+            attempts.chosen = endpoint
             return endpoint, self._relay(slot, resp, first, lines, attempts, wants_usage)
         raise self._exhausted(attempts)
 

@@ -50,3 +50,90 @@ def test_audience_selects_what_is_published(
 def test_entries_say_where_they_came_from() -> None:
     [entry] = json.loads(endpoints_document(CLUSTER, audience("sdc", [], "gold")))["endpoints"]
     assert entry["namespace"] == "sdc" and entry["localLLM"] == "pooled" and entry["pool"] == "gold"
+
+
+# -- replicas: one entry per ready pod ------------------------------------------------------------------
+
+
+def pod(name: str, ip: str | None = "10.0.0.1", ready: bool = True, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    status: dict[str, Any] = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    if ip:
+        status["podIP"] = ip
+    return {"metadata": meta, "status": status}
+
+
+def llm_of(runtime: str, pool: str | None = None) -> dict[str, Any]:
+    body = llm("sdc", "gemma", pool=pool)
+    body["spec"]["runtime"] = runtime
+    return body
+
+
+@pytest.mark.parametrize(
+    ("case", "runtime", "pods", "want"),
+    [
+        (
+            "two ready pods: two replicas by pod IP, with metrics",
+            "vllm",
+            [pod("gemma-b", "10.0.0.2"), pod("gemma-a", "10.0.0.1")],
+            [
+                ("gemma-a", "http://10.0.0.1:8000/v1", "http://10.0.0.1:8000/metrics"),
+                ("gemma-b", "http://10.0.0.2:8000/v1", "http://10.0.0.2:8000/metrics"),
+            ],
+        ),
+        (
+            "not ready, no IP yet and terminating pods are left out",
+            "vllm",
+            [
+                pod("gemma-a", "10.0.0.1"),
+                pod("gemma-b", "10.0.0.2", ready=False),
+                pod("gemma-c", None),
+                pod("gemma-d", "10.0.0.4", deleting=True),
+            ],
+            [("gemma-a", "http://10.0.0.1:8000/v1", "http://10.0.0.1:8000/metrics")],
+        ),
+        (
+            "no ready pod seen yet: the Service entry as before, no metrics",
+            "vllm",
+            [pod("gemma-a", "10.0.0.1", ready=False)],
+            [(None, "http://gemma.sdc.svc:8000/v1", None)],
+        ),
+        (
+            "ollama serves no metrics: a replica without metricsUrl",
+            "ollama",
+            [pod("gemma-a", "10.0.0.1")],
+            [("gemma-a", "http://10.0.0.1:8000/v1", None)],
+        ),
+        (
+            "an IPv6 pod IP is bracketed",
+            "transformers",
+            [pod("gemma-a", "fd00::5")],
+            [("gemma-a", "http://[fd00::5]:8000/v1", "http://[fd00::5]:8000/metrics")],
+        ),
+    ],
+)
+def test_replicas_from_pods(
+    case: str, runtime: str, pods: list[dict[str, Any]], want: list[tuple[str | None, str, str | None]]
+) -> None:
+    document = json.loads(endpoints_document([llm_of(runtime)], None, {("sdc", "gemma"): pods}))
+    got = [(e["replica"], e["baseUrl"], e["metricsUrl"]) for e in document["endpoints"]]
+    assert got == want, case
+    for entry in document["endpoints"]:  # every replica keeps what the orchestrator filters and weighs by
+        assert entry["name"] == "sdc/gemma" and entry["model"] == "google/gemma-2-9b-it", case
+        assert (entry["namespace"], entry["localLLM"], entry["weight"], entry["role"]) == ("sdc", "gemma", 100, "chat")
+        assert entry["runtime"] == runtime, case
+
+
+def test_replicas_only_of_published_llms() -> None:
+    """A LocalLLM that is not Ready, or not in the audience, publishes no pod even if its pods are ready."""
+    pods = {("sdc", "starting"): [pod("starting-a")], ("team-b", "gemma"): [pod("gemma-x")]}
+    document = json.loads(endpoints_document(CLUSTER, audience("sdc", [], None), pods))
+    assert [(e["name"], e["replica"]) for e in document["endpoints"]] == [("sdc/gemma", None)]
+
+
+def test_without_pods_the_document_is_unchanged() -> None:
+    """Callers that pass no pods (and old documents) keep the one-entry-per-LocalLLM shape."""
+    [entry] = json.loads(endpoints_document([llm("sdc", "gemma")]))["endpoints"]
+    assert entry["baseUrl"] == "http://gemma.sdc.svc:8000/v1" and "replica" not in entry
