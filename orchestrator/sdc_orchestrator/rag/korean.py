@@ -84,7 +84,7 @@ def analyzer_version() -> str:
     """Changes whenever stored tokens would differ: then the retriever re-analyses on load."""
     from kiwipiepy import __version__ as kiwi_version
 
-    return f"v2/kiwi-{kiwi_version}/lex-{normalizer().lexicon.fingerprint}"
+    return f"v3/kiwi-{kiwi_version}/lex-{normalizer().lexicon.fingerprint}"
 
 
 def morphemes(text: str) -> list[str]:

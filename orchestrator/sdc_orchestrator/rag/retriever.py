@@ -40,14 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from sdc_orchestrator.rag import semantic, thesaurus
+from sdc_orchestrator.rag import details, semantic, thesaurus
 from sdc_orchestrator.rag.bm25 import BM25Index
-from sdc_orchestrator.rag.korean import Term, analyze, analyzer_version, iter_chunks, terms_text
+from sdc_orchestrator.rag.korean import Term, analyze, analyzer_version, iter_chunks, normalizer, terms_text
 from sdc_orchestrator.rag.store import Document, DocumentStore, Passage
 
 Embedder = Callable[[list[str]], Awaitable[list[list[float]] | None]]
 RRF_K = 60
 EXPAND_TAGS = ("NNG", "NNP", "VV", "VA", "XR")
+DETAIL_TAGS = ("NNP", "SL", "SN", "SH")
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,16 @@ class Weights:
     bm25: float = 1.0
     cover: float = 1.0
     soft_floor: float = 0.4  # CoNg similarity below this counts as no match in soft coverage
-    detail: float = 0.5
+    detail: float = 1.0  # 0.5 for the pairwise signal (cluster_detail=False) it replaced
     near_duplicate: float = 0.4  # token-set Jaccard above which two candidates are near-duplicates
+    # Issue #27: the detail signal weighted within the question's cluster of candidates (details.py), not
+    # pairwise between near-duplicates; `cluster` leading candidates; `conflict`: the cost of stating
+    # another value of a detail the question fixes. cluster_detail=False is the earlier pairwise signal.
+    cluster_detail: bool = True
+    cluster: int = 10
+    conflict: float = 0.5
+    similar: float = 0.3  # term-set Jaccard above which two cluster members are near-copies
+    detail_words: bool = False  # every question word takes part in the cluster signal, not only detail words
     dense: float = 1.0
 
 
@@ -96,11 +105,13 @@ class _Entry:
     rows: np.ndarray
     ids: tuple[int, ...]
     mean: np.ndarray | None
+    details: details.Details = field(default_factory=lambda: details.Details({}))
 
 
 @dataclass
 class _Query:
     terms: list[Term]
+    details: details.Details = field(default_factory=lambda: details.Details({}))
     mean: np.ndarray | None = None
     semantic: list[tuple[Term, int]] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)
@@ -221,7 +232,13 @@ class Retriever:
             self.passages[passage.key] = passage
             self.bm25.add(passage.key, passage.text, passage.tokens or None)
             ids, rows = semantic.space().rows(passage.morphs)
-            self._entries[passage.key] = _Entry(set(passage.tokens), rows, tuple(ids), semantic.space().mean(ids))
+            self._entries[passage.key] = _Entry(
+                set(passage.tokens),
+                rows,
+                tuple(ids),
+                semantic.space().mean(ids),
+                details.extract(passage.tokens, normalizer()(passage.text)),
+            )
             for morph_id in ids:
                 if morph_id not in self._vocab:
                     self._vocab[morph_id] = semantic.form_of(morph_id)
@@ -298,6 +315,7 @@ class Retriever:
     def _query(self, text: str) -> _Query:
         w = self.weights
         q = _Query(analyze(text, w.normalize, w.join))
+        q.details = details.extract([t.text for t in q.terms], normalizer()(text) if w.normalize else text)
         for term in q.terms:
             weight = w.joined if term.joined else 1.0
             q.weights[term.text] = max(q.weights.get(term.text, 0.0), weight)
@@ -512,24 +530,10 @@ class Retriever:
             thes_hits[key] = [f"{t}~{hit}" for t, (_, hit) in thes.items()]
             sem_score[key] = float(entry.mean @ q.mean) if entry.mean is not None and q.mean is not None else 0.0
 
-        # Near-duplicates among the leading candidates: which query terms tell them apart?
-        prelim = sorted(candidates, key=lambda c: -(w.bm25 * bm25.get(c, 0.0) + w.cover * cover[c]))[:10]
-        detail: dict[str, float] = dict.fromkeys(candidates, 0.0)
-        deciding: dict[str, list[str]] = {key: [] for key in candidates}
-        for key in prelim:
-            mine = self._entries[key].counts
-            for other in prelim:
-                if other == key:
-                    continue
-                theirs = self._entries[other].counts
-                if len(mine & theirs) / max(1, len(mine | theirs)) < w.near_duplicate:
-                    continue
-                for t in present[key] - present[other]:
-                    if t not in deciding[key]:
-                        deciding[key].append(t)
-                        detail[key] += idf[t] / total_idf
-                for t in present[other] - present[key]:
-                    detail[key] -= idf[t] / total_idf / 2
+        if w.cluster_detail:
+            detail, deciding = self._cluster_detail(q, candidates, bm25, cover, sem_score, concepts, compounds, idf)
+        else:
+            detail, deciding = self._pairwise_detail(candidates, bm25, cover, present, idf, total_idf)
 
         final = {
             key: w.bm25 * bm25.get(key, 0.0)
@@ -562,3 +566,77 @@ class Retriever:
             )
             for key in best
         ]
+
+    def _cluster_detail(
+        self,
+        q: _Query,
+        candidates: list[str],
+        bm25: dict[str, float],
+        cover: dict[str, float],
+        sem_score: dict[str, float],
+        concepts: dict[str, Term],
+        compounds: set[str],
+        idf: dict[str, float],
+    ) -> tuple[dict[str, float], dict[str, list[str]]]:
+        """The detail signal within the question's cluster: the `Weights.cluster` leading candidates by
+        the other signals, each question term and detail weighted by its rarity among them (details.py)."""
+        w = self.weights
+        lead = sorted(
+            candidates,
+            key=lambda c: -(w.bm25 * bm25.get(c, 0.0) + w.cover * cover[c] + w.semantic * sem_score[c]),
+        )[: w.cluster]
+        # The question's detail words: names (NNP: sites, countries, departments), Latin words and numbers
+        # (SL/SN: codes, merged number+unit tokens); its typed details come with q.details.
+        terms = {
+            t: idf[t]
+            for t, term in concepts.items()
+            if (w.detail_words or term.tag.startswith(DETAIL_TAGS)) and not details.is_detail_term(t)
+        }
+        if w.detail_words:
+            terms.update({t: idf[t] for t in compounds})
+        found = details.discriminate(
+            terms,
+            q.details,
+            {key: self._entries[key].counts for key in lead},
+            {key: self._entries[key].details for key in lead},
+            sum(idf[t] for t in concepts) or 1.0,
+            w.conflict,
+            w.similar,
+        )
+        detail = dict.fromkeys(candidates, 0.0)
+        detail.update(found.score)
+        deciding: dict[str, list[str]] = {key: [] for key in candidates}
+        deciding.update(found.deciding)
+        return detail, deciding
+
+    def _pairwise_detail(
+        self,
+        candidates: list[str],
+        bm25: dict[str, float],
+        cover: dict[str, float],
+        present: dict[str, set[str]],
+        idf: dict[str, float],
+        total_idf: float,
+    ) -> tuple[dict[str, float], dict[str, list[str]]]:
+        """The earlier detail signal (issue #17), for the ablation: among near-duplicate pairs of the
+        leading candidates, the query terms one has and the other lacks."""
+        w = self.weights
+        # Near-duplicates among the leading candidates: which query terms tell them apart?
+        prelim = sorted(candidates, key=lambda c: -(w.bm25 * bm25.get(c, 0.0) + w.cover * cover[c]))[:10]
+        detail: dict[str, float] = dict.fromkeys(candidates, 0.0)
+        deciding: dict[str, list[str]] = {key: [] for key in candidates}
+        for key in prelim:
+            mine = self._entries[key].counts
+            for other in prelim:
+                if other == key:
+                    continue
+                theirs = self._entries[other].counts
+                if len(mine & theirs) / max(1, len(mine | theirs)) < w.near_duplicate:
+                    continue
+                for t in present[key] - present[other]:
+                    if t not in deciding[key]:
+                        deciding[key].append(t)
+                        detail[key] += idf[t] / total_idf
+                for t in present[other] - present[key]:
+                    detail[key] -= idf[t] / total_idf / 2
+        return detail, deciding
