@@ -72,6 +72,23 @@ def load_fresh(name: str) -> list[Question]:
     return [Question(kind, answer, text, name) for kind, answer, text in _rows(DATA / FRESH_SETS[name])]
 
 
+# Held-out sets (issue #27): their own passages and questions, written by someone who had seen neither the
+# retriever nor the other sets, frozen (committed alone, sha256 recorded) before any tuning. Split by data
+# row: odd rows (1st, 3rd, ...) are dev (their failures may guide general techniques), even rows are test
+# (never read one by one, never tuned to).
+HELDOUT_SETS = {"heldout3": ("ko_passages_heldout3.tsv", "ko_questions_heldout3.tsv")}
+
+
+def load_heldout(name: str) -> tuple[dict[str, str], list[Question]]:
+    passages_file, questions_file = HELDOUT_SETS[name]
+    passages = {row[0]: row[1] for row in _rows(DATA / passages_file) if row[0] != "id"}
+    data = [row for row in _rows(DATA / questions_file) if row[0] != "kind"]
+    questions = [
+        Question(kind, answer, text, "dev" if i % 2 else "test") for i, (kind, answer, text) in enumerate(data, 1)
+    ]
+    return passages, questions
+
+
 def load_questions(fresh: bool = False) -> list[Question]:
     """The set's questions, alternating dev/test per kind; with `fresh`, the first out-of-sample
     paraphrase set (`load_fresh` for either)."""
@@ -186,6 +203,16 @@ def tune(passages: dict[str, str], questions: Sequence[Question], rounds: int = 
 
 
 NO_THESAURUS: dict[str, Any] = {"thesaurus": 0.0, "thesaurus_cover": 0.0}
+# Issue #27's techniques, one at a time from the issue #17 service (pairwise detail signal at 0.5).
+BEFORE_27: dict[str, Any] = {"cluster_detail": False, "detail": 0.5, "normalize_details": False}
+ABLATION_27: list[tuple[str, Weights]] = [
+    ("service as of issue #17 (pairwise near-duplicate detail)", Weights(**BEFORE_27)),
+    ("+ detail normalization (codes, versions, short years, halves)", Weights(cluster_detail=False, detail=0.5)),
+    ("+ cluster-weighted details, no conflict cost", Weights(conflict=0.0)),
+    ("+ conflict cost (= service)", Weights()),
+    ("service + corpus co-occurrence expansion 0.2", Weights(cooccur=0.2)),
+    ("service + corpus co-occurrence expansion 0.5", Weights(cooccur=0.5)),
+]
 ABLATION: list[tuple[str, Weights]] = [
     (
         "Kiwi BM25 + normalization (numbers, units, dates, loanwords)",
@@ -297,6 +324,63 @@ def ingestion_seconds(text: str) -> tuple[float, float, list[float]]:
     return wall, cpu, quarters
 
 
+def heldout_section(quick: bool) -> list[str]:
+    """Tables for each held-out set: per kind, dev / test / all, Kiwi BM25 against the service; with the
+    ablation of issue #27's techniques unless `quick`."""
+    parts: list[str] = []
+    for name in HELDOUT_SETS:
+        if not (DATA / HELDOUT_SETS[name][1]).exists():
+            continue
+        passages, questions = load_heldout(name)
+        kiwi, service = bm25_ranker(passages, morphemes), service_ranker(build_retriever(passages))
+        parts += [
+            f"Held-out set `{name}` ({len(passages)} passages, {len(questions)} questions; "
+            f"`benchmarks/data/{HELDOUT_SETS[name][1]}`): odd data rows are its dev half, even rows its test half.",
+            "",
+        ]
+        for label, part in (
+            ("dev half", [q for q in questions if q.split == "dev"]),
+            ("test half (never read one by one)", [q for q in questions if q.split == "test"]),
+            ("all", questions),
+        ):
+            table = kind_table({"Kiwi BM25": evaluate(kiwi, part), "service": evaluate(service, part)})
+            print(f"{name} {label}\n{table}")
+            parts += [f"{name}, {label}:", "", table, ""]
+        if quick:
+            continue
+        lines = [
+            "| configuration | own hit@1 / hit@5 | fresh2 hit@1 / hit@5 | "
+            f"{name} dev hit@1 / hit@5 | {name} test hit@1 / hit@5 | {name} near-dup hit@1 | "
+            f"{name} paraphrase hit@5 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        own_passages, own_questions, fresh2 = load_passages(), load_questions(), load_fresh("fresh2")
+        for label, weights in ABLATION_27:
+            own = service_ranker(build_retriever(own_passages, weights))
+            held = evaluate(service_ranker(build_retriever(passages, weights)), questions)
+            dev = evaluate(
+                service_ranker(build_retriever(passages, weights)), [q for q in questions if q.split == "dev"]
+            )
+            test = evaluate(
+                service_ranker(build_retriever(passages, weights)), [q for q in questions if q.split == "test"]
+            )
+            cells = [
+                evaluate(own, own_questions)["all"].row()[:2],
+                evaluate(own, fresh2)["all"].row()[:2],
+                dev["all"].row()[:2],
+                test["all"].row()[:2],
+            ]
+            lines.append(
+                f"| {label} | "
+                + " | ".join(f"{h1:.2f} / {h5:.2f}" for h1, h5 in cells)
+                + f" | {held['near_duplicate'].row()[0]:.2f} | {held['paraphrase'].row()[1]:.2f} |"
+            )
+        ablation = "\n".join(lines)
+        print(ablation)
+        parts += [f"Issue #27's techniques, one at a time (own set, fresh2, {name}):", "", ablation, ""]
+    return parts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="quality tables only")
@@ -343,6 +427,7 @@ def main() -> int:
         fresh_lines.append(f"| {system} | " + " | ".join(cells) + " |")
     print(kind_table(systems))
     print("\n".join(fresh_lines))
+    heldout_parts = heldout_section(args.quick)
     counts = ", ".join(f"{k} {systems['service'][k].n}" for k in KINDS)
     parts = [
         "## Korean retrieval (issue #17)",
@@ -372,6 +457,7 @@ def main() -> int:
         "",
         "\n".join(fresh_lines),
         "",
+        *heldout_parts,
     ]
     if not args.quick:
         rows = [("Kiwi BM25 (before)", systems["Kiwi BM25"])]

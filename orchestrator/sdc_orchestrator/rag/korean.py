@@ -107,12 +107,13 @@ class Term:
     joined: bool = False
 
 
-def analyze(text: str, normalize: bool = True, join: bool = True) -> list[Term]:
+def analyze(text: str, normalize: bool = True, join: bool = True, details: bool = True) -> list[Term]:
     """Normalized content terms of `text`: merged number+unit tokens, plus joined adjacent nouns.
 
-    `normalize` and `join` exist for the evaluation's ablation; the service always uses both.
+    `normalize`, `join` and `details` (normalize.normalize_details) exist for the evaluation's ablation;
+    the service always uses all three.
     """
-    toks = kiwi().tokenize(normalizer()(text) if normalize else text)
+    toks = kiwi().tokenize(normalizer()(text, details) if normalize else text)
     terms: list[Term] = []
     prev_noun: tuple[str, int] | None = None  # (form, end offset) of the previous noun, for joining
     i = 0

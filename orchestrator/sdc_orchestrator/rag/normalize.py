@@ -318,7 +318,8 @@ def _version(match: re.Match[str]) -> str:
 
 
 def normalize_details(text: str) -> str:
-    """Codes, versions and short years in one canonical spelling (applied after the numbers)."""
+    """Codes, versions, short years, halves and day trips in one canonical spelling (after the numbers)."""
+    text = _DAYTRIP_RE.sub("1일", text)
     text = _CODE_HYPHEN_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}", text)
     text = _CODE_SPACE_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}", text)
     text = _VERSION_RE.sub(_version, text)
@@ -328,7 +329,6 @@ def normalize_details(text: str) -> str:
 
 
 def normalize_numbers(text: str) -> str:
-    text = _DAYTRIP_RE.sub("1일", text)
     text = _DATE_RE.sub(
         lambda m: f"{m.group(1)}년 {int(m.group(2))}월" + (f" {int(m.group(3))}일" if m.group(3) else ""), text
     )
@@ -347,5 +347,7 @@ class Normalizer:
             entries[canonical] = (*entries.get(canonical, ()), *variants)
         self.lexicon = Lexicon(entries)
 
-    def __call__(self, text: str) -> str:
-        return normalize_details(normalize_numbers(self.lexicon.apply(text)))
+    def __call__(self, text: str, details: bool = True) -> str:
+        """`details=False` (codes, versions, short years, halves left as written) is for the ablation."""
+        text = normalize_numbers(self.lexicon.apply(text))
+        return normalize_details(text) if details else text

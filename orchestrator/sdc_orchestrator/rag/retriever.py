@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from sdc_orchestrator.rag import details, semantic, thesaurus
+from sdc_orchestrator.rag import cooccur, details, semantic, thesaurus
 from sdc_orchestrator.rag.bm25 import BM25Index
 from sdc_orchestrator.rag.korean import Term, analyze, analyzer_version, iter_chunks, normalizer, terms_text
 from sdc_orchestrator.rag.store import Document, DocumentStore, Passage
@@ -57,6 +57,7 @@ class Weights:
 
     normalize: bool = True  # normalize.py before Kiwi (switchable for the ablation only)
     join: bool = True  # emit joined compounds
+    normalize_details: bool = True  # codes, versions, short years, halves (issue #27; for the ablation)
     joined: float = 0.5  # a joined compound (연차휴가 from 연차 + 휴가) next to its parts
     expand: bool = True
     expansion: float = 0.0  # BM25 weight of a CoNg neighbour, times its similarity
@@ -65,6 +66,12 @@ class Weights:
     semantic: float = 2.0  # cosine of bag-of-morphemes CoNg vectors (question vs passage)
     thesaurus: float = 1.0  # BM25 weight of a thesaurus term (split among the parts of a compound)
     thesaurus_cover: float = 1.0  # coverage credit of a question word whose thesaurus term a passage has
+    # Issue #27: co-occurrence (npmi) associates of the question's words in the ingested passages
+    # (cooccur.py), at this BM25 weight times their npmi; 0 switches it off.
+    cooccur: float = 0.0
+    cooccur_top: int = 3
+    cooccur_npmi: float = 0.5
+    cooccur_count: int = 2
     builtin_groups: bool = True  # the thesaurus's hand-written groups (thesaurus.GROUPS; for the ablation)
     lexicon: bool = True  # the workplace lexicon (rag/lexicon.txt; for the ablation)
     lexicon_weight: float = 0.75  # the lexicon's terms and coverage credit, relative to the hand-written groups
@@ -139,7 +146,7 @@ def analyze_passage(
     doc_id: str, index: int, text: str, version: str | None = None, weights: Weights | None = None
 ) -> Passage:
     w = weights or Weights()
-    terms = analyze(text, w.normalize, w.join)
+    terms = analyze(text, w.normalize, w.join, w.normalize_details)
     morphs = sorted({t.morph_id for t in terms if t.morph_id is not None})
     semantic.space().matrix(morphs)  # compute (and cache) new morphemes' vectors here, off the event loop
     return Passage(doc_id, index, text, [t.text for t in terms], None, morphs, version or analyzer_version())
@@ -237,7 +244,7 @@ class Retriever:
                 rows,
                 tuple(ids),
                 semantic.space().mean(ids),
-                details.extract(passage.tokens, normalizer()(passage.text)),
+                details.extract(passage.tokens, normalizer()(passage.text, self.weights.normalize_details)),
             )
             for morph_id in ids:
                 if morph_id not in self._vocab:
@@ -314,8 +321,10 @@ class Retriever:
 
     def _query(self, text: str) -> _Query:
         w = self.weights
-        q = _Query(analyze(text, w.normalize, w.join))
-        q.details = details.extract([t.text for t in q.terms], normalizer()(text) if w.normalize else text)
+        q = _Query(analyze(text, w.normalize, w.join, w.normalize_details))
+        q.details = details.extract(
+            [t.text for t in q.terms], normalizer()(text, w.normalize_details) if w.normalize else text
+        )
         for term in q.terms:
             weight = w.joined if term.joined else 1.0
             q.weights[term.text] = max(q.weights.get(term.text, 0.0), weight)
@@ -343,6 +352,15 @@ class Retriever:
             total = np.array([self._morph_idf(m) for m in ids], dtype=np.float32) @ matrix
             norm = float(np.linalg.norm(total))
             q.mean = (total / norm).astype(np.float32) if norm else None
+        if w.cooccur > 0:
+            # Associates learned from the ingested passages (cooccur.py), below the words the user wrote.
+            plain = [t.text for t in q.terms if not t.joined and t.tag.startswith(EXPAND_TAGS)]
+            found = cooccur.associates(self.bm25, dict.fromkeys(plain), w.cooccur_top, w.cooccur_npmi, w.cooccur_count)
+            for source, pairs in found.items():
+                for other, npmi in pairs:
+                    if other not in exact and w.cooccur * npmi > q.weights.get(other, 0.0):
+                        q.weights[other] = w.cooccur * npmi
+                        q.expanded_from[other] = source
         if not w.expand or w.expansion <= 0 or not q.semantic:
             return q
         forms, matrix = self._vocabulary()
