@@ -98,6 +98,21 @@ def extract(terms: Iterable[str], text: str) -> Details:
     return Details({slot: frozenset(values) for slot, values in slots.items()})
 
 
+def label(item: str) -> str:
+    """How a hit names a deciding detail: the question's word, or the detail as the index spells it
+    (year=2024 -> 2024년, n:일=4 -> 4일, code:sx=200 -> sx200, revision=new -> 개정 후)."""
+    if "=" not in item:
+        return item
+    slot, value = item.split("=", 1)
+    if slot == "year":
+        return f"{value}년"
+    if slot.startswith(("n:", "code:")):
+        return slot.split(":", 1)[1] + value if slot.startswith("code:") else value + slot[2:]
+    if slot == "revision":
+        return "개정 후" if value == "new" else "개정 전"
+    return value
+
+
 def is_detail_term(term: str) -> bool:
     """A number with a unit or a code: `extract` already turns it into a typed detail."""
     return bool(_NUMBER_TERM.match(term) or _CODE_TERM.match(term))
@@ -166,7 +181,7 @@ def discriminate(
             for item in held[key]:
                 if item in weight and any(item not in other for other in copies):
                     score[key] += weight[item]
-                    deciding[key].append(item.split("=", 1)[1] if "=" in item else item)
+                    deciding[key].append(label(item))
         slots = candidate_details[key].slots
         if fixed and conflict > 0:
             clashes = sum(1 for slot in fixed if slot in slots and not query_details.slots[slot] & slots[slot])

@@ -293,7 +293,7 @@ def _clock(match: re.Match[str]) -> str:
 # A model or product code: SX-200, SX 200 and SX200 are one token (sx200). The spaced form only for two or more
 # capitals and two or more digits not followed by a counter (GPU 2장, A 4개 stay as they are).
 _CODE_HYPHEN_RE = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{1,6})[-‐_](\d[\d.]*)(?![\d])")
-_CODE_SPACE_RE = re.compile(rf"(?<![A-Za-z0-9])([A-Z]{{2,6}}) (\d{{2,6}})(?![\d.,%])(?!\s?(?:{_UNIT_ALT}))")
+_CODE_SPACE_RE = re.compile(rf"(?<![A-Za-z0-9])([A-Z]{{2,6}}) (\d{{2,6}})(?![\d.,%])(?!\s?(?:{_UNIT_ALT}){_AFTER})")
 # Versions: 버전 2.1, 2.1 버전, ver. 2.1, V 2.1, v2.1.0 -> v2.1
 _VERSION_RE = re.compile(
     r"(?:(?<![A-Za-z])(?:버전|ver\.?|version|[vV]\.?)\s?(\d+(?:\.\d+)*)(?![\d.]))|(?:(?<![\d.])(\d+(?:\.\d+)+)\s?버전)"
