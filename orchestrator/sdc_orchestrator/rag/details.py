@@ -60,6 +60,30 @@ _ENVIRONMENT = {
 _SAME_DAY = re.compile(r"당일|하루\s?만에")
 
 
+# A number and the word glued or spaced after it (58면, 6인실, 140 학점, 1.1kg, 30%), trailing particle cut.
+_COUNTED = re.compile(r"(?<![\d.,a-z])(\d+(?:,\d{3})*(?:\.\d+)?)\s?([가-힣]{1,4}|[a-z]{1,3}(?![a-z])|%)")
+_PARTICLES = sorted(
+    "이며 이고 이다 이면 이나 으로 에서 에게 까지 부터 이상 이하 이내 미만 마다 동안 짜리 정도 은 는 이 가 을 를 에 의 "
+    "도 만 로 과 와 간 씩 째 당 후 전 내 안".split(),
+    key=len,
+    reverse=True,
+)
+_PARTICLE_SET = frozenset(_PARTICLES)
+_FRACTION = re.compile(r"(\d+)\s?분의\s?(\d+)")
+_HALF_WORD = re.compile(r"절반|반값|반액")
+_DAYS = {"일": 1, "주": 7, "개월": 30, "년": 365}
+
+
+def _strip_particle(unit: str) -> str:
+    """The counter without a particle or ending after it: 학점이며 -> 학점, 통에 -> 통, 일간 -> 일."""
+    for _ in range(2):
+        for particle in _PARTICLES:
+            if unit.endswith(particle) and len(unit) > len(particle):
+                unit = unit[: -len(particle)]
+                break
+    return unit
+
+
 @dataclass(frozen=True)
 class Details:
     """A text's details: slot -> the values it states (year, number units, revision, env, code families)."""
@@ -87,6 +111,31 @@ def extract(terms: Iterable[str], text: str) -> Details:
         elif match := _CODE_TERM.match(term):
             put(f"code:{match.group(1)}", match.group(2))
     lowered = text.lower()
+    # Numbers with any counter, read off the text as well: the analyser does not merge every counter
+    # (58면, 6인실, 140학점 come out as a bare number), and a detail must not depend on it.
+    for match in _FRACTION.finditer(lowered):
+        whole, part = int(match.group(1)), int(match.group(2))
+        if whole:
+            put("pct", f"{100 * part / whole:g}")
+    for match in _COUNTED.finditer(_FRACTION.sub(" ", lowered)):
+        value, unit = match.group(1).replace(",", ""), _strip_particle(match.group(2))
+        if not unit or unit in _PARTICLE_SET:
+            continue
+        if unit in ("년", "년형", "년도") and value.isdigit() and 1900 <= int(value) <= 2100:
+            put("year", value)
+        else:
+            put(f"n:{unit}", value)
+    if _HALF_WORD.search(lowered):
+        put("pct", "50")
+    # Durations in days as well, so 석 달 (3개월) meets 90일 and 두 주 (2주) meets 14일.
+    for unit, days in _DAYS.items():
+        for value in list(slots.get(f"n:{unit}", ())):
+            try:
+                put("days", f"{float(value) * days:g}")
+            except ValueError:
+                continue
+    for value in slots.pop("n:%", set()):
+        put("pct", value)
     for side, pattern in _REVISION.items():
         if pattern.search(lowered):
             put("revision", side)

@@ -317,9 +317,20 @@ def _version(match: re.Match[str]) -> str:
     return f"v{number}"
 
 
+# A spelled-out Sino-Korean number of two or more syllables with 십/백/천, as a word of its own before another
+# word (백사십 학점, 삼십 명): digits, whatever the counter (normalize_numbers converts only known units).
+_SINO_WORD_RE = re.compile(r"(?<![가-힣])([일이삼사오육칠팔구십백천]*[십백천][일이삼사오육칠팔구십백천]*)(?=\s[가-힣])")
+
+
+def _sino_word(match: re.Match[str]) -> str:
+    value = parse_numeral(match.group(1)) if len(match.group(1)) >= 2 else None
+    return str(value) if value is not None else match.group(0)
+
+
 def normalize_details(text: str) -> str:
     """Codes, versions, short years, halves and day trips in one canonical spelling (after the numbers)."""
     text = _DAYTRIP_RE.sub("1일", text)
+    text = _SINO_WORD_RE.sub(_sino_word, text)
     text = _CODE_HYPHEN_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}", text)
     text = _CODE_SPACE_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}", text)
     text = _VERSION_RE.sub(_version, text)

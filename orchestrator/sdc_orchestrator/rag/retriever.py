@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -49,6 +50,7 @@ Embedder = Callable[[list[str]], Awaitable[list[list[float]] | None]]
 RRF_K = 60
 EXPAND_TAGS = ("NNG", "NNP", "VV", "VA", "XR")
 DETAIL_TAGS = ("NNP", "SL", "SN", "SH")
+_HANGUL_WORD = re.compile(r"^[가-힣]{2,}$")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Weights:
     similar: float = 0.3  # term-set Jaccard above which two cluster members are near-copies
     detail_words: bool = False  # every question word takes part in the cluster signal, not only detail words
     dense: float = 1.0
+    substring: float = 1.0  # coverage credit of a question word found inside a passage's compound (issue #27)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class _Entry:
     ids: tuple[int, ...]
     mean: np.ndarray | None
     details: details.Details = field(default_factory=lambda: details.Details({}))
+    blob: str = ""  # the terms joined by "|", for finding a question word inside a compound
 
 
 @dataclass
@@ -250,6 +254,7 @@ class Retriever:
                 tuple(ids),
                 semantic.space().mean(ids),
                 details.extract(passage.tokens, normalizer()(passage.text, self.weights.normalize_details)),
+                "|".join(set(passage.tokens)),
             )
             for morph_id in ids:
                 if morph_id not in self._vocab:
@@ -533,8 +538,16 @@ class Retriever:
         for key in candidates:
             entry = self._entries[key]
             found = {t for t in concepts if t in entry.counts}
-            present[key] = found | {t for t in compounds if t in entry.counts}
-            score = sum(idf[t] for t in found)
+            # A question word inside one of the passage's compounds (세종 in 세종캠퍼스, 졸업 in 졸업증명서):
+            # Kiwi keeps some compounds whole in one text and splits them in another.
+            inside = (
+                {t for t in concepts if t not in found and _HANGUL_WORD.match(t) and t in entry.blob}
+                if w.substring > 0
+                else set()
+            )
+            present[key] = found | inside | {t for t in compounds if t in entry.counts}
+            score = sum(idf[t] for t in found) + w.substring * sum(idf[t] for t in inside)
+            found |= inside
             soft: list[tuple[str, int]] = []
             # A thesaurus term in the passage covers the question words that fired it, in part.
             thes: dict[str, tuple[float, str]] = {}
@@ -564,7 +577,9 @@ class Retriever:
             sem_score[key] = float(entry.mean @ q.mean) if entry.mean is not None and q.mean is not None else 0.0
 
         if w.cluster_detail:
-            detail, deciding = self._cluster_detail(q, candidates, bm25, cover, sem_score, concepts, compounds, idf)
+            detail, deciding = self._cluster_detail(
+                q, candidates, bm25, cover, sem_score, concepts, compounds, idf, present
+            )
         else:
             detail, deciding = self._pairwise_detail(candidates, bm25, cover, present, idf, total_idf)
 
@@ -610,6 +625,7 @@ class Retriever:
         concepts: dict[str, Term],
         compounds: set[str],
         idf: dict[str, float],
+        present: dict[str, set[str]],
     ) -> tuple[dict[str, float], dict[str, list[str]]]:
         """The detail signal within the question's cluster: the `Weights.cluster` leading candidates by
         the other signals, each question term and detail weighted by its rarity among them (details.py)."""
@@ -630,7 +646,7 @@ class Retriever:
         found = details.discriminate(
             terms,
             q.details,
-            {key: self._entries[key].counts for key in lead},
+            {key: self._entries[key].counts | present[key] for key in lead},
             {key: self._entries[key].details for key in lead},
             sum(idf[t] for t in concepts) or 1.0,
             w.conflict,
