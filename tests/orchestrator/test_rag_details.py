@@ -50,12 +50,27 @@ def test_extract_types_the_details_on_either_side() -> None:
     assert _details("2024년 개정 규정: 보고는 나흘 안에 한다.") == {
         "year": {"2024"},
         "n:일": {"4"},
+        "days": {"4"},
         "revision": {"new"},
+        "recency": {"new"},
     }
-    assert _details("개정 전 규정은 3년 동안 보관") == {"revision": {"old"}, "n:년": {"3"}}
+    assert _details("개정 전 규정은 3년 동안 보관") == {
+        "revision": {"old"},
+        "recency": {"old"},
+        "n:년": {"3"},
+        "days": {"1095"},
+    }
     assert _details("운영 환경의 SX-200 장비") == {"env": {"prod"}, "code:sx": {"200"}}
-    assert _details("하루 만에 다녀오는 출장") == {"n:일": {"1"}}
+    assert _details("하루 만에 다녀오는 출장") == {"n:일": {"1"}, "days": {"1"}}
     assert _details("당일 신청") == {"n:일": {"1"}}
+    assert _details("58면 여권, 6인실, 백사십 학점") == {
+        "n:면": {"58"},
+        "n:인": {"6"},
+        "n:인실": {"6"},
+        "n:학점": {"140"},
+    }
+    assert _details("석 달") == _details("석 달") and _details("90일간")["days"] == _details("석 달")["days"] == {"90"}
+    assert _details("등록금의 2분의 1") == _details("등록금 절반") == {"pct": {"50"}}
 
 
 def test_conflicting_value_costs_and_shared_words_weigh_nothing() -> None:

@@ -56,6 +56,9 @@ _ENVIRONMENT = {
     "dev": re.compile(r"(?<![a-z])dev(?![a-z])|개발\s?(?:환경|서버|클러스터|계|망)"),
     "test": re.compile(r"(?<![a-z])(?:test|qa)\s?(?:환경|서버|클러스터)|테스트\s?(?:환경|서버|클러스터|계)"),
 }
+# The newest or the oldest of a family (신형, 최신, 구형): the member with the latest or earliest year.
+_NEWEST = re.compile(r"신형|최신|신제품|새로\s?나온|신모델|요즘\s?나온|최근\s?나온")
+_OLDEST = re.compile(r"구형|구모델|예전\s?모델|옛날\s?모델|이전\s?모델")
 # 당일 (that same day) is one day when the slot is a number of days: a detail alias, not an index term.
 _SAME_DAY = re.compile(r"당일|하루\s?만에")
 
@@ -63,8 +66,11 @@ _SAME_DAY = re.compile(r"당일|하루\s?만에")
 # A number and the word glued or spaced after it (58면, 6인실, 140 학점, 1.1kg, 30%), trailing particle cut.
 _COUNTED = re.compile(r"(?<![\d.,a-z])(\d+(?:,\d{3})*(?:\.\d+)?)\s?([가-힣]{1,4}|[a-z]{1,3}(?![a-z])|%)")
 _PARTICLES = sorted(
-    "이며 이고 이다 이면 이나 으로 에서 에게 까지 부터 이상 이하 이내 미만 마다 동안 짜리 정도 은 는 이 가 을 를 에 의 "
-    "도 만 로 과 와 간 씩 째 당 후 전 내 안".split(),
+    [
+        *("이며", "이고", "이다", "이면", "이나", "으로", "에서", "에게", "까지", "부터", "이상", "이하", "이내"),
+        *("미만", "마다", "동안", "짜리", "정도", "은", "는", "이", "가", "을", "를", "에", "의", "도", "만", "로"),
+        *("과", "와", "간", "씩", "째", "당", "후", "전", "내", "안"),
+    ],
     key=len,
     reverse=True,
 )
@@ -142,6 +148,10 @@ def extract(terms: Iterable[str], text: str) -> Details:
     for env, pattern in _ENVIRONMENT.items():
         if pattern.search(lowered):
             put("env", env)
+    if _NEWEST.search(lowered) or "new" in slots.get("revision", ()):
+        put("recency", "new")
+    if _OLDEST.search(lowered) or "old" in slots.get("revision", ()):
+        put("recency", "old")
     if _SAME_DAY.search(lowered):
         put("n:일", "1")
     return Details({slot: frozenset(values) for slot, values in slots.items()})
@@ -155,6 +165,12 @@ def label(item: str) -> str:
     slot, value = item.split("=", 1)
     if slot == "year":
         return f"{value}년"
+    if slot == "days":
+        return f"{value}일"
+    if slot == "pct":
+        return f"{value}%"
+    if slot == "recency":
+        return "최신" if value == "new" else "이전"
     if slot.startswith(("n:", "code:")):
         return slot.split(":", 1)[1] + value if slot.startswith("code:") else value + slot[2:]
     if slot == "revision":
@@ -212,6 +228,15 @@ def discriminate(
     held = {
         key: {t for t in query_terms if t in terms} | (qfeatures & features[key]) for key, terms in candidates.items()
     }
+    # recency=new is held by the candidate with the latest year among those stating one (oldest: earliest).
+    years = {key: max(map(int, d.slots["year"])) for key, d in candidate_details.items() if "year" in d.slots}
+    if len(set(years.values())) > 1:
+        for side, pick in (("new", max), ("old", min)):
+            if f"recency={side}" in qfeatures:
+                chosen = pick(years.values())
+                for key, year in years.items():
+                    if year == chosen:
+                        held[key].add(f"recency={side}")
     weight: dict[str, float] = {}
     for item in (*query_terms, *qfeatures):
         df = sum(item in h for h in held.values())
@@ -230,7 +255,8 @@ def discriminate(
             for item in held[key]:
                 if item in weight and any(item not in other for other in copies):
                     score[key] += weight[item]
-                    deciding[key].append(label(item))
+                    if label(item) not in deciding[key]:
+                        deciding[key].append(label(item))
         slots = candidate_details[key].slots
         if fixed and conflict > 0:
             clashes = sum(1 for slot in fixed if slot in slots and not query_details.slots[slot] & slots[slot])
