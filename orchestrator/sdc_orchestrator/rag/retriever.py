@@ -60,6 +60,7 @@ class Weights:
     normalize: bool = True  # normalize.py before Kiwi (switchable for the ablation only)
     join: bool = True  # emit joined compounds
     normalize_details: bool = True  # codes, versions, short years, halves (issue #27; for the ablation)
+    english: bool = True  # the English glossary, rag/english.txt (issue #27; for the ablation)
     joined: float = 0.5  # a joined compound (연차휴가 from 연차 + 휴가) next to its parts
     expand: bool = True
     expansion: float = 0.0  # BM25 weight of a CoNg neighbour, times its similarity
@@ -153,7 +154,7 @@ def analyze_passage(
     doc_id: str, index: int, text: str, version: str | None = None, weights: Weights | None = None
 ) -> Passage:
     w = weights or Weights()
-    terms = analyze(text, w.normalize, w.join, w.normalize_details)
+    terms = analyze(text, w.normalize, w.join, w.normalize_details, w.english)
     morphs = sorted({t.morph_id for t in terms if t.morph_id is not None})
     semantic.space().matrix(morphs)  # compute (and cache) new morphemes' vectors here, off the event loop
     return Passage(doc_id, index, text, [t.text for t in terms], None, morphs, version or analyzer_version())
@@ -253,7 +254,9 @@ class Retriever:
                 rows,
                 tuple(ids),
                 semantic.space().mean(ids),
-                details.extract(passage.tokens, normalizer()(passage.text, self.weights.normalize_details)),
+                details.extract(
+                    passage.tokens, normalizer(self.weights.english)(passage.text, self.weights.normalize_details)
+                ),
                 "|".join(set(passage.tokens)),
             )
             for morph_id in ids:
@@ -331,9 +334,9 @@ class Retriever:
 
     def _query(self, text: str) -> _Query:
         w = self.weights
-        q = _Query(analyze(text, w.normalize, w.join, w.normalize_details))
+        q = _Query(analyze(text, w.normalize, w.join, w.normalize_details, w.english))
         q.details = details.extract(
-            [t.text for t in q.terms], normalizer()(text, w.normalize_details) if w.normalize else text
+            [t.text for t in q.terms], normalizer(w.english)(text, w.normalize_details) if w.normalize else text
         )
         for term in q.terms:
             weight = w.joined if term.joined else 1.0
