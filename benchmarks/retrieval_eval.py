@@ -77,6 +77,13 @@ def load_fresh(name: str) -> list[Question]:
 # row: odd rows (1st, 3rd, ...) are dev (their failures may guide general techniques), even rows are test
 # (never read one by one, never tuned to).
 HELDOUT_SETS = {"heldout3": ("ko_passages_heldout3.tsv", "ko_questions_heldout3.tsv")}
+# sha256 of each file as frozen (passages, questions): the floors test checks the files are unchanged.
+HELDOUT_SHA256 = {
+    "heldout3": (
+        "364f1e91a579b70100aaba7fef9319f43b26e73f5e4c7af5e9cf1ed796964221",
+        "f20e04f5a9a27c480aad919ed97ede7094d3c48e55935f0c63e13294dc3555f1",
+    )
+}
 
 
 def load_heldout(name: str) -> tuple[dict[str, str], list[Question]]:
@@ -203,14 +210,45 @@ def tune(passages: dict[str, str], questions: Sequence[Question], rounds: int = 
 
 
 NO_THESAURUS: dict[str, Any] = {"thesaurus": 0.0, "thesaurus_cover": 0.0}
-# Issue #27's techniques, one at a time from the issue #17 service (pairwise detail signal at 0.5).
-BEFORE_27: dict[str, Any] = {"cluster_detail": False, "detail": 0.5, "normalize_details": False}
+# Issue #27's techniques added one at a time to the issue #17 service (pairwise near-duplicate detail at 0.5).
+_STEPS_27: list[tuple[str, dict[str, Any]]] = [
+    (
+        "service as of issue #17",
+        {
+            "cluster_detail": False,
+            "detail": 0.5,
+            "normalize_details": False,
+            "substring": 0.0,
+            "loanword": 0.0,
+            "english": False,
+            "expansion": 0.0,
+            "expansion_min": 0.5,
+        },
+    ),
+    ("+ detail normalization (codes, versions, short years, halves, Sino words)", {"normalize_details": True}),
+    (
+        "+ cluster-weighted details (details.py), no conflict cost",
+        {"cluster_detail": True, "detail": 1.0, "conflict": 0.0},
+    ),
+    ("+ conflict cost", {"conflict": 0.5}),
+    ("+ question words inside passage compounds", {"substring": 1.0}),
+    ("+ cross-script loanword skeletons", {"loanword": 1.0}),
+    ("+ English glossary (rag/english.txt)", {"english": True}),
+    ("+ CoNg query expansion 0.3 (= service)", {"expansion": 0.3, "expansion_min": 0.55}),
+]
+
+
+def _cumulative(steps: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Weights]]:
+    out, current = [], Weights()
+    for label, changes in steps:
+        current = replace(current, **changes)
+        out.append((label, current))
+    return out
+
+
 ABLATION_27: list[tuple[str, Weights]] = [
-    ("service as of issue #17 (pairwise near-duplicate detail)", Weights(**BEFORE_27)),
-    ("+ detail normalization (codes, versions, short years, halves)", Weights(cluster_detail=False, detail=0.5)),
-    ("+ cluster-weighted details, no conflict cost", Weights(conflict=0.0)),
-    ("+ conflict cost (= service)", Weights()),
-    ("service + corpus co-occurrence expansion 0.2", Weights(cooccur=0.2)),
+    *_cumulative(_STEPS_27),
+    ("service + corpus co-occurrence expansion 0.2 (cooccur.py)", Weights(cooccur=0.2)),
     ("service + corpus co-occurrence expansion 0.5", Weights(cooccur=0.5)),
 ]
 ABLATION: list[tuple[str, Weights]] = [
@@ -349,32 +387,29 @@ def heldout_section(quick: bool) -> list[str]:
         if quick:
             continue
         lines = [
-            "| configuration | own hit@1 / hit@5 | fresh2 hit@1 / hit@5 | "
-            f"{name} dev hit@1 / hit@5 | {name} test hit@1 / hit@5 | {name} near-dup hit@1 | "
-            f"{name} paraphrase hit@5 |",
-            "|---|---|---|---|---|---|---|",
+            "| configuration (hit@1 / hit@5) | own set | fresh | fresh2 | "
+            f"{name} dev | {name} test | {name} all | {name} near-dup | {name} paraphrase |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        own_passages, own_questions, fresh2 = load_passages(), load_questions(), load_fresh("fresh2")
+        own_passages, own_questions = load_passages(), load_questions()
+        fresh, fresh2 = load_fresh("fresh"), load_fresh("fresh2")
         for label, weights in ABLATION_27:
             own = service_ranker(build_retriever(own_passages, weights))
-            held = evaluate(service_ranker(build_retriever(passages, weights)), questions)
-            dev = evaluate(
-                service_ranker(build_retriever(passages, weights)), [q for q in questions if q.split == "dev"]
-            )
-            test = evaluate(
-                service_ranker(build_retriever(passages, weights)), [q for q in questions if q.split == "test"]
-            )
+            ranker = service_ranker(build_retriever(passages, weights))
+            held = evaluate(ranker, questions)
+            dev = evaluate(ranker, [q for q in questions if q.split == "dev"])
+            test = evaluate(ranker, [q for q in questions if q.split == "test"])
             cells = [
                 evaluate(own, own_questions)["all"].row()[:2],
+                evaluate(own, fresh)["all"].row()[:2],
                 evaluate(own, fresh2)["all"].row()[:2],
                 dev["all"].row()[:2],
                 test["all"].row()[:2],
+                held["all"].row()[:2],
+                held["near_duplicate"].row()[:2],
+                held["paraphrase"].row()[:2],
             ]
-            lines.append(
-                f"| {label} | "
-                + " | ".join(f"{h1:.2f} / {h5:.2f}" for h1, h5 in cells)
-                + f" | {held['near_duplicate'].row()[0]:.2f} | {held['paraphrase'].row()[1]:.2f} |"
-            )
+            lines.append(f"| {label} | " + " | ".join(f"{h1:.2f} / {h5:.2f}" for h1, h5 in cells) + " |")
         ablation = "\n".join(lines)
         print(ablation)
         parts += [f"Issue #27's techniques, one at a time (own set, fresh2, {name}):", "", ablation, ""]
