@@ -223,6 +223,7 @@ _STEPS_27: list[tuple[str, dict[str, Any]]] = [
             "english": False,
             "expansion": 0.0,
             "expansion_min": 0.5,
+            "bigram": 0.0,
         },
     ),
     ("+ detail normalization (codes, versions, short years, halves, Sino words)", {"normalize_details": True}),
@@ -234,7 +235,8 @@ _STEPS_27: list[tuple[str, dict[str, Any]]] = [
     ("+ question words inside passage compounds", {"substring": 1.0}),
     ("+ cross-script loanword skeletons", {"loanword": 1.0}),
     ("+ English glossary (rag/english.txt)", {"english": True}),
-    ("+ CoNg query expansion 0.3 (= service)", {"expansion": 0.3, "expansion_min": 0.55}),
+    ("+ CoNg query expansion 0.3", {"expansion": 0.3, "expansion_min": 0.55}),
+    ("+ spacing-blind character bigrams (= service)", {"bigram": 1.0}),
 ]
 
 

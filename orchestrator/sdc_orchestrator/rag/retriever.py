@@ -35,6 +35,7 @@ import asyncio
 import math
 import re
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -100,6 +101,7 @@ class Weights:
     similar: float = 0.3  # term-set Jaccard above which two cluster members are near-copies
     detail_words: bool = False  # every question word takes part in the cluster signal, not only detail words
     dense: float = 1.0
+    bigram: float = 1.0  # weight of the spacing-blind character-bigram overlap (issue #27)
     substring: float = 1.0  # coverage credit of a question word found inside a passage's compound (issue #27)
 
 
@@ -124,18 +126,30 @@ class _Entry:
     mean: np.ndarray | None
     details: details.Details = field(default_factory=lambda: details.Details({}))
     blob: str = ""  # the terms joined by "|", for finding a question word inside a compound
+    bigrams: frozenset[str] = frozenset()  # syllable bigrams of the text without spaces (spacing-blind)
 
 
 @dataclass
 class _Query:
     terms: list[Term]
     details: details.Details = field(default_factory=lambda: details.Details({}))
+    bigrams: frozenset[str] = frozenset()
     mean: np.ndarray | None = None
     semantic: list[tuple[Term, int]] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)
     expanded_from: dict[str, str] = field(default_factory=dict)
     # Thesaurus groups that fired: the question words, and the index terms of each related word.
     synonyms: list[tuple[frozenset[str], tuple[tuple[str, ...], ...], float]] = field(default_factory=list)
+
+
+_NOT_TEXT = re.compile(r"[^가-힣a-z0-9]+")
+
+
+def bigrams(text: str) -> frozenset[str]:
+    """Character bigrams of `text` with spaces and punctuation removed: the same whatever the spacing
+    (영문졸업증명서 and 영문 졸업증명서 share all of theirs), whatever Kiwi made of the compound."""
+    flat = _NOT_TEXT.sub("", text.lower())
+    return frozenset(flat[i : i + 2] for i in range(len(flat) - 1))
 
 
 def matvec(matrix: np.ndarray, vec: np.ndarray) -> np.ndarray:
@@ -235,6 +249,7 @@ class Retriever:
         self._vocab: dict[int, str] = {}
         self._vocab_matrix: tuple[list[str], np.ndarray] | None = None
         self._skeletons = loanword.SkeletonIndex()
+        self._bigram_df: Counter[str] = Counter()
         version = analyzer_version()
         for doc in store.load_all():
             if any(p.analyzer != version for p in doc.passages):
@@ -252,15 +267,17 @@ class Retriever:
             self.bm25.add(passage.key, passage.text, passage.tokens or None)
             self._skeletons.add(passage.tokens)
             ids, rows = semantic.space().rows(passage.morphs)
+            normalized = normalizer(self.weights.english)(passage.text, self.weights.normalize_details)
+            grams = bigrams(normalized)
+            self._bigram_df.update(grams)
             self._entries[passage.key] = _Entry(
                 set(passage.tokens),
                 rows,
                 tuple(ids),
                 semantic.space().mean(ids),
-                details.extract(
-                    passage.tokens, normalizer(self.weights.english)(passage.text, self.weights.normalize_details)
-                ),
+                details.extract(passage.tokens, normalized),
                 "|".join(set(passage.tokens)),
+                grams,
             )
             for morph_id in ids:
                 if morph_id not in self._vocab:
@@ -273,7 +290,9 @@ class Retriever:
         doc = self.documents.pop(doc_id, None)
         for passage in doc.passages if doc else []:
             self.passages.pop(passage.key, None)
-            self._entries.pop(passage.key, None)
+            entry = self._entries.pop(passage.key, None)
+            if entry is not None:
+                self._bigram_df.subtract(entry.bigrams)
             self._vectors.drop(passage.key)
             self.bm25.remove(passage.key)
         self._matrix = None
@@ -338,9 +357,9 @@ class Retriever:
     def _query(self, text: str) -> _Query:
         w = self.weights
         q = _Query(analyze(text, w.normalize, w.join, w.normalize_details, w.english))
-        q.details = details.extract(
-            [t.text for t in q.terms], normalizer(w.english)(text, w.normalize_details) if w.normalize else text
-        )
+        normalized = normalizer(w.english)(text, w.normalize_details) if w.normalize else text
+        q.details = details.extract([t.text for t in q.terms], normalized)
+        q.bigrams = bigrams(normalized)
         for term in q.terms:
             weight = w.joined if term.joined else 1.0
             q.weights[term.text] = max(q.weights.get(term.text, 0.0), weight)
@@ -541,6 +560,19 @@ class Retriever:
         compounds = {t.text for t in q.terms if t.joined and t.text not in concepts}
         for t in compounds:
             idf[t] = self.bm25.idf(t) if self.bm25.df(t) else max_idf
+        # Spacing-blind overlap: the idf-weighted share of the question's character bigrams in the passage.
+        gram: dict[str, float] = dict.fromkeys(candidates, 0.0)
+        n_passages = len(self.bm25)
+        gram_idf = (
+            {
+                g: math.log(1 + (n_passages - df + 0.5) / (df + 0.5))
+                for g in q.bigrams
+                if (df := self._bigram_df.get(g, 0)) > 0
+            }
+            if w.bigram > 0
+            else {}
+        )
+        gram_total = sum(gram_idf.values()) or 1.0
         for key in candidates:
             entry = self._entries[key]
             found = {t for t in concepts if t in entry.counts}
@@ -581,6 +613,8 @@ class Retriever:
             soft_pending[key] = soft
             thes_hits[key] = [f"{t}~{hit}" for t, (_, hit) in thes.items()]
             sem_score[key] = float(entry.mean @ q.mean) if entry.mean is not None and q.mean is not None else 0.0
+            if gram_idf:
+                gram[key] = sum(v for g, v in gram_idf.items() if g in entry.bigrams) / gram_total
 
         if w.cluster_detail:
             detail, deciding = self._cluster_detail(
@@ -595,6 +629,7 @@ class Retriever:
             + w.detail * detail[key]
             + w.semantic * sem_score[key]
             + w.dense * cos.get(key, 0.0)
+            + w.bigram * gram[key]
             for key in candidates
         }
         best = sorted(candidates, key=lambda c: -final[c])[:k]
