@@ -101,6 +101,7 @@ class Weights:
     similar: float = 0.3  # term-set Jaccard above which two cluster members are near-copies
     detail_words: bool = False  # every question word takes part in the cluster signal, not only detail words
     dense: float = 1.0
+    bigram_absent: float = 0.1
     bigram: float = 1.0  # weight of the spacing-blind character-bigram overlap (issue #27)
     substring: float = 1.0  # coverage credit of a question word found inside a passage's compound (issue #27)
 
@@ -563,6 +564,8 @@ class Retriever:
         # Spacing-blind overlap: the idf-weighted share of the question's character bigrams in the passage.
         gram: dict[str, float] = dict.fromkeys(candidates, 0.0)
         n_passages = len(self.bm25)
+        # A bigram no passage has counts in the total at `Weights.bigram_absent` of the highest idf, so in a
+        # small corpus the one common bigram a question shares with it (회사) does not make a full match.
         gram_idf = (
             {
                 g: math.log(1 + (n_passages - df + 0.5) / (df + 0.5))
@@ -572,7 +575,8 @@ class Retriever:
             if w.bigram > 0
             else {}
         )
-        gram_total = sum(gram_idf.values()) or 1.0
+        absent = sum(1 for g in q.bigrams if g not in gram_idf)
+        gram_total = sum(gram_idf.values()) + w.bigram_absent * max_idf * absent or 1.0
         for key in candidates:
             entry = self._entries[key]
             found = {t for t in concepts if t in entry.counts}
