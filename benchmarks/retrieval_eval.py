@@ -414,7 +414,12 @@ def heldout_section(quick: bool) -> list[str]:
             lines.append(f"| {label} | " + " | ".join(f"{h1:.2f} / {h5:.2f}" for h1, h5 in cells) + " |")
         ablation = "\n".join(lines)
         print(ablation)
-        parts += [f"Issue #27's techniques, one at a time (own set, fresh2, {name}):", "", ablation, ""]
+        parts += [
+            "Issue #27's techniques, added one at a time to the issue #17 service, on every set:",
+            "",
+            ablation,
+            "",
+        ]
     return parts
 
 
@@ -467,7 +472,7 @@ def main() -> int:
     heldout_parts = heldout_section(args.quick)
     counts = ", ".join(f"{k} {systems['service'][k].n}" for k in KINDS)
     parts = [
-        "## Korean retrieval (issue #17)",
+        "## Korean retrieval (issues #17, #27)",
         "",
         f"Own evaluation set: {len(passages)} passages, {len(questions)} questions "
         f"({counts}); "
