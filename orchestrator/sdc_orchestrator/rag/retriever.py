@@ -647,7 +647,7 @@ class Retriever:
                 row = int(sims_all[start : start + len(entry.ids), j].argmax())
                 soft.append(f"{text}~{self._vocab.get(entry.ids[row], '')}")
             expanded = [f"{q.expanded_from[t]}~{t}" for t in q.expanded_from if t in entry.counts]
-            return soft + thes_hits[key] + expanded
+            return list(dict.fromkeys(soft + thes_hits[key] + expanded))  # a CoNg match may also be an expansion
 
         return [
             self._hit(
