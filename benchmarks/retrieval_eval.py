@@ -72,6 +72,30 @@ def load_fresh(name: str) -> list[Question]:
     return [Question(kind, answer, text, name) for kind, answer, text in _rows(DATA / FRESH_SETS[name])]
 
 
+# Held-out sets (issue #27): their own passages and questions, written by someone who had seen neither the
+# retriever nor the other sets, frozen (committed alone, sha256 recorded) before any tuning. Split by data
+# row: odd rows (1st, 3rd, ...) are dev (their failures may guide general techniques), even rows are test
+# (never read one by one, never tuned to).
+HELDOUT_SETS = {"heldout3": ("ko_passages_heldout3.tsv", "ko_questions_heldout3.tsv")}
+# sha256 of each file as frozen (passages, questions): the floors test checks the files are unchanged.
+HELDOUT_SHA256 = {
+    "heldout3": (
+        "364f1e91a579b70100aaba7fef9319f43b26e73f5e4c7af5e9cf1ed796964221",
+        "f20e04f5a9a27c480aad919ed97ede7094d3c48e55935f0c63e13294dc3555f1",
+    )
+}
+
+
+def load_heldout(name: str) -> tuple[dict[str, str], list[Question]]:
+    passages_file, questions_file = HELDOUT_SETS[name]
+    passages = {row[0]: row[1] for row in _rows(DATA / passages_file) if row[0] != "id"}
+    data = [row for row in _rows(DATA / questions_file) if row[0] != "kind"]
+    questions = [
+        Question(kind, answer, text, "dev" if i % 2 else "test") for i, (kind, answer, text) in enumerate(data, 1)
+    ]
+    return passages, questions
+
+
 def load_questions(fresh: bool = False) -> list[Question]:
     """The set's questions, alternating dev/test per kind; with `fresh`, the first out-of-sample
     paraphrase set (`load_fresh` for either)."""
@@ -186,6 +210,49 @@ def tune(passages: dict[str, str], questions: Sequence[Question], rounds: int = 
 
 
 NO_THESAURUS: dict[str, Any] = {"thesaurus": 0.0, "thesaurus_cover": 0.0}
+# Issue #27's techniques added one at a time to the issue #17 service (pairwise near-duplicate detail at 0.5).
+_STEPS_27: list[tuple[str, dict[str, Any]]] = [
+    (
+        "service as of issue #17",
+        {
+            "cluster_detail": False,
+            "detail": 0.5,
+            "normalize_details": False,
+            "substring": 0.0,
+            "loanword": 0.0,
+            "english": False,
+            "expansion": 0.0,
+            "expansion_min": 0.5,
+            "bigram": 0.0,
+        },
+    ),
+    ("+ detail normalization (codes, versions, short years, halves, Sino words)", {"normalize_details": True}),
+    (
+        "+ cluster-weighted details (details.py), no conflict cost",
+        {"cluster_detail": True, "detail": 1.0, "conflict": 0.0},
+    ),
+    ("+ conflict cost", {"conflict": 0.5}),
+    ("+ question words inside passage compounds", {"substring": 1.0}),
+    ("+ cross-script loanword skeletons", {"loanword": 1.0}),
+    ("+ English glossary (rag/english.txt)", {"english": True}),
+    ("+ CoNg query expansion 0.3", {"expansion": 0.3, "expansion_min": 0.55}),
+    ("+ spacing-blind character bigrams (= service)", {"bigram": 1.0}),
+]
+
+
+def _cumulative(steps: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Weights]]:
+    out, current = [], Weights()
+    for label, changes in steps:
+        current = replace(current, **changes)
+        out.append((label, current))
+    return out
+
+
+ABLATION_27: list[tuple[str, Weights]] = [
+    *_cumulative(_STEPS_27),
+    ("service + corpus co-occurrence expansion 0.2 (cooccur.py)", Weights(cooccur=0.2)),
+    ("service + corpus co-occurrence expansion 0.5", Weights(cooccur=0.5)),
+]
 ABLATION: list[tuple[str, Weights]] = [
     (
         "Kiwi BM25 + normalization (numbers, units, dates, loanwords)",
@@ -297,6 +364,65 @@ def ingestion_seconds(text: str) -> tuple[float, float, list[float]]:
     return wall, cpu, quarters
 
 
+def heldout_section(quick: bool) -> list[str]:
+    """Tables for each held-out set: per kind, dev / test / all, Kiwi BM25 against the service; with the
+    ablation of issue #27's techniques unless `quick`."""
+    parts: list[str] = []
+    for name in HELDOUT_SETS:
+        if not (DATA / HELDOUT_SETS[name][1]).exists():
+            continue
+        passages, questions = load_heldout(name)
+        kiwi, service = bm25_ranker(passages, morphemes), service_ranker(build_retriever(passages))
+        parts += [
+            f"Held-out set `{name}` ({len(passages)} passages, {len(questions)} questions; "
+            f"`benchmarks/data/{HELDOUT_SETS[name][1]}`): odd data rows are its dev half, even rows its test half.",
+            "",
+        ]
+        for label, part in (
+            ("dev half", [q for q in questions if q.split == "dev"]),
+            ("test half (never read one by one)", [q for q in questions if q.split == "test"]),
+            ("all", questions),
+        ):
+            table = kind_table({"Kiwi BM25": evaluate(kiwi, part), "service": evaluate(service, part)})
+            print(f"{name} {label}\n{table}")
+            parts += [f"{name}, {label}:", "", table, ""]
+        if quick:
+            continue
+        lines = [
+            "| configuration (hit@1 / hit@5) | own set | fresh | fresh2 | "
+            f"{name} dev | {name} test | {name} all | {name} near-dup | {name} paraphrase |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        own_passages, own_questions = load_passages(), load_questions()
+        fresh, fresh2 = load_fresh("fresh"), load_fresh("fresh2")
+        for label, weights in ABLATION_27:
+            own = service_ranker(build_retriever(own_passages, weights))
+            ranker = service_ranker(build_retriever(passages, weights))
+            held = evaluate(ranker, questions)
+            dev = evaluate(ranker, [q for q in questions if q.split == "dev"])
+            test = evaluate(ranker, [q for q in questions if q.split == "test"])
+            cells = [
+                evaluate(own, own_questions)["all"].row()[:2],
+                evaluate(own, fresh)["all"].row()[:2],
+                evaluate(own, fresh2)["all"].row()[:2],
+                dev["all"].row()[:2],
+                test["all"].row()[:2],
+                held["all"].row()[:2],
+                held["near_duplicate"].row()[:2],
+                held["paraphrase"].row()[:2],
+            ]
+            lines.append(f"| {label} | " + " | ".join(f"{h1:.2f} / {h5:.2f}" for h1, h5 in cells) + " |")
+        ablation = "\n".join(lines)
+        print(ablation)
+        parts += [
+            "Issue #27's techniques, added one at a time to the issue #17 service, on every set:",
+            "",
+            ablation,
+            "",
+        ]
+    return parts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="quality tables only")
@@ -343,9 +469,10 @@ def main() -> int:
         fresh_lines.append(f"| {system} | " + " | ".join(cells) + " |")
     print(kind_table(systems))
     print("\n".join(fresh_lines))
+    heldout_parts = heldout_section(args.quick)
     counts = ", ".join(f"{k} {systems['service'][k].n}" for k in KINDS)
     parts = [
-        "## Korean retrieval (issue #17)",
+        "## Korean retrieval (issues #17, #27)",
         "",
         f"Own evaluation set: {len(passages)} passages, {len(questions)} questions "
         f"({counts}); "
@@ -372,6 +499,7 @@ def main() -> int:
         "",
         "\n".join(fresh_lines),
         "",
+        *heldout_parts,
     ]
     if not args.quick:
         rows = [("Kiwi BM25 (before)", systems["Kiwi BM25"])]

@@ -73,18 +73,25 @@ def kiwi() -> Any:
     return Kiwi()
 
 
+ENGLISH = Path(__file__).with_name("english.txt")
+
+
 @functools.cache
-def normalizer() -> Normalizer:
-    """The shared normalizer; `SDC_RAG_SYNONYMS_FILE` adds a deployment's own spellings."""
+def normalizer(english: bool = True) -> Normalizer:
+    """The shared normalizer: the loanword lexicon, the English glossary (`english.txt`: passport -> 여권;
+    `english=False` for the ablation only) and `SDC_RAG_SYNONYMS_FILE`, a deployment's own spellings."""
+    extra: dict[str, tuple[str, ...]] = dict(load_synonyms(ENGLISH)) if english else {}
     path = os.environ.get("SDC_RAG_SYNONYMS_FILE")
-    return Normalizer(load_synonyms(Path(path)) if path else None)
+    for canonical, variants in (load_synonyms(Path(path)) if path else {}).items():
+        extra[canonical] = (*extra.get(canonical, ()), *variants)
+    return Normalizer(extra)
 
 
 def analyzer_version() -> str:
     """Changes whenever stored tokens would differ: then the retriever re-analyses on load."""
     from kiwipiepy import __version__ as kiwi_version
 
-    return f"v2/kiwi-{kiwi_version}/lex-{normalizer().lexicon.fingerprint}"
+    return f"v3/kiwi-{kiwi_version}/lex-{normalizer().lexicon.fingerprint}"
 
 
 def morphemes(text: str) -> list[str]:
@@ -107,12 +114,15 @@ class Term:
     joined: bool = False
 
 
-def analyze(text: str, normalize: bool = True, join: bool = True) -> list[Term]:
+def analyze(
+    text: str, normalize: bool = True, join: bool = True, details: bool = True, english: bool = True
+) -> list[Term]:
     """Normalized content terms of `text`: merged number+unit tokens, plus joined adjacent nouns.
 
-    `normalize` and `join` exist for the evaluation's ablation; the service always uses both.
+    `normalize`, `join`, `details` (normalize.normalize_details) and `english` (the glossary) exist for the
+    evaluation's ablation; the service always uses all four.
     """
-    toks = kiwi().tokenize(normalizer()(text) if normalize else text)
+    toks = kiwi().tokenize(normalizer(english)(text, details) if normalize else text)
     terms: list[Term] = []
     prev_noun: tuple[str, int] | None = None  # (form, end offset) of the previous noun, for joining
     i = 0

@@ -109,6 +109,10 @@ LEXICON: dict[str, tuple[str, ...]] = {
     "mb": ("메가바이트", "메가"),
     "tb": ("테라바이트", "테라"),
     "비밀번호": ("비번", "패스워드", "password"),
+    # deployment environments (issue #27: near-duplicate runbooks differ by environment)
+    "prod": ("production", "프로덕션", "프로드", "운영계", "상용계"),
+    "staging": ("stg", "stage", "스테이징", "스테이지"),
+    "dev": ("development", "개발계", "데브"),
 }
 
 _HANGUL = "가-힣"
@@ -284,6 +288,57 @@ def _clock(match: re.Match[str]) -> str:
     return f"{match.group(1)} {hour + 12 if hour < 12 else hour}시"
 
 
+# -- codes, versions, short years, halves (issue #27: the detail that tells near-duplicates apart is often
+# written another way in the question than in the passage) -------------------------------------------------
+# A model or product code: SX-200, SX 200 and SX200 are one token (sx200). The spaced form only for two or more
+# capitals and two or more digits not followed by a counter (GPU 2장, A 4개 stay as they are).
+_CODE_HYPHEN_RE = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{1,6})[-‐_](\d[\d.]*)(?![\d])")
+_CODE_SPACE_RE = re.compile(rf"(?<![A-Za-z0-9])([A-Z]{{2,6}}) (\d{{2,6}})(?![\d.,%])(?!\s?(?:{_UNIT_ALT}){_AFTER})")
+# Versions: 버전 2.1, 2.1 버전, ver. 2.1, V 2.1, v2.1.0 -> v2.1
+_VERSION_RE = re.compile(
+    r"(?:(?<![A-Za-z])(?:버전|ver\.?|version|[vV]\.?)\s?(\d+(?:\.\d+)*)(?![\d.]))|(?:(?<![\d.])(\d+(?:\.\d+)+)\s?버전)"
+)
+# A two-digit year where only a year can be meant: '24년, 24년 7월, 24년도, 24년 개정, 24년 상반기.
+_SHORT_YEAR_RE = re.compile(
+    r"(?<![\d.,])(?:'(\d\d)년|(\d\d)년(?=도|\s?\d{1,2}월|\s?(?:개정|상반기|하반기|기준|시행|이후|부터)))"
+)
+_YEAR_DO_RE = re.compile(r"((?:19|20)\d\d)년도")
+# Halves after a converted number: 1년 반 = 1년 6개월, 2시간 반 = 2시간 30분, 3개월 반 = 3개월 15일.
+_HALF_RE = re.compile(rf"(\d+)(년|개월|시간|시)\s?반{_AFTER}")
+_HALF = {"년": "6개월", "개월": "15일", "시간": "30분", "시": "30분"}
+# 당일치기 (a day trip) is one day; 당일 alone is also "that same day" and is left alone.
+_DAYTRIP_RE = re.compile(r"당일치기")
+
+
+def _version(match: re.Match[str]) -> str:
+    number = match.group(1) or match.group(2)
+    while number.endswith(".0") and number.count(".") > 0:
+        number = number[:-2]
+    return f"v{number}"
+
+
+# A spelled-out Sino-Korean number of two or more syllables with 십/백/천, as a word of its own before another
+# word (백사십 학점, 삼십 명): digits, whatever the counter (normalize_numbers converts only known units).
+_SINO_WORD_RE = re.compile(r"(?<![가-힣])([일이삼사오육칠팔구십백천]*[십백천][일이삼사오육칠팔구십백천]*)(?=\s[가-힣])")
+
+
+def _sino_word(match: re.Match[str]) -> str:
+    value = parse_numeral(match.group(1)) if len(match.group(1)) >= 2 else None
+    return str(value) if value is not None else match.group(0)
+
+
+def normalize_details(text: str) -> str:
+    """Codes, versions, short years, halves and day trips in one canonical spelling (after the numbers)."""
+    text = _DAYTRIP_RE.sub("1일", text)
+    text = _SINO_WORD_RE.sub(_sino_word, text)
+    text = _CODE_HYPHEN_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}", text)
+    text = _CODE_SPACE_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}", text)
+    text = _VERSION_RE.sub(_version, text)
+    text = _SHORT_YEAR_RE.sub(lambda m: f"20{m.group(1) or m.group(2)}년", text)
+    text = _YEAR_DO_RE.sub(r"\1년", text)
+    return _HALF_RE.sub(lambda m: f"{m.group(1)}{m.group(2)} {_HALF[m.group(2)]}", text)
+
+
 def normalize_numbers(text: str) -> str:
     text = _DATE_RE.sub(
         lambda m: f"{m.group(1)}년 {int(m.group(2))}월" + (f" {int(m.group(3))}일" if m.group(3) else ""), text
@@ -303,5 +358,7 @@ class Normalizer:
             entries[canonical] = (*entries.get(canonical, ()), *variants)
         self.lexicon = Lexicon(entries)
 
-    def __call__(self, text: str) -> str:
-        return normalize_numbers(self.lexicon.apply(text))
+    def __call__(self, text: str, details: bool = True) -> str:
+        """`details=False` (codes, versions, short years, halves left as written) is for the ablation."""
+        text = normalize_numbers(self.lexicon.apply(text))
+        return normalize_details(text) if details else text
