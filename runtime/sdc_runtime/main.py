@@ -61,6 +61,12 @@ def parser() -> argparse.ArgumentParser:
         help="requests that may wait for a row; beyond that a 503 with Retry-After (SDC_RUNTIME_MAX_QUEUE)",
     )
     p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="serve a shorter context than the model's own (LocalLLM engine.maxModelLen, like vLLM's flag)",
+    )
+    p.add_argument(
         "--max-body-bytes",
         type=int,
         default=_env_int("SDC_MAX_BODY_BYTES", 4 * 2**20),
@@ -100,7 +106,13 @@ def main(argv: list[str] | None = None) -> None:
 
     options = LoadOptions(args.device, args.dtype, args.device_map, args.quantization, args.trust_remote_code)
     try:
-        engine = Engine(args.model, options=options, max_batch=max(1, args.max_batch), max_queue=max(0, args.max_queue))
+        engine = Engine(
+            args.model,
+            options=options,
+            max_batch=max(1, args.max_batch),
+            max_queue=max(0, args.max_queue),
+            max_model_len=args.max_model_len if args.max_model_len and args.max_model_len > 0 else None,
+        )
     except ModelDirError as err:
         print(f"sdc-runtime: {err}", file=sys.stderr)
         sys.exit(2)

@@ -30,11 +30,32 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
+# Gemma 2's template as google/gemma-2-9b-it ships it: no system turn, and turns must alternate
+# user/assistant. The guide's default model; a tiny model with it shows what clients must adapt to.
+GEMMA2_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+
 
 def make_tiny_model(
-    out_dir: Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2, max_positions: int = 512
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    max_positions: int = 512,
+    chat_template: str = CHAT_TEMPLATE,
 ) -> Path:
-    """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it."""
+    """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it.
+
+    `max_positions` is the context length the model reports; `chat_template` the Jinja template its
+    tokenizer ships (GEMMA2_CHAT_TEMPLATE: one that refuses a system turn, like Gemma 2's).
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -57,7 +78,7 @@ def make_tiny_model(
         pad_token="<|endoftext|>",
         model_max_length=max_positions,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(out_dir)
 
     torch.manual_seed(seed)
@@ -84,5 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Write a tiny random-weight chat model (its output is noise).")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-positions", type=int, default=512, help="the model's context length")
+    parser.add_argument("--gemma2-template", action="store_true", help="Gemma 2's chat template (no system turn)")
     args = parser.parse_args()
-    print(make_tiny_model(args.out_dir, seed=args.seed))
+    template = GEMMA2_CHAT_TEMPLATE if args.gemma2_template else CHAT_TEMPLATE
+    print(make_tiny_model(args.out_dir, seed=args.seed, max_positions=args.max_positions, chat_template=template))
