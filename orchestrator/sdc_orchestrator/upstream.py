@@ -28,6 +28,7 @@ import aiohttp
 
 from sdc_orchestrator import metrics
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.fitting import FitError, FitHints, Fitter, resolve_name
 from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
 from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
 from sdc_orchestrator.settings import OrchestratorSettings
@@ -63,6 +64,7 @@ class Attempts:
     started: float = field(default_factory=time.perf_counter)
     slots: list[tuple[Slot, aiohttp.ClientResponse | None]] = field(default_factory=list)
     user: str | None = None  # X-SDC-User / OpenAI `user`: keeps the user on one endpoint
+    fit: FitHints | None = None  # how the route lets its request be fitted to a model (fitting.py)
 
     def failed(self, err: UpstreamError) -> None:
         self.tried.append(
@@ -108,6 +110,7 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._models: dict[str, str] = {}
         self._discovery_failed: dict[str, float] = {}
+        self.fitter = Fitter(lambda: self.http, self.headers)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -146,6 +149,10 @@ class Upstream:
         if model and model != "auto":
             served = await self.served_models()
             matching = [e for e in self.registry.all("chat") if self.registry.model_id(e, served.get(e.name)) == model]
+            if not matching:  # the name rule: `gemma-2-9b-it` finds `google/gemma-2-9b-it` (fitting.resolve_name)
+                ids = {e.name: self.registry.model_id(e, served.get(e.name)) or "" for e in self.registry.all("chat")}
+                name = resolve_name(model, sorted(set(ids.values()) - {""}))
+                matching = [e for e in self.registry.all("chat") if name and ids[e.name] == name]
             if not matching:
                 raise NoRouteError(404, f"model '{model[:256]}' is not served; GET /v1/models lists the models")
             by_provider = {**by_provider, "_model": matching}
@@ -162,9 +169,12 @@ class Upstream:
         return endpoint.model or self._models.get(endpoint.name, "")
 
     async def model_of(self, endpoint: Endpoint) -> str:
-        """The model to ask for; discovered once per endpoint, and a failed discovery is not retried for a while."""
+        """The model to ask for; discovered once per endpoint, and a failed discovery is not retried for a while.
+
+        A configured name is matched to what the backend serves (`gemma-2-9b-it` -> `google/gemma-2-9b-it`).
+        """
         if endpoint.model:
-            return endpoint.model
+            return await self.fitter.served_name(endpoint, endpoint.model)
         if endpoint.name in self._models:
             return self._models[endpoint.name]
         if time.monotonic() < self._discovery_failed.get(endpoint.name, 0.0):
@@ -251,14 +261,13 @@ class Upstream:
                     try:
                         async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
                             body = {**payload, "model": await self.model_of(endpoint), "stream": False}
-                            async with self.http.post(
-                                f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
-                            ) as resp:
-                                if resp.status >= 400:
-                                    raise await self._status_error(endpoint, resp)
-                                data: dict[str, Any] = await resp.json(content_type=None)
+                            body = await self.fitter.fit(endpoint, body, attempts.fit)
+                            data: dict[str, Any] = await self._chat_once(endpoint, body)
                             if not isinstance(data, dict) or not data.get("choices"):
                                 raise ValueError("no choices in the answer")
+                    except FitError as exc:
+                        slot.release("abandoned")  # the request cannot fit this model: the client's to change
+                        raise ClientRequestError(exc.status, exc.body()) from None
                     except (aiohttp.ClientError, OSError, UpstreamError, ValueError, KeyError, TimeoutError) as exc:
                         err = public_error(endpoint, exc)
                         if not err.retryable:
@@ -277,6 +286,21 @@ class Upstream:
             raise NoRouteError(504, "the request timed out", attempts.tried) from None
         raise self._exhausted(attempts)
 
+    async def _chat_once(self, endpoint: Endpoint, body: dict[str, Any]) -> Any:
+        """POST a chat; a refusal naming a chat-template rule is learned and the chat sent once more, folded."""
+        for attempt in range(2):
+            async with self.http.post(
+                f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
+            ) as resp:
+                if resp.status < 400:
+                    return await resp.json(content_type=None)
+                err = await self._status_error(endpoint, resp)
+            folded = self.fitter.learn_refusal(endpoint, body, err.body) if attempt == 0 else None
+            if folded is None:
+                raise err
+            body = folded
+        raise AssertionError("unreachable")
+
     # -- streaming -------------------------------------------------------------------------------
     async def stream(
         self, provider: str, payload: dict[str, Any], attempts: Attempts
@@ -293,16 +317,27 @@ class Upstream:
             try:
                 async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
                     body["model"] = await self.model_of(endpoint)
-                    resp = await self.http.post(
-                        f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
-                    )
-                    attempts.hold(slot, resp)  # so a cancelled request closes this connection too
-                    if resp.status >= 400:
+                    body = await self.fitter.fit(endpoint, body, attempts.fit)
+                    for retry in (False, True):
+                        resp = await self.http.post(
+                            f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
+                        )
+                        attempts.hold(slot, resp)  # so a cancelled request closes this connection too
+                        if resp.status < 400:
+                            break
                         err = await self._status_error(endpoint, resp)
                         resp.release()
-                        raise err
+                        folded = None if retry else self.fitter.learn_refusal(endpoint, body, err.body)
+                        if folded is None:
+                            raise err
+                        body = folded  # the template refused a rule now learned: once more, folded
+                    assert resp is not None  # the loop either breaks with a response or raises
                     lines = _lines(resp)
                     first = await _next_event(lines)
+            except FitError as exc:
+                attempts.upstream_s += time.perf_counter() - started
+                slot.release("abandoned")
+                raise ClientRequestError(exc.status, exc.body()) from None
             except (aiohttp.ClientError, OSError, UpstreamError, TimeoutError, StopAsyncIteration) as exc:
                 attempts.upstream_s += time.perf_counter() - started
                 if resp is not None:

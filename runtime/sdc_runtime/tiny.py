@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 CORPUS = [
     "안녕하세요. 무엇을 도와드릴까요?",
@@ -50,11 +51,13 @@ def make_tiny_model(
     layers: int = 2,
     max_positions: int = 512,
     chat_template: str = CHAT_TEMPLATE,
+    ends_early: bool = False,
 ) -> Path:
     """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it.
 
     `max_positions` is the context length the model reports; `chat_template` the Jinja template its
     tokenizer ships (GEMMA2_CHAT_TEMPLATE: one that refuses a system turn, like Gemma 2's).
+    `ends_early`: answers end after a few dozen tokens (`_end_early`), not at max_tokens.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -96,9 +99,38 @@ def make_tiny_model(
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
+    if ends_early:
+        _end_early(model, tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "sdc-tiny-model.json").write_text(json.dumps({"random_weights": True, "seed": seed}))
     return out_dir
+
+
+def _end_early(model: Any, tokenizer: Any, margin: float = 0.12) -> None:
+    """Make the end-of-sequence token likely once the answer has visible text, so answers are short.
+
+    A random model rarely samples its EOS token: with a long context every answer runs to max_tokens,
+    minutes of CPU in a test. One hidden dimension is made a constant carried untouched through the
+    layers (no layer writes to it): `c` in the embedding of every token that decodes on its own to
+    visible text, 0 in the others (the newline that ends the templates' prompts, byte fragments,
+    control tokens), `c + margin` in EOS's. Tied to the output, that dimension adds the same logit
+    to every visible token and a bit more to EOS, but only after a visible token: an answer is never
+    empty, and after its first visible token about one step in thirty ends it.
+    """
+    import torch
+
+    embed = model.get_input_embeddings().weight
+    k, c = embed.shape[1] - 1, 1.0
+    specials = set(tokenizer.all_special_ids)
+    with torch.no_grad():
+        for token_id in range(embed.shape[0]):
+            text = tokenizer.decode([token_id])
+            visible = token_id not in specials and text.strip() != "" and "\ufffd" not in text
+            embed[token_id, k] = c if visible else 0.0
+        embed[tokenizer.eos_token_id, k] = c + margin
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[k, :] = 0.0
+            layer.mlp.down_proj.weight[k, :] = 0.0
 
 
 def main() -> None:
