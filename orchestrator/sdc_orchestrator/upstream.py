@@ -318,7 +318,8 @@ class Upstream:
                 async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
                     body["model"] = await self.model_of(endpoint)
                     body = await self.fitter.fit(endpoint, body, attempts.fit)
-                    for retry in (False, True):
+                    retried = False
+                    while True:
                         resp = await self.http.post(
                             f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
                         )
@@ -327,11 +328,10 @@ class Upstream:
                             break
                         err = await self._status_error(endpoint, resp)
                         resp.release()
-                        folded = None if retry else self.fitter.learn_refusal(endpoint, body, err.body)
+                        folded = None if retried else self.fitter.learn_refusal(endpoint, body, err.body)
                         if folded is None:
                             raise err
-                        body = folded  # the template refused a rule now learned: once more, folded
-                    assert resp is not None  # the loop either breaks with a response or raises
+                        body, retried = folded, True  # the template refused a rule now learned: once more, folded
                     lines = _lines(resp)
                     first = await _next_event(lines)
             except FitError as exc:

@@ -141,8 +141,8 @@ def test_a_max_tokens_that_cannot_fit_is_a_400_naming_it(seed_orchestrator: Call
 def test_rag_drops_passages_to_fit(seed_orchestrator: Callable[..., str]) -> None:
     base = seed_orchestrator(SDC_RAG_TOP_K="4")
     with httpx.Client(base_url=base, timeout=120) as client:
-        for i in range(4):  # each passage several hundred tokens for this tokenizer: four cannot fit 2048
-            text = f"문서 {i}: " + SEOUL * 6
+        for i in range(4):  # syllables the tiny tokenizer never merged: ~900 tokens each, four cannot fit 2048
+            text = f"서울 문서 {i}: " + "".join(chr(0xAC00 + (j * 37 + i * 11) % 11172) for j in range(300))
             assert client.post("/api/v1/documents", json={"id": f"d{i}", "text": text}).status_code == 200
         resp = client.post("/api/v1/chat", json={"message": "서울은 대한민국의 수도입니까?", "max_tokens": 64})
         answered(resp)
