@@ -164,6 +164,16 @@ def containers(obj: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
             lambda c, i, p: "--trust-remote-code" in c["args"],
         ),
         (
+            "transformers serves engine.maxModelLen",
+            {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV}, "engine": {"maxModelLen": 2048}},
+            lambda c, i, p: c["args"][c["args"].index("--max-model-len") + 1] == "2048",
+        ),
+        (
+            "transformers serves the model's own context by default",
+            {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV}},
+            lambda c, i, p: "--max-model-len" not in c["args"],
+        ),
+        (
             "transformers keeps remote code off by default",
             {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV}},
             lambda c, i, p: "--trust-remote-code" not in c["args"],
