@@ -165,7 +165,11 @@ def containers(obj: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
         ),
         (
             "transformers serves engine.maxModelLen",
-            {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV}, "engine": {"maxModelLen": 2048}},
+            {
+                "runtime": "transformers",
+                "model": {"name": "sdc/tiny", "revision": REV},
+                "engine": {"maxModelLen": 2048},
+            },
             lambda c, i, p: c["args"][c["args"].index("--max-model-len") + 1] == "2048",
         ),
         (
