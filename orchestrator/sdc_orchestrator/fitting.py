@@ -181,6 +181,22 @@ class Fitter:
         profile = await self.profile(endpoint, wanted)
         return resolve_name(wanted, profile.ids) or wanted
 
+    def missing_model(self, endpoint: Endpoint, model: object, status: int | None, error_body: object) -> Any:
+        """Ollama's 404 for a model it has not pulled, as the client's error naming the tags it has; else None.
+
+        Not an outage to fail over from: the name (LLM_MODEL_NAME, or the request's) is wrong, or the
+        model still has to be pulled. The endpoint's list is learned again on the next request.
+        """
+        if endpoint.provider != "ollama" or status != 404 or "not found" not in str(error_body).lower():
+            return None
+        known = self._profiles.pop(endpoint.name, None)
+        tags = ", ".join(known.ids) if known and known.ids else "none"
+        message = (
+            f"model '{model}' is not on Ollama endpoint {endpoint.name}; the tags it has: {tags} "
+            f"(pull it with `ollama pull {model}`, or set LLM_MODEL_NAME to one of them)"
+        )
+        return {"error": {"message": message, "type": "invalid_request_error", "code": 404}}
+
     def learn_refusal(self, endpoint: Endpoint, body: dict[str, Any], error_body: object) -> dict[str, Any] | None:
         """After a backend's error: the body to send once more, when the error names a template rule."""
         rule = chat_template.refusal(error_body)
@@ -227,6 +243,8 @@ class Fitter:
             body = {**body, "messages": self._fold(hints.rebuild(passages), profile)}
         if passages != hints.passages:
             hints.passages_used = passages
+        if endpoint.provider not in EXACT_COUNT_PROVIDERS and not hints.defaulted_max_tokens and wanted < context:
+            return body  # an estimated prompt never refuses the caller's choice: only one the context cannot hold
         if room >= wanted or (hints.defaulted_max_tokens and room >= 1):
             if room < wanted:
                 body[key] = room

@@ -295,6 +295,8 @@ class Upstream:
                 if resp.status < 400:
                     return await resp.json(content_type=None)
                 err = await self._status_error(endpoint, resp)
+            if (missing := self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)) is not None:
+                raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing)
             folded = self.fitter.learn_refusal(endpoint, body, err.body) if attempt == 0 else None
             if folded is None:
                 raise err
@@ -328,6 +330,9 @@ class Upstream:
                             break
                         err = await self._status_error(endpoint, resp)
                         resp.release()
+                        missing = self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)
+                        if missing is not None:
+                            raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing)
                         folded = None if retried else self.fitter.learn_refusal(endpoint, body, err.body)
                         if folded is None:
                             raise err

@@ -230,3 +230,64 @@ def test_refusals_are_recognised() -> None:
     assert refusal({"message": "System role not supported"}) == "system_role"
     assert refusal({"error": {"message": "Conversation roles must alternate user/assistant/..."}}) == "alternate_roles"
     assert refusal({"message": "This model's maximum context length is 2048 tokens."}) is None
+
+
+class OllamaLike:
+    """Ollama's answers: its tags at /v1/models, num_ctx in /api/show, a 404 for a model it has not pulled."""
+
+    def __init__(self) -> None:
+        self.chats: list[dict[str, Any]] = []
+        self.app = FastAPI()
+
+        @self.app.get("/v1/models")
+        async def models() -> dict[str, Any]:
+            return {"object": "list", "data": [{"id": "gemma2:9b"}, {"id": "llama3.1:8b"}]}
+
+        @self.app.post("/api/show")
+        async def show() -> dict[str, Any]:
+            return {"parameters": "stop <end_of_turn>\nnum_ctx 4096", "model_info": {"gemma2.context_length": 8192}}
+
+        @self.app.post("/v1/chat/completions")
+        async def chat(request: Request) -> Response:
+            body = await request.json()
+            self.chats.append(body)
+            if body["model"] not in ("gemma2:9b", "llama3.1:8b"):
+                message = f'model "{body["model"]}" not found, try pulling it first'
+                return JSONResponse({"error": {"message": message, "type": "api_error"}}, 404)
+            answer = {"role": "assistant", "content": "네."}
+            return JSONResponse({"model": body["model"], "choices": [{"index": 0, "message": answer}]})
+
+
+def test_ollama_context_and_missing_models(tmp_path: Path) -> None:
+    fake = OllamaLike()
+    with serve(fake.app) as ollama:
+        port = int(ollama.rsplit(":", 1)[1])
+
+        def orchestrator(model: str) -> Any:
+            settings = OrchestratorSettings(
+                llm_service_type="ollama",
+                ollama_host="127.0.0.1",
+                ollama_port=port,
+                llm_model_name=model,
+                llm_fallback="none",
+                sdc_data_dir=tmp_path / "data",
+            )
+            return serve(create_app(settings))
+
+        with orchestrator("gemma2:9b") as base:
+            ok = httpx.post(f"{base}/api/v1/chat", json={"message": "안녕", "use_rag": False}, timeout=30)
+            assert ok.status_code == 200, ok.text
+            # num_ctx 4096 from /api/show: the default 2048 fits beside this prompt; 5000 never can.
+            assert fake.chats[-1]["max_tokens"] == 2048
+            too_long = httpx.post(
+                f"{base}/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "안녕"}], "max_tokens": 4096},
+                timeout=30,
+            )
+            assert too_long.status_code == 400 and "context of 4096 tokens" in too_long.text, too_long.text
+        with orchestrator("gemma2:27b") as base:
+            missing = httpx.post(f"{base}/api/v1/chat", json={"message": "안녕", "use_rag": False}, timeout=30)
+            assert missing.status_code == 404, missing.text
+            message = missing.json()["error"]["message"]
+            assert "model 'gemma2:27b' is not on Ollama endpoint env/ollama" in message
+            assert "the tags it has: gemma2:9b, llama3.1:8b" in message
