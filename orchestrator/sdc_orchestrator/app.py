@@ -126,6 +126,7 @@ class State:
             concurrency=settings.sdc_shadow_concurrency,
             timeout_s=settings.sdc_shadow_timeout_s,
             max_pairs=settings.sdc_shadow_max_pairs,
+            send=self.upstream.fitted_chat,
         )
 
     def answered(

@@ -36,7 +36,9 @@ import aiohttp
 from prometheus_client import Counter, Gauge
 
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.fitting import FitError
 from sdc_orchestrator.rag.korean import morphemes
+from sdc_orchestrator.router import UpstreamError
 
 SHADOW_CALLS = Counter("sdc_orchestrator_shadow_calls_total", "Shadow copies by outcome", ["outcome"])
 SHADOW_SIMILARITY = Gauge(
@@ -99,8 +101,12 @@ class Shadow:
         concurrency: int,
         timeout_s: float,
         max_pairs: int,
+        send: Any = None,
     ) -> None:
         self.provider = provider
+        # (endpoint, body) -> the answer, fitted to the shadow's model as user chats are (Upstream.fitted_chat):
+        # the runbook's phase 0 shadows Gemini's chats to Gemma 2, whose template refuses their system turn.
+        self._send = send
         self.registry = registry
         self._http = http  # () -> aiohttp.ClientSession: the shared session of Upstream
         self._model_of = model_of
@@ -148,16 +154,27 @@ class Shadow:
         try:
             async with asyncio.timeout(self.timeout_s):
                 body = {**payload, "model": await self._model_of(endpoint), "stream": False}
-                headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-                async with self._http().post(f"{endpoint.base_url}/chat/completions", json=body, headers=headers) as r:
-                    if r.status >= 400:
-                        self._count(f"http_{r.status}")
-                        return
-                    data: dict[str, Any] = await r.json(content_type=None)
+                if self._send is not None:
+                    data: dict[str, Any] = await self._send(endpoint, body)
+                else:
+                    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+                    async with self._http().post(
+                        f"{endpoint.base_url}/chat/completions", json=body, headers=headers
+                    ) as r:
+                        if r.status >= 400:
+                            self._count(f"http_{r.status}")
+                            return
+                        data = await r.json(content_type=None)
             latency = time.perf_counter() - started
             text = _answer(data)
+        except FitError:
+            self._count("does_not_fit")
+            return
         except TimeoutError:
             self._count("timeout")
+            return
+        except UpstreamError as err:
+            self._count(f"http_{err.status}" if err.status else "error")
             return
         except (aiohttp.ClientError, OSError, ValueError, KeyError, IndexError, TypeError):
             self._count("error")

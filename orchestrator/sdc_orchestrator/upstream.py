@@ -286,6 +286,10 @@ class Upstream:
             raise NoRouteError(504, "the request timed out", attempts.tried) from None
         raise self._exhausted(attempts)
 
+    async def fitted_chat(self, endpoint: Endpoint, body: dict[str, Any]) -> Any:
+        """One chat on one endpoint, fitted to its model (a limit is clamped, never refused): the shadow's path."""
+        return await self._chat_once(endpoint, await self.fitter.fit(endpoint, body, FitHints(True)))
+
     async def _chat_once(self, endpoint: Endpoint, body: dict[str, Any]) -> Any:
         """POST a chat; a refusal naming a chat-template rule is learned and the chat sent once more, folded."""
         for attempt in range(2):

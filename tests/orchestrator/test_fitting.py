@@ -291,3 +291,34 @@ def test_ollama_context_and_missing_models(tmp_path: Path) -> None:
             message = missing.json()["error"]["message"]
             assert "model 'gemma2:27b' is not on Ollama endpoint env/ollama" in message
             assert "the tags it has: gemma2:9b, llama3.1:8b" in message
+
+
+def test_the_shadow_copy_is_fitted_too(gemma: tuple[GemmaOnVllm, str], tmp_path: Path) -> None:
+    """The runbook's phase 0: Gemini answers, every chat is copied to Gemma 2 on vLLM, which refuses system turns."""
+    import time
+
+    from tests.support.fake_openai import FakeBackend
+
+    fake, base = gemma
+    gemini = FakeBackend("gemini-x", answer="서울입니다.")
+    with serve(gemini.app) as gemini_url:
+        settings = OrchestratorSettings(
+            llm_service_type="gemini",
+            vllm_host="127.0.0.1",
+            vllm_port=int(base.rsplit(":", 1)[1]),
+            gemini_api_key="k",
+            gemini_base_url=gemini_url + "/v1",
+            gemini_model_name="gemini-x",
+            llm_fallback="none",
+            sdc_shadow_provider="vllm",
+            sdc_data_dir=tmp_path / "data",
+        )
+        with serve(create_app(settings)) as orch:
+            resp = httpx.post(f"{orch}/api/v1/chat", json={"message": "수도는?", "use_rag": False}, timeout=30)
+            assert resp.status_code == 200 and resp.json()["provider"] == "gemini", resp.text
+            deadline = time.monotonic() + 10
+            while (report := httpx.get(f"{orch}/api/v1/shadow/report").json())["pairs"] < 1:
+                assert time.monotonic() < deadline, report
+                time.sleep(0.1)
+    assert report["outcomes"] == {"compared": 1}
+    assert [m["role"] for m in fake.chats[-1]["messages"]] == ["user"]
