@@ -143,6 +143,11 @@ def containers(obj: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
             lambda c, i, p: c["image"] == "my/vllm:1" and c["args"][-1] == "--quantization=awq",
         ),
         (
+            "an engine's log tail is its termination message (a CUDA out-of-memory reaches the status)",
+            vllm(),
+            lambda c, i, p: c["terminationMessagePolicy"] == "FallbackToLogsOnError",
+        ),
+        (
             "non-root and no token automount",
             vllm(),
             lambda c, i, p: (

@@ -163,6 +163,33 @@ GPU_MSG = "0/3 nodes are available: 1 node(s) had untolerated taint, 2 Insuffici
             "ImagePullBackOff",
         ),
         (
+            "cuda out of memory",
+            Observed(
+                claim=BOUND,
+                deployment=deploy(),
+                pods=[
+                    pod(
+                        init=DONE,
+                        main={
+                            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                            "lastState": {
+                                "terminated": {
+                                    "exitCode": 1,
+                                    "message": "Loading safetensors checkpoint shards: 50%\n"
+                                    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 224.00 MiB. "
+                                    "GPU 0 has a total capacity of 22.05 GiB of which 101.12 MiB is free.\n"
+                                    "[rank0]: process exited",
+                                }
+                            },
+                        },
+                    )
+                ],
+            ),
+            [],
+            "Failed",
+            "ran out of GPU memory: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 224.00 MiB",
+        ),
+        (
             "ready",
             Observed(claim=BOUND, deployment=deploy(ready=1, available=True), pods=[pod(init=DONE)]),
             [],
