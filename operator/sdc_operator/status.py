@@ -243,7 +243,9 @@ def derive_status(
         checks["Fits"] = fit
         if fit.ok is False and phase not in ("Ready", "Failed"):
             message = f"may not fit: {fit.message}; {message}"
-    checks["Ready"] = Check(phase == "Ready", phase, message)
+    # A GPU out of memory is named in the Ready condition's reason, so alerts and `kubectl wait` can tell it.
+    oom = phase in ("Failed", "Degraded") and engine.reason == "OutOfGPUMemory" and message == engine.message
+    checks["Ready"] = Check(phase == "Ready", engine.reason if oom else phase, message)
     return _assemble(
         phase,
         message,
