@@ -127,6 +127,8 @@ class State:
             timeout_s=settings.sdc_shadow_timeout_s,
             max_pairs=settings.sdc_shadow_max_pairs,
             send=self.upstream.fitted_chat,
+            keep_texts=settings.sdc_shadow_keep_texts,
+            text_chars=settings.sdc_shadow_text_chars,
         )
 
     def answered(

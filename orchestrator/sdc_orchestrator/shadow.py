@@ -19,6 +19,11 @@ morphemes, so 서울은 and 서울의 count as the same word, particles and endi
 do not count at all. `GET /api/v1/shadow/report` summarises the recent pairs;
 the same figures are Prometheus gauges. Streamed chats are not copied (their
 text is never assembled in the orchestrator); they are counted as `skipped`.
+
+Texts are not kept unless asked: SDC_SHADOW_KEEP_TEXTS=N keeps the question and
+both answers of the last N pairs (each cut at SDC_SHADOW_TEXT_CHARS) for people
+to read side by side in the report's `texts`; memory stays bounded, and nothing
+is written to disk.
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ class Shadow:
         timeout_s: float,
         max_pairs: int,
         send: Any = None,
+        keep_texts: int = 0,
+        text_chars: int = 2000,
     ) -> None:
         self.provider = provider
         # (endpoint, body) -> the answer, fitted to the shadow's model as user chats are (Upstream.fitted_chat):
@@ -113,6 +120,8 @@ class Shadow:
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.pairs: deque[Pair] = deque(maxlen=max_pairs)
+        self.text_chars = text_chars
+        self.texts: deque[dict[str, Any]] = deque(maxlen=keep_texts)  # maxlen 0: nothing is kept
         self.outcomes: Tally[str] = Tally()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -182,8 +191,26 @@ class Shadow:
         score = await asyncio.to_thread(similarity, answer, text)
         shadow_side = side(endpoint.provider, str(data.get("model") or body["model"]), latency, data)
         self.pairs.append(Pair(primary, shadow_side, round(score, 4), time.time()))
+        if self.texts.maxlen:
+            self._keep_texts(payload, primary, shadow_side, answer, text, round(score, 4))
         self._count("compared")
         self._publish()
+
+    def _keep_texts(self, payload: dict[str, Any], primary: Side, shadow: Side, a: str, b: str, score: float) -> None:
+        users = [m for m in payload.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+        question = str(users[-1].get("content") or "") if users else ""
+        cut = self.text_chars
+        self.texts.append(
+            {
+                "at": round(time.time(), 3),
+                "question": question[-cut:],  # the end: a RAG prompt puts the question after the passages
+                "primary": f"{primary.provider}:{primary.model}",
+                "shadow": f"{shadow.provider}:{shadow.model}",
+                "primary_text": a[:cut],
+                "shadow_text": b[:cut],
+                "similarity": score,
+            }
+        )
 
     def _publish(self) -> None:
         report = self.report()
@@ -221,6 +248,7 @@ class Shadow:
             "pairs": len(pairs),
             "outcomes": dict(self.outcomes),
             "in_flight": len(self._tasks),
+            "texts": list(self.texts),
             "similarity": summary([p.similarity for p in pairs]),
             "primary": per_side("primary"),
             "shadow": per_side("shadow"),

@@ -311,6 +311,8 @@ def test_the_shadow_copy_is_fitted_too(gemma: tuple[GemmaOnVllm, str], tmp_path:
             gemini_model_name="gemini-x",
             llm_fallback="none",
             sdc_shadow_provider="vllm",
+            sdc_shadow_keep_texts=5,
+            sdc_shadow_text_chars=3,
             sdc_data_dir=tmp_path / "data",
         )
         with serve(create_app(settings)) as orch:
@@ -321,4 +323,7 @@ def test_the_shadow_copy_is_fitted_too(gemma: tuple[GemmaOnVllm, str], tmp_path:
                 assert time.monotonic() < deadline, report
                 time.sleep(0.1)
     assert report["outcomes"] == {"compared": 1}
+    (kept,) = report["texts"]  # opt-in, bounded: the question's end and both answers, 3 characters each
+    assert (kept["question"], kept["primary_text"], kept["shadow_text"]) == ("도는?", "서울입", "서울입")
+    assert kept["primary"] == "gemini:gemini-x" and kept["shadow"] == f"vllm:{SERVED}"
     assert [m["role"] for m in fake.chats[-1]["messages"]] == ["user"]
