@@ -9,7 +9,9 @@ endpoint, learned once from the backend and cached:
 - the served name: a configured `gemma-2-9b-it` finds `google/gemma-2-9b-it`
   (`resolve_name`: the last path segment, case-insensitive);
 - the context length: vLLM's and sdc-runtime's /v1/models entry
-  (`max_model_len`), Ollama's `num_ctx` from its show API;
+  (`max_model_len`), Ollama's `num_ctx` from its show API; the seed's own
+  Ollama without one gets OLLAMA_NUM_CTX (8192, the seed's and the operator's
+  figure) through Ollama's native chat API (ollama_native.py);
 - the chat template's rules (chat_template.py): sdc-runtime's entry states
   them; vLLM's refusal names them and the request goes once more, folded.
 
@@ -78,6 +80,7 @@ class Profile:
     alternate_roles: bool = False
     learned_at: float = 0.0
     failed: bool = False
+    ollama_num_ctx: int | None = None  # set: chats go to Ollama's /api/chat with this num_ctx (ollama_native.py)
 
 
 def resolve_name(wanted: str, served: list[str]) -> str | None:
@@ -116,8 +119,10 @@ class Fitter:
         headers: Callable[[Endpoint], dict[str, str]],
         *,
         timeout_s: float = 3.0,
+        ollama_num_ctx: int = 8192,
     ) -> None:
         self._http = http
+        self.ollama_num_ctx = ollama_num_ctx
         self._headers = headers
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._profiles: dict[str, Profile] = {}
@@ -161,18 +166,30 @@ class Fitter:
             profile.system_role = rules.get("system_role") is not False
             profile.alternate_roles = rules.get("alternate_roles") is True
         if endpoint.provider == "ollama" and name and profile.max_model_len is None:
-            profile.max_model_len = await self._ollama_num_ctx(endpoint, name)
+            shown, num_ctx = await self._ollama_num_ctx(endpoint, name)
+            profile.max_model_len = num_ctx
+            # The seed's own Ollama (no operator set OLLAMA_CONTEXT_LENGTH on it), a model without num_ctx:
+            # its default context would be 2048-4096, so chats carry the seed's num_ctx themselves.
+            if shown and num_ctx is None and endpoint.namespace is None and endpoint.name.startswith("env/"):
+                profile.ollama_num_ctx = profile.max_model_len = self.ollama_num_ctx
 
-    async def _ollama_num_ctx(self, endpoint: Endpoint, name: str) -> int | None:
-        """The model's `num_ctx` PARAMETER (the operator bakes it in; a Modelfile may set it)."""
+    async def _ollama_num_ctx(self, endpoint: Endpoint, name: str) -> tuple[bool, int | None]:
+        """Whether /api/show answered (a real Ollama), and the model's `num_ctx` PARAMETER if it has one."""
         async with self._http().post(
             f"{_root(endpoint.base_url)}/api/show", json={"model": name}, timeout=self._timeout
         ) as resp:
             if resp.status >= 400:
-                return None
+                return False, None
             data = await resp.json(content_type=None)
         found = _NUM_CTX.search(str(data.get("parameters") or ""))
-        return int(found.group(1)) if found else None
+        return True, (int(found.group(1)) if found else None)
+
+    def native_ollama(self, endpoint: Endpoint) -> tuple[str, int] | None:
+        """(URL, num_ctx) of Ollama's /api/chat when this endpoint's chats go there, else None."""
+        profile = self._profiles.get(endpoint.name)
+        if profile is None or profile.ollama_num_ctx is None:
+            return None
+        return f"{_root(endpoint.base_url)}/api/chat", profile.ollama_num_ctx
 
     async def served_name(self, endpoint: Endpoint, wanted: str) -> str:
         """The configured model name as the backend serves it (the name rule), else unchanged."""

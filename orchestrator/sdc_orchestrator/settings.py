@@ -30,6 +30,9 @@ class OrchestratorSettings(BaseSettings):
     )
     ollama_host: str = "localhost"
     ollama_port: int = 11434
+    ollama_num_ctx: int = Field(
+        default=8192, ge=256, description="Context for the seed's Ollama when its model sets none (the guide's)."
+    )
     vllm_host: str = "localhost"
     vllm_port: int = 8000
     transformers_host: str = "localhost"

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from sdc_orchestrator import metrics
+from sdc_orchestrator import metrics, ollama_native
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.fitting import FitError, FitHints, Fitter, resolve_name
 from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
@@ -110,7 +110,7 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._models: dict[str, str] = {}
         self._discovery_failed: dict[str, float] = {}
-        self.fitter = Fitter(lambda: self.http, self.headers)
+        self.fitter = Fitter(lambda: self.http, self.headers, ollama_num_ctx=settings.ollama_num_ctx)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -293,11 +293,11 @@ class Upstream:
     async def _chat_once(self, endpoint: Endpoint, body: dict[str, Any]) -> Any:
         """POST a chat; a refusal naming a chat-template rule is learned and the chat sent once more, folded."""
         for attempt in range(2):
-            async with self.http.post(
-                f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
-            ) as resp:
+            url, sent = self._chat_request(endpoint, body)
+            async with self.http.post(url, json=sent, headers=self.headers(endpoint)) as resp:
                 if resp.status < 400:
-                    return await resp.json(content_type=None)
+                    data = await resp.json(content_type=None)
+                    return ollama_native.response(data) if sent is not body else data
                 err = await self._status_error(endpoint, resp)
             if (missing := self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)) is not None:
                 raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing)
@@ -306,6 +306,13 @@ class Upstream:
                 raise err
             body = folded
         raise AssertionError("unreachable")
+
+    def _chat_request(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Where a chat goes and what is sent: OpenAI's route, or Ollama's own with the context (ollama_native)."""
+        native = self.fitter.native_ollama(endpoint)
+        if native is None:
+            return f"{endpoint.base_url}/chat/completions", body
+        return native[0], ollama_native.request(body, native[1])
 
     # -- streaming -------------------------------------------------------------------------------
     async def stream(
@@ -326,9 +333,8 @@ class Upstream:
                     body = await self.fitter.fit(endpoint, body, attempts.fit)
                     retried = False
                     while True:
-                        resp = await self.http.post(
-                            f"{endpoint.base_url}/chat/completions", json=body, headers=self.headers(endpoint)
-                        )
+                        url, sent = self._chat_request(endpoint, body)
+                        resp = await self.http.post(url, json=sent, headers=self.headers(endpoint))
                         attempts.hold(slot, resp)  # so a cancelled request closes this connection too
                         if resp.status < 400:
                             break
@@ -341,7 +347,7 @@ class Upstream:
                         if folded is None:
                             raise err
                         body, retried = folded, True  # the template refused a rule now learned: once more, folded
-                    lines = _lines(resp)
+                    lines = ollama_native.sse_lines(_lines(resp)) if sent is not body else _lines(resp)
                     first = await _next_event(lines)
             except FitError as exc:
                 attempts.upstream_s += time.perf_counter() - started

@@ -327,3 +327,69 @@ def test_the_shadow_copy_is_fitted_too(gemma: tuple[GemmaOnVllm, str], tmp_path:
     assert (kept["question"], kept["primary_text"], kept["shadow_text"]) == ("도는?", "서울입", "서울입")
     assert kept["primary"] == "gemini:gemini-x" and kept["shadow"] == f"vllm:{SERVED}"
     assert [m["role"] for m in fake.chats[-1]["messages"]] == ["user"]
+
+
+class NativeOllama:
+    """An Ollama the team runs itself: no num_ctx on the model, its own /api/chat (JSON lines when streaming)."""
+
+    def __init__(self) -> None:
+        self.native: list[dict[str, Any]] = []
+        self.openai = 0
+        self.app = FastAPI()
+
+        @self.app.get("/v1/models")
+        async def models() -> dict[str, Any]:
+            return {"object": "list", "data": [{"id": "gemma2:9b"}]}
+
+        @self.app.post("/api/show")
+        async def show() -> dict[str, Any]:
+            return {"parameters": "stop <end_of_turn>", "model_info": {"gemma2.context_length": 8192}}
+
+        @self.app.post("/v1/chat/completions")
+        async def openai_chat() -> Response:
+            self.openai += 1
+            return JSONResponse({"error": {"message": "this test wants /api/chat"}}, 500)
+
+        @self.app.post("/api/chat")
+        async def chat(request: Request) -> Response:
+            body = await request.json()
+            self.native.append(body)
+            last = {"model": body["model"], "done": True, "done_reason": "stop", "prompt_eval_count": 9}
+            if not body["stream"]:
+                return JSONResponse({**last, "message": {"role": "assistant", "content": "서울입니다."}, "eval_count": 3})
+
+            async def lines() -> Iterator[str]:  # type: ignore[misc]
+                for piece in ("서울", "입니다."):
+                    yield json.dumps({"model": body["model"], "message": {"content": piece}, "done": False}) + "\n"
+                yield json.dumps({**last, "message": {"content": ""}, "eval_count": 2}) + "\n"
+
+            return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def test_the_seeds_own_ollama_gets_the_guides_context(tmp_path: Path) -> None:
+    fake = NativeOllama()
+    with serve(fake.app) as ollama:
+        settings = OrchestratorSettings(
+            llm_service_type="ollama",
+            ollama_host="127.0.0.1",
+            ollama_port=int(ollama.rsplit(":", 1)[1]),
+            llm_model_name="gemma2:9b",
+            llm_fallback="none",
+            sdc_data_dir=tmp_path / "data",
+        )
+        with serve(create_app(settings)) as base:
+            plain = httpx.post(f"{base}/api/v1/chat", json={"message": "수도는?", "use_rag": False}, timeout=30)
+            assert plain.status_code == 200 and plain.json()["response"] == "서울입니다.", plain.text
+            sent = fake.native[-1]
+            assert sent["options"]["num_ctx"] == 8192 and sent["options"]["temperature"] == 0.3
+            assert sent["options"]["num_predict"] == 2048 and sent["model"] == "gemma2:9b"
+            streamed = httpx.post(
+                f"{base}/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "수도는?"}], "stream": True, "max_tokens": 50},
+                timeout=30,
+            )
+            events = [json.loads(x[6:]) for x in streamed.text.split("\n\n") if x.startswith("data: {")]
+            assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == "서울입니다."
+            assert events[-1]["choices"][0]["finish_reason"] == "stop" and streamed.text.rstrip().endswith("[DONE]")
+            assert fake.native[-1]["options"] == {"num_ctx": 8192, "temperature": 0.3, "top_p": 0.8, "num_predict": 50}
+    assert fake.openai == 0
