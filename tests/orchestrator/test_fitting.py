@@ -356,7 +356,9 @@ class NativeOllama:
             self.native.append(body)
             last = {"model": body["model"], "done": True, "done_reason": "stop", "prompt_eval_count": 9}
             if not body["stream"]:
-                return JSONResponse({**last, "message": {"role": "assistant", "content": "서울입니다."}, "eval_count": 3})
+                return JSONResponse(
+                    {**last, "message": {"role": "assistant", "content": "서울입니다."}, "eval_count": 3}
+                )
 
             async def lines() -> Iterator[str]:  # type: ignore[misc]
                 for piece in ("서울", "입니다."):
