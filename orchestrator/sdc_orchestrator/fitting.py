@@ -23,7 +23,9 @@ relevant first, before the orchestrator gives up. Prompt sizes: an upper bound
 than bytes, plus room for the template) decides without a call when the prompt
 surely fits; otherwise the backend counts exactly (`POST /tokenize`, vLLM's,
 which sdc-runtime serves too). Ollama has no such route and never refuses a
-long prompt (it truncates), so its prompts are only estimated.
+long prompt (it truncates), so its prompts are only estimated; an estimate
+clamps a defaulted max_tokens but never refuses a request (only a max_tokens
+the whole context cannot hold), nor drops passages.
 """
 
 from __future__ import annotations
@@ -251,22 +253,26 @@ class Fitter:
             return body  # surely fits: no call
         passages = hints.passages
         while True:
-            prompt = await self._count(endpoint, body, profile)
+            prompt, exact = await self._count(endpoint, body, profile)
             room = context - prompt
             enough = room >= wanted or (hints.defaulted_max_tokens and room >= min(wanted, MIN_ANSWER_TOKENS))
-            if enough or hints.rebuild is None or passages <= 1:
+            if enough or not exact or hints.rebuild is None or passages <= 1:
                 break
             passages -= 1  # the least relevant passage goes first; the best one always stays
             body = {**body, "messages": self._fold(hints.rebuild(passages), profile)}
         if passages != hints.passages:
             hints.passages_used = passages
-        if endpoint.provider not in EXACT_COUNT_PROVIDERS and not hints.defaulted_max_tokens and wanted < context:
-            return body  # an estimated prompt never refuses the caller's choice: only one the context cannot hold
+        model = body.get("model") or endpoint.model or endpoint.name
+        if not exact:  # an estimate (Ollama, or no count to be had): it clamps where it can, never refuses a prompt
+            if not hints.defaulted_max_tokens and wanted >= context:
+                raise FitError(f"{key} {wanted} cannot fit: model '{model}' serves a context of {context} tokens")
+            if hints.defaulted_max_tokens and 1 <= room < wanted:
+                body[key] = room
+            return body
         if room >= wanted or (hints.defaulted_max_tokens and room >= 1):
             if room < wanted:
                 body[key] = room
             return body
-        model = body.get("model") or endpoint.model or endpoint.name
         if hints.defaulted_max_tokens:
             raise FitError(
                 f"the prompt is {prompt} tokens, which leaves no room for an answer in the context of "
@@ -277,10 +283,10 @@ class Fitter:
             f"{context} tokens, so at most {max(context - prompt, 0)} tokens can be asked for"
         )
 
-    async def _count(self, endpoint: Endpoint, body: dict[str, Any], profile: Profile) -> int:
-        """The prompt's tokens: counted by the backend where it can (vLLM, sdc-runtime), else the upper bound."""
+    async def _count(self, endpoint: Endpoint, body: dict[str, Any], profile: Profile) -> tuple[int, bool]:
+        """The prompt's tokens and whether they were counted: by the backend where it can (vLLM, sdc-runtime)."""
         if endpoint.provider not in EXACT_COUNT_PROVIDERS:
-            return utf8_upper_bound(body["messages"]) // 2  # an estimate: Ollama truncates rather than refuse
+            return utf8_upper_bound(body["messages"]) // 2, False  # Ollama has no count and truncates anyway
         for _ in range(2):
             request = {"model": body.get("model"), "messages": body["messages"], "add_generation_prompt": True}
             try:
@@ -296,9 +302,9 @@ class Fitter:
                 log.warning("counting tokens on %s failed: %s: %s", endpoint.name, type(err).__name__, err)
                 break
             if status < 400 and isinstance(data, dict) and isinstance(data.get("count"), int):
-                return int(data["count"])
+                return int(data["count"]), True
             folded = self.learn_refusal(endpoint, body, data) if status < 500 else None
             if folded is None:
                 break
             body["messages"] = folded["messages"]
-        return utf8_upper_bound(body["messages"])
+        return utf8_upper_bound(body["messages"]), False
