@@ -5,12 +5,16 @@
 # Build from the repository root: docker build -f images/runtime.Dockerfile -t sdc-runtime .
 # BASE_IMAGE: see images/operator.Dockerfile.
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+# RUNTIME_EXTRA=runtime-quant adds bitsandbytes, for LocalLLMs with engine.quantization int4/int8
+# (CUDA only): docker build --build-arg RUNTIME_EXTRA=runtime-quant ..., then engine.image names it.
+ARG RUNTIME_EXTRA=runtime
 
 # The requirement list of this image's extra, alone: the dependency layer below is rebuilt when
 # that list or the pins change, not whenever pyproject.toml does.
 FROM ${BASE_IMAGE} AS requirements
+ARG RUNTIME_EXTRA
 COPY pyproject.toml images/requirements.py /src/
-RUN python3 /src/requirements.py runtime /src/pyproject.toml > /src/requirements.txt
+RUN python3 /src/requirements.py ${RUNTIME_EXTRA} /src/pyproject.toml > /src/requirements.txt
 
 FROM ${BASE_IMAGE}
 # PYTORCH_ALLOC_CONF (torch >= 2.9's name for PYTORCH_CUDA_ALLOC_CONF): expandable segments

@@ -42,6 +42,11 @@ GPU_MEMORY_GIB: dict[str, float] = {
     "NVIDIA-L40S": 44,
     "NVIDIA-RTX-A6000": 48,
     "NVIDIA-GeForce-RTX-4090": 24,
+    # The migration guide's GPUs: a workstation RTX 3080 (10 or 12 GB) and the A40 (48 GB, like the L40S).
+    "NVIDIA-GeForce-RTX-3080": 10,
+    "NVIDIA-GeForce-RTX-3080-Ti": 12,
+    "NVIDIA-GeForce-RTX-3090": 24,
+    "NVIDIA-A40": 44,
     "NVIDIA-A100-PCIE-40GB": 40,
     "NVIDIA-A100-SXM4-40GB": 40,
     "NVIDIA-A100-80GB-PCIe": 80,
@@ -64,6 +69,7 @@ BYTES_PER_WEIGHT: dict[str, float] = {
     "auto": 2,
     "fp8": 1,
     "int8": 1,
+    "int4": 0.5,  # the transformers runtime's bitsandbytes 4-bit: half a byte per weight
     "q8_0": 1.07,
     "q6_k": 0.82,
     "q5_k_m": 0.71,

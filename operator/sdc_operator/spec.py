@@ -200,7 +200,9 @@ class Engine(Model):
         default_factory=list, max_length=64, description="Extra environment variables for the engine."
     )
     max_model_len: int | None = Field(
-        default=None, ge=16, description="Context length to serve (vllm --max-model-len, ollama num_ctx)."
+        default=None,
+        ge=16,
+        description="Context length to serve (vllm and transformers --max-model-len, ollama num_ctx).",
     )
     quantization: Quantization | None = Field(
         default=None,
@@ -465,6 +467,13 @@ SPEC_RULES = [
         "fieldPath": ".engine.quantization",
     },
     {
+        # bitsandbytes' 4/8-bit kernels are CUDA-only: on CPU sdc-runtime would exit at load, crash-looping.
+        "rule": "self.runtime != 'transformers' || !has(self.engine.quantization) || self.resources.gpus > 0",
+        "message": "engine.quantization int4/int8 (bitsandbytes) needs a GPU: set resources.gpus > 0, or serve "
+        "unquantized on CPU",
+        "fieldPath": ".engine.quantization",
+    },
+    {
         # The vllm/vllm-openai image is CUDA-only, and vLLM refuses `--device=cpu` on it.
         "rule": "self.runtime != 'vllm' || self.resources.gpus > 0",
         "message": "the vllm runtime needs resources.gpus > 0 (its image is CUDA-only); serve on CPU with the "
@@ -590,6 +599,8 @@ def quantization_errors(spec: LocalLLMSpec) -> list[str]:
         errors.append(f"engine.quantization={quant}: {spec.runtime} takes one of {allowed}")
     elif quant and spec.runtime == "ollama" and not spec.model.name.lower().endswith(f"-{quant.lower()}"):
         errors.append(f"engine.quantization={quant}: an Ollama tag ending in -{quant} (model.name={spec.model.name})")
+    if quant and spec.runtime == "transformers" and spec.resources.gpus == 0:
+        errors.append(f"engine.quantization={quant} (bitsandbytes) needs a GPU: set resources.gpus > 0")
     if quant and any(re.match(r"^--(quantization|load-in-[48]bit)(=|$)", a) for a in spec.engine.args):
         errors.append("engine.args: --quantization is set by engine.quantization; set it there only")
     if spec.model.source is not None and spec.runtime == "ollama":

@@ -12,6 +12,7 @@ a person can act on.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,12 +126,38 @@ def check_download(observed: Observed) -> Check:
     return Check(None, "NotStarted", "the download has not started")
 
 
+# What torch, vLLM and llama.cpp print when the weights or the KV cache do not fit the GPU.
+_GPU_OOM = re.compile(
+    r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory|cudaMalloc failed|"
+    r"No available memory for the cache blocks|larger than the available KV cache memory",
+    re.IGNORECASE,
+)
+
+
+def gpu_out_of_memory(log_tail: str) -> str | None:
+    """The line of an engine's last words that says the GPU ran out of memory, if one does."""
+    for line in reversed(log_tail.splitlines()):
+        if _GPU_OOM.search(line):
+            return line.strip()[:300]
+    return None
+
+
 def check_engine(observed: Observed) -> Check:
     for pod in observed.pods:
         for status in _container_statuses(pod, init=False):
             waiting = status.get("state", {}).get("waiting", {})
             if waiting.get("reason") in STUCK_REASONS:
                 last = status.get("lastState", {}).get("terminated")
+                # Engine containers end their log into the termination message (FallbackToLogsOnError):
+                # a CUDA out-of-memory there says why the pod crash-loops, and what to change.
+                oom = gpu_out_of_memory(str(last.get("message") or "")) if last else None
+                if oom:
+                    return Check(
+                        False,
+                        "OutOfGPUMemory",
+                        f"container {status.get('name')} ran out of GPU memory: {oom}. Give it more GPUs "
+                        "(resources.gpus), a larger GPU, a quantized model or a shorter engine.maxModelLen",
+                    )
                 detail = _termination_message(last) if last else str(waiting.get("message") or "")
                 return Check(
                     False,
@@ -216,7 +243,9 @@ def derive_status(
         checks["Fits"] = fit
         if fit.ok is False and phase not in ("Ready", "Failed"):
             message = f"may not fit: {fit.message}; {message}"
-    checks["Ready"] = Check(phase == "Ready", phase, message)
+    # A GPU out of memory is named in the Ready condition's reason, so alerts and `kubectl wait` can tell it.
+    oom = phase in ("Failed", "Degraded") and engine.reason == "OutOfGPUMemory" and message == engine.message
+    checks["Ready"] = Check(phase == "Ready", engine.reason if oom else phase, message)
     return _assemble(
         phase,
         message,

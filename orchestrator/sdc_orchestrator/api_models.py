@@ -10,7 +10,9 @@ Provider = Literal["ollama", "vllm", "transformers", "gemini", "auto"]
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # Unknown fields are ignored, as the seed's API ignored them (callers written for it send some), and
+    # counted (sdc_orchestrator_ignored_fields_total): "allow" only keeps them in `model_extra` to count.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     message: str = Field(min_length=1, description="The user's message.")
     provider: Provider | None = Field(default=None, description="Backend to use; default LLM_SERVICE_TYPE.")
     model: str | None = Field(default=None, max_length=256, description="A specific served model (GET /v1/models).")
@@ -22,6 +24,14 @@ class ChatRequest(BaseModel):
     user: str | None = Field(
         default=None, max_length=256, description="Keeps this user on one model (like the X-SDC-User header)."
     )
+
+
+def count_ignored(route: str, body: BaseModel) -> None:
+    """Count the unknown fields of a seed-route body (the fields' names are the caller's: never a label)."""
+    from sdc_orchestrator import metrics
+
+    if body.model_extra:
+        metrics.IGNORED_FIELDS.labels(route).inc(len(body.model_extra))
 
 
 class Source(BaseModel):
@@ -51,7 +61,7 @@ class ChatResponse(BaseModel):
 class GenerateRequest(BaseModel):
     """The old Gemini service's generation request."""
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # ignored and counted, like ChatRequest's
     query: str = Field(min_length=1)
     context: str | list[str] | None = Field(default=None, description="Text the answer is based on.")
     korean_analysis: dict[str, Any] | None = Field(default=None, description="`keywords`: a list of strings.")

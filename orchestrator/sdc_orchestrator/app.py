@@ -27,9 +27,11 @@ from sdc_orchestrator.api_models import (
     GenerateRequest,
     GenerateResponse,
     Source,
+    count_ignored,
 )
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.feedback import AlreadyRated, FeedbackStore, UnknownResponse
+from sdc_orchestrator.fitting import FitHints
 from sdc_orchestrator.gateway import GatewayMiddleware, KeyRing, Limits
 from sdc_orchestrator.limits import (
     OPENAI_CHAT_SCHEMA,
@@ -129,6 +131,9 @@ class State:
             concurrency=settings.sdc_shadow_concurrency,
             timeout_s=settings.sdc_shadow_timeout_s,
             max_pairs=settings.sdc_shadow_max_pairs,
+            send=self.upstream.fitted_chat,
+            keep_texts=settings.sdc_shadow_keep_texts,
+            text_chars=settings.sdc_shadow_text_chars,
         )
 
     def answered(
@@ -320,6 +325,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     async def chat(body: ChatRequest, request: Request) -> Response:
         started = time.perf_counter()
         check_message(body.message)
+        count_ignored("chat", body)
         provider = body.provider or settings.llm_service_type
         if body.provider not in (None, "auto") and not state.registry.for_provider(body.provider):
             # Asked for by name and not configured here: the client's mistake (404), not an outage (503).
@@ -346,8 +352,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         ]
         attempts: Attempts = request.state.attempts
         attempts.user = request.headers.get(USER_HEADER) or body.user
+        # Fitting to the model may drop the least relevant passages (fitting.py); the sources follow.
+        attempts.fit = FitHints(body.max_tokens is None, len(hits), lambda n: rag_messages(body.message, hits[:n]))
         if body.stream:
             endpoint, events = await state.upstream.stream(provider, payload, attempts)
+            if attempts.fit.passages_used is not None:
+                sources = sources[: attempts.fit.passages_used]
             model = await state.upstream.model_of(endpoint)  # resolved (and cached) by the stream call
             response_id = state.feedback.answered(endpoint.provider, model, "chat")
             state.shadow.skip()
@@ -357,6 +367,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
                 headers={RESPONSE_ID_HEADER: response_id},
             )
         endpoint, data = await _complete_or_cancel(state, provider, payload, attempts, request)
+        if attempts.fit.passages_used is not None:
+            sources = sources[: attempts.fit.passages_used]
         text = data["choices"][0]["message"].get("content") or ""
         _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
         response_id = state.answered("chat", endpoint, data, payload, attempts)
@@ -379,6 +391,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         """The old Gemini service's endpoint: the caller brings its own context."""
         started = time.perf_counter()
         check_message(body.query, "query")
+        count_ignored("generate", body)
         context = "\n".join(body.context) if isinstance(body.context, list) else body.context
         if context and len(context) > settings.sdc_max_prompt_chars:
             raise InputError(f"context: {len(context)} characters; the limit is {settings.sdc_max_prompt_chars}", 413)
@@ -388,6 +401,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         payload = sampling.with_defaults({"messages": rag_messages(body.query, [], context), "model": None}, settings)
         attempts: Attempts = request.state.attempts
         attempts.user = request.headers.get(USER_HEADER)
+        attempts.fit = FitHints(defaulted_max_tokens=True)
         provider = body.provider or settings.llm_service_type
         if body.provider not in (None, "auto") and not state.registry.for_provider(body.provider):
             raise NoRouteError(404, f"provider '{body.provider}' is not configured on this orchestrator")
@@ -436,6 +450,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         attempts: Attempts = request.state.attempts
         user = request.headers.get(USER_HEADER) or body.get("user")
         attempts.user = str(user) if isinstance(user, str | int) and str(user) else None
+        attempts.fit = FitHints(body.get("max_tokens") is None and body.get("max_completion_tokens") is None)
         body = sampling.with_defaults(body, settings)
         started = time.perf_counter()
         if body.get("stream"):

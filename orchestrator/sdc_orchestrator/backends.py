@@ -60,6 +60,14 @@ def seed_endpoints(settings: OrchestratorSettings) -> list[Endpoint]:
         services = [s for s in local if settings.local_service_configured(s)]
     for service in services:
         out.append(Endpoint(f"env/{service}", service, local[service], settings.llm_model_name))
+    if settings.llm_service_type not in ("auto", "none"):
+        # The seed's code built each client from its own host variables, so `provider: "vllm"` reached
+        # VLLM_HOST whatever LLM_SERVICE_TYPE said. Such a service is reachable by name (and as a
+        # fallback) but takes no share of unqualified traffic (weight 0), and it names its own model
+        # (LLM_MODEL_NAME describes LLM_SERVICE_TYPE's).
+        for service in local:
+            if service != settings.llm_service_type and settings.local_service_configured(service):
+                out.append(Endpoint(f"env/{service}", service, local[service], None, weight=0))
     if settings.gemini_api_key is not None:
         out.append(
             Endpoint(

@@ -23,4 +23,9 @@ KEY_REQUESTS = Counter(
     ["key", "outcome"],
 )
 STREAMS = Counter("sdc_orchestrator_stream_outcomes_total", "Streamed chats by how they ended", ["provider", "outcome"])
+IGNORED_FIELDS = Counter(
+    "sdc_orchestrator_ignored_fields_total",
+    "Fields of a seed-route body the API does not know, ignored as the seed's API ignored them",
+    ["route"],
+)
 INGESTS = Counter("sdc_orchestrator_ingests_total", "Document uploads by how they ended", ["outcome"])

@@ -30,6 +30,9 @@ class OrchestratorSettings(BaseSettings):
     )
     ollama_host: str = "localhost"
     ollama_port: int = 11434
+    ollama_num_ctx: int = Field(
+        default=8192, ge=256, description="Context for the seed's Ollama when its model sets none (the guide's)."
+    )
     vllm_host: str = "localhost"
     vllm_port: int = 8000
     transformers_host: str = "localhost"
@@ -110,6 +113,10 @@ class OrchestratorSettings(BaseSettings):
     sdc_shadow_concurrency: int = Field(default=4, ge=1, description="Shadow calls in flight; more are dropped.")
     sdc_shadow_timeout_s: float = Field(default=60.0, gt=0)
     sdc_shadow_max_pairs: int = Field(default=1000, ge=1, description="Recent pairs kept for the report.")
+    sdc_shadow_keep_texts: int = Field(
+        default=0, ge=0, le=10000, description="Keep the question and both answers of the last N pairs (0: none)."
+    )
+    sdc_shadow_text_chars: int = Field(default=2000, ge=1, le=100_000, description="Characters kept of each text.")
 
     def local_service_configured(self, service: str) -> bool:
         """`auto` includes a seed local service only when its host or port was set explicitly."""

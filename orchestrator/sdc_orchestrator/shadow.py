@@ -19,6 +19,11 @@ morphemes, so 서울은 and 서울의 count as the same word, particles and endi
 do not count at all. `GET /api/v1/shadow/report` summarises the recent pairs;
 the same figures are Prometheus gauges. Streamed chats are not copied (their
 text is never assembled in the orchestrator); they are counted as `skipped`.
+
+Texts are not kept unless asked: SDC_SHADOW_KEEP_TEXTS=N keeps the question and
+both answers of the last N pairs (each cut at SDC_SHADOW_TEXT_CHARS) for people
+to read side by side in the report's `texts`; memory stays bounded, and nothing
+is written to disk.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ import aiohttp
 from prometheus_client import Counter, Gauge
 
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.fitting import FitError
 from sdc_orchestrator.rag.korean import morphemes
+from sdc_orchestrator.router import UpstreamError
 
 SHADOW_CALLS = Counter("sdc_orchestrator_shadow_calls_total", "Shadow copies by outcome", ["outcome"])
 SHADOW_SIMILARITY = Gauge(
@@ -99,14 +106,22 @@ class Shadow:
         concurrency: int,
         timeout_s: float,
         max_pairs: int,
+        send: Any = None,
+        keep_texts: int = 0,
+        text_chars: int = 2000,
     ) -> None:
         self.provider = provider
+        # (endpoint, body) -> the answer, fitted to the shadow's model as user chats are (Upstream.fitted_chat):
+        # the runbook's phase 0 shadows Gemini's chats to Gemma 2, whose template refuses their system turn.
+        self._send = send
         self.registry = registry
         self._http = http  # () -> aiohttp.ClientSession: the shared session of Upstream
         self._model_of = model_of
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.pairs: deque[Pair] = deque(maxlen=max_pairs)
+        self.text_chars = text_chars
+        self.texts: deque[dict[str, Any]] = deque(maxlen=keep_texts)  # maxlen 0: nothing is kept
         self.outcomes: Tally[str] = Tally()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -148,16 +163,27 @@ class Shadow:
         try:
             async with asyncio.timeout(self.timeout_s):
                 body = {**payload, "model": await self._model_of(endpoint), "stream": False}
-                headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-                async with self._http().post(f"{endpoint.base_url}/chat/completions", json=body, headers=headers) as r:
-                    if r.status >= 400:
-                        self._count(f"http_{r.status}")
-                        return
-                    data: dict[str, Any] = await r.json(content_type=None)
+                if self._send is not None:
+                    data: dict[str, Any] = await self._send(endpoint, body)
+                else:
+                    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+                    async with self._http().post(
+                        f"{endpoint.base_url}/chat/completions", json=body, headers=headers
+                    ) as r:
+                        if r.status >= 400:
+                            self._count(f"http_{r.status}")
+                            return
+                        data = await r.json(content_type=None)
             latency = time.perf_counter() - started
             text = _answer(data)
+        except FitError:
+            self._count("does_not_fit")
+            return
         except TimeoutError:
             self._count("timeout")
+            return
+        except UpstreamError as err:
+            self._count(f"http_{err.status}" if err.status else "error")
             return
         except (aiohttp.ClientError, OSError, ValueError, KeyError, IndexError, TypeError):
             self._count("error")
@@ -165,8 +191,26 @@ class Shadow:
         score = await asyncio.to_thread(similarity, answer, text)
         shadow_side = side(endpoint.provider, str(data.get("model") or body["model"]), latency, data)
         self.pairs.append(Pair(primary, shadow_side, round(score, 4), time.time()))
+        if self.texts.maxlen:
+            self._keep_texts(payload, primary, shadow_side, answer, text, round(score, 4))
         self._count("compared")
         self._publish()
+
+    def _keep_texts(self, payload: dict[str, Any], primary: Side, shadow: Side, a: str, b: str, score: float) -> None:
+        users = [m for m in payload.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+        question = str(users[-1].get("content") or "") if users else ""
+        cut = self.text_chars
+        self.texts.append(
+            {
+                "at": round(time.time(), 3),
+                "question": question[-cut:],  # the end: a RAG prompt puts the question after the passages
+                "primary": f"{primary.provider}:{primary.model}",
+                "shadow": f"{shadow.provider}:{shadow.model}",
+                "primary_text": a[:cut],
+                "shadow_text": b[:cut],
+                "similarity": score,
+            }
+        )
 
     def _publish(self) -> None:
         report = self.report()
@@ -204,6 +248,7 @@ class Shadow:
             "pairs": len(pairs),
             "outcomes": dict(self.outcomes),
             "in_flight": len(self._tasks),
+            "texts": list(self.texts),
             "similarity": summary([p.similarity for p in pairs]),
             "primary": per_side("primary"),
             "shadow": per_side("shadow"),

@@ -26,13 +26,16 @@ from typing import Any
 
 import aiohttp
 
-from sdc_orchestrator import metrics, openai_fields, usage
+from sdc_orchestrator import metrics, ollama_native, openai_fields, usage
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.fitting import FitError, FitHints, Fitter, resolve_name
 from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
 from sdc_orchestrator.routing.policy import Hint, hint
 from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.status import no_model_message
+
+CHAT_PATH = "chat/completions"  # the default route; others (completions) are relayed as they are, never fitted
 
 log = logging.getLogger("sdc_orchestrator.upstream")
 
@@ -66,6 +69,7 @@ class Attempts:
     slots: list[tuple[Slot, aiohttp.ClientResponse | None]] = field(default_factory=list)
     user: str | None = None  # X-SDC-User / OpenAI `user`: keeps the user on one endpoint
     chosen: Endpoint | None = None  # the endpoint (replica) that answered: named in X-SDC-Replica
+    fit: FitHints | None = None  # how the route lets its request be fitted to a model (fitting.py)
 
     def failed(self, err: UpstreamError) -> None:
         self.tried.append(
@@ -111,6 +115,7 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._models: dict[str, str] = {}
         self._discovery_failed: dict[str, float] = {}
+        self.fitter = Fitter(lambda: self.http, self.headers, ollama_num_ctx=settings.ollama_num_ctx)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -152,11 +157,12 @@ class Upstream:
                 by_provider.setdefault(endpoint.provider, []).append(endpoint)
         if model and model != "auto":
             served = await self.served_models()
-            matching = [
-                e
-                for e in self.registry.all("chat")
-                if e.provider not in skip and self.registry.model_id(e, served.get(e.name)) == model
-            ]
+            chats = [e for e in self.registry.all("chat") if e.provider not in skip]
+            matching = [e for e in chats if self.registry.model_id(e, served.get(e.name)) == model]
+            if not matching:  # the name rule: `gemma-2-9b-it` finds `google/gemma-2-9b-it` (fitting.resolve_name)
+                ids = {e.name: self.registry.model_id(e, served.get(e.name)) or "" for e in chats}
+                name = resolve_name(model, sorted(set(ids.values()) - {""}))
+                matching = [e for e in chats if name and ids[e.name] == name]
             if not matching:
                 raise NoRouteError(404, f"model '{model[:256]}' is not served; GET /v1/models lists the models")
             by_provider = {**by_provider, "_model": matching}
@@ -173,9 +179,12 @@ class Upstream:
         return endpoint.model or self._models.get(endpoint.name, "")
 
     async def model_of(self, endpoint: Endpoint) -> str:
-        """The model to ask for; discovered once per endpoint, and a failed discovery is not retried for a while."""
+        """The model to ask for; discovered once per endpoint, and a failed discovery is not retried for a while.
+
+        A configured name is matched to what the backend serves (`gemma-2-9b-it` -> `google/gemma-2-9b-it`).
+        """
         if endpoint.model:
-            return endpoint.model
+            return await self.fitter.served_name(endpoint, endpoint.model)
         if endpoint.name in self._models:
             return self._models[endpoint.name]
         if time.monotonic() < self._discovery_failed.get(endpoint.name, 0.0):
@@ -257,7 +266,7 @@ class Upstream:
         provider: str,
         payload: dict[str, Any],
         attempts: Attempts,
-        path: str = "chat/completions",
+        path: str = CHAT_PATH,
         skip: frozenset[str] = frozenset(),
     ) -> tuple[Endpoint, dict[str, Any]]:
         groups = await self.groups(provider, payload.get("model"), skip)
@@ -273,14 +282,14 @@ class Upstream:
                             body = openai_fields.for_provider(
                                 {**payload, "model": await self.model_of(endpoint), "stream": False}, endpoint.provider
                             )
-                            async with self.http.post(
-                                f"{endpoint.base_url}/{path}", json=body, headers=self.headers(endpoint)
-                            ) as resp:
-                                if resp.status >= 400:
-                                    raise await self._status_error(endpoint, resp)
-                                data: dict[str, Any] = await resp.json(content_type=None)
+                            if path == CHAT_PATH:
+                                body = await self.fitter.fit(endpoint, body, attempts.fit)
+                            data: dict[str, Any] = await self._chat_once(endpoint, body, path)
                             if not isinstance(data, dict) or not data.get("choices"):
                                 raise ValueError("no choices in the answer")
+                    except FitError as exc:
+                        slot.release("abandoned")  # the request cannot fit this model: the client's to change
+                        raise ClientRequestError(exc.status, exc.body()) from None
                     except (aiohttp.ClientError, OSError, UpstreamError, ValueError, KeyError, TimeoutError) as exc:
                         err = public_error(endpoint, exc)
                         if not err.retryable:
@@ -300,13 +309,44 @@ class Upstream:
             raise NoRouteError(504, "the request timed out", attempts.tried) from None
         raise self._exhausted(attempts)
 
+    async def fitted_chat(self, endpoint: Endpoint, body: dict[str, Any]) -> Any:
+        """One chat on one endpoint, fitted to its model (a limit is clamped, never refused): the shadow's path."""
+        return await self._chat_once(endpoint, await self.fitter.fit(endpoint, body, FitHints(True)))
+
+    async def _chat_once(self, endpoint: Endpoint, body: dict[str, Any], path: str = CHAT_PATH) -> Any:
+        """POST a chat; a refusal naming a chat-template rule is learned and the chat sent once more, folded."""
+        for attempt in range(2):
+            url, sent = self._chat_request(endpoint, body, path)
+            async with self.http.post(url, json=sent, headers=self.headers(endpoint)) as resp:
+                if resp.status < 400:
+                    data = await resp.json(content_type=None)
+                    return ollama_native.response(data) if sent is not body else data
+                err = await self._status_error(endpoint, resp)
+            if (missing := self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)) is not None:
+                raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing)
+            folded = self.fitter.learn_refusal(endpoint, body, err.body) if attempt == 0 else None
+            if folded is None:
+                raise err
+            body = folded
+        raise AssertionError("unreachable")
+
+    def _chat_request(
+        self, endpoint: Endpoint, body: dict[str, Any], path: str = CHAT_PATH
+    ) -> tuple[str, dict[str, Any]]:
+        """Where a request goes and what is sent: OpenAI's route (`path`), or for a chat Ollama's own route with
+        the context (ollama_native)."""
+        native = self.fitter.native_ollama(endpoint) if path == CHAT_PATH else None
+        if native is None:
+            return f"{endpoint.base_url}/{path}", body
+        return native[0], ollama_native.request(body, native[1])
+
     # -- streaming -------------------------------------------------------------------------------
     async def stream(
         self,
         provider: str,
         payload: dict[str, Any],
         attempts: Attempts,
-        path: str = "chat/completions",
+        path: str = CHAT_PATH,
         skip: frozenset[str] = frozenset(),
     ) -> tuple[Endpoint, AsyncIterator[bytes]]:
         """Open a stream on the first backend that sends an event; return it and the remaining events."""
@@ -322,16 +362,30 @@ class Upstream:
             try:
                 async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
                     body["model"] = await self.model_of(endpoint)
-                    resp = await self.http.post(
-                        f"{endpoint.base_url}/{path}", json=body, headers=self.headers(endpoint)
-                    )
-                    attempts.hold(slot, resp)  # so a cancelled request closes this connection too
-                    if resp.status >= 400:
+                    if path == CHAT_PATH:
+                        body = await self.fitter.fit(endpoint, body, attempts.fit)
+                    retried = False
+                    while True:
+                        url, sent = self._chat_request(endpoint, body, path)
+                        resp = await self.http.post(url, json=sent, headers=self.headers(endpoint))
+                        attempts.hold(slot, resp)  # so a cancelled request closes this connection too
+                        if resp.status < 400:
+                            break
                         err = await self._status_error(endpoint, resp)
                         resp.release()
-                        raise err
-                    lines = _lines(resp)
+                        missing = self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)
+                        if missing is not None:
+                            raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing)
+                        folded = None if retried else self.fitter.learn_refusal(endpoint, body, err.body)
+                        if folded is None:
+                            raise err
+                        body, retried = folded, True  # the template refused a rule now learned: once more, folded
+                    lines = ollama_native.sse_lines(_lines(resp)) if sent is not body else _lines(resp)
                     first = await _next_event(lines)
+            except FitError as exc:
+                attempts.upstream_s += time.perf_counter() - started
+                slot.release("abandoned")
+                raise ClientRequestError(exc.status, exc.body()) from None
             except (aiohttp.ClientError, OSError, UpstreamError, TimeoutError, StopAsyncIteration) as exc:
                 attempts.upstream_s += time.perf_counter() - started
                 if resp is not None:

@@ -238,8 +238,12 @@ class Engine:
         max_batch: int = 32,
         max_queue: int = 256,
         max_prefill_tokens: int = 8192,
+        max_model_len: int | None = None,
+        chat_template: str | None = None,
     ) -> None:
         self.model_dir = model_dir
+        self.max_model_len = max_model_len  # LocalLLM engine.maxModelLen: a shorter context than the model's
+        self.chat_template = chat_template  # replaces the tokenizer's (models trained on a format they do not ship)
         self.config = validate_model_dir(model_dir)
         self.options = options or LoadOptions()
         self.max_batch = max_batch
@@ -280,6 +284,8 @@ class Engine:
             self.tokenizer.padding_side = "left"
             if self.tokenizer.pad_token_id is None:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
+            if self.chat_template:
+                self.tokenizer.chat_template = self.chat_template
             model: Any = cls.from_pretrained(self.model_dir, **kwargs)
             if plan.on_gpu and plan.device_map is None:
                 model = model.to("cuda")
@@ -306,7 +312,8 @@ class Engine:
     @property
     def context_limit(self) -> int:
         limit = self.config.get("max_position_embeddings") or getattr(self.tokenizer, "model_max_length", None)
-        return int(limit or 2048)
+        own = int(limit or 2048)
+        return min(own, self.max_model_len) if self.max_model_len else own
 
     # -- requests ------------------------------------------------------------
     def check_text_size(self, chars: int, max_tokens: int) -> None:

@@ -61,6 +61,18 @@ def parser() -> argparse.ArgumentParser:
         help="requests that may wait for a row; beyond that a 503 with Retry-After (SDC_RUNTIME_MAX_QUEUE)",
     )
     p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="serve a shorter context than the model's own (LocalLLM engine.maxModelLen, like vLLM's flag)",
+    )
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="a Jinja chat template, inline or a file, replacing the model's (like vLLM's flag): for models "
+        "trained on a prompt format their tokenizer does not ship (KoAlpaca, KULLM)",
+    )
+    p.add_argument(
         "--max-body-bytes",
         type=int,
         default=_env_int("SDC_MAX_BODY_BYTES", 4 * 2**20),
@@ -85,6 +97,15 @@ def _default_alloc_conf() -> None:
     os.environ[name] = "expandable_segments:True"
 
 
+def _template(value: str | None) -> str | None:
+    """`--chat-template`: a file's text when it names a file, else the template itself (vLLM's rule)."""
+    if not value:
+        return None
+    if "{" not in value and Path(value).is_file():
+        return Path(value).read_text()
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     _default_alloc_conf()
@@ -100,7 +121,14 @@ def main(argv: list[str] | None = None) -> None:
 
     options = LoadOptions(args.device, args.dtype, args.device_map, args.quantization, args.trust_remote_code)
     try:
-        engine = Engine(args.model, options=options, max_batch=max(1, args.max_batch), max_queue=max(0, args.max_queue))
+        engine = Engine(
+            args.model,
+            options=options,
+            max_batch=max(1, args.max_batch),
+            max_queue=max(0, args.max_queue),
+            max_model_len=args.max_model_len if args.max_model_len and args.max_model_len > 0 else None,
+            chat_template=_template(args.chat_template),
+        )
     except ModelDirError as err:
         print(f"sdc-runtime: {err}", file=sys.stderr)
         sys.exit(2)

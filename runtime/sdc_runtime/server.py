@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sdc_runtime import metrics
 from sdc_runtime.engine import BadPromptError, Engine, Generation, QueueFullError, SamplingParams
 from sdc_runtime.limits import BodyLimit
+from sdc_runtime.model_info import ModelInfo, add_tokenize_route, chat_prompt
 from sdc_runtime.protocol import ChatCompletionRequest, EmbeddingRequest
 
 DEFAULT_MAX_TOKENS = 256
@@ -81,12 +82,14 @@ def create_app(engine: Engine, served_model_name: str, *, max_body_bytes: int = 
     async def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    info = ModelInfo(engine)
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [{"id": served_model_name, "object": "model", "created": 0, "owned_by": "sdc-runtime"}],
-        }
+        entry = {"id": served_model_name, "object": "model", "created": 0, "owned_by": "sdc-runtime"}
+        return {"object": "list", "data": [{**entry, **info.entry_fields()}]}
+
+    add_tokenize_route(app, engine, lambda model: require_ready(model or served_model_name), openai_error)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatCompletionRequest, request: Request) -> Response:
@@ -100,10 +103,11 @@ def create_app(engine: Engine, served_model_name: str, *, max_body_bytes: int = 
             # Sizes first: tokenizing megabytes costs seconds of CPU that a 400 does not need.
             chars = sum(len(m["content"]) for m in messages)
             engine.check_text_size(chars, max_tokens)
+            # chat_prompt: a template's own refusal (Gemma 2's "System role not supported") is a 400.
             if chars <= INLINE_TOKENIZE_CHARS:
-                prompt = engine.chat_prompt(messages)
+                prompt = chat_prompt(engine, messages)
             else:
-                prompt = await asyncio.to_thread(engine.chat_prompt, messages)
+                prompt = await asyncio.to_thread(chat_prompt, engine, messages)
             generation = engine.submit(prompt, params, stream=body.stream)
         except BadPromptError as err:
             metrics.REQUESTS.labels("chat", "refused").inc()

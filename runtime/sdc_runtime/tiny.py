@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 CORPUS = [
     "안녕하세요. 무엇을 도와드릴까요?",
@@ -30,11 +31,34 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
+# Gemma 2's template as google/gemma-2-9b-it ships it: no system turn, and turns must alternate
+# user/assistant. The guide's default model; a tiny model with it shows what clients must adapt to.
+GEMMA2_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+
 
 def make_tiny_model(
-    out_dir: Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2, max_positions: int = 512
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    max_positions: int = 512,
+    chat_template: str = CHAT_TEMPLATE,
+    ends_early: bool = False,
 ) -> Path:
-    """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it."""
+    """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it.
+
+    `max_positions` is the context length the model reports; `chat_template` the Jinja template its
+    tokenizer ships (GEMMA2_CHAT_TEMPLATE: one that refuses a system turn, like Gemma 2's).
+    `ends_early`: answers end after a few dozen tokens (`_end_early`), not at max_tokens.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -57,7 +81,7 @@ def make_tiny_model(
         pad_token="<|endoftext|>",
         model_max_length=max_positions,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(out_dir)
 
     torch.manual_seed(seed)
@@ -75,14 +99,46 @@ def make_tiny_model(
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
+    if ends_early:
+        _end_early(model, tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "sdc-tiny-model.json").write_text(json.dumps({"random_weights": True, "seed": seed}))
     return out_dir
+
+
+def _end_early(model: Any, tokenizer: Any, margin: float = 0.12) -> None:
+    """Make the end-of-sequence token likely once the answer has visible text, so answers are short.
+
+    A random model rarely samples its EOS token: with a long context every answer runs to max_tokens,
+    minutes of CPU in a test. One hidden dimension is made a constant carried untouched through the
+    layers (no layer writes to it): `c` in the embedding of every token that decodes on its own to
+    visible text, 0 in the others (the newline that ends the templates' prompts, byte fragments,
+    control tokens), `c + margin` in EOS's. Tied to the output, that dimension adds the same logit
+    to every visible token and a bit more to EOS, but only after a visible token: an answer is never
+    empty, and after its first visible token about one step in thirty ends it.
+    """
+    import torch
+
+    embed = model.get_input_embeddings().weight
+    k, c = embed.shape[1] - 1, 1.0
+    specials = set(tokenizer.all_special_ids)
+    with torch.no_grad():
+        for token_id in range(embed.shape[0]):
+            text = tokenizer.decode([token_id])
+            visible = token_id not in specials and text.strip() != "" and "\ufffd" not in text
+            embed[token_id, k] = c if visible else 0.0
+        embed[tokenizer.eos_token_id, k] = c + margin
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[k, :] = 0.0
+            layer.mlp.down_proj.weight[k, :] = 0.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Write a tiny random-weight chat model (its output is noise).")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-positions", type=int, default=512, help="the model's context length")
+    parser.add_argument("--gemma2-template", action="store_true", help="Gemma 2's chat template (no system turn)")
     args = parser.parse_args()
-    print(make_tiny_model(args.out_dir, seed=args.seed))
+    template = GEMMA2_CHAT_TEMPLATE if args.gemma2_template else CHAT_TEMPLATE
+    print(make_tiny_model(args.out_dir, seed=args.seed, max_positions=args.max_positions, chat_template=template))

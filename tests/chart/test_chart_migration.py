@@ -21,6 +21,9 @@ def test_the_guides_sampling_and_auto_reach_the_orchestrator() -> None:
     assert "SDC_SHADOW_PROVIDER" not in env, "shadow traffic is off unless asked for"
     env = orchestrator_env("orchestrator.shadow.provider=gemini", "orchestrator.shadow.concurrency=2")
     assert (env["SDC_SHADOW_PROVIDER"], env["SDC_SHADOW_CONCURRENCY"]) == ("gemini", "2")
+    assert env["SDC_SHADOW_KEEP_TEXTS"] == "0", "texts are kept only when asked for"
+    env = orchestrator_env("orchestrator.shadow.provider=vllm", "orchestrator.shadow.keepTexts=50")
+    assert env["SDC_SHADOW_KEEP_TEXTS"] == "50"
 
 
 @pytest.mark.parametrize(

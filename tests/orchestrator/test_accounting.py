@@ -110,8 +110,10 @@ def test_streamed_requests_reach_the_request_metrics(orchestrator: Callable[...,
 def test_model_discovery_failures_are_cached(
     orchestrator: Callable[..., str], backends: Backends, tmp_path: Path
 ) -> None:
+    # `none`: only the published endpoints (under `gemini`, the fixture's VLLM_HOST would be one more
+    # endpoint on the same fake, reachable by `provider: "vllm"` as the seed's code had it).
     base = orchestrator(
-        sdc_endpoints_file=two_endpoints(tmp_path, backends, model=None), llm_service_type="gemini", llm_fallback="none"
+        sdc_endpoints_file=two_endpoints(tmp_path, backends, model=None), llm_service_type="none", llm_fallback="none"
     )
     backends["vllm"][0].mode = "models_down"
     for _ in range(5):

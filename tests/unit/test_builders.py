@@ -143,6 +143,11 @@ def containers(obj: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
             lambda c, i, p: c["image"] == "my/vllm:1" and c["args"][-1] == "--quantization=awq",
         ),
         (
+            "an engine's log tail is its termination message (a CUDA out-of-memory reaches the status)",
+            vllm(),
+            lambda c, i, p: c["terminationMessagePolicy"] == "FallbackToLogsOnError",
+        ),
+        (
             "non-root and no token automount",
             vllm(),
             lambda c, i, p: (
@@ -162,6 +167,20 @@ def containers(obj: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
             "transformers passes remote code only when the spec asks",
             {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV, "trustRemoteCode": True}},
             lambda c, i, p: "--trust-remote-code" in c["args"],
+        ),
+        (
+            "transformers serves engine.maxModelLen",
+            {
+                "runtime": "transformers",
+                "model": {"name": "sdc/tiny", "revision": REV},
+                "engine": {"maxModelLen": 2048},
+            },
+            lambda c, i, p: c["args"][c["args"].index("--max-model-len") + 1] == "2048",
+        ),
+        (
+            "transformers serves the model's own context by default",
+            {"runtime": "transformers", "model": {"name": "sdc/tiny", "revision": REV}},
+            lambda c, i, p: "--max-model-len" not in c["args"],
         ),
         (
             "transformers keeps remote code off by default",

@@ -72,6 +72,35 @@ def test_weight_format(case: str, the_spec: LocalLLMSpec, fmt: str) -> None:
         ("stated parameters win", spec(model={"parameterCount": "70B"}), False, "TooLarge", "70B parameters"),
         ("four L4s hold 27B bf16", spec(name="google/gemma-2-27b-it", gpus=4), True, "Fits", "4 x NVIDIA-L4 has 88"),
         ("CPU", spec("transformers", gpus=0), True, "CPU", "CPU"),
+        (
+            "9B int4 on the guide's RTX 3080",
+            spec(
+                "transformers",
+                scheduling={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-3080"}},
+                engine={"quantization": "int4"},
+            ),
+            True,
+            "Fits",
+            "9B parameters x 0.5 bytes (int4)",
+        ),
+        (
+            "9B bf16 on the guide's RTX 3080",
+            spec("transformers", scheduling={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-3080"}}),
+            False,
+            "TooLarge",
+            "1 x NVIDIA-GeForce-RTX-3080 has 10",
+        ),
+        (
+            "27B bf16 on two A40s",
+            spec(
+                name="google/gemma-2-27b-it",
+                gpus=2,
+                scheduling={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A40"}},
+            ),
+            True,
+            "Fits",
+            "2 x NVIDIA-A40 has 88",
+        ),
         ("unknown size", spec(name="sdc/tiny-korean"), None, "UnknownSize", "model.parameterCount"),
     ],
 )

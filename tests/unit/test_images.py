@@ -73,6 +73,11 @@ def test_image_requirements_are_the_base_plus_the_extra() -> None:
     assert not any(r.startswith("torch") for r in requirements(pyproject, "operator"))
     with pytest.raises(SystemExit, match="no extra"):
         requirements(pyproject, "nope")
+    # The quantizing image (RUNTIME_EXTRA=runtime-quant): the runtime's requirements and bitsandbytes,
+    # never the project itself (pip would look for it on an index).
+    quant = requirements(pyproject, "runtime-quant")
+    assert set(runtime) < set(quant) and any(r.startswith("bitsandbytes") for r in quant)
+    assert not any(r.startswith("sdc-localllm") for r in quant)
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def pod_of(llm: LocalLLM) -> dict[str, Any]:
     ],
 )
 def test_quantization_becomes_the_engines_flag(case: str, runtime: str, name: str, quant: str, flag: list[str]) -> None:
-    llm = make(runtime, name, engine={"quantization": quant})
+    llm = make(runtime, name, engine={"quantization": quant}, resources={"gpus": 1})
     assert semantic_errors(llm.spec) == [], case
     args = pod_of(llm)["spec"]["containers"][0]["args"]
     found = [args[i : i + 2] for i in range(len(args) - 1) if args[i] == "--quantization"]
@@ -51,6 +51,8 @@ def test_quantization_becomes_the_engines_flag(case: str, runtime: str, name: st
     [
         ("gptq on transformers", "transformers", "google/gemma-2-9b-it", {"engine": {"quantization": "gptq"}}, "int4"),
         ("int8 on vllm", "vllm", "google/gemma-2-9b-it", {"engine": {"quantization": "int8"}}, "awq"),
+        ("int8 on cpu", "transformers", "google/gemma-2-9b-it", {"engine": {"quantization": "int8"}}, "needs a GPU"),
+        ("int4 on cpu", "transformers", "google/gemma-2-9b-it", {"engine": {"quantization": "int4"}}, "needs a GPU"),
         ("ollama tag disagrees", "ollama", "gemma2:9b", {"engine": {"quantization": "q8_0"}}, "-q8_0"),
         (
             "flag twice",

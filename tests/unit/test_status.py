@@ -163,6 +163,33 @@ GPU_MSG = "0/3 nodes are available: 1 node(s) had untolerated taint, 2 Insuffici
             "ImagePullBackOff",
         ),
         (
+            "cuda out of memory",
+            Observed(
+                claim=BOUND,
+                deployment=deploy(),
+                pods=[
+                    pod(
+                        init=DONE,
+                        main={
+                            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                            "lastState": {
+                                "terminated": {
+                                    "exitCode": 1,
+                                    "message": "Loading safetensors checkpoint shards: 50%\n"
+                                    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 224.00 MiB. "
+                                    "GPU 0 has a total capacity of 22.05 GiB of which 101.12 MiB is free.\n"
+                                    "[rank0]: process exited",
+                                }
+                            },
+                        },
+                    )
+                ],
+            ),
+            [],
+            "Failed",
+            "ran out of GPU memory: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 224.00 MiB",
+        ),
+        (
             "ready",
             Observed(claim=BOUND, deployment=deploy(ready=1, available=True), pods=[pod(init=DONE)]),
             [],
@@ -223,3 +250,25 @@ def test_transition_time_kept_while_status_holds() -> None:
     ready = next(c for c in changed.conditions if c.type == "Ready")
     assert isinstance(ready, Condition)
     assert ready.last_transition_time == "T3"
+
+
+def test_gpu_out_of_memory_is_the_ready_conditions_reason() -> None:
+    crashed = {
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {
+            "terminated": {"exitCode": 1, "message": "ValueError: No available memory for the cache blocks."}
+        },
+    }
+    status = derive_status(
+        generation=2,
+        desired_replicas=1,
+        endpoint="http://m.ns.svc:8000/v1",
+        served_name="m",
+        observed=Observed(claim=BOUND, deployment=deploy(), pods=[pod(init=DONE, main=crashed)]),
+        spec_errors=[],
+        previous=[],
+        now="2026-01-01T00:00:00Z",
+    )
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (status.phase, ready.reason) == ("Failed", "OutOfGPUMemory")
+    assert "No available memory for the cache blocks" in ready.message

@@ -185,6 +185,8 @@ def openai_server_container(
         "readinessProbe": http_probe("/health", port, period=5, failures=3),
         "livenessProbe": http_probe("/health", port, period=15, failures=4),
         "securityContext": container_security(),
+        # The log's tail becomes the termination message: a CUDA out-of-memory reaches the status (status.py).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if command:
         container["command"] = command
