@@ -62,6 +62,7 @@ from typing import Any
 from sdc_runtime import metrics
 from sdc_runtime.detok import Detokenizer, StopMatcher
 from sdc_runtime.loading import LoadOptionError, LoadOptions, LoadPlan, from_pretrained_kwargs, plan_load
+from sdc_runtime.prefix_cache import BLOCK, Block, PrefixCache
 
 log = logging.getLogger("sdc_runtime.engine")
 
@@ -155,6 +156,7 @@ class _Row:
     next_input: int = 0
     finished: bool = False
     finish_reason: str = "length"
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     parts: list[str] = field(default_factory=list)  # text held back for a row that is not streamed
 
     def push(self, item: str | BaseException | None) -> None:
@@ -181,6 +183,11 @@ class Generation:
     @property
     def finish_reason(self) -> str:
         return self._row.finish_reason
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the prefix cache (final once the first delta arrived)."""
+        return self._row.cached_tokens
 
     def cancel(self) -> None:
         """Free the row at the next step (the client went away)."""
@@ -238,6 +245,8 @@ class Engine:
         max_batch: int = 32,
         max_queue: int = 256,
         max_prefill_tokens: int = 8192,
+        prefix_cache_tokens: int = 4096,
+        served_model_name: str | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.config = validate_model_dir(model_dir)
@@ -245,6 +254,8 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.max_prefill_tokens = max_prefill_tokens
+        self.prefix_cache = PrefixCache(prefix_cache_tokens)
+        self.stats = metrics.ModelMetrics.of(served_model_name or model_dir.name)
         self.loaded = threading.Event()
         self._pending: queue.Queue[_Row] = queue.Queue()
         self._waiting = 0  # submitted, not yet admitted (guarded by _lock)
@@ -404,7 +415,7 @@ class Engine:
             StopMatcher(params.stop),
             streamed=stream,
         )
-        metrics.QUEUE_DEPTH.inc()
+        self.stats.waiting.inc()
         self._pending.put(row)
         return Generation(row)
 
@@ -445,7 +456,7 @@ class Engine:
                 break
             with self._lock:
                 self._waiting -= 1
-            metrics.QUEUE_DEPTH.dec()
+            self.stats.waiting.dec()
             if row.cancelled.is_set():
                 row.push(None)
                 continue
@@ -477,7 +488,8 @@ class Engine:
                 log.exception("generation step failed")
                 batch.fail_all(err, newcomers)
             self.running = len(batch.rows)
-            metrics.RUNNING.set(self.running)
+            self.stats.running.set(self.running)
+            self.stats.kv_usage.set(batch.kv_columns() / (self.max_batch * self.context_limit))
 
 
 class _Batch:
@@ -500,27 +512,55 @@ class _Batch:
         self.tokens_since = time.monotonic()
 
     def admit(self, newcomers: list[_Row]) -> None:
+        """Prefill the newcomers together and add them to the batch.
+
+        A newcomer whose prompt starts with cached blocks (`prefix_cache.py`) gets their keys and values
+        as its past and prefills only the rest. The newcomers' past is right-aligned on `past` columns
+        and their remaining prompts left-padded on `width` columns, so a row's history may hold padding
+        between its cached prefix and its suffix: the 2D mask and per-row position ids carry that, as
+        they carry left padding.
+        """
         import torch
 
+        prefix = self.engine.prefix_cache
+        use_prefix = prefix.enabled and self.engine.joinable
         try:
-            width = max(len(r.prompt_ids) for r in newcomers)
-            ids = torch.tensor([[self.pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in newcomers])
-            mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in newcomers])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            hits = [prefix.lookup(r.prompt_ids) if use_prefix else [] for r in newcomers]
+            cached = [len(h) * BLOCK for h in hits]
+            past = max(cached)
+            suffixes = [r.prompt_ids[c:] for r, c in zip(newcomers, cached, strict=True)]
+            width = max(len(s) for s in suffixes)
+            ids = torch.tensor([[self.pad] * (width - len(s)) + s for s in suffixes])
+            mask = torch.tensor(
+                [
+                    [0] * (past - c) + [1] * c + [0] * (width - len(s)) + [1] * len(s)
+                    for s, c in zip(suffixes, cached, strict=True)
+                ]
+            )
+            positions = torch.tensor(
+                [[0] * (width - len(s)) + list(range(c, c + len(s))) for s, c in zip(suffixes, cached, strict=True)]
+            )
+            history = {self.cache_field: _past_cache(hits, past)} if past else {}
             out = self.model(
                 input_ids=ids.to(self.engine.device),
                 attention_mask=mask.to(self.engine.device),
                 position_ids=positions.to(self.engine.device),
                 use_cache=True,
                 logits_to_keep=1,
+                **history,
             )
         except Exception as err:
             log.exception("prefill failed")
             for row in newcomers:
                 self._finish(row, "error", err)
             return
-        for row in newcomers:
+        stats = self.engine.stats
+        for row, c in zip(newcomers, cached, strict=True):
             row.position = len(row.prompt_ids)
+            row.cached_tokens = c
+            if use_prefix:
+                stats.prefix_queries.inc(len(row.prompt_ids))
+                stats.prefix_hits.inc(c)
             if not row.params.greedy:
                 row.generator = torch.Generator(device=out.logits.device)
                 if row.params.seed is not None:
@@ -530,13 +570,44 @@ class _Batch:
         self._emit(newcomers, out.logits[:, -1, :])
         mask = mask.to(self.engine.device)
         cache = getattr(out, self.cache_field)
-        padded = len({len(r.prompt_ids) for r in newcomers}) > 1
+        padded = not bool(mask.all())
+        if not self.rows:
+            self.engine.joinable = _all_full_attention(cache)
+            if not self.engine.joinable:
+                prefix.clear()  # sliding or hybrid layers: a prefix's KV is not a plain run of columns
+        if self.engine.joinable and prefix.enabled:
+            self._keep_prefixes(newcomers, cache, cached, past + width)
         if not self.rows:
             self.rows, self.cache, self.mask, self.padded = newcomers, cache, mask, padded
-            self.engine.joinable = _all_full_attention(cache)
             _grow_in_place(cache)
         else:
             self._merge(newcomers, cache, mask, padded)
+
+    def _keep_prefixes(self, newcomers: list[_Row], cache: Any, cached: list[int], columns: int) -> None:
+        """Copy the newcomers' full prompt blocks that the prefix cache lacks out of their prefill's cache."""
+        layers = cache.layers
+        for i, (row, c) in enumerate(zip(newcomers, cached, strict=True)):
+            first, full = c // BLOCK, len(row.prompt_ids) // BLOCK
+            if full <= first:
+                continue
+            # Prompt tokens after the cached ones are right-aligned: token j sits in column `base + j`.
+            base = columns - len(row.prompt_ids)
+            blocks: list[Block] = []
+            for b in range(first, full):
+                a = base + b * BLOCK
+                blocks.append(
+                    [
+                        (layer.keys[i, :, a : a + BLOCK].clone(), layer.values[i, :, a : a + BLOCK].clone())
+                        if _holds_kv(layer)
+                        else None
+                        for layer in layers
+                    ]
+                )
+            self.engine.prefix_cache.insert(row.prompt_ids, first, blocks)
+
+    def kv_columns(self) -> int:
+        """Cache entries the running batch holds (rows x columns, padding included)."""
+        return 0 if self.mask is None else int(self.mask.shape[0] * self.mask.shape[1])
 
     def _merge(self, newcomers: list[_Row], cache: Any, mask: Any, padded: bool) -> None:
         import torch
@@ -628,7 +699,7 @@ class _Batch:
                 self._finish(row, "length")
             else:
                 row.next_input = token
-        metrics.GENERATED_TOKENS.inc(produced)
+        self.engine.stats.generation_tokens.inc(produced)
         now = time.monotonic()
         if now > self.tokens_since:
             metrics.TOKENS_PER_SECOND.set(produced / (now - self.tokens_since))
@@ -644,7 +715,7 @@ class _Batch:
                 row.emit(tail)
             if row.parts:
                 row.push("".join(row.parts))
-        metrics.PROMPT_TOKENS.inc(len(row.prompt_ids))
+        self.engine.stats.prompt_tokens.inc(len(row.prompt_ids))
         row.push(None)
 
     def fail_all(self, err: BaseException, newcomers: Sequence[_Row] = ()) -> None:
@@ -690,6 +761,29 @@ def _fixed_encoders(tokenizer: Any) -> tuple[Any, Any] | None:
         copy.no_padding()
         copy.encode_special_tokens = keep_text
     return controls, text
+
+
+def _past_cache(hits: list[list[Block]], past: int) -> Any:
+    """A cache of the newcomers' cached prefixes, right-aligned on `past` columns (zeros where masked)."""
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    reference = next(blocks[0] for blocks in hits if blocks)
+    layers: list[tuple[Any, Any]] = []
+    for index, kv in enumerate(reference):
+        if kv is None:
+            layers.append((None, None))
+            continue
+        pair = []
+        for which, like in enumerate(kv):
+            tensor = like.new_zeros((len(hits), like.shape[0], past, like.shape[-1]))
+            for row, blocks in enumerate(hits):
+                if blocks:
+                    parts = [block[index][which] for block in blocks]  # type: ignore[index]  # every block has this layer
+                    tensor[row, :, past - len(blocks) * BLOCK :] = torch.cat(parts, dim=1)
+            pair.append(tensor)
+        layers.append((pair[0], pair[1]))
+    return DynamicCache(ddp_cache_data=layers)
 
 
 def _all_full_attention(cache: Any) -> bool:

@@ -61,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
         help="requests that may wait for a row; beyond that a 503 with Retry-After (SDC_RUNTIME_MAX_QUEUE)",
     )
     p.add_argument(
+        "--prefix-cache-tokens",
+        type=int,
+        default=_env_int("SDC_RUNTIME_PREFIX_CACHE_TOKENS", 4096),
+        help="prompt-prefix KV kept across requests, in tokens (blocks of 16, LRU); 0 turns the prefix cache off "
+        "(SDC_RUNTIME_PREFIX_CACHE_TOKENS)",
+    )
+    p.add_argument(
         "--max-body-bytes",
         type=int,
         default=_env_int("SDC_MAX_BODY_BYTES", 4 * 2**20),
@@ -99,12 +106,19 @@ def main(argv: list[str] | None = None) -> None:
     from sdc_runtime.server import create_app
 
     options = LoadOptions(args.device, args.dtype, args.device_map, args.quantization, args.trust_remote_code)
+    name = args.served_model_name or args.model.resolve().name
     try:
-        engine = Engine(args.model, options=options, max_batch=max(1, args.max_batch), max_queue=max(0, args.max_queue))
+        engine = Engine(
+            args.model,
+            options=options,
+            max_batch=max(1, args.max_batch),
+            max_queue=max(0, args.max_queue),
+            prefix_cache_tokens=max(0, args.prefix_cache_tokens),
+            served_model_name=name,
+        )
     except ModelDirError as err:
         print(f"sdc-runtime: {err}", file=sys.stderr)
         sys.exit(2)
-    name = args.served_model_name or args.model.resolve().name
 
     def load() -> None:
         try:

@@ -32,9 +32,20 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def make_tiny_model(
-    out_dir: Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2, max_positions: int = 512
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    max_positions: int = 512,
+    weight_scale: float = 1.0,
 ) -> Path:
-    """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it."""
+    """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it.
+
+    `weight_scale` multiplies every weight but the norms': at the default the untrained model's
+    greedy answer is one token repeated whatever the prompt; at 8 its output depends on every token
+    and position, which tests that compare outputs need in order to notice a wrong cache.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -75,6 +86,11 @@ def make_tiny_model(
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
+    if weight_scale != 1.0:
+        with torch.no_grad():
+            for name, weight in model.named_parameters():
+                if "norm" not in name:
+                    weight.mul_(weight_scale)
     model.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "sdc-tiny-model.json").write_text(json.dumps({"random_weights": True, "seed": seed}))
     return out_dir
