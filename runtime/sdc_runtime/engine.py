@@ -540,7 +540,7 @@ class _Batch:
             positions = torch.tensor(
                 [[0] * (width - len(s)) + list(range(c, c + len(s))) for s, c in zip(suffixes, cached, strict=True)]
             )
-            history = {self.cache_field: _past_cache(hits, past)} if past else {}
+            history = {self.cache_field: _past_cache(hits, past, width)} if past else {}
             out = self.model(
                 input_ids=ids.to(self.engine.device),
                 attention_mask=mask.to(self.engine.device),
@@ -585,6 +585,8 @@ class _Batch:
 
     def _keep_prefixes(self, newcomers: list[_Row], cache: Any, cached: list[int], columns: int) -> None:
         """Copy the newcomers' full prompt blocks that the prefix cache lacks out of their prefill's cache."""
+        import torch
+
         layers = cache.layers
         for i, (row, c) in enumerate(zip(newcomers, cached, strict=True)):
             first, full = c // BLOCK, len(row.prompt_ids) // BLOCK
@@ -597,7 +599,7 @@ class _Batch:
                 a = base + b * BLOCK
                 blocks.append(
                     [
-                        (layer.keys[i, :, a : a + BLOCK].clone(), layer.values[i, :, a : a + BLOCK].clone())
+                        torch.stack([layer.keys[i, :, a : a + BLOCK], layer.values[i, :, a : a + BLOCK]])
                         if _holds_kv(layer)
                         else None
                         for layer in layers
@@ -763,27 +765,31 @@ def _fixed_encoders(tokenizer: Any) -> tuple[Any, Any] | None:
     return controls, text
 
 
-def _past_cache(hits: list[list[Block]], past: int) -> Any:
-    """A cache of the newcomers' cached prefixes, right-aligned on `past` columns (zeros where masked)."""
+def _past_cache(hits: list[list[Block]], past: int, room: int) -> Any:
+    """A cache of the newcomers' cached prefixes, right-aligned on `past` columns (zeros where masked).
+
+    Each layer gets `room` more columns after them, so the prefill writes its keys and values in place
+    (`_growing_layer_class`) instead of concatenating a copy of the past.
+    """
     import torch
-    from transformers.cache_utils import DynamicCache
+    from transformers.cache_utils import DynamicCache, DynamicLayer
 
     reference = next(blocks[0] for blocks in hits if blocks)
-    layers: list[tuple[Any, Any]] = []
-    for index, kv in enumerate(reference):
-        if kv is None:
-            layers.append((None, None))
+    layers: list[Any] = []
+    for index, like in enumerate(reference):
+        if like is None:
+            layers.append(DynamicLayer())  # type: ignore[no-untyped-call]
             continue
-        pair = []
-        for which, like in enumerate(kv):
-            tensor = like.new_zeros((len(hits), like.shape[0], past, like.shape[-1]))
-            for row, blocks in enumerate(hits):
-                if blocks:
-                    parts = [block[index][which] for block in blocks]  # type: ignore[index]  # every block has this layer
-                    tensor[row, :, past - len(blocks) * BLOCK :] = torch.cat(parts, dim=1)
-            pair.append(tensor)
-        layers.append((pair[0], pair[1]))
-    return DynamicCache(ddp_cache_data=layers)
+        # [keys/values, rows, heads, columns, dim]: a row's blocks land in one copy per layer
+        kv = like.new_zeros((2, len(hits), like.shape[1], past + room, like.shape[-1]))
+        for row, blocks in enumerate(hits):
+            if blocks:
+                parts = [block[index] for block in blocks]
+                kv[:, row, :, past - len(blocks) * BLOCK : past] = torch.cat(parts, dim=2)  # type: ignore[arg-type]
+        layers.append(_growing_layer_class()(kv[0], kv[1], past))
+    cache = DynamicCache()  # type: ignore[no-untyped-call]
+    cache.layers = layers
+    return cache
 
 
 def _all_full_attention(cache: Any) -> bool:
@@ -821,9 +827,12 @@ def _growing_layer_class() -> type:
     class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         SPARE = 64
 
-        def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int | None = None) -> None:
+            """`length`: the live columns when fewer than the tensors hold (the rest is room to append)."""
             super().__init__()  # type: ignore[no-untyped-call]
             self.keys, self.values = keys, values
+            if length is not None:
+                self._length = self._values_length = length
             self.device = keys.device
             self.is_initialized = True
 

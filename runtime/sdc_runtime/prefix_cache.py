@@ -4,7 +4,7 @@ A prompt is cut into blocks of `BLOCK` tokens; block i is named by a digest chai
 blocks before it (blake2b of the parent's digest and its own token ids), so a name stands for the
 whole prefix up to that block, as vLLM's block hashes do, and two prompts share exactly the
 blocks of their common block-aligned prefix. A block holds that prefix's keys and values for
-every layer (`[kv heads, BLOCK, head dim]` each), copied out of the batch cache: entries are never
+every layer (one `[2, kv heads, BLOCK, head dim]` tensor: keys and values), copied out of the batch cache: entries are never
 shared with a running row, so evicting one is always safe and a row's cache never aliases the
 store.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 BLOCK = 16
 
-Block = list[tuple[Any, Any] | None]  # per layer: (keys, values) of one block, None for a layer without KV
+Block = list[Any]  # per layer: keys and values of one block stacked, None for a layer without KV
 
 
 def block_names(ids: Sequence[int], blocks: int) -> list[bytes]:
