@@ -785,9 +785,9 @@ def _past_cache(hits: list[list[Block]], past: int, room: int) -> Any:
         for row, blocks in enumerate(hits):
             if blocks:
                 parts = [block[index] for block in blocks]
-                kv[:, row, :, past - len(blocks) * BLOCK : past] = torch.cat(parts, dim=2)  # type: ignore[arg-type]
+                kv[:, row, :, past - len(blocks) * BLOCK : past] = torch.cat(parts, dim=2)
         layers.append(_growing_layer_class()(kv[0], kv[1], past))
-    cache = DynamicCache()  # type: ignore[no-untyped-call]
+    cache = DynamicCache()
     cache.layers = layers
     return cache
 
