@@ -13,15 +13,22 @@ runs one step at a time over whatever rows are live:
   than the longest gets zero columns on the left, masked out by the 2D
   attention mask, and every row carries its own position ids, which is all a
   Transformers causal LM needs to treat padded rows exactly like unpadded ones
-  (the same contract `generate` uses for left padding). Merging is a left pad
-  plus a concatenation along the batch dimension. The batch's layers keep spare
+  (the same contract `generate` uses for left padding). A newcomer takes the
+  slot of a row that ended when its history fits the batch's columns (its
+  keys and values written into that row's last columns); otherwise merging is
+  a left pad plus a concatenation along the batch dimension. A prompt that
+  starts with blocks of the prefix cache (`prefix_cache.py`) prefills only
+  the rest, its cached blocks given as its past. The batch's layers keep spare
   columns and append each step's keys and values in place (Transformers' own
   layer copies the whole cache per token), and a padded step hands SDPA its
   mask ready-made instead of having it rebuilt per step.
 - **Leaving.** A row that ends (end of sequence, its token budget, one of its
-  stop strings, or a cancelled client) is dropped from the cache with an index
-  select before the next step, and columns that became padding for every
-  remaining row are trimmed, so a finished long row costs nothing afterwards.
+  stop strings, or a cancelled client) answers at once; its slot stays for a
+  few steps for a newcomer to take (cutting it out copies the whole cache,
+  see `_Batch`), and the batch is compacted with an index select when such
+  slots are a quarter of the rows or one has waited 8 steps. Columns that
+  became padding for every remaining row are trimmed, so a finished long row
+  costs nothing for long.
 - **Per-row settings.** Greedy rows take one `argmax` over the batch; sampled
   rows get their own temperature and top-p and their own `torch.Generator`
   (seeded when the request gives a seed, so a seed reproduces whatever else
@@ -155,6 +162,7 @@ class _Row:
     position: int = 0  # position id of `next_input`: the real tokens before it
     next_input: int = 0
     finished: bool = False
+    finished_at: int = 0  # the engine's step count when the row ended
     finish_reason: str = "length"
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     parts: list[str] = field(default_factory=list)  # text held back for a row that is not streamed
@@ -262,6 +270,7 @@ class Engine:
         self._lock = threading.Lock()
         self.running = 0  # rows in the batch (read by tests and metrics)
         self.steps = 0
+        self.reused_slots = 0  # newcomers placed in an ended row's slot (read by tests)
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: Any = None
@@ -478,7 +487,7 @@ class Engine:
             try:
                 with torch.inference_mode():
                     if not batch.rows or self.joinable:
-                        newcomers = self._take_waiting(self.max_batch - len(batch.rows), block=not batch.rows)
+                        newcomers = self._take_waiting(self.max_batch - batch.live(), block=not batch.rows)
                         if newcomers:
                             batch.admit(newcomers)
                     batch.drop_finished()
@@ -487,13 +496,27 @@ class Engine:
             except Exception as err:  # a failed step fails its rows, never the worker
                 log.exception("generation step failed")
                 batch.fail_all(err, newcomers)
-            self.running = len(batch.rows)
+            self.running = batch.live()
             self.stats.running.set(self.running)
             self.stats.kv_usage.set(batch.kv_columns() / (self.max_batch * self.context_limit))
 
 
 class _Batch:
-    """The running rows and their shared, left-padded KV cache."""
+    """The running rows and their shared, left-padded KV cache.
+
+    A row that ends stays in the batch as a placeholder (its slot) for a few steps instead of being
+    cut out at once: cutting a row copies every layer's whole cache (and costs the next append its
+    spare columns, a second copy), and under churn (clients sending back to back, rows of mixed
+    lengths) rows end every few steps while newcomers arrive a step or two later. A newcomer takes a
+    free slot by writing its prefill's keys and values into that row's last columns and masking the
+    rest: a copy of its own cache only. A placeholder keeps decoding its last token at a frozen
+    position (its output is ignored; its row never becomes fully masked, which would put NaNs in
+    SDPA) until reused, or until the batch is compacted: when placeholders are a quarter of the rows
+    or one has waited `SLOT_STEPS` steps. Columns that became padding for every row are trimmed
+    when they are a quarter of the cache.
+    """
+
+    SLOT_STEPS = 8
 
     def __init__(self, engine: Engine, eos: set[int], pad: int) -> None:
         self.engine = engine
@@ -581,7 +604,37 @@ class _Batch:
             self.rows, self.cache, self.mask, self.padded = newcomers, cache, mask, padded
             _grow_in_place(cache)
         else:
-            self._merge(newcomers, cache, mask, padded)
+            self._place(newcomers, _layer_kv(cache), mask)
+
+    def live(self) -> int:
+        """Rows still generating (placeholders of ended rows not counted)."""
+        return sum(not row.finished for row in self.rows)
+
+    def _place(self, newcomers: list[_Row], kv: list[tuple[Any, Any] | None], mask: Any) -> None:
+        """Newcomers into free slots where their history fits the batch's columns; the rest appended."""
+        import torch
+
+        columns, width = self.mask.shape[1], mask.shape[1]
+        free = [i for i, row in enumerate(self.rows) if row.finished] if width <= columns else []
+        placed = min(len(free), len(newcomers))
+        if placed:
+            slots = torch.tensor(free[:placed], device=self.mask.device)
+            start = columns - width
+            for mine, theirs in zip(self.cache.layers, kv, strict=True):
+                if theirs is None or not _holds_kv(mine):
+                    continue
+                mine.keys[slots, :, start:] = theirs[0][:placed]  # views: written into the layer's storage
+                mine.values[slots, :, start:] = theirs[1][:placed]
+            rows_mask = torch.zeros((placed, columns), dtype=self.mask.dtype, device=self.mask.device)
+            rows_mask[:, start:] = mask[:placed]
+            self.mask[slots] = rows_mask
+            for slot, row in zip(free, newcomers[:placed], strict=False):
+                self.rows[slot] = row
+            self.padded = True
+            self.engine.reused_slots += placed
+        if placed < len(newcomers):
+            rest = [None if pair is None else (pair[0][placed:], pair[1][placed:]) for pair in kv]
+            self._merge(newcomers[placed:], rest, mask[placed:])
 
     def _keep_prefixes(self, newcomers: list[_Row], cache: Any, cached: list[int], columns: int) -> None:
         """Copy the newcomers' full prompt blocks that the prefix cache lacks out of their prefill's cache."""
@@ -611,19 +664,20 @@ class _Batch:
         """Cache entries the running batch holds (rows x columns, padding included)."""
         return 0 if self.mask is None else int(self.mask.shape[0] * self.mask.shape[1])
 
-    def _merge(self, newcomers: list[_Row], cache: Any, mask: Any, padded: bool) -> None:
+    def _merge(self, newcomers: list[_Row], kv: list[tuple[Any, Any] | None], mask: Any) -> None:
+        """Append rows: left-pad the batch or the newcomers to the wider history and concatenate (a copy)."""
         import torch
         from torch.nn.functional import pad
 
         width = max(self.mask.shape[1], mask.shape[1])
         a, b = width - self.mask.shape[1], width - mask.shape[1]
-        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            if not _holds_kv(mine):
+        for mine, theirs in zip(self.cache.layers, kv, strict=True):
+            if theirs is None or not _holds_kv(mine):
                 continue
-            mine.keys = torch.cat([pad(mine.keys, (0, 0, a, 0)), pad(theirs.keys, (0, 0, b, 0))])
-            mine.values = torch.cat([pad(mine.values, (0, 0, a, 0)), pad(theirs.values, (0, 0, b, 0))])
+            mine.keys = torch.cat([pad(mine.keys, (0, 0, a, 0)), pad(theirs[0], (0, 0, b, 0))])
+            mine.values = torch.cat([pad(mine.values, (0, 0, a, 0)), pad(theirs[1], (0, 0, b, 0))])
         self.mask = torch.cat([pad(self.mask, (a, 0)), pad(mask, (b, 0))])
-        self.padded = self.padded or padded or a > 0 or b > 0
+        self.padded = self.padded or not bool(mask.all()) or a > 0 or b > 0
         self.rows = self.rows + newcomers
 
     def drop_finished(self) -> None:
@@ -638,13 +692,20 @@ class _Batch:
         if not keep:
             self.rows, self.cache, self.mask, self.padded = [], None, None, False
             return
-        index = torch.tensor(keep, device=self.mask.device)
-        self.cache.batch_select_indices(index)
-        self.mask = self.mask[index]
-        self.rows = [self.rows[i] for i in keep]
+        ended = [row.finished_at for row in self.rows if row.finished]
+        slots_worth_keeping = (
+            self.engine.joinable
+            and 4 * len(ended) < len(self.rows)
+            and self.engine.steps - min(ended) < self.SLOT_STEPS
+        )
+        if not slots_worth_keeping:
+            index = torch.tensor(keep, device=self.mask.device)
+            self.cache.batch_select_indices(index)
+            self.mask = self.mask[index]
+            self.rows = [self.rows[i] for i in keep]
         if self.engine.joinable:  # columns that are padding for every row left are dead weight
             first = int(self.mask.any(0).int().argmax())
-            if first > 0:
+            if first > 0 and (not slots_worth_keeping or 4 * first >= self.mask.shape[1]):
                 self.mask = self.mask[:, first:]
                 for layer in self.cache.layers:
                     if _holds_kv(layer):
@@ -674,10 +735,11 @@ class _Batch:
         )
         self.cache = getattr(out, self.cache_field)
         for row in self.rows:
-            row.position += 1
+            if not row.finished:  # a placeholder keeps its position: it stays within the model's range
+                row.position += 1
         self._emit(self.rows, out.logits[:, -1, :])
         self.engine.steps += 1
-        metrics.BATCH_SIZE.observe(len(self.rows))
+        metrics.BATCH_SIZE.observe(self.live())
 
     def _emit(self, rows: list[_Row], logits: Any) -> None:
         """Choose each row's next token and turn it into text for that row."""
@@ -708,7 +770,7 @@ class _Batch:
         self.tokens_since = now
 
     def _finish(self, row: _Row, reason: str, error: BaseException | None = None) -> None:
-        row.finished, row.finish_reason = True, reason
+        row.finished, row.finish_reason, row.finished_at = True, reason, self.engine.steps
         if error is not None:
             row.push(error)
         elif reason != "cancelled":
@@ -790,6 +852,11 @@ def _past_cache(hits: list[list[Block]], past: int, room: int) -> Any:
     cache = DynamicCache()
     cache.layers = layers
     return cache
+
+
+def _layer_kv(cache: Any) -> list[tuple[Any, Any] | None]:
+    """Each layer's (keys, values), None for a layer that holds none."""
+    return [(layer.keys, layer.values) if _holds_kv(layer) else None for layer in cache.layers]
 
 
 def _all_full_attention(cache: Any) -> bool:

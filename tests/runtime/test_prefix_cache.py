@@ -128,3 +128,31 @@ def test_concurrent_requests_with_and_without_cached_prefixes(engines: tuple[Eng
         assert (await long)[0] == (await answer(plain, prompts[5], SamplingParams(temperature=0, max_tokens=60)))[0]
 
     run(scenario())
+
+
+def test_churn_rows_take_ended_rows_slots_and_decode_as_alone(engines: tuple[Engine, Engine]) -> None:
+    # Clients sending back to back with mixed budgets: rows end every few steps and newcomers take
+    # their slots (their prefill written into the ended row's last columns, the rest masked), while
+    # the others keep decoding; every answer must be what that request gets alone.
+    cached, plain = engines
+    draw = [16, 3, 40, 9, 25, 5, 33, 12, 7, 21, 2, 30]
+    requests = [
+        (
+            chat(cached, f"{i} {SYSTEM[: 20 + 7 * i]}", f"질문 {i}"),
+            SamplingParams(temperature=0, max_tokens=n, ignore_eos=True),
+        )
+        for i, n in enumerate(draw)
+    ]
+
+    async def client(mine: list[int]) -> list[str]:
+        return [(await answer(cached, *requests[i]))[0] for i in mine]
+
+    async def scenario() -> None:
+        expected = [(await answer(plain, ids, params))[0] for ids, params in requests]
+        before = cached.reused_slots
+        outs = await asyncio.gather(*(client(list(range(k, len(requests), 6))) for k in range(6)))
+        for k, texts in enumerate(outs):
+            assert texts == [expected[i] for i in range(k, len(requests), 6)]
+        assert cached.reused_slots > before, "a newcomer took an ended row's slot"
+
+    run(scenario())
