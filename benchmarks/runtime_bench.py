@@ -256,7 +256,7 @@ async def short_during_long(base: str) -> dict[str, float]:
     return sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
 
 
-async def mixed_lengths(base: str) -> dict[int, list[float]]:
+async def mixed_lengths(base: str) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
     """Aggregate tokens/s at 1 and 16 clients, each sending back to back; rounds alternate the two.
 
     Each request's max_tokens comes from a seeded draw, so both client counts see the same mix; a
@@ -267,6 +267,9 @@ async def mixed_lengths(base: str) -> dict[int, list[float]]:
     draw = random.Random(30)
     counter = iter(range(10**9))
     rounds: dict[int, list[float]] = {n: [] for n in MIXED_CLIENTS}
+    # Tokens per CPU second of the server and this client: the work per token, which a shared
+    # machine's load moves far less than the wall clock (it shows what batching saves).
+    per_cpu: dict[int, list[float]] = {n: [] for n in MIXED_CLIENTS}
 
     async def client_loop(client: httpx.AsyncClient, deadline: float, done: list[int]) -> None:
         while True:
@@ -283,10 +286,11 @@ async def mixed_lengths(base: str) -> dict[int, list[float]]:
         for _ in range(ROUNDS):
             for n, client in clients.items():
                 done: list[int] = []
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time() + _children_cpu_s()
                 await asyncio.gather(*(client_loop(client, started + MIXED_SECONDS, done) for _ in range(n)))
                 rounds[n].append(sum(done) / MIXED_SECONDS)
-    return rounds
+                per_cpu[n].append(sum(done) / max(1e-9, time.process_time() + _children_cpu_s() - cpu))
+    return rounds, per_cpu
 
 
 def _prefix_text(tok: Any, trial: int) -> str:
@@ -469,8 +473,9 @@ def _waits_text(label: str, waits: dict[str, float]) -> list[str]:
     ]
 
 
-def _mixed_text(label: str, rounds: dict[int, list[float]]) -> list[str]:
-    one = rounds[MIXED_CLIENTS[0]]
+def _mixed_text(label: str, result: tuple[dict[int, list[float]], dict[int, list[float]]]) -> list[str]:
+    rounds, per_cpu = result
+    one, one_cpu = rounds[MIXED_CLIENTS[0]], per_cpu[MIXED_CLIENTS[0]]
     rows = [
         [
             f"{label}, {n} clients",
@@ -479,13 +484,17 @@ def _mixed_text(label: str, rounds: dict[int, list[float]]) -> list[str]:
             f"{median(figures) / median(one):.2f}x",
             f"{median([a / b for a, b in zip(figures, one, strict=True)]):.2f}x",
             " ".join(f"{f:.0f}" for f in figures),
+            f"{median(per_cpu[n]):.0f}",
+            f"{median(per_cpu[n]) / median(one_cpu):.2f}x",
         ]
         for n, figures in rounds.items()
     ]
     return [
         f"Mixed lengths: clients sending back to back, non-streamed, max_tokens drawn from "
         f"{'/'.join(map(str, MIXED_TOKENS))} (seeded), every prompt distinct; tokens of the requests finished "
-        f"within each {MIXED_SECONDS:.0f} s window; median of {ROUNDS} rounds alternating the client counts:",
+        f"within each {MIXED_SECONDS:.0f} s window; median of {ROUNDS} rounds alternating the client counts. "
+        "Tokens per CPU s divides them by the CPU seconds the server and this client spent in the window "
+        "(the work per token, which other processes' load moves far less than the wall clock):",
         "",
         table(
             [
@@ -495,6 +504,8 @@ def _mixed_text(label: str, rounds: dict[int, list[float]]) -> list[str]:
                 "vs 1 client (medians)",
                 "vs 1 client (within rounds)",
                 "rounds",
+                "tokens per CPU s",
+                "vs 1 client (CPU)",
             ],
             rows,
         ),
