@@ -22,10 +22,13 @@ and without the cache).
 from __future__ import annotations
 
 import hashlib
+import logging
 from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
+
+log = logging.getLogger("sdc_runtime.prefix_cache")
 
 BLOCK = 16
 
@@ -78,6 +81,14 @@ class PrefixCache:
         if not self.enabled:
             return
         names = block_names(ids, first + len(blocks))
+        if blocks and not self._blocks:
+            size = sum(t.numel() * t.element_size() for t in blocks[0] if t is not None)
+            log.info(
+                "prefix cache: up to %d tokens, %.1f MiB at %d bytes per token",
+                self.capacity * BLOCK,
+                self.capacity * size / 2**20,
+                size // BLOCK,
+            )
         for name, block in zip(names[first:], blocks, strict=True):
             self._blocks.setdefault(name, block)
         for name in reversed(names):
