@@ -13,15 +13,22 @@ runs one step at a time over whatever rows are live:
   than the longest gets zero columns on the left, masked out by the 2D
   attention mask, and every row carries its own position ids, which is all a
   Transformers causal LM needs to treat padded rows exactly like unpadded ones
-  (the same contract `generate` uses for left padding). Merging is a left pad
-  plus a concatenation along the batch dimension. The batch's layers keep spare
+  (the same contract `generate` uses for left padding). A newcomer takes the
+  slot of a row that ended when its history fits the batch's columns (its
+  keys and values written into that row's last columns); otherwise merging is
+  a left pad plus a concatenation along the batch dimension. A prompt that
+  starts with blocks of the prefix cache (`prefix_cache.py`) prefills only
+  the rest, its cached blocks given as its past. The batch's layers keep spare
   columns and append each step's keys and values in place (Transformers' own
   layer copies the whole cache per token), and a padded step hands SDPA its
   mask ready-made instead of having it rebuilt per step.
 - **Leaving.** A row that ends (end of sequence, its token budget, one of its
-  stop strings, or a cancelled client) is dropped from the cache with an index
-  select before the next step, and columns that became padding for every
-  remaining row are trimmed, so a finished long row costs nothing afterwards.
+  stop strings, or a cancelled client) answers at once; its slot stays for a
+  few steps for a newcomer to take (cutting it out copies the whole cache,
+  see `_Batch`), and the batch is compacted with an index select when such
+  slots are a quarter of the rows or one has waited 8 steps. Columns that
+  became padding for every remaining row are trimmed, so a finished long row
+  costs nothing for long.
 - **Per-row settings.** Greedy rows take one `argmax` over the batch; sampled
   rows get their own temperature and top-p and their own `torch.Generator`
   (seeded when the request gives a seed, so a seed reproduces whatever else
@@ -62,6 +69,7 @@ from typing import Any
 from sdc_runtime import metrics
 from sdc_runtime.detok import Detokenizer, StopMatcher
 from sdc_runtime.loading import LoadOptionError, LoadOptions, LoadPlan, from_pretrained_kwargs, plan_load
+from sdc_runtime.prefix_cache import BLOCK, Block, PrefixCache
 
 log = logging.getLogger("sdc_runtime.engine")
 
@@ -154,7 +162,9 @@ class _Row:
     position: int = 0  # position id of `next_input`: the real tokens before it
     next_input: int = 0
     finished: bool = False
+    finished_at: int = 0  # the engine's step count when the row ended
     finish_reason: str = "length"
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     parts: list[str] = field(default_factory=list)  # text held back for a row that is not streamed
 
     def push(self, item: str | BaseException | None) -> None:
@@ -181,6 +191,11 @@ class Generation:
     @property
     def finish_reason(self) -> str:
         return self._row.finish_reason
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the prefix cache (final once the first delta arrived)."""
+        return self._row.cached_tokens
 
     def cancel(self) -> None:
         """Free the row at the next step (the client went away)."""
@@ -240,6 +255,8 @@ class Engine:
         max_prefill_tokens: int = 8192,
         max_model_len: int | None = None,
         chat_template: str | None = None,
+        prefix_cache_tokens: int = 4096,
+        served_model_name: str | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.max_model_len = max_model_len  # LocalLLM engine.maxModelLen: a shorter context than the model's
@@ -249,12 +266,15 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.max_prefill_tokens = max_prefill_tokens
+        self.prefix_cache = PrefixCache(prefix_cache_tokens)
+        self.stats = metrics.ModelMetrics.of(served_model_name or model_dir.name)
         self.loaded = threading.Event()
         self._pending: queue.Queue[_Row] = queue.Queue()
         self._waiting = 0  # submitted, not yet admitted (guarded by _lock)
         self._lock = threading.Lock()
         self.running = 0  # rows in the batch (read by tests and metrics)
         self.steps = 0
+        self.reused_slots = 0  # newcomers placed in an ended row's slot (read by tests)
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: Any = None
@@ -411,7 +431,7 @@ class Engine:
             StopMatcher(params.stop),
             streamed=stream,
         )
-        metrics.QUEUE_DEPTH.inc()
+        self.stats.waiting.inc()
         self._pending.put(row)
         return Generation(row)
 
@@ -452,7 +472,7 @@ class Engine:
                 break
             with self._lock:
                 self._waiting -= 1
-            metrics.QUEUE_DEPTH.dec()
+            self.stats.waiting.dec()
             if row.cancelled.is_set():
                 row.push(None)
                 continue
@@ -474,7 +494,7 @@ class Engine:
             try:
                 with torch.inference_mode():
                     if not batch.rows or self.joinable:
-                        newcomers = self._take_waiting(self.max_batch - len(batch.rows), block=not batch.rows)
+                        newcomers = self._take_waiting(self.max_batch - batch.live(), block=not batch.rows)
                         if newcomers:
                             batch.admit(newcomers)
                     batch.drop_finished()
@@ -483,12 +503,27 @@ class Engine:
             except Exception as err:  # a failed step fails its rows, never the worker
                 log.exception("generation step failed")
                 batch.fail_all(err, newcomers)
-            self.running = len(batch.rows)
-            metrics.RUNNING.set(self.running)
+            self.running = batch.live()
+            self.stats.running.set(self.running)
+            self.stats.kv_usage.set(batch.kv_columns() / (self.max_batch * self.context_limit))
 
 
 class _Batch:
-    """The running rows and their shared, left-padded KV cache."""
+    """The running rows and their shared, left-padded KV cache.
+
+    A row that ends stays in the batch as a placeholder (its slot) for a few steps instead of being
+    cut out at once: cutting a row copies every layer's whole cache (and costs the next append its
+    spare columns, a second copy), and under churn (clients sending back to back, rows of mixed
+    lengths) rows end every few steps while newcomers arrive a step or two later. A newcomer takes a
+    free slot by writing its prefill's keys and values into that row's last columns and masking the
+    rest: a copy of its own cache only. A placeholder keeps decoding its last token at a frozen
+    position (its output is ignored; its row never becomes fully masked, which would put NaNs in
+    SDPA) until reused, or until the batch is compacted: when placeholders are a quarter of the rows
+    or one has waited `SLOT_STEPS` steps. Columns that became padding for every row are trimmed
+    when they are a quarter of the cache.
+    """
+
+    SLOT_STEPS = 8
 
     def __init__(self, engine: Engine, eos: set[int], pad: int) -> None:
         self.engine = engine
@@ -507,27 +542,55 @@ class _Batch:
         self.tokens_since = time.monotonic()
 
     def admit(self, newcomers: list[_Row]) -> None:
+        """Prefill the newcomers together and add them to the batch.
+
+        A newcomer whose prompt starts with cached blocks (`prefix_cache.py`) gets their keys and values
+        as its past and prefills only the rest. The newcomers' past is right-aligned on `past` columns
+        and their remaining prompts left-padded on `width` columns, so a row's history may hold padding
+        between its cached prefix and its suffix: the 2D mask and per-row position ids carry that, as
+        they carry left padding.
+        """
         import torch
 
+        prefix = self.engine.prefix_cache
+        use_prefix = prefix.enabled and self.engine.joinable
         try:
-            width = max(len(r.prompt_ids) for r in newcomers)
-            ids = torch.tensor([[self.pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in newcomers])
-            mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in newcomers])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            hits = [prefix.lookup(r.prompt_ids) if use_prefix else [] for r in newcomers]
+            cached = [len(h) * BLOCK for h in hits]
+            past = max(cached)
+            suffixes = [r.prompt_ids[c:] for r, c in zip(newcomers, cached, strict=True)]
+            width = max(len(s) for s in suffixes)
+            ids = torch.tensor([[self.pad] * (width - len(s)) + s for s in suffixes])
+            mask = torch.tensor(
+                [
+                    [0] * (past - c) + [1] * c + [0] * (width - len(s)) + [1] * len(s)
+                    for s, c in zip(suffixes, cached, strict=True)
+                ]
+            )
+            positions = torch.tensor(
+                [[0] * (width - len(s)) + list(range(c, c + len(s))) for s, c in zip(suffixes, cached, strict=True)]
+            )
+            history = {self.cache_field: _past_cache(hits, past, width)} if past else {}
             out = self.model(
                 input_ids=ids.to(self.engine.device),
                 attention_mask=mask.to(self.engine.device),
                 position_ids=positions.to(self.engine.device),
                 use_cache=True,
                 logits_to_keep=1,
+                **history,
             )
         except Exception as err:
             log.exception("prefill failed")
             for row in newcomers:
                 self._finish(row, "error", err)
             return
-        for row in newcomers:
+        stats = self.engine.stats
+        for row, c in zip(newcomers, cached, strict=True):
             row.position = len(row.prompt_ids)
+            row.cached_tokens = c
+            if use_prefix:
+                stats.prefix_queries.inc(len(row.prompt_ids))
+                stats.prefix_hits.inc(c)
             if not row.params.greedy:
                 row.generator = torch.Generator(device=out.logits.device)
                 if row.params.seed is not None:
@@ -537,27 +600,91 @@ class _Batch:
         self._emit(newcomers, out.logits[:, -1, :])
         mask = mask.to(self.engine.device)
         cache = getattr(out, self.cache_field)
-        padded = len({len(r.prompt_ids) for r in newcomers}) > 1
+        padded = not bool(mask.all())
+        if not self.rows:
+            self.engine.joinable = _all_full_attention(cache)
+            if not self.engine.joinable:
+                prefix.clear()  # sliding or hybrid layers: a prefix's KV is not a plain run of columns
+        if self.engine.joinable and prefix.enabled:
+            self._keep_prefixes(newcomers, cache, cached, past + width)
         if not self.rows:
             self.rows, self.cache, self.mask, self.padded = newcomers, cache, mask, padded
-            self.engine.joinable = _all_full_attention(cache)
             _grow_in_place(cache)
         else:
-            self._merge(newcomers, cache, mask, padded)
+            self._place(newcomers, _layer_kv(cache), mask)
 
-    def _merge(self, newcomers: list[_Row], cache: Any, mask: Any, padded: bool) -> None:
+    def live(self) -> int:
+        """Rows still generating (placeholders of ended rows not counted)."""
+        return sum(not row.finished for row in self.rows)
+
+    def _place(self, newcomers: list[_Row], kv: list[tuple[Any, Any] | None], mask: Any) -> None:
+        """Newcomers into free slots where their history fits the batch's columns; the rest appended."""
+        import torch
+
+        columns, width = self.mask.shape[1], mask.shape[1]
+        free = [i for i, row in enumerate(self.rows) if row.finished] if width <= columns else []
+        placed = min(len(free), len(newcomers))
+        if placed:
+            slots = torch.tensor(free[:placed], device=self.mask.device)
+            start = columns - width
+            for mine, theirs in zip(self.cache.layers, kv, strict=True):
+                if theirs is None or not _holds_kv(mine):
+                    continue
+                mine.keys[slots, :, start:] = theirs[0][:placed]  # views: written into the layer's storage
+                mine.values[slots, :, start:] = theirs[1][:placed]
+            rows_mask = torch.zeros((placed, columns), dtype=self.mask.dtype, device=self.mask.device)
+            rows_mask[:, start:] = mask[:placed]
+            self.mask[slots] = rows_mask
+            for slot, row in zip(free, newcomers[:placed], strict=False):
+                self.rows[slot] = row
+            self.padded = True
+            self.engine.reused_slots += placed
+        if placed < len(newcomers):
+            rest = [None if pair is None else (pair[0][placed:], pair[1][placed:]) for pair in kv]
+            self._merge(newcomers[placed:], rest, mask[placed:])
+
+    def _keep_prefixes(self, newcomers: list[_Row], cache: Any, cached: list[int], columns: int) -> None:
+        """Copy the newcomers' full prompt blocks that the prefix cache lacks out of their prefill's cache."""
+        import torch
+
+        layers = cache.layers
+        for i, (row, c) in enumerate(zip(newcomers, cached, strict=True)):
+            first, full = c // BLOCK, len(row.prompt_ids) // BLOCK
+            if full <= first:
+                continue
+            # Prompt tokens after the cached ones are right-aligned: token j sits in column `base + j`.
+            base = columns - len(row.prompt_ids)
+            blocks: list[Block] = []
+            for b in range(first, full):
+                a = base + b * BLOCK
+                blocks.append(
+                    [
+                        torch.stack([layer.keys[i, :, a : a + BLOCK], layer.values[i, :, a : a + BLOCK]])
+                        if _holds_kv(layer)
+                        else None
+                        for layer in layers
+                    ]
+                )
+            self.engine.prefix_cache.insert(row.prompt_ids, first, blocks)
+
+    def kv_columns(self) -> int:
+        """Cache entries the running batch holds (rows x columns, padding included)."""
+        return 0 if self.mask is None else int(self.mask.shape[0] * self.mask.shape[1])
+
+    def _merge(self, newcomers: list[_Row], kv: list[tuple[Any, Any] | None], mask: Any) -> None:
+        """Append rows: left-pad the batch or the newcomers to the wider history and concatenate (a copy)."""
         import torch
         from torch.nn.functional import pad
 
         width = max(self.mask.shape[1], mask.shape[1])
         a, b = width - self.mask.shape[1], width - mask.shape[1]
-        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            if not _holds_kv(mine):
+        for mine, theirs in zip(self.cache.layers, kv, strict=True):
+            if theirs is None or not _holds_kv(mine):
                 continue
-            mine.keys = torch.cat([pad(mine.keys, (0, 0, a, 0)), pad(theirs.keys, (0, 0, b, 0))])
-            mine.values = torch.cat([pad(mine.values, (0, 0, a, 0)), pad(theirs.values, (0, 0, b, 0))])
+            mine.keys = torch.cat([pad(mine.keys, (0, 0, a, 0)), pad(theirs[0], (0, 0, b, 0))])
+            mine.values = torch.cat([pad(mine.values, (0, 0, a, 0)), pad(theirs[1], (0, 0, b, 0))])
         self.mask = torch.cat([pad(self.mask, (a, 0)), pad(mask, (b, 0))])
-        self.padded = self.padded or padded or a > 0 or b > 0
+        self.padded = self.padded or not bool(mask.all()) or a > 0 or b > 0
         self.rows = self.rows + newcomers
 
     def drop_finished(self) -> None:
@@ -572,13 +699,20 @@ class _Batch:
         if not keep:
             self.rows, self.cache, self.mask, self.padded = [], None, None, False
             return
-        index = torch.tensor(keep, device=self.mask.device)
-        self.cache.batch_select_indices(index)
-        self.mask = self.mask[index]
-        self.rows = [self.rows[i] for i in keep]
+        ended = [row.finished_at for row in self.rows if row.finished]
+        slots_worth_keeping = (
+            self.engine.joinable
+            and 4 * len(ended) < len(self.rows)
+            and self.engine.steps - min(ended) < self.SLOT_STEPS
+        )
+        if not slots_worth_keeping:
+            index = torch.tensor(keep, device=self.mask.device)
+            self.cache.batch_select_indices(index)
+            self.mask = self.mask[index]
+            self.rows = [self.rows[i] for i in keep]
         if self.engine.joinable:  # columns that are padding for every row left are dead weight
             first = int(self.mask.any(0).int().argmax())
-            if first > 0:
+            if first > 0 and (not slots_worth_keeping or 4 * first >= self.mask.shape[1]):
                 self.mask = self.mask[:, first:]
                 for layer in self.cache.layers:
                     if _holds_kv(layer):
@@ -608,10 +742,11 @@ class _Batch:
         )
         self.cache = getattr(out, self.cache_field)
         for row in self.rows:
-            row.position += 1
+            if not row.finished:  # a placeholder keeps its position: it stays within the model's range
+                row.position += 1
         self._emit(self.rows, out.logits[:, -1, :])
         self.engine.steps += 1
-        metrics.BATCH_SIZE.observe(len(self.rows))
+        metrics.BATCH_SIZE.observe(self.live())
 
     def _emit(self, rows: list[_Row], logits: Any) -> None:
         """Choose each row's next token and turn it into text for that row."""
@@ -635,14 +770,14 @@ class _Batch:
                 self._finish(row, "length")
             else:
                 row.next_input = token
-        metrics.GENERATED_TOKENS.inc(produced)
+        self.engine.stats.generation_tokens.inc(produced)
         now = time.monotonic()
         if now > self.tokens_since:
             metrics.TOKENS_PER_SECOND.set(produced / (now - self.tokens_since))
         self.tokens_since = now
 
     def _finish(self, row: _Row, reason: str, error: BaseException | None = None) -> None:
-        row.finished, row.finish_reason = True, reason
+        row.finished, row.finish_reason, row.finished_at = True, reason, self.engine.steps
         if error is not None:
             row.push(error)
         elif reason != "cancelled":
@@ -651,7 +786,7 @@ class _Batch:
                 row.emit(tail)
             if row.parts:
                 row.push("".join(row.parts))
-        metrics.PROMPT_TOKENS.inc(len(row.prompt_ids))
+        self.engine.stats.prompt_tokens.inc(len(row.prompt_ids))
         row.push(None)
 
     def fail_all(self, err: BaseException, newcomers: Sequence[_Row] = ()) -> None:
@@ -699,6 +834,38 @@ def _fixed_encoders(tokenizer: Any) -> tuple[Any, Any] | None:
     return controls, text
 
 
+def _past_cache(hits: list[list[Block]], past: int, room: int) -> Any:
+    """A cache of the newcomers' cached prefixes, right-aligned on `past` columns (zeros where masked).
+
+    Each layer gets `room` more columns after them, so the prefill writes its keys and values in place
+    (`_growing_layer_class`) instead of concatenating a copy of the past.
+    """
+    import torch
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    reference = next(blocks[0] for blocks in hits if blocks)
+    layers: list[Any] = []
+    for index, like in enumerate(reference):
+        if like is None:
+            layers.append(DynamicLayer())  # type: ignore[no-untyped-call]
+            continue
+        # [keys/values, rows, heads, columns, dim]: a row's blocks land in one copy per layer
+        kv = like.new_zeros((2, len(hits), like.shape[1], past + room, like.shape[-1]))
+        for row, blocks in enumerate(hits):
+            if blocks:
+                parts = [block[index] for block in blocks]
+                kv[:, row, :, past - len(blocks) * BLOCK : past] = torch.cat(parts, dim=2)
+        layers.append(_growing_layer_class()(kv[0], kv[1], past))
+    cache = DynamicCache()
+    cache.layers = layers
+    return cache
+
+
+def _layer_kv(cache: Any) -> list[tuple[Any, Any] | None]:
+    """Each layer's (keys, values), None for a layer that holds none."""
+    return [(layer.keys, layer.values) if _holds_kv(layer) else None for layer in cache.layers]
+
+
 def _all_full_attention(cache: Any) -> bool:
     """Only plain growing caches can be merged by left padding (see the module docstring)."""
     from transformers.cache_utils import DynamicLayer
@@ -734,9 +901,12 @@ def _growing_layer_class() -> type:
     class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         SPARE = 64
 
-        def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int | None = None) -> None:
+            """`length`: the live columns when fewer than the tensors hold (the rest is room to append)."""
             super().__init__()  # type: ignore[no-untyped-call]
             self.keys, self.values = keys, values
+            if length is not None:
+                self._length = self._values_length = length
             self.device = keys.device
             self.is_initialized = True
 

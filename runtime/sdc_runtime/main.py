@@ -73,6 +73,13 @@ def parser() -> argparse.ArgumentParser:
         "trained on a prompt format their tokenizer does not ship (KoAlpaca, KULLM)",
     )
     p.add_argument(
+        "--prefix-cache-tokens",
+        type=int,
+        default=_env_int("SDC_RUNTIME_PREFIX_CACHE_TOKENS", 4096),
+        help="prompt-prefix KV kept across requests, in tokens (blocks of 16, LRU); 0 turns the prefix cache off "
+        "(SDC_RUNTIME_PREFIX_CACHE_TOKENS)",
+    )
+    p.add_argument(
         "--max-body-bytes",
         type=int,
         default=_env_int("SDC_MAX_BODY_BYTES", 4 * 2**20),
@@ -120,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     from sdc_runtime.server import create_app
 
     options = LoadOptions(args.device, args.dtype, args.device_map, args.quantization, args.trust_remote_code)
+    name = args.served_model_name or args.model.resolve().name
     try:
         engine = Engine(
             args.model,
@@ -128,11 +136,12 @@ def main(argv: list[str] | None = None) -> None:
             max_queue=max(0, args.max_queue),
             max_model_len=args.max_model_len if args.max_model_len and args.max_model_len > 0 else None,
             chat_template=_template(args.chat_template),
+            prefix_cache_tokens=max(0, args.prefix_cache_tokens),
+            served_model_name=name,
         )
     except ModelDirError as err:
         print(f"sdc-runtime: {err}", file=sys.stderr)
         sys.exit(2)
-    name = args.served_model_name or args.model.resolve().name
 
     def load() -> None:
         try:

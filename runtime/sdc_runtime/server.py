@@ -173,11 +173,13 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
     return vector
 
 
-def _usage(generation: Generation) -> dict[str, int]:
+def _usage(generation: Generation) -> dict[str, Any]:
     return {
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": generation.completion_tokens,
         "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+        # vLLM's field: prompt tokens whose prefill the prefix cache saved.
+        "prompt_tokens_details": {"cached_tokens": generation.cached_tokens},
     }
 
 
@@ -211,7 +213,7 @@ def sse_event(body: dict[str, Any]) -> str:
 async def _sse(
     generation: Generation, completion_id: str, created: int, model: str, started: float
 ) -> AsyncIterator[str]:
-    def chunk(delta: dict[str, str], finish: str | None, usage: dict[str, int] | None = None) -> str:
+    def chunk(delta: dict[str, str], finish: str | None, usage: dict[str, Any] | None = None) -> str:
         body: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",

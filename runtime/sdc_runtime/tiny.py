@@ -52,12 +52,16 @@ def make_tiny_model(
     max_positions: int = 512,
     chat_template: str = CHAT_TEMPLATE,
     ends_early: bool = False,
+    weight_scale: float = 1.0,
 ) -> Path:
     """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it.
 
     `max_positions` is the context length the model reports; `chat_template` the Jinja template its
     tokenizer ships (GEMMA2_CHAT_TEMPLATE: one that refuses a system turn, like Gemma 2's).
     `ends_early`: answers end after a few dozen tokens (`_end_early`), not at max_tokens.
+    `weight_scale` multiplies every weight but the norms': at the default the untrained model's
+    greedy answer is one token repeated whatever the prompt; at 8 its output depends on every token
+    and position, which tests that compare outputs need in order to notice a wrong cache.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -99,7 +103,12 @@ def make_tiny_model(
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
-    if ends_early:
+    if weight_scale != 1.0:
+        with torch.no_grad():
+            for name, weight in model.named_parameters():
+                if "norm" not in name:
+                    weight.mul_(weight_scale)
+    if ends_early:  # after the scaling: it sets the weights that end answers
         _end_early(model, tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "sdc-tiny-model.json").write_text(json.dumps({"random_weights": True, "seed": seed}))
