@@ -28,9 +28,10 @@ from sdc_orchestrator.api_models import (
     GenerateResponse,
     Source,
 )
+from sdc_orchestrator.backend_errors import public_refusal
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.feedback import AlreadyRated, FeedbackStore, UnknownResponse
-from sdc_orchestrator.gateway import GatewayMiddleware, KeyRing, Limits
+from sdc_orchestrator.gateway import GatewayMiddleware, KeyRing, Limits, without_key_names
 from sdc_orchestrator.limits import (
     OPENAI_CHAT_SCHEMA,
     InputError,
@@ -45,6 +46,7 @@ from sdc_orchestrator.rag.prompt import rag_messages
 from sdc_orchestrator.rag.retriever import Hit, Retriever, prepare
 from sdc_orchestrator.rag.store import DirectoryStore
 from sdc_orchestrator.router import Router
+from sdc_orchestrator.sanitize import sse_safe
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.shadow import Shadow, side
 from sdc_orchestrator.upstream import Attempts, ClientRequestError, NoRouteError, Upstream
@@ -54,8 +56,13 @@ RESPONSE_ID_HEADER = "X-SDC-Response-Id"
 USER_HEADER = "x-sdc-user"
 
 
+def safe_text(text: str) -> str:
+    """Text that can be encoded whatever it echoes (a lone surrogate becomes `\\udxxx`): an error never fails."""
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "code": status, **extra}}, status)
+    return JSONResponse({"error": {"message": safe_text(message), "code": status, **extra}}, status)
 
 
 class OverheadMiddleware:
@@ -202,7 +209,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # FastAPI's own 400 for a body it cannot parse (e.g. JSON nested 100k deep) says nothing about why.
         detail = exc.detail if exc.detail != "There was an error parsing the body" else "the body is not valid JSON"
         return JSONResponse(
-            {"error": {"message": str(detail), "code": exc.status_code}}, exc.status_code, headers=exc.headers
+            {"error": {"message": safe_text(str(detail)), "code": exc.status_code}},
+            exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(NoRouteError)
@@ -213,8 +222,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     @app.exception_handler(ClientRequestError)
     async def refused(_: Request, exc: ClientRequestError) -> JSONResponse:
         metrics.REQUESTS.labels("none", "none", f"http_{exc.status}").inc()
-        body = exc.body if isinstance(exc.body, dict) else {"error": {"message": str(exc.body)}}
-        return JSONResponse(body, exc.status)
+        # Never the backend's body verbatim: it names the backend's address and paths (backend_errors).
+        return JSONResponse(public_refusal(exc.status, exc.body), exc.status)
 
     app.add_middleware(OverheadMiddleware)
     # Added last, so outermost: nothing runs for a request without a key, over its limits or too large.
@@ -255,8 +264,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         return JSONResponse({"status": "ok", "endpoints": warm})
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus(request: Request) -> Response:
+        """Every series for an admin key (or an open gateway); without one, no series names a key (gateway.py)."""
+        text = generate_latest()
+        if not request.scope.get("state", {}).get("metrics_full", True):
+            text = without_key_names(text)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     # -- documents ---------------------------------------------------------------------------
     @app.post("/api/v1/documents")
@@ -353,7 +366,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         attempts: Attempts = request.state.attempts
         attempts.user = request.headers.get(USER_HEADER) or body.user
         if body.stream:
-            endpoint, events = await state.upstream.stream(provider, payload, attempts)
+            endpoint, events = await _stream_or_cancel(state, provider, payload, attempts, request)
             model = await state.upstream.model_of(endpoint)  # resolved (and cached) by the stream call
             response_id = state.feedback.answered(endpoint.provider, model, "chat")
             state.shadow.skip()
@@ -444,7 +457,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         body = sampling.with_defaults(body, settings)
         started = time.perf_counter()
         if body.get("stream"):
-            endpoint, events = await state.upstream.stream(provider, body, attempts)
+            endpoint, events = await _stream_or_cancel(state, provider, body, attempts, request)
             response_id = state.feedback.answered(endpoint.provider, await state.upstream.model_of(endpoint), "openai")
             state.shadow.skip()
 
@@ -512,6 +525,15 @@ async def _complete_or_cancel(
     return result
 
 
+async def _stream_or_cancel(
+    state: State, provider: str, payload: dict[str, Any], attempts: Attempts, request: Request
+) -> tuple[Endpoint, AsyncIterator[bytes]]:
+    """Open the stream; a client gone before the first token cancels it, and the request's end frees its slot."""
+    task = asyncio.create_task(state.upstream.stream(provider, payload, attempts))
+    result: tuple[Endpoint, AsyncIterator[bytes]] = await _unless_disconnected(task, request)
+    return result
+
+
 def _account(provider: str, model: str, data: dict[str, Any], started: float, attempts: Attempts) -> None:
     metrics.REQUESTS.labels(provider, model, "ok").inc()
     metrics.LATENCY.labels(provider, model).observe(time.perf_counter() - started)
@@ -537,7 +559,7 @@ async def _chat_sse(
         "provider": provider,
         "response_id": response_id,
     }
-    yield f"event: sources\ndata: {json.dumps(meta, ensure_ascii=False)}\n\n".encode()
+    yield f"event: sources\ndata: {sse_safe(json.dumps(meta, ensure_ascii=False))}\n\n".encode()
     first = True
     async for chunk in events:
         if first:

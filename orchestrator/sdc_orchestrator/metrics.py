@@ -22,5 +22,10 @@ KEY_REQUESTS = Counter(
     "Requests per API key name (never the key) and what the gateway did with them",
     ["key", "outcome"],
 )
+GATEWAY_REQUESTS = Counter(
+    "sdc_orchestrator_gateway_requests_total",
+    "Requests by what the gateway did with them (all keys together)",
+    ["outcome"],
+)
 STREAMS = Counter("sdc_orchestrator_stream_outcomes_total", "Streamed chats by how they ended", ["provider", "outcome"])
 INGESTS = Counter("sdc_orchestrator_ingests_total", "Document uploads by how they ended", ["outcome"])

@@ -30,6 +30,7 @@ from sdc_orchestrator import metrics
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
 from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
+from sdc_orchestrator.sanitize import sse_safe
 from sdc_orchestrator.settings import OrchestratorSettings
 
 log = logging.getLogger("sdc_orchestrator.upstream")
@@ -327,7 +328,7 @@ class Upstream:
         endpoint = slot.endpoint
         outcome: str = "abandoned"
         try:
-            yield f"{first}\n\n".encode()
+            yield f"{sse_safe(first)}\n\n".encode()
             if first.strip() == "data: [DONE]":
                 outcome = "ok"
                 return
@@ -336,7 +337,7 @@ class Upstream:
                     event = await asyncio.wait_for(_next_event(lines), self.settings.sdc_attempt_timeout_s)
                 except StopAsyncIteration:
                     break
-                yield f"{event}\n\n".encode()
+                yield f"{sse_safe(event)}\n\n".encode()
                 if event.strip() == "data: [DONE]":
                     outcome = "ok"
                     return

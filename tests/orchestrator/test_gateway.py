@@ -6,6 +6,7 @@ import concurrent.futures
 import hashlib
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -188,7 +189,13 @@ def test_a_burst_beyond_the_rate_limit_gets_429_with_retry_after(
     assert backends["vllm"][0].calls == codes[200], "a refused request never reaches a backend"
     # Another key has its own bucket.
     assert httpx.post(base + "/api/v1/chat", json=CHAT, headers=auth("ops-secret"), timeout=10).status_code == 200
-    metrics = httpx.get(base + "/metrics").text
+    # Without a key /metrics names no key, only the aggregate; a key that may see names gets them.
+    public = httpx.get(base + "/metrics").text
+    assert "team-a" not in public and 'key="ops"' not in public and "sdc_orchestrator_key_requests" not in public
+    aggregate = re.search(r'sdc_orchestrator_gateway_requests_total\{outcome="rate_limited"\} (\S+)', public)
+    assert aggregate and float(aggregate.group(1)) >= codes[429], "the aggregate stays public (the registry is global)"
+    assert "team-a" not in httpx.get(base + "/metrics", headers=auth("wrong")).text
+    metrics = httpx.get(base + "/metrics", headers=auth("ops-secret")).text
     assert f'sdc_orchestrator_key_requests_total{{key="team-a",outcome="rate_limited"}} {float(codes[429])}' in metrics
     assert 'key="ops",outcome="admitted"' in metrics
     assert "plain-secret" not in metrics and "ops-secret" not in metrics, "metrics name keys, never show them"
