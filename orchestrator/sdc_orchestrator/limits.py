@@ -143,24 +143,32 @@ def check_stop(value: object) -> None:
         raise InputError(f"stop: each sequence must have 1 to {MAX_STOP_CHARS} characters")
 
 
-def _content_text(content: object, where: str) -> tuple[str | None, int]:
-    """The neutralized content and its length.
+def prompt_chars(messages: list[dict[str, Any]]) -> int:
+    """Characters a chat template renders from checked messages: content, name, tool_call_id, tool calls."""
+    total = 0
+    for m in messages:
+        total += len(m["content"] or "") + len(m.get("name", "")) + len(m.get("tool_call_id", ""))
+        total += _json_chars(m["tool_calls"]) if m.get("tool_calls") else 0
+    return total
+
+
+def _content_text(content: object, where: str) -> str | None:
+    """The neutralized content (None stays None).
 
     Text parts are joined into one string (with a newline, as vLLM joins them) before neutralizing:
     a template that concatenates parts would otherwise rebuild a marker split across two of them.
     """
     if content is None:
-        return None, 0
+        return None
     if isinstance(content, str):
-        return neutralize(content), len(content)
+        return neutralize(content)
     if isinstance(content, list):
         texts = []
         for i, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise InputError(f"{where}.content[{i}]: only text parts ({{'type': 'text', 'text': ...}}) are served")
             texts.append(part["text"])
-        joined = "\n".join(texts)
-        return neutralize(joined), len(joined)
+        return neutralize("\n".join(texts))
     raise InputError(f"{where}.content: must be a string or a list of text parts")
 
 
@@ -204,7 +212,7 @@ def check_messages(messages: object, limits: InputLimits) -> list[dict[str, Any]
         raise InputError("messages: a non-empty list is required")
     if len(messages) > limits.max_messages:
         raise InputError(f"messages: at most {limits.max_messages} messages")
-    out, total = [], 0
+    out = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -212,21 +220,19 @@ def check_messages(messages: object, limits: InputLimits) -> list[dict[str, Any]
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
             raise InputError(f"{where}.role: must be one of {', '.join(sorted(ROLES))}")
-        content, size = _content_text(message.get("content"), where)
+        content = _content_text(message.get("content"), where)
         if content is None and role != "assistant":
             raise InputError(f"{where}.content: required")
-        total += size
         clean = {k: v for k, v in message.items() if k in ("role", "name", "tool_call_id", "tool_calls")}
         for key in ("name", "tool_call_id"):
             if key in clean:
                 if not isinstance(clean[key], str) or len(clean[key]) > 256:
                     raise InputError(f"{where}.{key}: must be a string of at most 256 characters")
                 clean[key] = neutralize(clean[key])
-                total += len(clean[key])
         if clean.get("tool_calls") is not None:
             clean["tool_calls"] = check_tool_calls(clean["tool_calls"], where)
-            total += _json_chars(clean["tool_calls"])
         out.append({**clean, "content": content})
+    total = prompt_chars(out)
     if total > limits.max_prompt_chars:
         raise InputError(f"messages: {total} characters; the limit is {limits.max_prompt_chars}", 413)
     return out
@@ -314,10 +320,7 @@ def check_openai_chat(body: object, limits: InputLimits) -> dict[str, Any]:
         out["tool_choice"] = neutralize_json(out["tool_choice"])
         extra += _json_chars(out["tool_choice"])
     if extra:
-        total = extra + sum(
-            len(m["content"] or "") + len(m.get("name", "")) + len(m.get("tool_call_id", "")) for m in out["messages"]
-        )
-        total += sum(_json_chars(m["tool_calls"]) for m in out["messages"] if m.get("tool_calls"))
+        total = extra + prompt_chars(out["messages"])
         if total > limits.max_prompt_chars:
             raise InputError(f"messages and tools: {total} characters; the limit is {limits.max_prompt_chars}", 413)
     return out

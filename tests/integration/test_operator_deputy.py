@@ -35,7 +35,7 @@ def tiny(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     return body
 
 
-REFUSED = {
+REFUSED: dict[str, dict[str, Any]] = {
     "LD_PRELOAD": {"env": [{"name": "LD_PRELOAD", "value": "/cache/evil.so"}]},
     "PYTHONPATH": {"env": [{"name": "PYTHONPATH", "value": "/cache/evil"}]},
     "PYTHONSTARTUP": {"env": [{"name": "PYTHONSTARTUP", "value": "/cache/evil.py"}]},

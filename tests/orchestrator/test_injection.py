@@ -22,6 +22,7 @@ from sdc_orchestrator.rag.store import Passage
 from sdc_orchestrator.sanitize import has_control, neutralize
 
 from tests.support.fake_openai import FakeBackend
+from tests.support.hostile_families import WIDE_MARKERS, markers_in
 
 Backends = dict[str, tuple[FakeBackend, str]]
 
@@ -118,3 +119,14 @@ def test_passages_are_delimited_and_declared_data() -> None:
     assert "<|im_start|>" not in user["content"] and "<|eot_id|>" not in user["content"]
     other_system, _ = rag_messages("q", [hit])
     assert "abcd" not in other_system["content"], "the tag is drawn per request"
+
+
+@pytest.mark.parametrize("marker", WIDE_MARKERS)
+def test_width_and_compatibility_forms_are_neutralized(marker: str) -> None:
+    """DeepSeek's `<｜User｜>`, full-width and small-form brackets, full-width letters: matched on the NFKC form,
+    and the look-alikes they become do not fold back to ASCII brackets."""
+    for variant in (marker, f"앞{marker}뒤", marker + marker):
+        out = neutralize(variant)
+        assert not has_control(out), out
+        assert not markers_in({"messages": [{"role": "user", "content": out}]}), out
+        assert len(out) == len(variant), "one character for one"
