@@ -133,13 +133,13 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
             ),
         ),
         (
-            "gemini key from a secret",
+            "gemini key from a secret, as a file (not an environment variable)",
             ["orchestrator.gemini.apiKeySecret=gem", "orchestrator.gemini.weight=10"],
             lambda d: (
-                env_of(next(x for x in kinds(d, "Deployment") if x["metadata"]["name"] == "sdc-orchestrator"))[
-                    "GEMINI_API_KEY"
-                ]
-                == {"secretKeyRef": {"name": "gem", "key": "api-key"}}
+                env_of(orchestrator_of(d))["GEMINI_API_KEY_FILE"] == "/etc/sdc/gemini/api-key"
+                and "GEMINI_API_KEY" not in env_of(orchestrator_of(d))
+                and {"secretName": "gem", "items": [{"key": "api-key", "path": "api-key"}]}
+                in [v.get("secret") for v in orchestrator_of(d)["spec"]["template"]["spec"]["volumes"]]
             ),
         ),
         (
@@ -295,6 +295,7 @@ def test_api_keys_are_always_on() -> None:
     assert env["SDC_API_KEYS_FILE"] == "/etc/sdc/keys/keys"
     assert env["SDC_RATE_LIMIT_RPM"] == "600" and env["SDC_MAX_TOKENS"] == "4096"
     assert env["SDC_MAX_BODY_BYTES"] == "8388608"
+    assert env["SDC_ADMIN_KEY_NAMES"] == "admin", "document writes are the generated admin key's by default"
     volumes = {v["name"]: v for v in orchestrator["spec"]["template"]["spec"]["volumes"]}
     assert volumes["api-keys"]["secret"]["secretName"] == "sdc-api-keys"
     own = render("orchestrator.auth.existingSecret=my-keys", "orchestrator.auth.adminKeyNames={ops}")

@@ -234,3 +234,18 @@ def test_bodies_over_the_limit_are_413_declared_or_chunked(orchestrator: Callabl
     streamed = httpx.post(base + route, content=chunked(big), headers={"content-type": "application/json"}, timeout=10)
     assert streamed.status_code == 413, streamed.text
     assert time.monotonic() - started < 5
+
+
+def test_the_gemini_key_can_come_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart mounts the Gemini key as a file (GEMINI_API_KEY_FILE): not inherited by child processes."""
+    from sdc_orchestrator.settings import OrchestratorSettings
+
+    key = tmp_path / "api-key"
+    key.write_text("sk-gemini-from-file\n")
+    monkeypatch.setenv("GEMINI_API_KEY_FILE", str(key))
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    settings = OrchestratorSettings()
+    assert settings.gemini_api_key is not None and settings.gemini_api_key.get_secret_value() == "sk-gemini-from-file"
+    monkeypatch.setenv("GEMINI_API_KEY", "sk-env")
+    explicit = OrchestratorSettings().gemini_api_key
+    assert explicit is not None and explicit.get_secret_value() == "sk-env", "an explicit key wins"
