@@ -157,6 +157,16 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
         ),
         ("no network policies", ["networkPolicy.enabled=false"], lambda d: not kinds(d, "NetworkPolicy")),
         (
+            "engine egress: DNS and HTTPS outside private ranges only",
+            ["networkPolicy.engineEgress.enabled=true"],
+            lambda d: any(
+                p["spec"]["policyTypes"] == ["Egress"]
+                and [r["ports"][0]["port"] for r in p["spec"]["egress"]] == [53, 443]
+                and "169.254.0.0/16" in p["spec"]["egress"][1]["to"][0]["ipBlock"]["except"]
+                for p in kinds(d, "NetworkPolicy")
+            ),
+        ),
+        (
             "default: no seed endpoint (LLM_SERVICE_TYPE=none), readiness on /readyz, engine images from the operator",
             [],
             lambda d: (
