@@ -16,6 +16,11 @@ One plain ASGI middleware in front of every route, so nothing reaches a route
   (chunked uploads declare no length), so a 100 MB body is refused after the
   first bytes beyond the limit, not after reading it.
 
+Tenants: a key named `NAME@TENANT` belongs to TENANT (letters, digits, `.`, `_`,
+`-`); a key without one belongs to the tenant `default`. Documents and feedback
+are the tenant's own (`scope["state"]["tenant"]`): one tenant never retrieves,
+deletes or rates another's. Metrics and limits use NAME.
+
 Metrics carry the key's NAME, never the key, and even names are not public:
 `/metrics` stays open to scrapers (no credentials in the Prometheus config),
 but without a key allowed to change documents (an admin key, or any key when
@@ -31,6 +36,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +51,8 @@ log = logging.getLogger("sdc_orchestrator.gateway")
 
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 ANONYMOUS = "anonymous"
+DEFAULT_TENANT = "default"
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class KeyFileError(ValueError):
@@ -66,6 +74,9 @@ def parse_keys(text: str) -> dict[str, str]:
         name = name.strip()
         if not sep or not name or not secret:
             raise KeyFileError(f"line {number}: expected NAME:KEY or NAME:sha256:HEX")
+        _, at, tenant = name.partition("@")
+        if at and not TENANT.fullmatch(tenant):
+            raise KeyFileError(f"line {number}: a tenant (NAME@TENANT) is 1-64 letters, digits, '.', '_' or '-'")
         if secret.startswith("sha256:"):
             digest = secret.removeprefix("sha256:").strip().lower()
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -222,7 +233,7 @@ class GatewayMiddleware:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        name = ANONYMOUS
+        name, tenant = ANONYMOUS, DEFAULT_TENANT
         if self.keys.enabled:
             token = bearer(scope)
             found = self.keys.name_of(token) if token else None
@@ -233,8 +244,10 @@ class GatewayMiddleware:
                     send, 401, f"{why} (Authorization: Bearer KEY)", "invalid_api_key", {"www-authenticate": "Bearer"}
                 )
                 return
-            name = found
+            name, _, tenant = found.partition("@")
+            tenant = tenant or DEFAULT_TENANT
         scope.setdefault("state", {})["key_name"] = name
+        scope["state"]["tenant"] = tenant
         if self.admin_names and _is_admin_route(scope) and name not in self.admin_names:
             _count(name, "forbidden")
             await _refuse(send, 403, f"key '{name}' may not change documents", "permission_denied")

@@ -249,3 +249,35 @@ def test_the_gemini_key_can_come_from_a_file(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("GEMINI_API_KEY", "sk-env")
     explicit = OrchestratorSettings().gemini_api_key
     assert explicit is not None and explicit.get_secret_value() == "sk-env", "an explicit key wins"
+
+
+def test_tenants_never_see_each_others_documents_or_answers(orchestrator: Callable[..., str], tmp_path: Path) -> None:
+    keys = tmp_path / "tenant-keys"
+    keys.write_text("alice@acme:acme-secret\nbob@globex:globex-secret\nops:ops-secret\n")
+    base = orchestrator(sdc_api_keys_file=keys)
+    acme, globex, ops = auth("acme-secret"), auth("globex-secret"), auth("ops-secret")
+    doc = {"id": "plan", "text": "zqacme 인수 계획: 부산 공장을 내년에 매각한다."}
+    assert httpx.post(base + "/api/v1/documents", json=doc, headers=acme, timeout=30).status_code == 200
+
+    def sources(headers: dict[str, str]) -> list[str]:
+        resp = httpx.post(base + "/api/v1/chat", json={"message": "zqacme 계획 알려줘"}, headers=headers, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return [s["id"] for s in resp.json()["sources"]]
+
+    assert sources(acme) == ["plan"]
+    assert sources(globex) == [] and sources(ops) == [], "another tenant (and the default one) retrieves nothing"
+    assert httpx.delete(base + "/api/v1/documents/plan", headers=globex).status_code == 404
+    assert sources(acme) == ["plan"], "another tenant cannot delete it either"
+    # An answer is rated only by its own tenant; for another it does not exist.
+    answer = httpx.post(base + "/api/v1/chat", json={"message": "안녕", "use_rag": False}, headers=acme, timeout=10)
+    rating = {"response_id": answer.json()["response_id"], "rating": 1}
+    assert httpx.post(base + "/api/v1/feedback", json=rating, headers=globex).status_code == 404
+    assert httpx.post(base + "/api/v1/feedback", json=rating, headers=acme).status_code == 200
+    # The tenant's documents live in its own directory; the default tenant keeps the data directory.
+    assert httpx.delete(base + "/api/v1/documents/plan", headers=acme).status_code == 200
+
+
+@pytest.mark.parametrize("line", ["a@:k", "a@../x:k", "a@x/y:k", "a@" + "t" * 65 + ":k"])
+def test_a_malformed_tenant_is_refused(line: str) -> None:
+    with pytest.raises(KeyFileError):
+        parse_keys(line)
