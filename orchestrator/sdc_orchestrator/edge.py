@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httptools  # uvicorn[standard] brings it (the orchestrator's extra)
 import uvicorn
@@ -42,6 +42,10 @@ class EdgeLimits:
     body_timeout_s: float = 60.0
     keep_alive_s: int = 75
     limit_concurrency: int = 2048
+
+    def per_connection(self) -> tuple[int, int, float, float]:
+        """What the protocol itself enforces (keep-alive and concurrency are uvicorn's)."""
+        return (self.max_head_bytes, self.max_headers, self.head_timeout_s, self.body_timeout_s)
 
     @classmethod
     def from_env(cls, keep_alive_s: int = 75) -> EdgeLimits:
@@ -65,110 +69,118 @@ def _response(status: int, reason: str, message: str) -> bytes:
     return head.encode() + body
 
 
-def bounded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
-    """The httptools protocol class with `limits` bound (uvicorn makes one instance per connection)."""
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the edge's limits (uvicorn makes one instance per connection).
 
-    class BoundedHttpToolsProtocol(HttpToolsProtocol):
-        _refusal: bytes | None = None
-        _head_open = True
-        _head_bytes = 0
-        _header_count = 0
-        _timer: asyncio.TimerHandle | None = None
+    At module level, limits from the environment, so that uvicorn's worker processes (spawned, the
+    config pickled) can import it by name; `bounded_protocol` derives a class with other limits."""
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm(limits.head_timeout_s, self._head_expired)
+    limits: ClassVar[EdgeLimits] = EdgeLimits.from_env()
+    _refusal: bytes | None = None
+    _head_open = True
+    _head_bytes = 0
+    _header_count = 0
+    _timer: asyncio.TimerHandle | None = None
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.limits.head_timeout_s, self._head_expired)
 
-        def _arm(self, seconds: float, callback: Any) -> None:
-            self._disarm()
-            self._timer = self.loop.call_later(seconds, callback)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
-        def _disarm(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, callback)
 
-        def _close_with(self, response: bytes | None) -> None:
-            self._disarm()
-            if self.transport.is_closing():
-                return
-            if response is not None:
-                self.transport.write(response)
-            self.transport.close()
-
-        def _head_expired(self) -> None:
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
             self._timer = None
-            if self._head_open:
-                sent = self._head_bytes > 0
-                self._close_with(
-                    _response(408, "Request Timeout", "the request headers were not sent in time") if sent else None
-                )
 
-        def _body_expired(self) -> None:
-            # Disarmed when the message completes: firing means the body is still incomplete. With no
-            # response yet, a 408; after one (the gateway refused unread), the connection is just closed.
-            self._timer = None
-            if self._head_open:
-                return
-            cycle = self.cycle
-            started = cycle is not None and (cycle.response_started or cycle.response_complete)
+    def _close_with(self, response: bytes | None) -> None:
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        if response is not None:
+            self.transport.write(response)
+        self.transport.close()
+
+    def _head_expired(self) -> None:
+        self._timer = None
+        if self._head_open:
+            sent = self._head_bytes > 0
             self._close_with(
-                None if started else _response(408, "Request Timeout", "the request body was not sent in time")
+                _response(408, "Request Timeout", "the request headers were not sent in time") if sent else None
             )
 
-        def data_received(self, data: bytes) -> None:
-            if self._head_open:
-                if self._head_bytes == 0 and self._timer is None:
-                    self._arm(limits.head_timeout_s, self._head_expired)
-                self._head_bytes += len(data)
-            super().data_received(data)
-            if self.transport.is_closing():
-                return
-            if self._refusal is not None:
-                self._close_with(self._refusal)
-            elif self._head_open and self._head_bytes > limits.max_head_bytes:
-                self._close_with(
-                    _response(
-                        431,
-                        "Request Header Fields Too Large",
-                        f"the request headers exceed {limits.max_head_bytes} bytes",
-                    )
+    def _body_expired(self) -> None:
+        # Disarmed when the message completes: firing means the body is still incomplete. With no
+        # response yet, a 408; after one (the gateway refused unread), the connection is just closed.
+        self._timer = None
+        if self._head_open:
+            return
+        cycle = self.cycle
+        started = cycle is not None and (cycle.response_started or cycle.response_complete)
+        self._close_with(
+            None if started else _response(408, "Request Timeout", "the request body was not sent in time")
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_open:
+            if self._head_bytes == 0 and self._timer is None:
+                self._arm(self.limits.head_timeout_s, self._head_expired)
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._refusal is not None:
+            self._close_with(self._refusal)
+        elif self._head_open and self._head_bytes > self.limits.max_head_bytes:
+            self._close_with(
+                _response(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"the request headers exceed {self.limits.max_head_bytes} bytes",
                 )
+            )
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._header_count = 0
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_count = 0
 
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._header_count += 1
-            if self._header_count > limits.max_headers:
-                self._refusal = _response(
-                    431, "Request Header Fields Too Large", f"more than {limits.max_headers} headers"
-                )
-                raise httptools.HttpParserCallbackError("too many headers")
-            super().on_header(name, value)
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refusal = _response(
+                431, "Request Header Fields Too Large", f"more than {self.limits.max_headers} headers"
+            )
+            raise httptools.HttpParserCallbackError("too many headers")
+        super().on_header(name, value)
 
-        def send_400_response(self, msg: str) -> None:
-            if self._refusal is not None:  # our own refusal surfaced as a parser error
-                self._close_with(self._refusal)
-                return
-            super().send_400_response(msg)
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is not None:  # our own refusal surfaced as a parser error
+            self._close_with(self._refusal)
+            return
+        super().send_400_response(msg)
 
-        def on_headers_complete(self) -> None:
-            self._head_open = False
-            self._arm(limits.body_timeout_s, self._body_expired)
-            super().on_headers_complete()
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        self._arm(self.limits.body_timeout_s, self._body_expired)
+        super().on_headers_complete()
 
-        def on_message_complete(self) -> None:
-            self._disarm()
-            super().on_message_complete()
-            self._head_open, self._head_bytes = True, 0
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+        self._head_open, self._head_bytes = True, 0
 
-    return BoundedHttpToolsProtocol
+
+def bounded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
+    """The protocol class for `limits`: the module's own when they are its, else a subclass carrying them."""
+    if limits.per_connection() == BoundedHttpToolsProtocol.limits.per_connection():
+        return BoundedHttpToolsProtocol
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"limits": limits})
 
 
 def server_config(app: Any, host: str, port: int, limits: EdgeLimits, **options: Any) -> uvicorn.Config:

@@ -194,3 +194,15 @@ def test_normal_requests_pass_the_edge(edge: tuple[str, int]) -> None:
             assert client.get(base + "/v1/models", headers={"Authorization": "Bearer secret"}).status_code == 200
             time.sleep(LIMITS.head_timeout_s * 0.6)
         assert client.get(base + "/healthz", headers={f"X-H{i}": "v" * 100 for i in range(60)}).status_code == 200
+
+
+def test_the_served_protocol_can_be_pickled_for_worker_processes() -> None:
+    """`--workers N` spawns processes with the config pickled: the protocol class must import by name."""
+    import pickle
+
+    from sdc_orchestrator.edge import BoundedHttpToolsProtocol
+
+    config = server_config("sdc_orchestrator.app:create_app", "127.0.0.1", 0, EdgeLimits.from_env(keep_alive_s=30))
+    assert config.http is BoundedHttpToolsProtocol
+    assert pickle.loads(pickle.dumps(config.http)) is BoundedHttpToolsProtocol  # noqa: S301 - our own bytes
+    assert server_config("x:y", "127.0.0.1", 0, LIMITS).http is not BoundedHttpToolsProtocol, "other limits, own class"
