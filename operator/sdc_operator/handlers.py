@@ -65,7 +65,7 @@ from sdc_operator.plan import (
     status_patch,
     yield_fields,
 )
-from sdc_operator.policy import policy_errors
+from sdc_operator.policy import policy_errors, reference_errors, references
 from sdc_operator.publish import ENDPOINTS_KEY, audience, endpoints_configmap, endpoints_document
 from sdc_operator.settings import OperatorSettings
 from sdc_operator.spec import Condition, semantic_errors
@@ -88,6 +88,7 @@ class State:
     indexes: dict[str, Any] = field(default_factory=dict)
     last_status: dict[Key, dict[str, Any]] = field(default_factory=dict)  # what we last wrote
     apply_errors: dict[Key, str] = field(default_factory=dict)
+    reference_errors: dict[Key, list[str]] = field(default_factory=dict)  # Secrets/claims not opened to it
     conflicts: dict[Key, list[str]] = field(default_factory=dict)
     last_event_phase: dict[Key, str] = field(default_factory=dict)
     phase: dict[Key, str] = field(default_factory=dict)  # the phase counted in the models gauge
@@ -126,6 +127,7 @@ class State:
         for table in (
             self.last_status,
             self.apply_errors,
+            self.reference_errors,
             self.conflicts,
             self.last_event_phase,
             self.locks,
@@ -150,6 +152,11 @@ class SpecView:
 
 class NameConflictError(Exception):
     pass
+
+
+class ReferenceRefusedError(Exception):
+    """A Secret or claim the LocalLLM names is not open to LocalLLMs (policy.ALLOW_LABEL); rechecked on a timer,
+    since labelling the object sends the operator no event."""
 
 
 def _now() -> str:
@@ -357,6 +364,8 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
     started = time.monotonic()
     view = spec_view(state, body)
     llm, errors = view.llm, view.errors
+    if llm is not None and not errors:
+        errors = await _reference_errors(state, key, llm)
     observed = _observed_children(key, idx)
     if errors or llm is None:
         # Nothing half-made: the serving objects it owns go; a bound cache (downloaded weights) stays.
@@ -366,6 +375,8 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         state.conflicts.pop(key, None)
         metrics.RECONCILES.labels("invalid").inc()
         _refresh(state, key)
+        if state.reference_errors.get(key):
+            raise ReferenceRefusedError("; ".join(state.reference_errors[key]))
         return
     desired = view.desired
     # A name missing from the (label-filtered) indexes may still be taken by an unlabelled object: read
@@ -404,6 +415,20 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         raise NameConflictError(", ".join(actions.conflicts))
     metrics.RECONCILES.labels("ok").inc()
     metrics.DURATION.observe(time.monotonic() - started)
+
+
+async def _reference_errors(state: State, key: Key, llm: LocalLLM) -> list[str]:
+    """Read the labels of every Secret and claim the spec names (metadata only) and judge them (policy)."""
+    namespace = key[0]
+    refs = references(llm.spec)
+    wanted = sorted({(kind, name) for kind, name, _ in refs})
+    found = await asyncio.gather(*(kube.read_labels(kind, namespace, name) for kind, name in wanted))
+    errors = reference_errors(namespace, refs, dict(zip(wanted, found, strict=True)), SETTINGS)
+    if errors:
+        state.reference_errors[key] = errors
+    else:
+        state.reference_errors.pop(key, None)
+    return errors
 
 
 async def _apply_all(state: State, actions: Plan, key: Key, reason: str) -> tuple[str, str] | None:
@@ -445,6 +470,9 @@ async def reconcile_or_retry(state: State, body: dict[str, Any], idx: dict[str, 
         await reconcile(state, body, idx, reason)
     except NameConflictError as err:  # wait for the name: the foreign object is never touched
         log.warning("%s/%s: child names taken by objects it does not own: %s; retrying", *key, err)
+        _retry(state, key, reason, None)
+    except ReferenceRefusedError as err:  # Failed until the owner labels the object: checked again on a timer
+        log.warning("%s/%s: %s; checking again later", *key, err)
         _retry(state, key, reason, None)
     except kube.ApiError as err:
         if _namespace_going(err):
@@ -523,7 +551,7 @@ async def _retry_until_done(state: State, key: Key, reason: str, status: int | N
                 await reconcile(state, llm, state.indexes, f"retry {attempt} of: {reason}")
                 log.info("%s/%s: reconciled on retry %d (%s)", *key, attempt, reason)
                 return
-            except (NameConflictError, kube.ApiError) as err:
+            except (NameConflictError, ReferenceRefusedError, kube.ApiError) as err:
                 if _namespace_going(err):
                     return
                 status = err.status if isinstance(err, kube.ApiError) else None
@@ -549,6 +577,7 @@ def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, An
     llm, errors = view.llm, view.errors
     if key in state.apply_errors:
         errors = [*errors, state.apply_errors[key]]
+    errors = [*errors, *state.reference_errors.get(key, [])]
     generation = int(body["metadata"].get("generation") or 1)
     previous = []
     for c in (body.get("status") or {}).get("conditions") or []:

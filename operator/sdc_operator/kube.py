@@ -89,8 +89,8 @@ async def close() -> None:
         await session.close()
 
 
-def _headers(content_type: str | None) -> dict[str, str]:
-    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+def _headers(content_type: str | None, accept: str = "application/json") -> dict[str, str]:
+    headers = {"Accept": accept, "User-Agent": USER_AGENT}
     # The credentials as the client would send them: a bearer token (a ServiceAccount's, refreshed by the
     # in-cluster loader's hook on each read; an exec plugin's; a kubeconfig's), basic auth. Client
     # certificates are in the TLS context instead.
@@ -119,6 +119,7 @@ async def _call(
     body: Any = None,
     content_type: str | None = None,
     params: dict[str, str] | None = None,
+    accept: str = "application/json",
 ) -> dict[str, Any]:
     """One request; the response body as plain JSON. Refused, reset or timed out is status 0 (retry later)."""
     data = None if body is None else json.dumps(body)
@@ -128,7 +129,7 @@ async def _call(
             _configuration().host.rstrip("/") + path,  # a host may carry a path prefix (an API proxy)
             data=data,
             params=params,
-            headers=_headers(content_type or ("application/json" if data is not None else None)),
+            headers=_headers(content_type or ("application/json" if data is not None else None), accept),
             timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
         ) as response:
             raw = await response.read()
@@ -147,6 +148,7 @@ _PATHS: dict[str, str] = {
     "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments",
     "Service": "/api/v1/namespaces/{namespace}/services",
     "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+    "Secret": "/api/v1/namespaces/{namespace}/secrets",
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
     "Event": "/api/v1/namespaces/{namespace}/events",
     "LocalLLM": f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}",
@@ -225,6 +227,23 @@ async def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         raise
     out.setdefault("kind", kind)
     return out
+
+
+# Only an object's metadata: a Secret's values never reach the operator (RBAC cannot grant metadata alone,
+# so the operator asks for no more than it needs).
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+
+async def read_labels(kind: str, namespace: str, name: str) -> dict[str, str] | None:
+    """The labels of an object (read as PartialObjectMetadata), or None when there is none of that name."""
+    try:
+        out = await _call("GET", object_path(kind, namespace, name), accept=METADATA_ONLY)
+    except ApiError as err:
+        if err.status == 404:
+            return None
+        raise
+    labels = (out.get("metadata") or {}).get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()}
 
 
 async def delete(kind: str, namespace: str, name: str, *, uid: str) -> None:

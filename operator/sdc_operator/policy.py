@@ -59,3 +59,52 @@ def policy_errors(spec: LocalLLMSpec, settings: OperatorSettings) -> list[str]:
             f"({', '.join(settings.trust_remote_code_repos) or 'empty'})"
         )
     return errors
+
+
+# -- references: the operator is nobody's deputy ------------------------------------------------------------
+# Whoever may create a LocalLLM could otherwise have the operator's pods read any Secret of the namespace
+# (env secretKeyRef, model.tokenSecretRef) or mount any claim (cache.existingClaim, model.source.claimName):
+# in the release's namespace, the API keys, the Gemini key and the documents' volume. An object is usable
+# only when its owner opted in with this label, or an admin named it in the operator's allow-list.
+ALLOW_LABEL = "llm.sdc.dev/allow-localllm"
+
+Reference = tuple[str, str, str]  # kind, name, the field that names it
+
+
+def references(spec: LocalLLMSpec) -> list[Reference]:
+    """Every Secret and PersistentVolumeClaim the spec makes the operator's pods use, with its field."""
+    out: list[Reference] = []
+    for i, var in enumerate(spec.engine.env):
+        if var.secret_key_ref is not None:
+            out.append(("Secret", var.secret_key_ref.name, f"engine.env[{i}].secretKeyRef"))
+    if spec.model.token_secret_ref is not None:
+        out.append(("Secret", spec.model.token_secret_ref.name, "model.tokenSecretRef"))
+    if spec.cache.existing_claim:
+        out.append(("PersistentVolumeClaim", spec.cache.existing_claim, "cache.existingClaim"))
+    if spec.model.source is not None:
+        out.append(("PersistentVolumeClaim", spec.model.source.claim_name, "model.source.claimName"))
+    return out
+
+
+def reference_errors(
+    namespace: str,
+    refs: list[Reference],
+    labels_of: dict[tuple[str, str], dict[str, str] | None],
+    settings: OperatorSettings,
+) -> list[str]:
+    """Refusals for the references an owner did not open to LocalLLMs; `labels_of[(kind, name)]` is the
+    object's labels, None when there is no such object. Pure: the caller reads the metadata."""
+    errors = []
+    for kind, name, where in refs:
+        allowed = settings.allowed_secrets if kind == "Secret" else settings.allowed_claims
+        if _matches(f"{namespace}/{name}", allowed):
+            continue
+        labels = labels_of.get((kind, name))
+        if labels is None:
+            errors.append(f"{where}: {kind} '{name}' does not exist in namespace '{namespace}'")
+        elif labels.get(ALLOW_LABEL) != "true":
+            errors.append(
+                f"{where}: {kind} '{name}' is not open to LocalLLMs: its owner must label it "
+                f'{ALLOW_LABEL}="true" (or an admin list {namespace}/{name} in the operator\'s allow-list)'
+            )
+    return errors

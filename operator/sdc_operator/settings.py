@@ -66,6 +66,16 @@ class OperatorSettings(BaseSettings):
         default_factory=list,
         description="fnmatch patterns of repositories whose own code may run (model.trustRemoteCode).",
     )
+    allowed_secrets: list[str] = Field(
+        default_factory=list,
+        description="fnmatch patterns of NAMESPACE/NAME of Secrets a LocalLLM may use without the label "
+        "llm.sdc.dev/allow-localllm=true (default: none; label the Secret instead).",
+    )
+    allowed_claims: list[str] = Field(
+        default_factory=list,
+        description="fnmatch patterns of NAMESPACE/NAME of PersistentVolumeClaims a LocalLLM may mount without "
+        "the label llm.sdc.dev/allow-localllm=true (default: none).",
+    )
     yield_fields_to: list[str] = Field(
         default_factory=lambda: ["kube-controller-manager"],
         description="Field managers (an HPA acts as kube-controller-manager) whose Deployment replicas the operator "

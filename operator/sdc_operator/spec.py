@@ -309,6 +309,37 @@ OPERATOR_ENV = (
     "HUGGING_FACE_HUB_TOKEN",
 )
 OPERATOR_ENV_PREFIXES = ("HF_", "SDC_")
+# Environment that changes how code loads: a preloaded library (LD_PRELOAD, LD_AUDIT), a library or import
+# path (LD_LIBRARY_PATH, PYTHONPATH, PATH), an interpreter's startup code (PYTHONSTARTUP, BASH_ENV,
+# NODE_OPTIONS, PERL5OPT, RUBYOPT, JAVA_TOOL_OPTIONS), glibc's loadable modules (GCONV_PATH), OpenSSL's
+# config and providers, or vLLM's pickle deserialization. Whoever may write engine.env would otherwise run
+# code of their choosing in the operator's pod. Refused in engine.env (harmless PYTHON* knobs excepted).
+CODE_ENV = (
+    "PATH",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "BASH_ENV",
+    "ENV",
+    "NODE_OPTIONS",
+    "PERL5LIB",
+    "PERL5OPT",
+    "RUBYLIB",
+    "RUBYOPT",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "OPENSSL_CONF",
+    "OPENSSL_MODULES",
+    "VLLM_ALLOW_INSECURE_SERIALIZATION",
+)
+CODE_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON")
+SAFE_PYTHON_ENV = (
+    "PYTHONUNBUFFERED",
+    "PYTHONIOENCODING",
+    "PYTHONHASHSEED",
+    "PYTHONFAULTHANDLER",
+    "PYTHONDONTWRITEBYTECODE",
+)
 DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -322,6 +353,36 @@ def _prefixes(flag: str) -> str:
 
 
 FORBIDDEN_ARG_PATTERN = "^--?(?:tp|" + "|".join(_prefixes(f) for f in OPERATOR_FLAGS) + ")(?:=.*)?$"
+
+# vLLM flags that load code from a path or by name (a parser plugin file, logits processor or worker classes,
+# an ASGI middleware, a KV connector module) or open the file system to requests (local media paths).
+# Refused in engine.args, every unambiguous abbreviation included; each flag's number is the length of its
+# shortest refused prefix (`--reasoning-parser` itself is a legitimate flag).
+CODE_FLAGS = {
+    "tool-parser-plugin": 1,
+    "reasoning-parser-plugin": len("reasoning-parser-"),
+    "logits-processors": 1,
+    "middleware": 1,
+    "worker-cls": 1,
+    "worker-extension-cls": 1,
+    "scheduler-cls": 1,
+    "kv-transfer-config": 1,
+    "allowed-local-media-path": 1,
+}
+
+
+def _prefixes_from(flag: str, shortest: int) -> str:
+    head = flag[:shortest].replace("-", "[-_]")
+    rest = flag[shortest:]
+    return head + (f"(?:{_prefixes(rest)})?" if rest else "")
+
+
+CODE_ARG_PATTERN = "^--?(?:" + "|".join(_prefixes_from(f, n) for f, n in CODE_FLAGS.items()) + ")(?:=.*)?$"
+
+
+def is_code_env(name: str) -> bool:
+    return name in CODE_ENV or (name.startswith(CODE_ENV_PREFIXES) and name not in SAFE_PYTHON_ENV)
+
 
 # A bare word in engine.args that no flag takes as its value is a positional argument: `vllm serve` would
 # read it as the model (or refuse to start), whatever model.* says. A word may only follow a flag written
@@ -397,6 +458,30 @@ SPEC_RULES = [
         "positional argument, which the engine would take as the model (set model.* instead); `--` and line "
         "breaks are not allowed",
         "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "!has(self.engine.args) || self.engine.args.all(a, !a.matches('" + CODE_ARG_PATTERN + "'))",
+        "message": "engine.args must not load code from a path or by name ("
+        + ", ".join(f"--{f}" for f in CODE_FLAGS)
+        + "): the engine runs only the code of its image",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "!has(self.engine.env) || self.engine.env.all(e, !(e.name in "
+        + _cel_list(CODE_ENV)
+        + ") && ("
+        + " && ".join(f"!e.name.startsWith('{p}')" for p in CODE_ENV_PREFIXES)
+        + " || e.name in "
+        + _cel_list(SAFE_PYTHON_ENV)
+        + "))",
+        "message": "engine.env must not change how code loads ("
+        + ", ".join(CODE_ENV)
+        + ", "
+        + ", ".join(f"{p}*" for p in CODE_ENV_PREFIXES)
+        + "; allowed: "
+        + ", ".join(SAFE_PYTHON_ENV)
+        + ")",
+        "fieldPath": ".engine.env",
     },
     {
         "rule": "!has(self.engine.env) || self.engine.env.all(e, !(e.name in "
@@ -549,6 +634,8 @@ def semantic_errors(spec: LocalLLMSpec) -> list[str]:
     for arg in spec.engine.args:  # the CRD's CEL rule says the same; this covers objects admitted before it
         if re.match(FORBIDDEN_ARG_PATTERN, arg):
             errors.append(f"engine.args: {arg.split('=')[0]} is set by the operator; use the spec field instead")
+        elif re.match(CODE_ARG_PATTERN, arg):
+            errors.append(f"engine.args: {arg.split('=')[0]} loads code from a path or by name; not allowed")
     if positional := positional_args(spec.engine.args):
         errors.append(
             f"engine.args: {positional[0]!r} follows no flag: the engine would take it as a positional argument "
@@ -557,6 +644,8 @@ def semantic_errors(spec: LocalLLMSpec) -> list[str]:
     for var in spec.engine.env:
         if var.name in OPERATOR_ENV or var.name.startswith(OPERATOR_ENV_PREFIXES):
             errors.append(f"engine.env: {var.name} is set by the operator")
+        elif is_code_env(var.name):
+            errors.append(f"engine.env: {var.name} changes how the engine loads code; not allowed")
     return errors
 
 

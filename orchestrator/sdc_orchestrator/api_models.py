@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+from sdc_orchestrator.limits import InputError, check_tree
 
 Provider = Literal["ollama", "vllm", "transformers", "gemini", "auto"]
 
 
-class ChatRequest(BaseModel):
+class CheckedBody(BaseModel):
+    """A request body walked once before any field is validated (limits.check_tree): no 300-digit
+    integers, NaN, lone surrogates or deep nesting reach pydantic's conversions or an error message."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tree(cls, data: Any) -> Any:
+        try:
+            check_tree(data)
+        except InputError as err:
+            raise ValueError(str(err)) from None
+        return data
+
+
+class ChatRequest(CheckedBody):
     # Unknown fields are ignored, as the seed's API ignored them (callers written for it send some), and
     # counted (sdc_orchestrator_ignored_fields_total): "allow" only keeps them in `model_extra` to count.
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -58,7 +74,7 @@ class ChatResponse(BaseModel):
     response_id: str = Field(default="", description="Rate this answer with POST /api/v1/feedback.")
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(CheckedBody):
     """The old Gemini service's generation request."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # ignored and counted, like ChatRequest's
@@ -75,14 +91,14 @@ class GenerateResponse(BaseModel):
     korean_optimized: bool
 
 
-class DocumentIn(BaseModel):
+class DocumentIn(CheckedBody):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     id: str = Field(min_length=1, max_length=512)
     text: str = Field(min_length=1, max_length=2_000_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(CheckedBody):
     model_config = ConfigDict(extra="forbid")
     response_id: str = Field(min_length=1, max_length=64, description="From the chat answer.")
     rating: Literal[1, -1] = Field(description="1: good answer, -1: bad answer.")

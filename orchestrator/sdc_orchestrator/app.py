@@ -29,10 +29,11 @@ from sdc_orchestrator.api_models import (
     Source,
     count_ignored,
 )
+from sdc_orchestrator.backend_errors import public_refusal
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.feedback import AlreadyRated, FeedbackStore, UnknownResponse
 from sdc_orchestrator.fitting import FitHints
-from sdc_orchestrator.gateway import GatewayMiddleware, KeyRing, Limits
+from sdc_orchestrator.gateway import DEFAULT_TENANT, GatewayMiddleware, KeyRing, Limits, without_key_names
 from sdc_orchestrator.limits import (
     OPENAI_CHAT_SCHEMA,
     InputError,
@@ -48,6 +49,7 @@ from sdc_orchestrator.rag.retriever import Hit, Retriever, prepare
 from sdc_orchestrator.rag.store import DirectoryStore
 from sdc_orchestrator.router import Router
 from sdc_orchestrator.routing import service as routing
+from sdc_orchestrator.sanitize import sse_safe
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.shadow import Shadow, side
 from sdc_orchestrator.upstream import Attempts, ClientRequestError, NoRouteError, Upstream
@@ -57,8 +59,18 @@ RESPONSE_ID_HEADER = "X-SDC-Response-Id"
 USER_HEADER = "x-sdc-user"
 
 
+def tenant_of(request: Request) -> str:
+    """The tenant the gateway found for the request's key (`default` with no keys file)."""
+    return str(request.scope.get("state", {}).get("tenant") or DEFAULT_TENANT)
+
+
+def safe_text(text: str) -> str:
+    """Text that can be encoded whatever it echoes (a lone surrogate becomes `\\udxxx`): an error never fails."""
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "code": status, **extra}}, status)
+    return JSONResponse({"error": {"message": safe_text(message), "code": status, **extra}}, status)
 
 
 class OverheadMiddleware:
@@ -111,6 +123,9 @@ class State:
         self.router = Router(cooldown_s=settings.sdc_cooldown_s)
         self.upstream = Upstream(settings, self.registry, self.router)
         self.retriever = Retriever(DirectoryStore(settings.sdc_data_dir), self.embed)
+        # One index per tenant (gateway.py): the `default` tenant keeps the data directory it always had.
+        self.retrievers: dict[str, Retriever] = {DEFAULT_TENANT: self.retriever}
+        self._retriever_lock = asyncio.Lock()
         self.keys = KeyRing(settings.sdc_api_keys_file)
         self.limits = Limits(settings.sdc_rate_limit_rpm, settings.sdc_max_concurrent_per_key)
         self.input_limits = InputLimits(
@@ -136,15 +151,31 @@ class State:
             text_chars=settings.sdc_shadow_text_chars,
         )
 
+    async def retriever_for(self, request: Request) -> Retriever:
+        """The request's tenant's documents, loaded on first use (in a thread: it reads the tenant's store)."""
+        tenant = tenant_of(request)
+        if tenant not in self.retrievers:
+            async with self._retriever_lock:
+                if tenant not in self.retrievers:
+                    root = self.settings.sdc_data_dir / "tenants" / tenant
+                    self.retrievers[tenant] = await asyncio.to_thread(Retriever, DirectoryStore(root), self.embed)
+        return self.retrievers[tenant]
+
     def answered(
-        self, route: str, endpoint: Endpoint, data: dict[str, Any], payload: dict[str, Any], attempts: Attempts
+        self,
+        route: str,
+        endpoint: Endpoint,
+        data: dict[str, Any],
+        payload: dict[str, Any],
+        attempts: Attempts,
+        tenant: str = DEFAULT_TENANT,
     ) -> str:
         """After an answer: remember it for feedback and copy it to the shadow provider; its response id.
 
         The primary side's latency is its time upstream, like the shadow's: retrieval is not compared.
         """
         model = str(data.get("model") or endpoint.model)
-        response_id = self.feedback.answered(endpoint.provider, model, route)
+        response_id = self.feedback.answered(endpoint.provider, model, route, tenant)
         try:
             text = str(data["choices"][0]["message"].get("content") or "")
         except (KeyError, IndexError, TypeError, AttributeError):
@@ -215,7 +246,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # FastAPI's own 400 for a body it cannot parse (e.g. JSON nested 100k deep) says nothing about why.
         detail = exc.detail if exc.detail != "There was an error parsing the body" else "the body is not valid JSON"
         return JSONResponse(
-            {"error": {"message": str(detail), "code": exc.status_code}}, exc.status_code, headers=exc.headers
+            {"error": {"message": safe_text(str(detail)), "code": exc.status_code}},
+            exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(NoRouteError)
@@ -226,8 +259,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     @app.exception_handler(ClientRequestError)
     async def refused(_: Request, exc: ClientRequestError) -> JSONResponse:
         metrics.REQUESTS.labels("none", "none", f"http_{exc.status}").inc()
-        body = exc.body if isinstance(exc.body, dict) else {"error": {"message": str(exc.body)}}
-        return JSONResponse(body, exc.status)
+        # Never the backend's body verbatim: it names the backend's address and paths (backend_errors).
+        return JSONResponse(public_refusal(exc.status, exc.body), exc.status)
 
     app.add_middleware(OverheadMiddleware)
     # Added last, so outermost: nothing runs for a request without a key, over its limits or too large.
@@ -253,9 +286,13 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     app.include_router(status.routes(settings, state.registry, state.router))  # /readyz, /api/v1/status
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        """Every series for an admin key (or an open gateway); without one, no series names a key (gateway.py)."""
         status.chat_state(settings, state.registry, state.router)  # the endpoint gauge, current at each scrape
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        text = generate_latest()
+        if not request.scope.get("state", {}).get("metrics_full", True):
+            text = without_key_names(text)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     # -- documents ---------------------------------------------------------------------------
     @app.post("/api/v1/documents")
@@ -273,10 +310,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
                 )
             check_metadata(doc.metadata, state.input_limits, f"{where}.metadata")
 
+        retriever = await state.retriever_for(request)
+
         async def ingest() -> list[Any]:
             # One indexing at a time (Kiwi is CPU-bound): the rest wait here, not in threads.
             async with state.ingest_slots:
-                return [await state.retriever.upsert(d.id, d.text, d.metadata) for d in docs]
+                return [await retriever.upsert(d.id, d.text, d.metadata) for d in docs]
 
         # Cancelled when the client leaves or the time bound passes: the documents not yet stored are not stored.
         task = asyncio.create_task(ingest())
@@ -297,16 +336,17 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         return JSONResponse({"documents": [{"id": d.id, "passages": len(d.passages)} for d in stored]})
 
     @app.delete("/api/v1/documents/{doc_id:path}")
-    async def delete_document(doc_id: str) -> JSONResponse:
-        if await state.retriever.delete(doc_id):
+    async def delete_document(doc_id: str, request: Request) -> JSONResponse:
+        if await (await state.retriever_for(request)).delete(doc_id):
             return JSONResponse({"deleted": doc_id})
         return error(404, f"no document with id '{doc_id[:512]}'")
 
     # -- the seed's chat -------------------------------------------------------------------
-    async def retrieve(question: str, use_rag: bool | None) -> list[Hit]:
-        if use_rag is False or (use_rag is None and not state.retriever.passages):
+    async def retrieve(question: str, use_rag: bool | None, request: Request) -> list[Hit]:
+        retriever = await state.retriever_for(request)
+        if use_rag is False or (use_rag is None and not retriever.passages):
             return []
-        return await state.retriever.search(question, settings.sdc_rag_top_k)
+        return await retriever.search(question, settings.sdc_rag_top_k)
 
     def check_message(text: str, field: str = "message") -> None:
         if not text.strip():
@@ -336,7 +376,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
                 payload[key] = getattr(body, key)
         check_sampling(payload, state.input_limits)
         payload = sampling.with_defaults(payload, settings)
-        hits = await retrieve(body.message, body.use_rag)
+        hits = await retrieve(body.message, body.use_rag, request)
         payload["messages"] = rag_messages(body.message, hits)
         sources = [
             Source(
@@ -355,11 +395,11 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # Fitting to the model may drop the least relevant passages (fitting.py); the sources follow.
         attempts.fit = FitHints(body.max_tokens is None, len(hits), lambda n: rag_messages(body.message, hits[:n]))
         if body.stream:
-            endpoint, events = await state.upstream.stream(provider, payload, attempts)
+            endpoint, events = await _stream_or_cancel(state, provider, payload, attempts, request)
             if attempts.fit.passages_used is not None:
                 sources = sources[: attempts.fit.passages_used]
             model = await state.upstream.model_of(endpoint)  # resolved (and cached) by the stream call
-            response_id = state.feedback.answered(endpoint.provider, model, "chat")
+            response_id = state.feedback.answered(endpoint.provider, model, "chat", tenant_of(request))
             state.shadow.skip()
             return StreamingResponse(
                 _chat_sse(events, model, endpoint.provider, sources, started, response_id),
@@ -371,7 +411,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             sources = sources[: attempts.fit.passages_used]
         text = data["choices"][0]["message"].get("content") or ""
         _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
-        response_id = state.answered("chat", endpoint, data, payload, attempts)
+        response_id = state.answered("chat", endpoint, data, payload, attempts, tenant_of(request))
         return JSONResponse(
             ChatResponse(
                 response=text,
@@ -408,7 +448,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         endpoint, data = await _complete_or_cancel(state, provider, payload, attempts, request)
         model = str(data.get("model") or endpoint.model)
         _account(endpoint.provider, model, data, started, attempts)
-        response_id = state.answered("generate", endpoint, data, payload, attempts)
+        response_id = state.answered("generate", endpoint, data, payload, attempts, tenant_of(request))
         return JSONResponse(
             GenerateResponse(
                 response=data["choices"][0]["message"].get("content") or "",
@@ -454,8 +494,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         body = sampling.with_defaults(body, settings)
         started = time.perf_counter()
         if body.get("stream"):
-            endpoint, events = await state.upstream.stream(provider, body, attempts)
-            response_id = state.feedback.answered(endpoint.provider, await state.upstream.model_of(endpoint), "openai")
+            endpoint, events = await _stream_or_cancel(state, provider, body, attempts, request)
+            model_name = await state.upstream.model_of(endpoint)
+            response_id = state.feedback.answered(endpoint.provider, model_name, "openai", tenant_of(request))
             state.shadow.skip()
 
             async def relay() -> AsyncIterator[bytes]:
@@ -469,7 +510,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             return StreamingResponse(relay(), media_type="text/event-stream", headers={RESPONSE_ID_HEADER: response_id})
         endpoint, data = await _complete_or_cancel(state, provider, body, attempts, request)
         _account(endpoint.provider, str(data.get("model", endpoint.model)), data, started, attempts)
-        response_id = state.answered("openai", endpoint, data, body, attempts)
+        response_id = state.answered("openai", endpoint, data, body, attempts, tenant_of(request))
         return JSONResponse({**data, "response_id": response_id}, headers={RESPONSE_ID_HEADER: response_id})
 
     # /v1/completions and /v1/embeddings (openai_routes.py)
@@ -477,10 +518,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
 
     # -- migration: feedback and shadow comparison ------------------------------------------------
     @app.post("/api/v1/feedback")
-    async def feedback(body: FeedbackIn) -> JSONResponse:
-        """Rate an answer (1 or -1); counted by the provider and model that gave it."""
+    async def feedback(body: FeedbackIn, request: Request) -> JSONResponse:
+        """Rate an answer (1 or -1) your tenant got; counted by the provider and model that gave it."""
         try:
-            item = await asyncio.to_thread(state.feedback.rate, body.response_id, body.rating, body.comment)
+            item = await asyncio.to_thread(
+                state.feedback.rate, body.response_id, body.rating, body.comment, tenant_of(request)
+            )
         except UnknownResponse:
             return error(404, f"no recent answer with response_id '{body.response_id}'")
         except AlreadyRated:
@@ -525,6 +568,15 @@ async def _complete_or_cancel(
     return result
 
 
+async def _stream_or_cancel(
+    state: State, provider: str, payload: dict[str, Any], attempts: Attempts, request: Request
+) -> tuple[Endpoint, AsyncIterator[bytes]]:
+    """Open the stream; a client gone before the first token cancels it, and the request's end frees its slot."""
+    task = asyncio.create_task(state.upstream.stream(provider, payload, attempts))
+    result: tuple[Endpoint, AsyncIterator[bytes]] = await _unless_disconnected(task, request)
+    return result
+
+
 def _account(provider: str, model: str, data: dict[str, Any], started: float, attempts: Attempts) -> None:
     metrics.REQUESTS.labels(provider, model, "ok").inc()
     metrics.LATENCY.labels(provider, model).observe(time.perf_counter() - started)
@@ -548,7 +600,7 @@ async def _chat_sse(
         "provider": provider,
         "response_id": response_id,
     }
-    yield f"event: sources\ndata: {json.dumps(meta, ensure_ascii=False)}\n\n".encode()
+    yield f"event: sources\ndata: {sse_safe(json.dumps(meta, ensure_ascii=False))}\n\n".encode()
     first = True
     async for chunk in events:
         if first:

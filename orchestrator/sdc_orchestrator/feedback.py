@@ -35,6 +35,7 @@ class Answered:
     model: str
     route: str
     at: float
+    tenant: str = "default"  # only the tenant that got the answer may rate it
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,11 @@ class FeedbackStore:
         self._rated: set[str] = set()
         self._lock = threading.Lock()
 
-    def answered(self, provider: str, model: str, route: str) -> str:
-        """Remember who answered; returns the new response id."""
+    def answered(self, provider: str, model: str, route: str, tenant: str = "default") -> str:
+        """Remember who answered (and for which tenant); returns the new response id."""
         response_id = f"resp-{uuid.uuid4().hex}"
         with self._lock:
-            self._answers[response_id] = Answered(provider, model, route, time.time())
+            self._answers[response_id] = Answered(provider, model, route, time.time(), tenant)
             while len(self._answers) > self.max_responses:
                 old, _ = self._answers.popitem(last=False)
                 self._rated.discard(old)
@@ -78,11 +79,11 @@ class FeedbackStore:
         with self._lock:
             return self._answers.get(response_id)
 
-    def rate(self, response_id: str, rating: int, comment: str | None) -> Feedback:
-        """Record one rating per answer; raises UnknownResponse or AlreadyRated."""
+    def rate(self, response_id: str, rating: int, comment: str | None, tenant: str = "default") -> Feedback:
+        """Record one rating per answer; raises UnknownResponse (another tenant's answer too) or AlreadyRated."""
         with self._lock:
             answered = self._answers.get(response_id)
-            if answered is None:
+            if answered is None or answered.tenant != tenant:
                 raise UnknownResponse(response_id)
             if response_id in self._rated:
                 raise AlreadyRated(response_id)

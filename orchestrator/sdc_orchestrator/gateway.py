@@ -16,7 +16,18 @@ One plain ASGI middleware in front of every route, so nothing reaches a route
   (chunked uploads declare no length), so a 100 MB body is refused after the
   first bytes beyond the limit, not after reading it.
 
-Metrics carry the key's NAME, never the key.
+Tenants: a key named `NAME@TENANT` belongs to TENANT (letters, digits, `.`, `_`,
+`-`); a key without one belongs to the tenant `default`. Documents and feedback
+are the tenant's own (`scope["state"]["tenant"]`): one tenant never retrieves,
+deletes or rates another's. Metrics and limits use NAME.
+
+Metrics carry the key's NAME, never the key, and even names are not public:
+`/metrics` stays open to scrapers (no credentials in the Prometheus config),
+but without a key allowed to change documents (an admin key, or any key when
+no admin names are set) it serves every series except the per-key one
+(`sdc_orchestrator_key_requests_total`); the aggregate
+`sdc_orchestrator_gateway_requests_total` (by outcome only) stays. With an
+open gateway (no keys file) everything is served: there are no key names.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +51,8 @@ log = logging.getLogger("sdc_orchestrator.gateway")
 
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 ANONYMOUS = "anonymous"
+DEFAULT_TENANT = "default"
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class KeyFileError(ValueError):
@@ -60,6 +74,9 @@ def parse_keys(text: str) -> dict[str, str]:
         name = name.strip()
         if not sep or not name or not secret:
             raise KeyFileError(f"line {number}: expected NAME:KEY or NAME:sha256:HEX")
+        _, at, tenant = name.partition("@")
+        if at and not TENANT.fullmatch(tenant):
+            raise KeyFileError(f"line {number}: a tenant (NAME@TENANT) is 1-64 letters, digits, '.', '_' or '-'")
         if secret.startswith("sha256:"):
             digest = secret.removeprefix("sha256:").strip().lower()
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -211,39 +228,43 @@ class GatewayMiddleware:
         self.admin_names = admin_names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            scope.setdefault("state", {})["metrics_full"] = self._may_see_key_names(scope)
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        name = ANONYMOUS
+        name, tenant = ANONYMOUS, DEFAULT_TENANT
         if self.keys.enabled:
             token = bearer(scope)
             found = self.keys.name_of(token) if token else None
             if found is None:
-                metrics.KEY_REQUESTS.labels("unknown", "unauthorized").inc()
+                _count("unknown", "unauthorized")
                 why = "a valid API key is required" if token is None else "the API key is not valid"
                 await _refuse(
                     send, 401, f"{why} (Authorization: Bearer KEY)", "invalid_api_key", {"www-authenticate": "Bearer"}
                 )
                 return
-            name = found
+            name, _, tenant = found.partition("@")
+            tenant = tenant or DEFAULT_TENANT
         scope.setdefault("state", {})["key_name"] = name
+        scope["state"]["tenant"] = tenant
         if self.admin_names and _is_admin_route(scope) and name not in self.admin_names:
-            metrics.KEY_REQUESTS.labels(name, "forbidden").inc()
+            _count(name, "forbidden")
             await _refuse(send, 403, f"key '{name}' may not change documents", "permission_denied")
             return
         declared = content_length(scope)
         if declared is not None and (declared < 0 or declared > self.max_body_bytes):
-            metrics.KEY_REQUESTS.labels(name, "too_large").inc()
+            _count(name, "too_large")
             await _refuse(send, 413, self._too_large(), "request_too_large")
             return
         refused = self.limits.admit(name)
         if refused is not None:
             why, wait = refused
-            metrics.KEY_REQUESTS.labels(name, "rate_limited").inc()
+            _count(name, "rate_limited")
             retry = str(max(1, math.ceil(wait)))
             await _refuse(send, 429, why, "rate_limit_exceeded", {"retry-after": retry})
             return
-        metrics.KEY_REQUESTS.labels(name, "admitted").inc()
+        _count(name, "admitted")
         received = 0
         started = False
 
@@ -265,18 +286,41 @@ class GatewayMiddleware:
         try:
             await self.app(scope, counted, tracked)
         except BodyTooLarge:
-            metrics.KEY_REQUESTS.labels(name, "too_large").inc()
+            _count(name, "too_large")
             if not started:
                 await _refuse(send, 413, self._too_large(), "request_too_large")
         finally:
             self.limits.release(name)
 
+    def _may_see_key_names(self, scope: Scope) -> bool:
+        if not self.keys.enabled:
+            return True
+        token = bearer(scope)
+        name = self.keys.name_of(token) if token else None
+        return name is not None and (not self.admin_names or name in self.admin_names)
+
     def _too_large(self) -> str:
         return str(BodyTooLarge(self.max_body_bytes).detail)
 
 
+def without_key_names(exposition: bytes) -> bytes:
+    """Prometheus text without the per-key family (its HELP, TYPE and samples)."""
+    family = b"sdc_orchestrator_key_requests"
+    kept = [
+        line
+        for line in exposition.split(b"\n")
+        if not line.startswith(family) and not line.startswith((b"# HELP " + family, b"# TYPE " + family))
+    ]
+    return b"\n".join(kept)
+
+
 def _is_admin_route(scope: Scope) -> bool:
     return scope["path"].startswith("/api/v1/documents") and scope["method"] in ("POST", "PUT", "DELETE")
+
+
+def _count(name: str, outcome: str) -> None:
+    metrics.KEY_REQUESTS.labels(name, outcome).inc()
+    metrics.GATEWAY_REQUESTS.labels(outcome).inc()
 
 
 async def _refuse(send: Send, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:

@@ -6,23 +6,35 @@ allow-list (OpenAI itself answers 400 to unknown parameters): a body that
 passes is one no backend should choke on (no `max_tokens` of 1e9 or -5, no
 `n: 1000`, no NaN, no 1e30 seed, no 20 stop strings). Message text is
 neutralized here too (sdc_orchestrator.sanitize).
+
+Before any field is looked at, `check_tree` walks the whole body once
+(iteratively): nesting deeper than MAX_DEPTH, integers outside int64 (a
+300-digit integer overflows `math.isfinite` and every float conversion), NaN
+and Infinity anywhere, and text that is not valid Unicode (a lone surrogate
+from a `\\ud800` escape cannot be encoded, so echoing it in an error or
+sending it to a backend would fail) are refused with the field's path. Only
+then does any arithmetic or echo happen.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sdc_orchestrator.sanitize import neutralize
+from sdc_orchestrator.sanitize import neutralize, neutralize_json
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MIN_TEMPERATURE = 1e-3  # below this, backends divide by ~0; 0 itself means greedy
 MAX_STOP = 4
 MAX_STOP_CHARS = 256
 INT64 = 2**63
+MAX_DEPTH = 32  # a tool's JSON schema nests a few levels per object; the parser's own limit is ~1000
+MAX_TOOLS = 128  # OpenAI's limit
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's pattern for function names
 
 
 class InputError(ValueError):
@@ -48,7 +60,50 @@ def is_int(value: object) -> bool:
 
 
 def is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number; an integer of any size is finite (math.isfinite would overflow on 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _label(key: object) -> str:
+    text = str(key)[:64]
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
+def check_text(text: str, where: str) -> None:
+    """Refuse text that is not valid Unicode: a lone (or reversed) surrogate cannot be encoded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(f"{where}: not valid Unicode (a lone surrogate at character {err.start})") from None
+
+
+def check_tree(value: object, where: str = "body", max_depth: int = MAX_DEPTH) -> None:
+    """One iterative walk of a parsed JSON body: depth, integer range, NaN/Infinity and Unicode, keys included."""
+    stack: list[tuple[object, str, int]] = [(value, where, 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, str):
+            check_text(node, path)
+        elif isinstance(node, bool) or node is None:
+            continue
+        elif isinstance(node, int):
+            if not -INT64 <= node < INT64:
+                raise InputError(f"{path}: integers must fit in 64 bits (this one has {len(str(abs(node)))} digits)")
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise InputError(f"{path}: NaN and Infinity are not JSON numbers")
+        elif isinstance(node, dict | list):
+            if depth >= max_depth:
+                raise InputError(f"{path}: nested deeper than {max_depth} levels")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                if isinstance(key, str):
+                    check_text(key, f"{path}: a key")
+                stack.append(
+                    (child, f"{path}.{_label(key)}" if isinstance(node, dict) else f"{path}[{key}]", depth + 1)
+                )
 
 
 def check_int(body: Mapping[str, Any], key: str, low: int, high: int, why: str = "") -> None:
@@ -88,21 +143,68 @@ def check_stop(value: object) -> None:
         raise InputError(f"stop: each sequence must have 1 to {MAX_STOP_CHARS} characters")
 
 
-def _content_text(content: object, where: str) -> tuple[object, int]:
-    """The neutralized content (a string or text parts) and its length."""
+def prompt_chars(messages: list[dict[str, Any]]) -> int:
+    """Characters a chat template renders from checked messages: content, name, tool_call_id, tool calls."""
+    total = 0
+    for m in messages:
+        total += len(m["content"] or "") + len(m.get("name", "")) + len(m.get("tool_call_id", ""))
+        total += _json_chars(m["tool_calls"]) if m.get("tool_calls") else 0
+    return total
+
+
+def _content_text(content: object, where: str) -> str | None:
+    """The neutralized content (None stays None).
+
+    Text parts are joined into one string (with a newline, as vLLM joins them) before neutralizing:
+    a template that concatenates parts would otherwise rebuild a marker split across two of them.
+    """
     if content is None:
-        return None, 0
+        return None
     if isinstance(content, str):
-        return neutralize(content), len(content)
+        return neutralize(content)
     if isinstance(content, list):
-        parts, size = [], 0
+        texts = []
         for i, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise InputError(f"{where}.content[{i}]: only text parts ({{'type': 'text', 'text': ...}}) are served")
-            parts.append({"type": "text", "text": neutralize(part["text"])})
-            size += len(part["text"])
-        return parts, size
+            texts.append(part["text"])
+        return neutralize("\n".join(texts))
     raise InputError(f"{where}.content: must be a string or a list of text parts")
+
+
+def _json_chars(value: object) -> int:
+    return len(json.dumps(value, ensure_ascii=False))
+
+
+def check_tool_calls(calls: object, where: str) -> list[dict[str, Any]]:
+    """An assistant's tool calls: id, type and function {name, arguments} strings, all neutralized."""
+    if not isinstance(calls, list):
+        raise InputError(f"{where}.tool_calls: must be a list")
+    out = []
+    for i, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments"), str):
+            raise InputError(f"{where}.tool_calls[{i}]: must be {{'id', 'type', 'function': {{'name', 'arguments'}}}}")
+        out.append(neutralize_json(call))
+    return out
+
+
+def check_tools(tools: object) -> list[dict[str, Any]]:
+    """Function tools: at most MAX_TOOLS, names as OpenAI allows them, every string neutralized."""
+    if not isinstance(tools, list):
+        raise InputError("tools: must be a list")
+    if len(tools) > MAX_TOOLS:
+        raise InputError(f"tools: at most {MAX_TOOLS} tools")
+    for i, item in enumerate(tools):
+        fn = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(fn, dict) or item.get("type", "function") != "function":
+            raise InputError(f"tools[{i}]: must be {{'type': 'function', 'function': {{'name', ...}}}}")
+        name = fn.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            raise InputError(f"tools[{i}].function.name: 1 to 64 letters, digits, '_' or '-'")
+        if not isinstance(fn.get("description", ""), str):
+            raise InputError(f"tools[{i}].function.description: must be a string")
+    return [neutralize_json(t) for t in tools]
 
 
 def check_messages(messages: object, limits: InputLimits) -> list[dict[str, Any]]:
@@ -110,7 +212,7 @@ def check_messages(messages: object, limits: InputLimits) -> list[dict[str, Any]
         raise InputError("messages: a non-empty list is required")
     if len(messages) > limits.max_messages:
         raise InputError(f"messages: at most {limits.max_messages} messages")
-    out, total = [], 0
+    out = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -118,15 +220,19 @@ def check_messages(messages: object, limits: InputLimits) -> list[dict[str, Any]
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
             raise InputError(f"{where}.role: must be one of {', '.join(sorted(ROLES))}")
-        content, size = _content_text(message.get("content"), where)
+        content = _content_text(message.get("content"), where)
         if content is None and role != "assistant":
             raise InputError(f"{where}.content: required")
-        total += size
         clean = {k: v for k, v in message.items() if k in ("role", "name", "tool_call_id", "tool_calls")}
         for key in ("name", "tool_call_id"):
-            if key in clean and (not isinstance(clean[key], str) or len(clean[key]) > 256):
-                raise InputError(f"{where}.{key}: must be a string of at most 256 characters")
+            if key in clean:
+                if not isinstance(clean[key], str) or len(clean[key]) > 256:
+                    raise InputError(f"{where}.{key}: must be a string of at most 256 characters")
+                clean[key] = neutralize(clean[key])
+        if clean.get("tool_calls") is not None:
+            clean["tool_calls"] = check_tool_calls(clean["tool_calls"], where)
         out.append({**clean, "content": content})
+    total = prompt_chars(out)
     if total > limits.max_prompt_chars:
         raise InputError(f"messages: {total} characters; the limit is {limits.max_prompt_chars}", 413)
     return out
@@ -154,8 +260,6 @@ def _checked_openai(body: Mapping[str, Any], limits: InputLimits) -> None:
     for key in ("response_format", "stream_options", "logit_bias"):
         if key in body and body[key] is not None and not isinstance(body[key], dict):
             raise InputError(f"{key}: must be an object")
-    if "tools" in body and body["tools"] is not None and not isinstance(body["tools"], list):
-        raise InputError("tools: must be a list")
     if "tool_choice" in body and not isinstance(body["tool_choice"], str | dict | None):
         raise InputError("tool_choice: must be a string or an object")
     bias = body.get("logit_bias") or {}
@@ -200,12 +304,25 @@ def check_openai_chat(body: object, limits: InputLimits) -> dict[str, Any]:
     exceeds SDC_MAX_TOKENS: the cap holds when the client sets nothing too."""
     if not isinstance(body, dict):
         raise InputError("the body must be a JSON object")
+    check_tree(body)
     unknown = sorted(set(body) - OPENAI_KEYS)
     if unknown:
         raise InputError(f"unknown parameter(s): {', '.join(k[:64] for k in unknown[:5])}")
     _checked_openai(body, limits)
     out = {k: v for k, v in body.items() if v is not None}
     out["messages"] = check_messages(body.get("messages"), limits)
+    # Everything a chat template renders counts against the prompt cap: tools and tool_choice too.
+    extra = 0
+    if out.get("tools") is not None:
+        out["tools"] = check_tools(out["tools"])
+        extra += _json_chars(out["tools"])
+    if isinstance(out.get("tool_choice"), dict):
+        out["tool_choice"] = neutralize_json(out["tool_choice"])
+        extra += _json_chars(out["tool_choice"])
+    if extra:
+        total = extra + prompt_chars(out["messages"])
+        if total > limits.max_prompt_chars:
+            raise InputError(f"messages and tools: {total} characters; the limit is {limits.max_prompt_chars}", 413)
     return out
 
 

@@ -5,6 +5,10 @@ flight GRACE_S to finish, then cancels them; indexing that runs in a worker
 thread cannot be cancelled, and Python would wait for it at exit, so a
 watchdog ends the process HARD_STOP_S after the signal whatever still runs
 (the document store's writes are atomic, so nothing is left half-written).
+
+The HTTP edge (header size and count, header and body read deadlines, idle
+connections, concurrency) is sdc_orchestrator.edge, set from SDC_MAX_HEADER_BYTES,
+SDC_MAX_HEADERS, SDC_HEADER_TIMEOUT_S, SDC_BODY_TIMEOUT_S and SDC_LIMIT_CONCURRENCY.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import logging
 import os
 import threading
 from types import FrameType
+from typing import Any
 
 import uvicorn
+
+from sdc_orchestrator.edge import EdgeLimits, server_config
 
 GRACE_S = 5
 HARD_STOP_S = 8.0
@@ -57,13 +64,12 @@ def main(argv: list[str] | None = None) -> None:
             "cool-downs in its process, so N workers would diverge; run one worker per process"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    options = {
+    limits = EdgeLimits.from_env(keep_alive_s=int(args.timeout_keep_alive))
+    options: dict[str, Any] = {
         "factory": True,
-        "host": args.host,
-        "port": args.port,
         "log_level": "warning",
         "access_log": False,
-        "timeout_keep_alive": int(args.timeout_keep_alive),
         "timeout_graceful_shutdown": GRACE_S,
     }
-    BoundedShutdownServer(uvicorn.Config("sdc_orchestrator.app:create_app", **options)).run()
+    config = server_config("sdc_orchestrator.app:create_app", args.host, args.port, limits, **options)
+    BoundedShutdownServer(config).run()

@@ -22,6 +22,11 @@ KEY_REQUESTS = Counter(
     "Requests per API key name (never the key) and what the gateway did with them",
     ["key", "outcome"],
 )
+GATEWAY_REQUESTS = Counter(
+    "sdc_orchestrator_gateway_requests_total",
+    "Requests by what the gateway did with them (all keys together)",
+    ["outcome"],
+)
 STREAMS = Counter("sdc_orchestrator_stream_outcomes_total", "Streamed chats by how they ended", ["provider", "outcome"])
 IGNORED_FIELDS = Counter(
     "sdc_orchestrator_ignored_fields_total",

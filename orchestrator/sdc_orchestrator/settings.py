@@ -9,9 +9,9 @@ add more, live.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GEMINI_OPENAI_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
@@ -38,10 +38,23 @@ class OrchestratorSettings(BaseSettings):
     transformers_host: str = "localhost"
     transformers_port: int = 8000
     gemini_api_key: SecretStr | None = None
+    gemini_api_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the Gemini key (a mounted Secret): read at start when GEMINI_API_KEY is unset. "
+        "A file, unlike an environment variable, is not inherited by child processes nor shown by `env`.",
+    )
     gemini_base_url: str = GEMINI_OPENAI_URL
     gemini_model_name: str = "gemini-2.0-flash"
     gemini_weight: int = Field(default=0, ge=0, description="Share of `auto` traffic sent to Gemini.")
     llm_fallback: str | None = Field(default=None, description="Providers tried in order; 'none' disables.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("gemini_api_key") and data.get("gemini_api_key_file"):
+            key = Path(data["gemini_api_key_file"]).read_text().strip()
+            data = {**data, "gemini_api_key": key or None}
+        return data
 
     sdc_endpoints_file: Path | None = None
     sdc_namespace: str | None = Field(default=None, description="The release's namespace (the chart sets it).")

@@ -32,6 +32,7 @@ from sdc_orchestrator.fitting import FitError, FitHints, Fitter, resolve_name
 from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
 from sdc_orchestrator.routing.policy import Hint, hint
 from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
+from sdc_orchestrator.sanitize import sse_safe
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.status import no_model_message
 
@@ -426,7 +427,7 @@ class Upstream:
                 if reported is not None:
                     usage.count(endpoint.provider, reported)
                 if wants_usage or not usage_only:
-                    yield f"{event}\n\n".encode()
+                    yield f"{sse_safe(event)}\n\n".encode()
                 if event.strip() == "data: [DONE]":
                     outcome = "ok"
                     return

@@ -77,7 +77,10 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
     for role in kinds(docs, "ClusterRole") + kinds(docs, "Role"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
-            assert "secrets" not in rule["resources"], "the operator never reads Secrets"
+            if "secrets" in rule["resources"]:
+                # Only `get` by name, alone in its rule: the operator reads the labels (as PartialObjectMetadata)
+                # of the Secrets a LocalLLM names, to honour llm.sdc.dev/allow-localllm; it can list none.
+                assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], rule
             if "localllms" in rule["resources"]:  # users' objects: read, never written (only their status)
                 assert rule["verbs"] == ["get", "list", "watch"], rule
     rules = [rule for role in kinds(docs, "ClusterRole") + kinds(docs, "Role") for rule in role["rules"]]
@@ -130,13 +133,13 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
             ),
         ),
         (
-            "gemini key from a secret",
+            "gemini key from a secret, as a file (not an environment variable)",
             ["orchestrator.gemini.apiKeySecret=gem", "orchestrator.gemini.weight=10"],
             lambda d: (
-                env_of(next(x for x in kinds(d, "Deployment") if x["metadata"]["name"] == "sdc-orchestrator"))[
-                    "GEMINI_API_KEY"
-                ]
-                == {"secretKeyRef": {"name": "gem", "key": "api-key"}}
+                env_of(orchestrator_of(d))["GEMINI_API_KEY_FILE"] == "/etc/sdc/gemini/api-key"
+                and "GEMINI_API_KEY" not in env_of(orchestrator_of(d))
+                and {"secretName": "gem", "items": [{"key": "api-key", "path": "api-key"}]}
+                in [v.get("secret") for v in orchestrator_of(d)["spec"]["template"]["spec"]["volumes"]]
             ),
         ),
         (
@@ -153,6 +156,16 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
             ),
         ),
         ("no network policies", ["networkPolicy.enabled=false"], lambda d: not kinds(d, "NetworkPolicy")),
+        (
+            "engine egress: DNS and HTTPS outside private ranges only",
+            ["networkPolicy.engineEgress.enabled=true"],
+            lambda d: any(
+                p["spec"]["policyTypes"] == ["Egress"]
+                and [r["ports"][0]["port"] for r in p["spec"]["egress"]] == [53, 443]
+                and "169.254.0.0/16" in p["spec"]["egress"][1]["to"][0]["ipBlock"]["except"]
+                for p in kinds(d, "NetworkPolicy")
+            ),
+        ),
         (
             "default: no seed endpoint (LLM_SERVICE_TYPE=none), readiness on /readyz, engine images from the operator",
             [],
@@ -292,6 +305,7 @@ def test_api_keys_are_always_on() -> None:
     assert env["SDC_API_KEYS_FILE"] == "/etc/sdc/keys/keys"
     assert env["SDC_RATE_LIMIT_RPM"] == "600" and env["SDC_MAX_TOKENS"] == "4096"
     assert env["SDC_MAX_BODY_BYTES"] == "8388608"
+    assert env["SDC_ADMIN_KEY_NAMES"] == "admin", "document writes are the generated admin key's by default"
     volumes = {v["name"]: v for v in orchestrator["spec"]["template"]["spec"]["volumes"]}
     assert volumes["api-keys"]["secret"]["secretName"] == "sdc-api-keys"
     own = render("orchestrator.auth.existingSecret=my-keys", "orchestrator.auth.adminKeyNames={ops}")

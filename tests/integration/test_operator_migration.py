@@ -68,7 +68,8 @@ def test_a_model_from_a_volume_skips_the_download(operator: OperatorProcess, kub
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "finetuned", "namespace": namespace},
+            # Opened to LocalLLMs by its owner (policy.ALLOW_LABEL): an unlabelled claim is never mounted.
+            "metadata": {"name": "finetuned", "namespace": namespace, "labels": {"llm.sdc.dev/allow-localllm": "true"}},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
         }
     )

@@ -6,6 +6,7 @@ import concurrent.futures
 import hashlib
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -188,7 +189,13 @@ def test_a_burst_beyond_the_rate_limit_gets_429_with_retry_after(
     assert backends["vllm"][0].calls == codes[200], "a refused request never reaches a backend"
     # Another key has its own bucket.
     assert httpx.post(base + "/api/v1/chat", json=CHAT, headers=auth("ops-secret"), timeout=10).status_code == 200
-    metrics = httpx.get(base + "/metrics").text
+    # Without a key /metrics names no key, only the aggregate; a key that may see names gets them.
+    public = httpx.get(base + "/metrics").text
+    assert "team-a" not in public and 'key="ops"' not in public and "sdc_orchestrator_key_requests" not in public
+    aggregate = re.search(r'sdc_orchestrator_gateway_requests_total\{outcome="rate_limited"\} (\S+)', public)
+    assert aggregate and float(aggregate.group(1)) >= codes[429], "the aggregate stays public (the registry is global)"
+    assert "team-a" not in httpx.get(base + "/metrics", headers=auth("wrong")).text
+    metrics = httpx.get(base + "/metrics", headers=auth("ops-secret")).text
     assert f'sdc_orchestrator_key_requests_total{{key="team-a",outcome="rate_limited"}} {float(codes[429])}' in metrics
     assert 'key="ops",outcome="admitted"' in metrics
     assert "plain-secret" not in metrics and "ops-secret" not in metrics, "metrics name keys, never show them"
@@ -227,3 +234,50 @@ def test_bodies_over_the_limit_are_413_declared_or_chunked(orchestrator: Callabl
     streamed = httpx.post(base + route, content=chunked(big), headers={"content-type": "application/json"}, timeout=10)
     assert streamed.status_code == 413, streamed.text
     assert time.monotonic() - started < 5
+
+
+def test_the_gemini_key_can_come_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart mounts the Gemini key as a file (GEMINI_API_KEY_FILE): not inherited by child processes."""
+    from sdc_orchestrator.settings import OrchestratorSettings
+
+    key = tmp_path / "api-key"
+    key.write_text("sk-gemini-from-file\n")
+    monkeypatch.setenv("GEMINI_API_KEY_FILE", str(key))
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    settings = OrchestratorSettings()
+    assert settings.gemini_api_key is not None and settings.gemini_api_key.get_secret_value() == "sk-gemini-from-file"
+    monkeypatch.setenv("GEMINI_API_KEY", "sk-env")
+    explicit = OrchestratorSettings().gemini_api_key
+    assert explicit is not None and explicit.get_secret_value() == "sk-env", "an explicit key wins"
+
+
+def test_tenants_never_see_each_others_documents_or_answers(orchestrator: Callable[..., str], tmp_path: Path) -> None:
+    keys = tmp_path / "tenant-keys"
+    keys.write_text("alice@acme:acme-secret\nbob@globex:globex-secret\nops:ops-secret\n")
+    base = orchestrator(sdc_api_keys_file=keys)
+    acme, globex, ops = auth("acme-secret"), auth("globex-secret"), auth("ops-secret")
+    doc = {"id": "plan", "text": "zqacme 인수 계획: 부산 공장을 내년에 매각한다."}
+    assert httpx.post(base + "/api/v1/documents", json=doc, headers=acme, timeout=30).status_code == 200
+
+    def sources(headers: dict[str, str]) -> list[str]:
+        resp = httpx.post(base + "/api/v1/chat", json={"message": "zqacme 계획 알려줘"}, headers=headers, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return [s["id"] for s in resp.json()["sources"]]
+
+    assert sources(acme) == ["plan"]
+    assert sources(globex) == [] and sources(ops) == [], "another tenant (and the default one) retrieves nothing"
+    assert httpx.delete(base + "/api/v1/documents/plan", headers=globex).status_code == 404
+    assert sources(acme) == ["plan"], "another tenant cannot delete it either"
+    # An answer is rated only by its own tenant; for another it does not exist.
+    answer = httpx.post(base + "/api/v1/chat", json={"message": "안녕", "use_rag": False}, headers=acme, timeout=10)
+    rating = {"response_id": answer.json()["response_id"], "rating": 1}
+    assert httpx.post(base + "/api/v1/feedback", json=rating, headers=globex).status_code == 404
+    assert httpx.post(base + "/api/v1/feedback", json=rating, headers=acme).status_code == 200
+    # The tenant's documents live in its own directory; the default tenant keeps the data directory.
+    assert httpx.delete(base + "/api/v1/documents/plan", headers=acme).status_code == 200
+
+
+@pytest.mark.parametrize("line", ["a@:k", "a@../x:k", "a@x/y:k", "a@" + "t" * 65 + ":k"])
+def test_a_malformed_tenant_is_refused(line: str) -> None:
+    with pytest.raises(KeyFileError):
+        parse_keys(line)

@@ -22,6 +22,7 @@ from sdc_orchestrator.rag.store import Passage
 from sdc_orchestrator.sanitize import has_control, neutralize
 
 from tests.support.fake_openai import FakeBackend
+from tests.support.hostile_families import WIDE_MARKERS, markers_in
 
 Backends = dict[str, tuple[FakeBackend, str]]
 
@@ -131,3 +132,14 @@ def test_prompts_share_prefixes_for_engine_caches() -> None:
     assert first[1]["content"].split("질문:")[0] == second[1]["content"].split("질문:")[0]
     order = [first[1]["content"].index(f"{d} 문서") for d in "abc"]
     assert order == sorted(order), "passages in document order, not by score"
+
+
+@pytest.mark.parametrize("marker", WIDE_MARKERS)
+def test_width_and_compatibility_forms_are_neutralized(marker: str) -> None:
+    """DeepSeek's `<｜User｜>`, full-width and small-form brackets, full-width letters: matched on the NFKC form,
+    and the look-alikes they become do not fold back to ASCII brackets."""
+    for variant in (marker, f"앞{marker}뒤", marker + marker):
+        out = neutralize(variant)
+        assert not has_control(out), out
+        assert not markers_in({"messages": [{"role": "user", "content": out}]}), out
+        assert len(out) == len(variant), "one character for one"

@@ -112,6 +112,24 @@ MALFORMED: list[tuple[str, str | dict[str, Any] | list[Any]]] = [
     ("model a huge string", chat(model="m" * 10_000)),
     ("another model", chat(model="gpt-4")),
     ("embeddings without input", {"model": "tiny"}),
+    # Lone surrogates (JSON escapes that decode to text no encoder accepts) and integers beyond any float.
+    *[
+        (f"surrogate {label} in {place}", text.replace("S", surrogate))
+        for label, surrogate in (("high", "\\ud800"), ("low", "\\udfff"), ("reversed", "\\ude00\\ud83d"))
+        for place, text in (
+            ("content", '{"model": "tiny", "messages": [{"role": "user", "content": "aSb"}]}'),
+            (
+                "a text part",
+                '{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": "S"}]}]}',
+            ),
+            ("stop", '{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stop": ["S"]}'),
+            ("model", '{"model": "tS", "messages": [{"role": "user", "content": "x"}]}'),
+        )
+    ],
+    ("embeddings surrogate input", '{"model": "tiny", "input": ["a\\ud800"]}'),
+    ("max_tokens of 400 digits", chat(max_tokens=10**400)),
+    ("seed of 400 digits", chat(seed=-(10**400))),
+    ("temperature of 400 digits", chat(temperature=10**400)),
 ]
 
 

@@ -31,6 +31,8 @@ class FakeBackend:
         self.requests: list[dict[str, Any]] = []  # every chat body received, for tests that inspect them all
         self.model_calls = 0
         self.embed_delay_s = 0.0
+        self.refusal: dict[str, Any] = {"error": {"message": "max_tokens too large", "type": "invalid_request_error"}}
+        self.refusal_status = 400  # what mode "bad_request" answers
         self.list_models = True  # False: /v1/models is a 404, like a backend that does not name its model
         self.cached_tokens = 0  # > 0: usage.prompt_tokens_details.cached_tokens, as vLLM's prefix cache reports
         self.completions: list[dict[str, Any]] = []  # every /v1/completions body received
@@ -79,9 +81,7 @@ class FakeBackend:
             if self.mode == "ratelimit":
                 return JSONResponse({"error": {"message": "slow down"}}, 429)
             if self.mode == "bad_request":
-                return JSONResponse(
-                    {"error": {"message": "max_tokens too large", "type": "invalid_request_error"}}, 400
-                )
+                return JSONResponse(self.refusal, self.refusal_status)
             if self.mode == "slow" or self.delay_s:
                 deadline = time.monotonic() + (self.delay_s or 5)
                 while time.monotonic() < deadline:

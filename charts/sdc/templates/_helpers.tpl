@@ -85,6 +85,12 @@ imagePullSecrets:
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+{{- /* Secrets: `get` by name only (no list, no watch: the operator cannot enumerate them), for the labels of
+     the ones a LocalLLM names (llm.sdc.dev/allow-localllm). RBAC cannot grant metadata alone; the operator
+     asks for PartialObjectMetadata, so values never reach it. Claims are already readable (it makes caches). */}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
