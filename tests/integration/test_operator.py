@@ -124,7 +124,7 @@ def test_more_gpus_than_any_node_is_reported(operator: OperatorProcess, kubectl:
         ),
     )
     assert status["phase"] == "Pending"
-    assert "Insufficient nvidia.com/gpu" in kubectl("get", "llm", "huge", "-n", namespace)
+    assert "Insufficient nvidia.com/gpu" in kubectl("get", "llm", "huge", "-n", namespace, "-o", "wide")
     assert "Insufficient nvidia.com/gpu" in kubectl("describe", "llm", "huge", "-n", namespace)
 
 
