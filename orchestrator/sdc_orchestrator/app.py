@@ -259,6 +259,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     @app.exception_handler(ClientRequestError)
     async def refused(_: Request, exc: ClientRequestError) -> JSONResponse:
         metrics.REQUESTS.labels("none", "none", f"http_{exc.status}").inc()
+        if exc.own and isinstance(exc.body, dict):  # the orchestrator's own words (fitting.py): as written
+            return JSONResponse(json.loads(safe_text(json.dumps(exc.body, ensure_ascii=False))), exc.status)
         # Never the backend's body verbatim: it names the backend's address and paths (backend_errors).
         return JSONResponse(public_refusal(exc.status, exc.body), exc.status)
 

@@ -44,6 +44,7 @@ class UpstreamError(Exception):
         retryable: bool = True,
         timeout: bool = False,
         body: object | None = None,
+        own: bool = False,
     ) -> None:
         super().__init__(message)
         self.endpoint = endpoint
@@ -51,6 +52,7 @@ class UpstreamError(Exception):
         self.retryable = retryable
         self.timeout = timeout
         self.body = body
+        self.own = own  # `body` was written by the orchestrator (names no backend internals), not the backend
 
 
 def classify_status(status: int) -> bool:

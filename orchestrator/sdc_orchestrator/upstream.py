@@ -51,12 +51,17 @@ class NoRouteError(Exception):
 
 
 class ClientRequestError(Exception):
-    """The backend refused the request itself (a 4xx that another backend would refuse too)."""
+    """The backend refused the request itself (a 4xx that another backend would refuse too).
 
-    def __init__(self, status: int, body: Any) -> None:
+    `own`: the body is the orchestrator's own words (a request that cannot fit the model, a model the backend
+    does not have, naming what it has), shown as written; a backend's own body is rewritten (backend_errors).
+    """
+
+    def __init__(self, status: int, body: Any, *, own: bool = False) -> None:
         super().__init__(str(body))
         self.status = status
         self.body = body
+        self.own = own
 
 
 @dataclass
@@ -245,7 +250,7 @@ class Upstream:
     def _refused(self, slot: Slot, err: UpstreamError, exc: BaseException) -> ClientRequestError:
         """A 4xx any backend would give: the backend is fine, the request is not."""
         slot.release("abandoned")
-        return ClientRequestError(err.status or 400, err.body)
+        return ClientRequestError(err.status or 400, err.body, own=err.own)
 
     async def _candidates(
         self, groups: list[list[Endpoint]], user: str | None = None, request: Hint | None = None
@@ -290,7 +295,7 @@ class Upstream:
                                 raise ValueError("no choices in the answer")
                     except FitError as exc:
                         slot.release("abandoned")  # the request cannot fit this model: the client's to change
-                        raise ClientRequestError(exc.status, exc.body()) from None
+                        raise ClientRequestError(exc.status, exc.body(), own=True) from None
                     except (aiohttp.ClientError, OSError, UpstreamError, ValueError, KeyError, TimeoutError) as exc:
                         err = public_error(endpoint, exc)
                         if not err.retryable:
@@ -324,7 +329,7 @@ class Upstream:
                     return ollama_native.response(data) if sent is not body else data
                 err = await self._status_error(endpoint, resp)
             if (missing := self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)) is not None:
-                raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing)
+                raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing, own=True)
             folded = self.fitter.learn_refusal(endpoint, body, err.body) if attempt == 0 else None
             if folded is None:
                 raise err
@@ -376,7 +381,9 @@ class Upstream:
                         resp.release()
                         missing = self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)
                         if missing is not None:
-                            raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing)
+                            raise UpstreamError(
+                                endpoint, "model not found", status=404, retryable=False, body=missing, own=True
+                            )
                         folded = None if retried else self.fitter.learn_refusal(endpoint, body, err.body)
                         if folded is None:
                             raise err
@@ -386,7 +393,7 @@ class Upstream:
             except FitError as exc:
                 attempts.upstream_s += time.perf_counter() - started
                 slot.release("abandoned")
-                raise ClientRequestError(exc.status, exc.body()) from None
+                raise ClientRequestError(exc.status, exc.body(), own=True) from None
             except (aiohttp.ClientError, OSError, UpstreamError, TimeoutError, StopAsyncIteration) as exc:
                 attempts.upstream_s += time.perf_counter() - started
                 if resp is not None:
