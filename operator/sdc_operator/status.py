@@ -17,7 +17,7 @@ from typing import Any
 
 from sdc_operator.builders.download import DOWNLOAD_CONTAINER
 from sdc_operator.builders.ollama import FETCH_CONTAINER
-from sdc_operator.spec import Condition, LocalLLMStatus, Phase
+from sdc_operator.spec import AUTOSCALER_MANAGER, Condition, LocalLLMStatus, Phase
 
 # Waiting reasons of a container that will not fix themselves.
 STUCK_REASONS = {
@@ -140,6 +140,18 @@ def check_engine(observed: Observed) -> Check:
     return Check(None, "Starting", "the engine is loading the model")
 
 
+def at_zero(replica_managers: list[str] | tuple[str, ...] = ()) -> tuple[str, str]:
+    """Why a LocalLLM has spec.replicas 0, as (reason, message): the field manager that last wrote it says
+    whether the orchestrator scaled it to zero after idle or a person (kubectl, an HPA, a manifest) did."""
+    if AUTOSCALER_MANAGER in replica_managers:
+        return (
+            "ScaledToZero",
+            "scaled to zero by the autoscaler after autoscaling.scaleDownDelaySeconds idle; the next request "
+            "is held while one replica starts",
+        )
+    return "ZeroReplicas", "at zero: spec.replicas is 0 (set by the user); `kubectl scale llm NAME --replicas=1`"
+
+
 def derive_status(
     *,
     generation: int,
@@ -152,16 +164,25 @@ def derive_status(
     now: str,
     conflicts: tuple[str, ...] | list[str] = (),
     fit: Check | None = None,
+    selector: str | None = None,
+    replica_managers: list[str] | tuple[str, ...] = (),
 ) -> LocalLLMStatus:
-    """`fit`: the GPU memory estimate (fit.py); False adds a warning, it never changes the phase."""
+    """`fit`: the GPU memory estimate (fit.py); False adds a warning, it never changes the phase.
+
+    `selector`: the pods' label selector (status.selector, read by /scale); `replica_managers`: the field
+    managers of the LocalLLM's spec.replicas, which say who put a model at zero (`at_zero`).
+    status.replicas is the Deployment's status.replicas (pods that exist, ready or not), as a Deployment's own
+    /scale reports it: an HPA compares it with the desired count, and it is 0 only once the pods are gone.
+    """
     checks: dict[str, Check] = {}
     phase: Phase
     message: str
     ready = int((observed.deployment or {}).get("status", {}).get("readyReplicas") or 0)
+    current = int((observed.deployment or {}).get("status", {}).get("replicas") or 0)
     if spec_errors:
         checks["SpecValid"] = Check(False, "InvalidSpec", "; ".join(spec_errors))
         phase, message = "Failed", "fix the spec: " + "; ".join(spec_errors)
-        return _assemble(phase, message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
+        return _assemble(phase, message, checks, generation, 0, 0, None, served_name, previous, now, selector)
     checks["SpecValid"] = Check(True, "Valid", "the spec is valid")
     if conflicts:
         # Another object holds a child's name: it is never changed; the LocalLLM waits for the name.
@@ -170,7 +191,7 @@ def derive_status(
             "delete or rename it (or rename the LocalLLM)"
         )
         checks["Ready"] = Check(False, "NameConflict", message)
-        return _assemble("Failed", message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
+        return _assemble("Failed", message, checks, generation, 0, 0, None, served_name, previous, now, selector)
     checks["CacheBound"] = check_claim(observed)
     checks["Scheduled"] = check_scheduled(observed)
     checks["ModelCached"] = check_download(observed)
@@ -190,8 +211,10 @@ def derive_status(
         checks["Available"] = Check(None, "NoDeployment", "the deployment is being created")
     engine = check_engine(observed)
 
+    zero_reason = ""
     if desired_replicas == 0:
-        phase, message = "Pending", "scaled to zero (spec.replicas is 0)"
+        zero_reason, message = at_zero(replica_managers)
+        phase = "Pending"
     elif checks["CacheBound"].ok is False:
         phase, message = "Failed", checks["CacheBound"].message
     elif checks["Scheduled"].ok is False:
@@ -216,18 +239,19 @@ def derive_status(
         checks["Fits"] = fit
         if fit.ok is False and phase not in ("Ready", "Failed"):
             message = f"may not fit: {fit.message}; {message}"
-    checks["Ready"] = Check(phase == "Ready", phase, message)
+    checks["Ready"] = Check(phase == "Ready", zero_reason or phase, message)
     return _assemble(
         phase,
         message,
         checks,
         generation,
-        desired_replicas,
+        current,
         ready,
         endpoint if phase in ("Ready", "Degraded") else None,
         served_name,
         previous,
         now,
+        selector,
     )
 
 
@@ -242,6 +266,7 @@ def _assemble(
     served_name: str,
     previous: list[Condition],
     now: str,
+    selector: str | None = None,
 ) -> LocalLLMStatus:
     before = {c.type: c for c in previous}
     conditions = []
@@ -269,6 +294,7 @@ def _assemble(
         served_model_name=served_name,
         replicas=replicas,
         ready_replicas=ready,
+        selector=selector,
         observed_generation=generation,
         conditions=conditions,
     )

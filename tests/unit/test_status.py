@@ -223,3 +223,56 @@ def test_transition_time_kept_while_status_holds() -> None:
     ready = next(c for c in changed.conditions if c.type == "Ready")
     assert isinstance(ready, Condition)
     assert ready.last_transition_time == "T3"
+
+
+# -- the /scale subresource: status.replicas, status.selector, and why a model is at zero ------------------------
+
+
+def _scaled(
+    desired: int, observed: Observed, managers: tuple[str, ...] = (), selector: str | None = "llm.sdc.dev/owner=m"
+) -> Any:
+    return derive_status(
+        generation=3,
+        desired_replicas=desired,
+        endpoint="http://m.ns.svc:8000/v1",
+        served_name="m",
+        observed=observed,
+        spec_errors=[],
+        previous=[],
+        now="T",
+        selector=selector,
+        replica_managers=managers,
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "desired", "deployment_replicas", "managers", "reason", "fragment"),
+    [
+        ("user set 0, pods gone", 0, 0, ("kubectl",), "ZeroReplicas", "set by the user"),
+        ("no manager known", 0, 0, (), "ZeroReplicas", "spec.replicas is 0"),
+        ("autoscaler after idle", 0, 0, ("sdc-operator", "sdc-autoscaler"), "ScaledToZero", "after"),
+        ("still stopping: the pod is counted", 0, 1, ("sdc-autoscaler",), "ScaledToZero", "autoscaler"),
+    ],
+)
+def test_at_zero_says_why(
+    case: str, desired: int, deployment_replicas: int, managers: tuple[str, ...], reason: str, fragment: str
+) -> None:
+    dep = deploy()
+    dep["status"]["replicas"] = deployment_replicas
+    status = _scaled(desired, Observed(claim=BOUND, deployment=dep), managers)
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    got = (case, status.phase, ready.status, ready.reason, fragment in status.message, status.replicas)
+    assert got == (case, "Pending", "False", reason, True, deployment_replicas), status.message
+    assert status.endpoint is None
+    assert status.selector == "llm.sdc.dev/owner=m"
+
+
+def test_status_replicas_count_existing_pods_not_the_wish() -> None:
+    """status.replicas is the Deployment's status.replicas (what /scale reports as current), not spec.replicas."""
+    dep = deploy(ready=1, available=True)
+    dep["status"]["replicas"] = 2
+    status = _scaled(3, Observed(claim=BOUND, deployment=dep, pods=[pod(init=DONE)]))
+    assert (status.replicas, status.ready_replicas, status.phase) == (2, 1, "Degraded")
+    dumped = status.model_dump(by_alias=True, exclude_none=True)
+    assert dumped["selector"] == "llm.sdc.dev/owner=m"
+    assert "selector" not in _scaled(1, Observed(), selector=None).model_dump(by_alias=True, exclude_none=True)
