@@ -46,6 +46,8 @@ from sdc_orchestrator.rag.retriever import Hit, Retriever, prepare
 from sdc_orchestrator.rag.store import DirectoryStore
 from sdc_orchestrator.router import Router
 from sdc_orchestrator.routing import service as routing
+from sdc_orchestrator.scaling.client import ScaleClient
+from sdc_orchestrator.scaling.waker import Waker, keep_alive
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.shadow import Shadow, side
 from sdc_orchestrator.upstream import Attempts, ClientRequestError, NoRouteError, Upstream
@@ -108,6 +110,14 @@ class State:
         self.registry = EndpointRegistry(settings)
         self.router = Router(cooldown_s=settings.sdc_cooldown_s)
         self.upstream = Upstream(settings, self.registry, self.router)
+        self.upstream.waker = Waker(
+            self.registry,
+            ScaleClient(settings.sdc_scale_api_url, settings.sdc_scale_token_file, settings.sdc_scale_ca_file)
+            if settings.sdc_scale_api_url
+            else None,
+            max_held=settings.sdc_hold_max_per_model,
+            max_wait_s=settings.sdc_hold_max_wait_s,
+        )
         self.retriever = Retriever(DirectoryStore(settings.sdc_data_dir), self.embed)
         self.keys = KeyRing(settings.sdc_api_keys_file)
         self.limits = Limits(settings.sdc_rate_limit_rpm, settings.sdc_max_concurrent_per_key)
@@ -183,6 +193,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         await state.router.replicas.scraper.close()
         await state.shadow.close()
         await state.upstream.close()
+        if state.upstream.waker is not None:
+            await state.upstream.waker.close()
         workers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
@@ -216,7 +228,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     @app.exception_handler(NoRouteError)
     async def no_route(_: Request, exc: NoRouteError) -> JSONResponse:
         metrics.REQUESTS.labels("none", "none", f"http_{exc.status}").inc()
-        return error(exc.status, str(exc), tried=exc.tried)
+        response = error(exc.status, str(exc), tried=exc.tried)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(ClientRequestError)
     async def refused(_: Request, exc: ClientRequestError) -> JSONResponse:
@@ -438,6 +453,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         attempts.user = str(user) if isinstance(user, str | int) and str(user) else None
         body = sampling.with_defaults(body, settings)
         started = time.perf_counter()
+        if body.get("stream") and state.upstream.waker and state.upstream.waker.would_hold(body.get("model")):
+            # The model is at zero or starting: open the stream now, SSE comments while it is held.
+            opening = state.upstream.stream(provider, body, attempts)
+            return StreamingResponse(keep_alive(opening, settings.sdc_hold_keepalive_s), media_type="text/event-stream")
         if body.get("stream"):
             endpoint, events = await state.upstream.stream(provider, body, attempts)
             response_id = state.feedback.answered(endpoint.provider, await state.upstream.model_of(endpoint), "openai")

@@ -1,0 +1,139 @@
+"""Scale from zero and back, the pure decisions: who is held, who asks for a replica, when to scale down."""
+
+from __future__ import annotations
+
+import pytest
+from sdc_orchestrator.scaling.hold import HoldBook, scale_down_target
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# Each step: (time, action, model, at_zero) -> the answer. Actions: enter (True: held, False: 429),
+# ask (True: this request writes the scale), leave, served (a replica is published ready).
+BURSTS = [
+    (
+        "one burst asks once, however many wait",
+        [
+            (0, "enter", "a", True, True),
+            (0, "ask", "a", True, True),
+            (0, "enter", "a", True, True),
+            (0, "ask", "a", True, False),
+            (4, "leave", "a", True, None),
+            (5, "enter", "a", True, True),
+            (5, "ask", "a", True, False),  # still at zero in the published file: the ask is on its way
+        ],
+    ),
+    (
+        "bounded per model: the third waits not, another model does",
+        [
+            (0, "enter", "a", True, True),
+            (0, "enter", "a", True, True),
+            (0, "enter", "a", True, False),
+            (0, "enter", "b", True, True),
+            (0, "ask", "b", True, True),
+        ],
+    ),
+    (
+        "served ends the burst: the next scale to zero asks again",
+        [
+            (0, "enter", "a", True, True),
+            (0, "ask", "a", True, True),
+            (3, "served", "a", True, None),
+            (3, "leave", "a", True, None),
+            (400, "enter", "a", True, True),
+            (400, "ask", "a", True, True),
+        ],
+    ),
+    (
+        "an ask older than the longest wait, still at zero, is made again (lost or undone)",
+        [
+            (0, "enter", "a", True, True),
+            (0, "ask", "a", True, True),
+            (0, "leave", "a", True, None),
+            (30, "enter", "a", True, True),
+            (30, "ask", "a", True, False),
+            (61, "ask", "a", True, True),
+        ],
+    ),
+    (
+        "starting (replicas > 0): wait, never write",
+        [
+            (0, "enter", "a", False, True),
+            (0, "ask", "a", False, False),
+        ],
+    ),
+    (
+        "leaving frees a place",
+        [
+            (0, "enter", "a", True, True),
+            (0, "enter", "a", True, True),
+            (0, "leave", "a", True, None),
+            (0, "enter", "a", True, True),
+            (0, "enter", "a", True, False),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "steps"), BURSTS, ids=[c for c, _ in BURSTS])
+def test_hold_book(case: str, steps: list[tuple[float, str, str, bool, bool | None]]) -> None:
+    clock = Clock()
+    book = HoldBook(max_held=2, max_wait_s=60, clock=clock)
+    for i, (at, action, model, at_zero, want) in enumerate(steps):
+        clock.now = at
+        got: bool | None
+        if action == "enter":
+            got = book.enter(model)
+        elif action == "ask":
+            got = book.should_ask(model, at_zero)
+        elif action == "leave":
+            book.leave(model)
+            got = None
+        else:
+            book.served(model)
+            got = None
+        assert got == want, f"{case}: step {i} ({action} at {at})"
+
+
+def test_retry_after_counts_down_the_ask_and_is_never_zero() -> None:
+    clock = Clock()
+    book = HoldBook(max_held=1, max_wait_s=60, clock=clock)
+    assert book.retry_after("a") == 6  # no ask yet: a tenth of the longest wait
+    book.enter("a")
+    book.should_ask("a", True)
+    clock.now = 45
+    assert book.retry_after("a") == 15
+    clock.now = 59.5
+    assert book.retry_after("a") == 1
+    clock.now = 100
+    assert book.retry_after("a") == 6
+    book.leave("a")
+    book.served("a")
+    assert book.bursts == {}  # nothing kept once a burst is over and nobody waits
+
+
+@pytest.mark.parametrize(
+    ("case", "replicas", "min_replicas", "idle_since", "now", "waiting", "want"),
+    [
+        ("idle past the delay: one step down", 3, 0, 0.0, 301.0, 0.0, 2),
+        ("idle past the delay at one, min 0: to zero", 1, 0, 0.0, 300.0, 0.0, 0),
+        ("inside the window: stay (no flapping)", 1, 0, 0.0, 299.0, 0.0, None),
+        ("a request in flight: stay", 2, 0, None, 1000.0, 0.0, None),
+        ("engines still have requests waiting: stay", 2, 0, 0.0, 1000.0, 1.0, None),
+        ("at the floor: stay", 1, 1, 0.0, 1000.0, 0.0, None),
+        ("already at zero: stay", 0, 0, 0.0, 1000.0, 0.0, None),
+    ],
+)
+def test_scale_down_target(
+    case: str, replicas: int, min_replicas: int, idle_since: float | None, now: float, waiting: float, want: int | None
+) -> None:
+    got = scale_down_target(
+        replicas=replicas, min_replicas=min_replicas, idle_since=idle_since, now=now, delay_s=300, waiting=waiting
+    )
+    assert got == want, case
