@@ -590,6 +590,7 @@ def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, An
         fit=fit_check(spec, SETTINGS) if spec else None,
         selector=",".join(f"{k}={v}" for k, v in sorted(selector(llm).items())) if llm else None,
         replica_managers=body.get(REPLICA_MANAGERS) or (),
+        scale_to_zero=bool(spec and spec.autoscaling and spec.autoscaling.min_replicas == 0),
     ).model_dump(by_alias=True, exclude_none=True)
 
 

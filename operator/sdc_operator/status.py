@@ -140,15 +140,23 @@ def check_engine(observed: Observed) -> Check:
     return Check(None, "Starting", "the engine is loading the model")
 
 
-def at_zero(replica_managers: list[str] | tuple[str, ...] = ()) -> tuple[str, str]:
-    """Why a LocalLLM has spec.replicas 0, as (reason, message): the field manager that last wrote it says
-    whether the orchestrator scaled it to zero after idle or a person (kubectl, an HPA, a manifest) did."""
-    if AUTOSCALER_MANAGER in replica_managers:
+def at_zero(replica_managers: list[str] | tuple[str, ...] = (), scale_to_zero: bool = False) -> tuple[str, str]:
+    """Why a LocalLLM has spec.replicas 0, as (reason, message), from the field managers of spec.replicas.
+
+    A 0 written through /scale (the orchestrator after idle, `kubectl scale`, an HPA or KEDA) leaves no owner:
+    a Scale omits replicas 0 (autoscaling/v1 `omitempty`), so the API server drops that write's managed
+    field (seen on v1.35). A 0 in the object itself (a manifest, `kubectl edit`) keeps its manager's name.
+    With autoscaling.minReplicas 0 an unowned 0 is the autoscaler's scale to zero after idle.
+    """
+    owners = [m for m in replica_managers if m != AUTOSCALER_MANAGER]
+    if AUTOSCALER_MANAGER in replica_managers or (scale_to_zero and not owners):
         return (
             "ScaledToZero",
-            "scaled to zero by the autoscaler after autoscaling.scaleDownDelaySeconds idle; the next request "
-            "is held while one replica starts",
+            "scaled to zero through /scale (the autoscaler after autoscaling.scaleDownDelaySeconds idle, or "
+            "`kubectl scale`); the next request is held while one replica starts",
         )
+    if owners:
+        return "ZeroReplicas", f"at zero: spec.replicas is 0 (set by {', '.join(owners)})"
     return "ZeroReplicas", "at zero: spec.replicas is 0 (set by the user); `kubectl scale llm NAME --replicas=1`"
 
 
@@ -166,11 +174,13 @@ def derive_status(
     fit: Check | None = None,
     selector: str | None = None,
     replica_managers: list[str] | tuple[str, ...] = (),
+    scale_to_zero: bool = False,
 ) -> LocalLLMStatus:
     """`fit`: the GPU memory estimate (fit.py); False adds a warning, it never changes the phase.
 
     `selector`: the pods' label selector (status.selector, read by /scale); `replica_managers`: the field
-    managers of the LocalLLM's spec.replicas, which say who put a model at zero (`at_zero`).
+    managers of the LocalLLM's spec.replicas and `scale_to_zero` (autoscaling.minReplicas is 0), which say who
+    put a model at zero (`at_zero`).
     status.replicas is the Deployment's status.replicas (pods that exist, ready or not), as a Deployment's own
     /scale reports it: an HPA compares it with the desired count, and it is 0 only once the pods are gone.
     """
@@ -213,7 +223,7 @@ def derive_status(
 
     zero_reason = ""
     if desired_replicas == 0:
-        zero_reason, message = at_zero(replica_managers)
+        zero_reason, message = at_zero(replica_managers, scale_to_zero)
         phase = "Pending"
     elif checks["CacheBound"].ok is False:
         phase, message = "Failed", checks["CacheBound"].message

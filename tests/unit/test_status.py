@@ -229,7 +229,11 @@ def test_transition_time_kept_while_status_holds() -> None:
 
 
 def _scaled(
-    desired: int, observed: Observed, managers: tuple[str, ...] = (), selector: str | None = "llm.sdc.dev/owner=m"
+    desired: int,
+    observed: Observed,
+    managers: tuple[str, ...] = (),
+    selector: str | None = "llm.sdc.dev/owner=m",
+    scale_to_zero: bool = False,
 ) -> Any:
     return derive_status(
         generation=3,
@@ -242,24 +246,32 @@ def _scaled(
         now="T",
         selector=selector,
         replica_managers=managers,
+        scale_to_zero=scale_to_zero,
     )
 
 
 @pytest.mark.parametrize(
-    ("case", "desired", "deployment_replicas", "managers", "reason", "fragment"),
+    ("case", "desired", "deployment_replicas", "managers", "autoscaled", "reason", "fragment"),
     [
-        ("user set 0, pods gone", 0, 0, ("kubectl",), "ZeroReplicas", "set by the user"),
-        ("no manager known", 0, 0, (), "ZeroReplicas", "spec.replicas is 0"),
-        ("autoscaler after idle", 0, 0, ("sdc-operator", "sdc-autoscaler"), "ScaledToZero", "after"),
-        ("still stopping: the pod is counted", 0, 1, ("sdc-autoscaler",), "ScaledToZero", "autoscaler"),
+        ("0 in a manifest: its manager", 0, 0, ("kubectl-client-side-apply",), True, "ZeroReplicas", "set by kubectl"),
+        ("no owner, no autoscaling", 0, 0, (), False, "ZeroReplicas", "set by the user"),
+        ("no owner, minReplicas 0: /scale after idle", 0, 0, (), True, "ScaledToZero", "after"),
+        ("the autoscaler's name, if ever kept", 0, 0, ("sdc-autoscaler",), False, "ScaledToZero", "autoscaler"),
+        ("still stopping: the pod is counted", 0, 1, (), True, "ScaledToZero", "idle"),
     ],
 )
 def test_at_zero_says_why(
-    case: str, desired: int, deployment_replicas: int, managers: tuple[str, ...], reason: str, fragment: str
+    case: str,
+    desired: int,
+    deployment_replicas: int,
+    managers: tuple[str, ...],
+    autoscaled: bool,
+    reason: str,
+    fragment: str,
 ) -> None:
     dep = deploy()
     dep["status"]["replicas"] = deployment_replicas
-    status = _scaled(desired, Observed(claim=BOUND, deployment=dep), managers)
+    status = _scaled(desired, Observed(claim=BOUND, deployment=dep), managers, scale_to_zero=autoscaled)
     ready = next(c for c in status.conditions if c.type == "Ready")
     got = (case, status.phase, ready.status, ready.reason, fragment in status.message, status.replicas)
     assert got == (case, "Pending", "False", reason, True, deployment_replicas), status.message

@@ -59,8 +59,10 @@ class ScaleClient:
     async def set_replicas(self, namespace: str, name: str, expected: int, replicas: int) -> Outcome:
         """spec.replicas `expected` -> `replicas`, only if it is still `expected`; never raises."""
         patch = [
-            {"op": "test", "path": "/spec/replicas", "value": expected},
-            {"op": "replace", "path": "/spec/replicas", "value": replicas},
+            # A Scale's spec.replicas is omitted when 0 (autoscaling/v1 `omitempty`), so the test is on the
+            # whole spec, which holds nothing else: {} at zero, {"replicas": N} otherwise.
+            {"op": "test", "path": "/spec", "value": {"replicas": expected} if expected else {}},
+            {"op": "add", "path": "/spec/replicas", "value": replicas},
         ]
         direction = "up" if replicas > expected else "down"
         outcome: Outcome
