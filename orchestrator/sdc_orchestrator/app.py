@@ -47,6 +47,7 @@ from sdc_orchestrator.rag.store import DirectoryStore
 from sdc_orchestrator.router import Router
 from sdc_orchestrator.routing import service as routing
 from sdc_orchestrator.scaling.client import ScaleClient
+from sdc_orchestrator.scaling.down import ScaleDown
 from sdc_orchestrator.scaling.waker import Waker, keep_alive
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.shadow import Shadow, side
@@ -188,8 +189,14 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # measured), which would stall health checks and even the SIGTERM handler inside the first upload.
         await asyncio.to_thread(_warm_up_analysis)
         scraping = routing.start(state.registry, state.router)  # engine signals of every published replica
+        scaling_down = None
+        if state.upstream.waker is not None and state.upstream.waker.scale is not None:
+            down = ScaleDown(state.registry, state.router)  # idle models with spec.autoscaling, a step at a time
+            scaling_down = asyncio.create_task(down.run(state.upstream.waker.scale, settings.sdc_scale_down_interval_s))
         yield
         scraping.cancel()
+        if scaling_down is not None:
+            scaling_down.cancel()
         await state.router.replicas.scraper.close()
         await state.shadow.close()
         await state.upstream.close()

@@ -90,6 +90,26 @@ class Dormant:
     phase: str = "Pending"
 
 
+@dataclass(frozen=True)
+class Autoscale:
+    """A published LocalLLM's spec.autoscaling, what the orchestrator's scale-down needs of it."""
+
+    min_replicas: int
+    scale_down_delay_s: float
+
+
+def published_autoscaling(path: Path) -> dict[str, Autoscale]:
+    """`name` -> autoscaling of the published entries that carry it (an older operator publishes none)."""
+    out = {}
+    for item in json.loads(path.read_text()).get("endpoints", []):
+        auto = item.get("autoscaling")
+        if isinstance(auto, dict) and item.get("name"):
+            out[str(item["name"])] = Autoscale(
+                int(auto.get("minReplicas", 1)), float(auto.get("scaleDownDelaySeconds", 300))
+            )
+    return out
+
+
 def published_unready(path: Path, namespaces: frozenset[str] | None = None, pool: str | None = None) -> list[Dormant]:
     """The `unready` entries meant for this release; a document without them (an older operator) has none."""
     data = json.loads(path.read_text())
@@ -156,6 +176,7 @@ class EndpointRegistry:
         self._seed = seed_endpoints(settings)
         self._published: list[Endpoint] = []
         self._unready: list[Dormant] = []
+        self._autoscaling: dict[str, Autoscale] = {}
         self._mtime: float | None = None
         self.refresh()
 
@@ -166,13 +187,14 @@ class EndpointRegistry:
         try:
             mtime = path.stat().st_mtime
         except FileNotFoundError:
-            self._published, self._unready, self._mtime = [], [], None
+            self._published, self._unready, self._autoscaling, self._mtime = [], [], {}, None
             return
         if mtime == self._mtime:
             return
         try:
             self._published = published_endpoints(path, self.settings.route_namespaces(), self.settings.sdc_route_pool)
             self._unready = published_unready(path, self.settings.route_namespaces(), self.settings.sdc_route_pool)
+            self._autoscaling = published_autoscaling(path)
             self._mtime = mtime
             log.info("loaded %d published endpoints from %s", len(self._published), path)
         except (OSError, ValueError, KeyError) as err:
@@ -191,6 +213,10 @@ class EndpointRegistry:
         if served and home and endpoint.namespace and endpoint.namespace != home:
             return f"{endpoint.namespace}/{served}"
         return served
+
+    def autoscaling(self, origin: str) -> Autoscale | None:
+        """The autoscaling of the published LocalLLM `origin` (`<namespace>/<name>`), if it has one."""
+        return self._autoscaling.get(origin)
 
     def dormant(self, model: str, role: str = "chat") -> Dormant | None:
         """The published model without a ready pod that clients call `model`, if any (scale from zero)."""

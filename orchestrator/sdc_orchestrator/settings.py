@@ -99,6 +99,9 @@ class OrchestratorSettings(BaseSettings):
     sdc_hold_max_wait_s: float = Field(
         default=300.0, gt=0, description="Longest a request waits for a replica from zero; then 503 + Retry-After."
     )
+    sdc_scale_down_interval_s: float = Field(
+        default=5.0, gt=0, description="How often idle models with spec.autoscaling are checked for a step down."
+    )
     sdc_hold_keepalive_s: float = Field(
         default=10.0, gt=0, description="Seconds between SSE comments on a held stream."
     )

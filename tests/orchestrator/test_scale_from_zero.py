@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,8 +61,8 @@ def ready(base: str) -> dict[str, Any]:
 class FakeKube:
     """PATCH .../localllms/NAME/scale: applies the JSON patch to spec.replicas, then publishes the replica."""
 
-    def __init__(self, document: Path, engine_url: str, delay_s: float = 1.0) -> None:
-        self.replicas = 0
+    def __init__(self, document: Path, engine_url: str, delay_s: float = 1.0, replicas: int = 0) -> None:
+        self.replicas = replicas
         self.patches: list[tuple[str, str, list[dict[str, Any]]]] = []
         self.document, self.engine_url, self.delay_s = document, engine_url, delay_s
         self.app = FastAPI()
@@ -80,7 +81,11 @@ class FakeKube:
             return JSONResponse({"kind": "Scale", "spec": {"replicas": self.replicas}})
 
     def publish_ready(self) -> None:
-        self.document.write_text(json.dumps({"endpoints": [ready(self.engine_url)]}))
+        """What the operator publishes for the replicas the last write asked for."""
+        if self.replicas:
+            self.document.write_text(json.dumps({"endpoints": [ready(self.engine_url)]}))
+        else:
+            self.document.write_text(json.dumps({"endpoints": [], "unready": [unready()]}))
 
 
 @pytest.fixture
@@ -175,3 +180,37 @@ def test_at_zero_without_scale_access_is_503_at_once(orchestrator_app: Any, tmp_
     assert (status, headers["retry-after"]) == (503, "30")
     assert "kubectl scale llm tiny --replicas=1" in json.loads(text)["error"]["message"]
     assert unknown.status_code == 404  # a model published nowhere is still not served
+
+
+@pytest.mark.parametrize(("min_replicas", "writes"), [(0, 1), (1, 0)])
+def test_an_idle_model_with_autoscaling_is_scaled_down_after_its_delay(
+    orchestrator_app: Any, tmp_path: Path, engine: tuple[FakeBackend, str], min_replicas: int, writes: int
+) -> None:
+    """One request, then idle: after scaleDownDelaySeconds (1 s here) the model goes 1 -> 0 when minReplicas is 0
+    (a test-and-set from the one published replica), and is then published at zero; never below minReplicas."""
+    _, engine_url = engine
+    document = tmp_path / "endpoints.json"
+    entry = {
+        **ready(engine_url),
+        "autoscaling": {"minReplicas": min_replicas, "maxReplicas": 2, "scaleDownDelaySeconds": 1},
+    }
+    document.write_text(json.dumps({"endpoints": [entry]}))
+    kube = FakeKube(document, engine_url, delay_s=0.1, replicas=1)
+    with serve(kube.app) as api:
+        base = start(orchestrator_app, document, sdc_scale_api_url=api, sdc_scale_down_interval_s=0.1)
+        with httpx.Client(timeout=10) as client:
+            assert chat(client, base, stream=False)[0] == 200
+            answered = time.monotonic()
+            deadline = answered + 3
+            while time.monotonic() < deadline and len(kube.patches) < 1:
+                time.sleep(0.05)
+            scaled_after = time.monotonic() - answered
+            time.sleep(0.5)  # no second step: at zero it is not published ready any more
+    assert len(kube.patches) == writes
+    if writes:
+        assert 0.9 <= scaled_after < 2.5
+        assert kube.patches[0][2] == [
+            {"op": "test", "path": "/spec", "value": {"replicas": 1}},
+            {"op": "add", "path": "/spec/replicas", "value": 0},
+        ]
+        assert json.loads(document.read_text())["unready"][0]["atZero"] is True

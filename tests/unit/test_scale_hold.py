@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from sdc_orchestrator.backends import EndpointRegistry
+from sdc_orchestrator.router import Router
+from sdc_orchestrator.scaling.down import ScaleDown, Step
 from sdc_orchestrator.scaling.hold import HoldBook, scale_down_target
+from sdc_orchestrator.settings import OrchestratorSettings
 
 
 class Clock:
@@ -137,3 +144,35 @@ def test_scale_down_target(
         replicas=replicas, min_replicas=min_replicas, idle_since=idle_since, now=now, delay_s=300, waiting=waiting
     )
     assert got == want, case
+
+
+def test_scale_down_steps_one_at_a_time_each_after_a_whole_delay(tmp_path: Path) -> None:
+    """Three replicas of an autoscaled model, one without autoscaling: the clock decides, a request resets it."""
+    entries = [
+        {"name": "sdc/a", "namespace": "sdc", "localLLM": "a", "replica": f"a-{i}", "runtime": "vllm", "model": "a",
+         "baseUrl": f"http://10.0.0.{i}:8000/v1", "autoscaling": {"minReplicas": 0, "scaleDownDelaySeconds": 60}}
+        for i in range(3)
+    ] + [{"name": "sdc/b", "namespace": "sdc", "localLLM": "b", "runtime": "vllm", "model": "b", "baseUrl": "http://b/v1"}]  # fmt: skip
+    path = tmp_path / "endpoints.json"
+    path.write_text(json.dumps({"endpoints": entries}))
+    clock = Clock()
+    router = Router(clock=clock)
+    down = ScaleDown(
+        EndpointRegistry(OrchestratorSettings(sdc_endpoints_file=path, sdc_namespace="sdc")), router, clock
+    )
+    assert down.decide() == []  # the start begins the delay: a restart scales nothing down at once
+    clock.now = 59
+    assert down.decide() == []
+    clock.now = 60
+    assert down.decide() == [Step("sdc", "a", 3, 2)]
+    clock.now = 100
+    assert down.decide() == []  # the write restarted the delay: the stabilization window
+    endpoint = next(e for e in down.registry.all() if e.origin == "sdc/a")
+    slot = router.acquire(endpoint)  # a request: in flight, then its start restarts the delay
+    clock.now = 500
+    assert down.decide() == []
+    slot.release("ok")
+    clock.now = 559
+    assert down.decide() == []
+    clock.now = 560
+    assert down.decide() == [Step("sdc", "a", 3, 2)]  # 3 still published ready: the step is from what is seen
