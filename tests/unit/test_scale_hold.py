@@ -176,3 +176,30 @@ def test_scale_down_steps_one_at_a_time_each_after_a_whole_delay(tmp_path: Path)
     assert down.decide() == []
     clock.now = 560
     assert down.decide() == [Step("sdc", "a", 3, 2)]  # 3 still published ready: the step is from what is seen
+
+
+def test_unready_entries_are_read_for_this_release_only(tmp_path: Path) -> None:
+    """`unready` as routing reads `endpoints`: this release's namespaces and pool; another namespace's model is
+    named `<namespace>/<model>`; an entry it cannot use (no model, unknown runtime) is skipped, not fatal."""
+    base = {"runtime": "transformers", "model": "tiny", "role": "chat", "replicas": 0, "atZero": True}
+    unready = [
+        {**base, "name": "sdc/tiny", "namespace": "sdc", "localLLM": "tiny"},
+        {**base, "name": "team-b/tiny", "namespace": "team-b", "localLLM": "tiny"},
+        {**base, "name": "team-c/tiny", "namespace": "team-c", "localLLM": "tiny"},
+        {**base, "name": "sdc/gold", "namespace": "sdc", "localLLM": "gold", "model": "gold", "pool": "gold"},
+        {**base, "name": "sdc/odd", "namespace": "sdc", "localLLM": "odd", "model": None},
+        {**base, "name": "sdc/new", "namespace": "sdc", "localLLM": "new", "model": "new", "runtime": "tgi"},
+    ]
+    path = tmp_path / "endpoints.json"
+    path.write_text(json.dumps({"endpoints": [], "unready": unready}))
+    registry = EndpointRegistry(
+        OrchestratorSettings(
+            sdc_endpoints_file=path, sdc_namespace="sdc", sdc_route_namespaces="team-b", llm_service_type="none"
+        )
+    )
+    found = {
+        m: (d.name if (d := registry.dormant(m)) else None)
+        for m in ("tiny", "team-b/tiny", "team-c/tiny", "gold", "new")
+    }
+    assert found == {"tiny": "sdc/tiny", "team-b/tiny": "team-b/tiny", "team-c/tiny": None, "gold": None, "new": None}
+    assert registry.all() == []  # nothing routable until a replica is published under `endpoints`
