@@ -7,15 +7,24 @@ import asyncio
 import base64
 import json
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from sdc_orchestrator.scaling.client import ScaleClient
+from sdc_orchestrator.app import create_app
+from sdc_orchestrator.scaling.client import SCALE_WRITES, ScaleClient
+from sdc_orchestrator.settings import OrchestratorSettings
 
 from tests.conftest import ROOT, Kubectl, wait_until
 from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
+from tests.support.fake_openai import FakeBackend
+from tests.support.servers import serve
 
 ENDPOINTS_NS = "sdc"
 
@@ -165,3 +174,75 @@ def test_scale_subresource_from_kubectl_and_from_the_orchestrator(
         lambda: ready_reason(o := kubectl.get("llm", "zed", "-n", namespace)) == "ScaledToZero" and o,
     )
     assert "the autoscaler after" in idle["status"]["message"] and idle["status"]["replicas"] == 0
+
+
+def test_requests_for_a_model_at_zero_are_held_and_served_through_the_real_api(
+    operator: OperatorProcess, kubectl: Kubectl, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    """The orchestrator (real HTTP server), the operator and the API server as deployed; only the engine's address
+    is swapped: KWOK pods serve nothing, so a bridge copies the operator's document to the orchestrator's file
+    with a fake engine on loopback in place of the pod's IP. A burst at zero: all answered, one scale write."""
+    kubectl.apply(
+        localllm(
+            "wake", namespace, runtime="transformers", model="sdc/tiny", gpus=0, replicas=0,
+            autoscaling={"minReplicas": 0, "maxReplicas": 2, "scaleDownDelaySeconds": 600},
+        )
+    )  # fmt: skip
+    wait_until(
+        "wake published at zero",
+        lambda: any(e["name"] == f"{namespace}/wake" and e["atZero"] for e in document(kubectl).get("unready", [])),
+    )
+    client = orchestrator_client(kubectl, kubeconfig, namespace, tmp_path)
+    fake = FakeBackend("sdc/tiny", answer="깨어났습니다")
+    local = tmp_path / "endpoints.json"
+    stop = threading.Event()
+
+    def bridge() -> None:
+        while not stop.is_set():
+            doc = document(kubectl)
+            doc["endpoints"] = [
+                {**e, "baseUrl": f"{engine}/v1", "metricsUrl": None}
+                for e in doc.get("endpoints", [])
+                if e["name"] == f"{namespace}/wake"
+            ]
+            doc["unready"] = [e for e in doc.get("unready", []) if e["name"] == f"{namespace}/wake"]
+            local.write_text(json.dumps(doc))
+            stop.wait(0.2)
+
+    scaled = SCALE_WRITES.labels("up", "scaled")._value.get()
+    with ExitStack() as stack:
+        engine = stack.enter_context(serve(fake.app))
+        worker = threading.Thread(target=bridge, daemon=True)
+        worker.start()
+        stack.callback(stop.set)
+        wait_until("the bridge's first copy", local.exists)
+        settings = OrchestratorSettings(
+            sdc_endpoints_file=local,
+            sdc_namespace=namespace,
+            llm_service_type="none",
+            llm_fallback="none",
+            sdc_data_dir=tmp_path / "data",
+            sdc_scale_api_url=client.api_url,
+            sdc_scale_token_file=client.token_file,
+            sdc_scale_ca_file=client.ca_file,
+            sdc_hold_max_wait_s=90,
+            sdc_hold_keepalive_s=1,
+        )
+        base = stack.enter_context(serve(create_app(settings)))
+        started = time.monotonic()
+
+        def ask(i: int) -> tuple[int, str]:
+            body = {"model": "sdc/tiny", "stream": i % 2 == 0, "messages": [{"role": "user", "content": "안녕"}]}
+            with httpx.Client(timeout=120) as http:
+                resp = http.post(f"{base}/v1/chat/completions", json=body)
+            return resp.status_code, resp.text
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(ask, range(16)))
+        elapsed = time.monotonic() - started
+    print(f"\n16 requests from zero: all answered after {elapsed:.1f}s (KWOK pod, no model load)")
+    assert [status for status, _ in results] == [200] * 16, results
+    assert all("깨어났습니다" in text for _, text in results)
+    assert SCALE_WRITES.labels("up", "scaled")._value.get() - scaled == 1
+    assert kubectl.get("llm", "wake", "-n", namespace)["spec"]["replicas"] == 1
+    assert fake.calls == 16
