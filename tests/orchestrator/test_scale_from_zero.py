@@ -141,6 +141,22 @@ def test_a_burst_from_zero_is_held_scaled_once_and_served(
     assert fake.calls == 24
 
 
+def test_a_held_text_completion_stream_gets_keep_alives(
+    orchestrator_app: Any, tmp_path: Path, engine: tuple[FakeBackend, str]
+) -> None:
+    document = tmp_path / "endpoints.json"
+    document.write_text(json.dumps({"endpoints": [], "unready": [unready()]}))
+    fake, engine_url = engine
+    kube = FakeKube(document, engine_url, delay_s=1.0)
+    with serve(kube.app) as api:
+        base = start(orchestrator_app, document, sdc_scale_api_url=api)
+        with httpx.Client(timeout=30) as client:
+            resp = client.post(f"{base}/v1/completions", json={"model": MODEL, "prompt": "안녕", "stream": True})
+    assert resp.status_code == 200 and len(kube.patches) == 1
+    assert ": waiting for a replica" in resp.text and "[DONE]" in resp.text
+    assert len(fake.completions) == 1
+
+
 def test_past_the_bounds_429_and_503_with_retry_after_never_a_hang(
     orchestrator_app: Any, tmp_path: Path, engine: tuple[FakeBackend, str]
 ) -> None:
