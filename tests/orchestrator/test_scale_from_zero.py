@@ -8,6 +8,9 @@ plays the operator: a moment later it rewrites the published document with the r
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tests.support.fake_openai import FakeBackend
-from tests.support.servers import serve
+from tests.support.servers import free_port, serve
 
 MODEL = "tiny"
 
@@ -230,3 +233,64 @@ def test_an_idle_model_with_autoscaling_is_scaled_down_after_its_delay(
             {"op": "add", "path": "/spec/replicas", "value": 0},
         ]
         assert json.loads(document.read_text())["unready"][0]["atZero"] is True
+
+
+def test_an_orchestrator_killed_while_holding_gives_its_clients_an_error_not_a_hang(tmp_path: Path) -> None:
+    """The hold lives in the process: killed (SIGKILL, no goodbye), its held clients' connections close at once."""
+    document = tmp_path / "endpoints.json"
+    document.write_text(json.dumps({"endpoints": [], "unready": [unready(replicas=1)]}))  # starting: held, no write
+    port = free_port()
+    env = {
+        **os.environ,
+        "SDC_ENDPOINTS_FILE": str(document),
+        "SDC_NAMESPACE": "sdc",
+        "LLM_SERVICE_TYPE": "none",
+        "LLM_FALLBACK": "none",
+        "SDC_DATA_DIR": str(tmp_path / "data"),
+        "SDC_HOLD_KEEPALIVE_S": "0.5",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sdc_orchestrator", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while not _live(base):
+            assert proc.poll() is None and time.monotonic() < deadline, "the orchestrator did not start"
+            time.sleep(0.2)
+        results: dict[str, Any] = {}
+
+        def held(stream: bool) -> None:
+            body = {"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": "안녕"}]}
+            try:
+                with httpx.Client(timeout=60) as client:
+                    results[str(stream)] = client.post(f"{base}/v1/chat/completions", json=body).status_code
+            except httpx.HTTPError as err:
+                results[str(stream)] = type(err).__name__
+
+        threads = [threading.Thread(target=held, args=(s,)) for s in (False, True)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2)  # both held now
+        assert results == {}
+        killed = time.monotonic()
+        proc.kill()
+        for thread in threads:
+            thread.join(10)
+        ended_after = time.monotonic() - killed
+    finally:
+        proc.kill()
+        proc.wait()
+    # Neither hangs: the held request and the held stream (whose 200 and keep-alives were sent) both break.
+    assert set(results.values()) <= {"RemoteProtocolError", "ReadError"} and len(results) == 2, results
+    assert ended_after < 5, f"clients still waiting {ended_after:.1f}s after the kill"
+
+
+def _live(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/livez", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
