@@ -47,7 +47,7 @@ from sdc_orchestrator.rag.store import DirectoryStore
 from sdc_orchestrator.router import Router
 from sdc_orchestrator.routing import service as routing
 from sdc_orchestrator.scaling.client import ScaleClient
-from sdc_orchestrator.scaling.down import ScaleDown
+from sdc_orchestrator.scaling.down import Autoscaler
 from sdc_orchestrator.scaling.waker import Waker, keep_alive
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.shadow import Shadow, side
@@ -191,7 +191,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         scraping = routing.start(state.registry, state.router)  # engine signals of every published replica
         scaling_down = None
         if state.upstream.waker is not None and state.upstream.waker.scale is not None:
-            down = ScaleDown(state.registry, state.router)  # idle models with spec.autoscaling, a step at a time
+            down = Autoscaler(state.registry, state.router)  # spec.autoscaling: up on queues, down after idle
             scaling_down = asyncio.create_task(down.run(state.upstream.waker.scale, settings.sdc_scale_down_interval_s))
         yield
         scraping.cancel()

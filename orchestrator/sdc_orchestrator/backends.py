@@ -96,6 +96,8 @@ class Autoscale:
 
     min_replicas: int
     scale_down_delay_s: float
+    max_replicas: int = 1
+    target_waiting: float = 4.0
 
 
 def published_autoscaling(path: Path) -> dict[str, Autoscale]:
@@ -105,7 +107,10 @@ def published_autoscaling(path: Path) -> dict[str, Autoscale]:
         auto = item.get("autoscaling")
         if isinstance(auto, dict) and item.get("name"):
             out[str(item["name"])] = Autoscale(
-                int(auto.get("minReplicas", 1)), float(auto.get("scaleDownDelaySeconds", 300))
+                int(auto.get("minReplicas", 1)),
+                float(auto.get("scaleDownDelaySeconds", 300)),
+                int(auto.get("maxReplicas", 1)),
+                float(auto.get("targetWaitingPerReplica", 4)),
             )
     return out
 
@@ -117,6 +122,8 @@ def published_unready(path: Path, namespaces: frozenset[str] | None = None, pool
     for item in data.get("unready") or []:
         namespace = str(item.get("namespace") or "")
         if str(item.get("runtime")) not in PROVIDERS or not item.get("model") or not item.get("localLLM"):
+            continue
+        if int(item.get("weight", 100)) <= 0:  # drained (routing.weight 0): a model turned off is not woken
             continue
         if (namespaces is not None and namespace not in namespaces) or (item.get("pool") or None) != (pool or None):
             continue

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from sdc_orchestrator.backends import EndpointRegistry
 from sdc_orchestrator.router import Router
-from sdc_orchestrator.scaling.down import ScaleDown, Step
-from sdc_orchestrator.scaling.hold import HoldBook, scale_down_target
+from sdc_orchestrator.routing.scrape import Signals
+from sdc_orchestrator.scaling.down import Autoscaler, Step
+from sdc_orchestrator.scaling.hold import HoldBook, scale_down_target, scale_up_target
 from sdc_orchestrator.settings import OrchestratorSettings
 
 
@@ -157,7 +159,7 @@ def test_scale_down_steps_one_at_a_time_each_after_a_whole_delay(tmp_path: Path)
     path.write_text(json.dumps({"endpoints": entries}))
     clock = Clock()
     router = Router(clock=clock)
-    down = ScaleDown(
+    down = Autoscaler(
         EndpointRegistry(OrchestratorSettings(sdc_endpoints_file=path, sdc_namespace="sdc")), router, clock
     )
     assert down.decide() == []  # the start begins the delay: a restart scales nothing down at once
@@ -189,6 +191,7 @@ def test_unready_entries_are_read_for_this_release_only(tmp_path: Path) -> None:
         {**base, "name": "sdc/gold", "namespace": "sdc", "localLLM": "gold", "model": "gold", "pool": "gold"},
         {**base, "name": "sdc/odd", "namespace": "sdc", "localLLM": "odd", "model": None},
         {**base, "name": "sdc/new", "namespace": "sdc", "localLLM": "new", "model": "new", "runtime": "tgi"},
+        {**base, "name": "sdc/off", "namespace": "sdc", "localLLM": "off", "model": "off", "weight": 0},
     ]
     path = tmp_path / "endpoints.json"
     path.write_text(json.dumps({"endpoints": [], "unready": unready}))
@@ -199,7 +202,60 @@ def test_unready_entries_are_read_for_this_release_only(tmp_path: Path) -> None:
     )
     found = {
         m: (d.name if (d := registry.dormant(m)) else None)
-        for m in ("tiny", "team-b/tiny", "team-c/tiny", "gold", "new")
+        for m in ("tiny", "team-b/tiny", "team-c/tiny", "gold", "new", "off")
     }
-    assert found == {"tiny": "sdc/tiny", "team-b/tiny": "team-b/tiny", "team-c/tiny": None, "gold": None, "new": None}
+    assert found == {
+        "tiny": "sdc/tiny",
+        "team-b/tiny": "team-b/tiny",
+        "team-c/tiny": None,
+        "gold": None,
+        "new": None,
+        "off": None,  # routing.weight 0: turned off, not woken
+    }
     assert registry.all() == []  # nothing routable until a replica is published under `endpoints`
+
+
+@pytest.mark.parametrize(
+    ("case", "replicas", "waiting", "want"),
+    [
+        ("queues within the target: stay", 2, 8.0, None),
+        ("just over: one more", 2, 9.0, 3),
+        ("far over: ceil(waiting / target), capped at max", 1, 100.0, 4),
+        ("at max: stay", 4, 100.0, None),
+        ("at zero: the waker's job", 0, 100.0, None),
+    ],
+)
+def test_scale_up_target(case: str, replicas: int, waiting: float, want: int | None) -> None:
+    assert scale_up_target(replicas=replicas, max_replicas=4, waiting=waiting, target_per_replica=4) == want, case
+
+
+def test_long_queues_scale_up_once_per_window_and_hold_the_scale_down(tmp_path: Path) -> None:
+    entries = [
+        {"name": "sdc/a", "namespace": "sdc", "localLLM": "a", "replica": f"a-{i}", "runtime": "vllm", "model": "a",
+         "baseUrl": f"http://10.0.0.{i}:8000/v1", "metricsUrl": f"http://10.0.0.{i}:8000/metrics",
+         "autoscaling": {"minReplicas": 0, "maxReplicas": 4, "targetWaitingPerReplica": 2, "scaleDownDelaySeconds": 60}}
+        for i in range(2)
+    ]  # fmt: skip
+    path = tmp_path / "endpoints.json"
+    path.write_text(json.dumps({"endpoints": entries}))
+    clock = Clock()
+    router = Router(clock=clock)
+    settings = OrchestratorSettings(sdc_endpoints_file=path, sdc_namespace="sdc", llm_service_type="none")
+    scaler = Autoscaler(EndpointRegistry(settings), router, clock)
+
+    def queues(*waiting: float) -> None:
+        for i, value in enumerate(waiting):
+            router.replicas.scraper._latest[f"sdc/a/a-{i}"] = Signals(value, 0, 0, 0, 0, time.monotonic())
+
+    queues(3, 2)  # 5 waiting over 2 replicas, 2 each wanted: 3 replicas
+    assert scaler.decide() == [Step("sdc", "a", 2, 3)]
+    clock.now = 29
+    assert scaler.decide() == []  # the new replica is starting: no second ask inside the window
+    clock.now = 30
+    queues(9, 9)
+    assert scaler.decide() == [Step("sdc", "a", 2, 4)]  # capped at maxReplicas
+    queues(1, 0)
+    clock.now = 1000
+    assert scaler.decide() == []  # idle but a request still waits in an engine: no step down
+    queues(0, 0)
+    assert scaler.decide() == [Step("sdc", "a", 2, 1)]

@@ -92,3 +92,13 @@ def scale_down_target(
     if now - idle_since < delay_s:
         return None
     return replicas - 1
+
+
+def scale_up_target(*, replicas: int, max_replicas: int, waiting: float, target_per_replica: float) -> int | None:
+    """The replicas to ask for when the engines' queues are long, or None: enough that the requests waiting
+    (the sum of `vllm:num_requests_waiting` over the model's ready replicas) come to at most
+    `target_per_replica` each (the HPA's formula, ceil(waiting / target)), at least one more, at most
+    `max_replicas`. From zero is the waker's job (a held request), not this."""
+    if replicas <= 0 or replicas >= max_replicas or waiting <= replicas * target_per_replica:
+        return None
+    return min(max_replicas, max(replicas + 1, math.ceil(waiting / target_per_replica)))
