@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from sdc_operator import GROUP, KIND, PLURAL, VERSION, chart_schema
-from sdc_operator.spec import ROOT_RULES, SPEC_RULES, LocalLLMSpec, LocalLLMStatus
+from sdc_operator.spec import AUTOSCALING_RULES, ROOT_RULES, SPEC_RULES, LocalLLMSpec, LocalLLMStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATHS = (ROOT / "crds" / "localllm.yaml", ROOT / "charts" / "sdc" / "crds-source" / "localllm.yaml")
@@ -38,6 +38,7 @@ KEEP = {
     "format",
     "exclusiveMinimum",
     "exclusiveMaximum",
+    "x-kubernetes-validations",  # a model's own CEL rules (spec.Autoscaling)
 }
 
 
@@ -106,9 +107,16 @@ PRINTER_COLUMNS = [
 ]
 
 
+SCALE_SUBRESOURCE = {
+    "specReplicasPath": ".spec.replicas",
+    "statusReplicasPath": ".status.replicas",
+    "labelSelectorPath": ".status.selector",
+}
+
+
 def spec_schema() -> dict[str, Any]:
     schema = openapi_schema(LocalLLMSpec)
-    schema["x-kubernetes-validations"] = SPEC_RULES
+    schema["x-kubernetes-validations"] = [*SPEC_RULES, *AUTOSCALING_RULES]
     schema["description"] = "The desired served model."
     return schema
 
@@ -149,7 +157,9 @@ def crd() -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    # /scale: `kubectl scale llm`, an HPA or KEDA, and the orchestrator's scale from zero
+                    # write spec.replicas; status.replicas and status.selector are what they read back.
+                    "subresources": {"status": {}, "scale": SCALE_SUBRESOURCE},
                     "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {
                         "openAPIV3Schema": {

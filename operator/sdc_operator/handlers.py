@@ -41,8 +41,8 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from sdc_operator import GROUP, PLURAL, VERSION, kube, metrics, timings
-from sdc_operator.builders.common import OWNER_LABEL, LocalLLM, cache_claim_name
+from sdc_operator import GROUP, KIND, PLURAL, VERSION, kube, metrics, timings
+from sdc_operator.builders.common import OWNER_LABEL, LocalLLM, cache_claim_name, selector
 from sdc_operator.builders.service import endpoint_url
 from sdc_operator.builders.workload import desired_children, engine_port
 from sdc_operator.debounce import Debouncer
@@ -263,7 +263,7 @@ def _projection(body: dict[str, Any]) -> dict[str, Any]:
         "spec": dict(body.get("spec") or {}),
         "status": dict(body.get("status") or {}),
     }
-    if body.get("kind") == "Deployment":
+    if body.get("kind") in ("Deployment", KIND):  # a LocalLLM's: who scaled it (to zero), for its status
         out[REPLICA_MANAGERS] = _replica_managers(meta)
     if body.get("kind") == "Pod":
         out["spec"] = {}  # the status reads a pod's conditions only: its spec is most of its memory
@@ -617,6 +617,9 @@ def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, An
         now=_now(),
         conflicts=state.conflicts.get(key) or [],
         fit=fit_check(spec, SETTINGS) if spec else None,
+        selector=",".join(f"{k}={v}" for k, v in sorted(selector(llm).items())) if llm else None,
+        replica_managers=body.get(REPLICA_MANAGERS) or (),
+        scale_to_zero=bool(spec and spec.autoscaling and spec.autoscaling.min_replicas == 0),
     ).model_dump(by_alias=True, exclude_none=True)
 
 

@@ -21,6 +21,13 @@ random and throw away each engine's prefix cache. Entries that share
 LocalLLM's `<namespace>/<name>`. A Ready LocalLLM none of whose pods the
 operator has seen ready with an IP yet is published as before, once, with its
 Service URL and no `metricsUrl`: routable, never silently missing.
+
+Scale from zero: a LocalLLM this orchestrator serves that has no ready pod (at zero, or starting) is
+listed under a second key, `unready`, with `replicas` (its spec.replicas), `atZero` (replicas is 0),
+its `phase` and no `baseUrl`, so the orchestrator can hold a request for it, ask for one replica, and
+send the request when the model appears under `endpoints`. A second key, not entries without a baseUrl
+in `endpoints`: an older orchestrator reads `endpoints` only and would refuse the whole file otherwise.
+Entries under both keys carry `autoscaling` (the spec's, camelCase) when it is set.
 """
 
 from __future__ import annotations
@@ -81,6 +88,40 @@ def endpoint_entry(llm: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+# Phases in which a model without a ready pod is coming (or can be brought) up: worth holding a request for.
+# Failed is not: a request for it fails at once, as before.
+WAKING_PHASES = ("Pending", "Downloading", "Starting")
+
+
+def unready_entry(llm: dict[str, Any]) -> dict[str, Any] | None:
+    """A LocalLLM with no serving endpoint that a held request may wait for, or None."""
+    status = llm.get("status") or {}
+    spec = llm.get("spec") or {}
+    if status.get("phase", "Pending") not in WAKING_PHASES or not spec.get("runtime"):
+        return None
+    routing = spec.get("routing") or {}
+    meta = llm["metadata"]
+    replicas = int(spec.get("replicas", 1))
+    entry = {
+        "name": f"{meta['namespace']}/{meta['name']}",
+        "namespace": meta["namespace"],
+        "localLLM": meta["name"],
+        "pool": routing.get("pool") or None,
+        "runtime": spec.get("runtime"),
+        "model": status.get("servedModelName")
+        or (spec.get("model") or {}).get("servedName")
+        or (spec.get("model") or {}).get("name"),
+        "weight": int(routing.get("weight", 100)),
+        "role": routing.get("role", "chat"),
+        "replicas": replicas,
+        "atZero": replicas == 0,
+        "phase": status.get("phase", "Pending"),
+    }
+    if spec.get("autoscaling"):
+        entry["autoscaling"] = dict(spec["autoscaling"])
+    return entry
+
+
 def pod_ready(pod: dict[str, Any]) -> bool:
     """Serving now: the kubelet reports it Ready (its readiness probe passes), it has an IP, it is not going."""
     status = pod.get("status") or {}
@@ -126,16 +167,22 @@ def endpoints_document(
     one entry per ready pod of `pods[(namespace, name)]` (None: the Service entry alone, as before)."""
     chosen = [llm for llm in llms if audience is None or audience.admits(llm)]
     entries = []
+    unready = []
     for llm in chosen:
         entry = endpoint_entry(llm)
         if entry is None:
+            if (waiting := unready_entry(llm)) is not None:
+                unready.append(waiting)
             continue
         if pods is None:
             entries.append(entry)
             continue
         entries.extend(replica_entries(entry, pods.get((entry["namespace"], entry["localLLM"])) or ()))
     entries.sort(key=lambda e: (str(e["name"]), str(e.get("replica") or "")))
-    return json.dumps({"endpoints": entries}, indent=2, sort_keys=True)
+    document: dict[str, Any] = {"endpoints": entries}
+    if unready:  # only when there is one: a document without models at zero stays as it was
+        document["unready"] = sorted(unready, key=lambda e: str(e["name"]))
+    return json.dumps(document, indent=2, sort_keys=True)
 
 
 def endpoints_configmap(name: str, namespace: str, document: str) -> dict[str, Any]:

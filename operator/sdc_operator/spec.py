@@ -258,6 +258,66 @@ class Routing(Model):
     )
 
 
+# Who writes spec.replicas when it changes by itself: the orchestrator, through the /scale subresource, with
+# this field manager (status.py names it when a model is at zero; the orchestrator's scale client sends it).
+AUTOSCALER_MANAGER = "sdc-autoscaler"
+
+
+class Autoscaling(Model):
+    """Bounds and signals of demand-driven scaling; spec.replicas stays the one number that is scaled."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= self.maxReplicas",
+                    "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+                    "fieldPath": ".minReplicas",
+                }
+            ]
+        },
+    )
+
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description="Fewest serving pods. 0 allows scale to zero: after scaleDownDelaySeconds without requests "
+        "the model is scaled to zero, and the next request is held by the orchestrator while one replica starts.",
+    )
+    max_replicas: int = Field(ge=1, le=100, description="Most serving pods the autoscaler may ask for.")
+    target_waiting_per_replica: int = Field(
+        default=4,
+        ge=1,
+        le=10000,
+        description="Requests waiting in each engine's queue (vllm:num_requests_waiting) that add a replica "
+        "when exceeded on average.",
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="How long a model must be idle (no request, empty queues) before it is scaled down by one "
+        "replica, or to minReplicas=0; also the stabilization window that keeps it from flapping.",
+    )
+
+
+# CEL on the spec for autoscaling (crd.py adds them to SPEC_RULES): the /scale subresource and
+# `kubectl scale` write spec.replicas, and these rules hold on those writes too.
+AUTOSCALING_RULES = [
+    {
+        "rule": "!has(self.autoscaling) || (self.replicas >= self.autoscaling.minReplicas && "
+        "self.replicas <= self.autoscaling.maxReplicas)",
+        "message": "replicas must be within autoscaling.minReplicas and autoscaling.maxReplicas",
+        "fieldPath": ".replicas",
+    },
+]
+
+
 class LocalLLMSpec(Model):
     runtime: Runtime = Field(description="Serving engine: vllm, ollama or transformers.")
     model: ModelSource = Field(description="What to serve and where it comes from.")
@@ -267,6 +327,11 @@ class LocalLLMSpec(Model):
     engine: Engine = Field(default_factory=Engine, description="Engine image, arguments and environment.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Where the pods may run.")
     routing: Routing = Field(default_factory=Routing, description="How the orchestrator routes to this model.")
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="Scale with demand between minReplicas and maxReplicas (0 allowed). Unset: replicas is fixed "
+        "(it can still be changed with `kubectl scale llm NAME --replicas=N`, an HPA or KEDA on /scale).",
+    )
 
     @property
     def served_name(self) -> str:
@@ -617,7 +682,15 @@ class LocalLLMStatus(Model):
     message: str = Field(default="", description="What is happening or what to fix, in one sentence.")
     endpoint: str | None = Field(default=None, description="Base URL of the OpenAI-compatible API (ends in /v1).")
     served_model_name: str | None = Field(default=None, description="The model name to send in requests.")
-    replicas: int = Field(default=0, description="Desired serving pods.")
+    replicas: int = Field(
+        default=0,
+        description="Serving pods that exist now (the Deployment's status.replicas): the /scale subresource's "
+        "current count. Ready ones are readyReplicas.",
+    )
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of the serving pods (the /scale subresource's, for an HPA or KEDA).",
+    )
     ready_replicas: int = Field(default=0, description="Serving pods that are ready.")
     observed_generation: int | None = Field(default=None, description="The spec generation this status describes.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard Kubernetes conditions.")

@@ -18,7 +18,7 @@ from typing import Any
 
 from sdc_operator.builders.download import DOWNLOAD_CONTAINER
 from sdc_operator.builders.ollama import FETCH_CONTAINER
-from sdc_operator.spec import Condition, LocalLLMStatus, Phase
+from sdc_operator.spec import AUTOSCALER_MANAGER, Condition, LocalLLMStatus, Phase
 
 # Waiting reasons of a container that will not fix themselves.
 STUCK_REASONS = {
@@ -167,6 +167,26 @@ def check_engine(observed: Observed) -> Check:
     return Check(None, "Starting", "the engine is loading the model")
 
 
+def at_zero(replica_managers: list[str] | tuple[str, ...] = (), scale_to_zero: bool = False) -> tuple[str, str]:
+    """Why a LocalLLM has spec.replicas 0, as (reason, message), from the field managers of spec.replicas.
+
+    A 0 written through /scale (the orchestrator after idle, `kubectl scale`, an HPA or KEDA) leaves no owner:
+    a Scale omits replicas 0 (autoscaling/v1 `omitempty`), so the API server drops that write's managed
+    field (seen on v1.35). A 0 in the object itself (a manifest, `kubectl edit`) keeps its manager's name.
+    With autoscaling.minReplicas 0 an unowned 0 is the autoscaler's scale to zero after idle.
+    """
+    owners = [m for m in replica_managers if m != AUTOSCALER_MANAGER]
+    if AUTOSCALER_MANAGER in replica_managers or (scale_to_zero and not owners):
+        return (
+            "ScaledToZero",
+            "scaled to zero through /scale (the autoscaler after autoscaling.scaleDownDelaySeconds idle, or "
+            "`kubectl scale`); the next request is held while one replica starts",
+        )
+    if owners:
+        return "ZeroReplicas", f"at zero: spec.replicas is 0 (set by {', '.join(owners)})"
+    return "ZeroReplicas", "at zero: spec.replicas is 0 (set by the user); `kubectl scale llm NAME --replicas=1`"
+
+
 def derive_status(
     *,
     generation: int,
@@ -179,16 +199,27 @@ def derive_status(
     now: str,
     conflicts: tuple[str, ...] | list[str] = (),
     fit: Check | None = None,
+    selector: str | None = None,
+    replica_managers: list[str] | tuple[str, ...] = (),
+    scale_to_zero: bool = False,
 ) -> LocalLLMStatus:
-    """`fit`: the GPU memory estimate (fit.py); False adds a warning, it never changes the phase."""
+    """`fit`: the GPU memory estimate (fit.py); False adds a warning, it never changes the phase.
+
+    `selector`: the pods' label selector (status.selector, read by /scale); `replica_managers`: the field
+    managers of the LocalLLM's spec.replicas and `scale_to_zero` (autoscaling.minReplicas is 0), which say who
+    put a model at zero (`at_zero`).
+    status.replicas is the Deployment's status.replicas (pods that exist, ready or not), as a Deployment's own
+    /scale reports it: an HPA compares it with the desired count, and it is 0 only once the pods are gone.
+    """
     checks: dict[str, Check] = {}
     phase: Phase
     message: str
     ready = int((observed.deployment or {}).get("status", {}).get("readyReplicas") or 0)
+    current = int((observed.deployment or {}).get("status", {}).get("replicas") or 0)
     if spec_errors:
         checks["SpecValid"] = Check(False, "InvalidSpec", "; ".join(spec_errors))
         phase, message = "Failed", "fix the spec: " + "; ".join(spec_errors)
-        return _assemble(phase, message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
+        return _assemble(phase, message, checks, generation, 0, 0, None, served_name, previous, now, selector)
     checks["SpecValid"] = Check(True, "Valid", "the spec is valid")
     if conflicts:
         # Another object holds a child's name: it is never changed; the LocalLLM waits for the name.
@@ -197,7 +228,7 @@ def derive_status(
             "delete or rename it (or rename the LocalLLM)"
         )
         checks["Ready"] = Check(False, "NameConflict", message)
-        return _assemble("Failed", message, checks, generation, desired_replicas, 0, None, served_name, previous, now)
+        return _assemble("Failed", message, checks, generation, 0, 0, None, served_name, previous, now, selector)
     checks["CacheBound"] = check_claim(observed)
     checks["Scheduled"] = check_scheduled(observed)
     checks["ModelCached"] = check_download(observed)
@@ -217,8 +248,10 @@ def derive_status(
         checks["Available"] = Check(None, "NoDeployment", "the deployment is being created")
     engine = check_engine(observed)
 
+    zero_reason = ""
     if desired_replicas == 0:
-        phase, message = "Pending", "scaled to zero (spec.replicas is 0)"
+        zero_reason, message = at_zero(replica_managers, scale_to_zero)
+        phase = "Pending"
     elif checks["CacheBound"].ok is False:
         phase, message = "Failed", checks["CacheBound"].message
     elif checks["Scheduled"].ok is False:
@@ -245,18 +278,19 @@ def derive_status(
             message = f"may not fit: {fit.message}; {message}"
     # A GPU out of memory is named in the Ready condition's reason, so alerts and `kubectl wait` can tell it.
     oom = phase in ("Failed", "Degraded") and engine.reason == "OutOfGPUMemory" and message == engine.message
-    checks["Ready"] = Check(phase == "Ready", engine.reason if oom else phase, message)
+    checks["Ready"] = Check(phase == "Ready", engine.reason if oom else (zero_reason or phase), message)
     return _assemble(
         phase,
         message,
         checks,
         generation,
-        desired_replicas,
+        current,
         ready,
         endpoint if phase in ("Ready", "Degraded") else None,
         served_name,
         previous,
         now,
+        selector,
     )
 
 
@@ -271,6 +305,7 @@ def _assemble(
     served_name: str,
     previous: list[Condition],
     now: str,
+    selector: str | None = None,
 ) -> LocalLLMStatus:
     before = {c.type: c for c in previous}
     conditions = []
@@ -298,6 +333,7 @@ def _assemble(
         served_model_name=served_name,
         replicas=replicas,
         ready_replicas=ready,
+        selector=selector,
         observed_generation=generation,
         conditions=conditions,
     )

@@ -50,6 +50,9 @@ from sdc_orchestrator.rag.store import DirectoryStore
 from sdc_orchestrator.router import Router
 from sdc_orchestrator.routing import service as routing
 from sdc_orchestrator.sanitize import sse_safe
+from sdc_orchestrator.scaling.client import ScaleClient
+from sdc_orchestrator.scaling.down import Autoscaler
+from sdc_orchestrator.scaling.waker import Waker, keep_alive
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.shadow import Shadow, side
 from sdc_orchestrator.upstream import Attempts, ClientRequestError, NoRouteError, Upstream
@@ -122,6 +125,14 @@ class State:
         self.registry = EndpointRegistry(settings)
         self.router = Router(cooldown_s=settings.sdc_cooldown_s)
         self.upstream = Upstream(settings, self.registry, self.router)
+        self.upstream.waker = Waker(
+            self.registry,
+            ScaleClient(settings.sdc_scale_api_url, settings.sdc_scale_token_file, settings.sdc_scale_ca_file)
+            if settings.sdc_scale_api_url
+            else None,
+            max_held=settings.sdc_hold_max_per_model,
+            max_wait_s=settings.sdc_hold_max_wait_s,
+        )
         self.retriever = Retriever(DirectoryStore(settings.sdc_data_dir), self.embed)
         # One index per tenant (gateway.py): the `default` tenant keeps the data directory it always had.
         self.retrievers: dict[str, Retriever] = {DEFAULT_TENANT: self.retriever}
@@ -214,11 +225,19 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # measured), which would stall health checks and even the SIGTERM handler inside the first upload.
         await asyncio.to_thread(_warm_up_analysis)
         scraping = routing.start(state.registry, state.router)  # engine signals of every published replica
+        scaling_down = None
+        if state.upstream.waker is not None and state.upstream.waker.scale is not None:
+            down = Autoscaler(state.registry, state.router)  # spec.autoscaling: up on queues, down after idle
+            scaling_down = asyncio.create_task(down.run(state.upstream.waker.scale, settings.sdc_scale_down_interval_s))
         yield
         scraping.cancel()
+        if scaling_down is not None:
+            scaling_down.cancel()
         await state.router.replicas.scraper.close()
         await state.shadow.close()
         await state.upstream.close()
+        if state.upstream.waker is not None:
+            await state.upstream.waker.close()
         workers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
@@ -254,7 +273,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     @app.exception_handler(NoRouteError)
     async def no_route(_: Request, exc: NoRouteError) -> JSONResponse:
         metrics.REQUESTS.labels("none", "none", f"http_{exc.status}").inc()
-        return error(exc.status, str(exc), tried=exc.tried)
+        response = error(exc.status, str(exc), tried=exc.tried)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(ClientRequestError)
     async def refused(_: Request, exc: ClientRequestError) -> JSONResponse:
@@ -495,6 +517,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         attempts.fit = FitHints(body.get("max_tokens") is None and body.get("max_completion_tokens") is None)
         body = sampling.with_defaults(body, settings)
         started = time.perf_counter()
+        if body.get("stream") and state.upstream.waker and state.upstream.waker.would_hold(body.get("model")):
+            # The model is at zero or starting: open the stream now, SSE comments while it is held.
+            opening = state.upstream.stream(provider, body, attempts)
+            return StreamingResponse(keep_alive(opening, settings.sdc_hold_keepalive_s), media_type="text/event-stream")
         if body.get("stream"):
             endpoint, events = await _stream_or_cancel(state, provider, body, attempts, request)
             model_name = await state.upstream.model_of(endpoint)

@@ -82,6 +82,76 @@ def seed_endpoints(settings: OrchestratorSettings) -> list[Endpoint]:
     return out
 
 
+@dataclass(frozen=True)
+class Dormant:
+    """A published LocalLLM with no ready pod (the document's `unready`): at zero, or starting."""
+
+    name: str  # <namespace>/<LocalLLM>
+    namespace: str
+    local_llm: str
+    provider: str
+    model: str
+    role: str = "chat"
+    pool: str | None = None
+    replicas: int = 0
+    at_zero: bool = True
+    phase: str = "Pending"
+
+
+@dataclass(frozen=True)
+class Autoscale:
+    """A published LocalLLM's spec.autoscaling, what the orchestrator's scale-down needs of it."""
+
+    min_replicas: int
+    scale_down_delay_s: float
+    max_replicas: int = 1
+    target_waiting: float = 4.0
+
+
+def published_autoscaling(path: Path) -> dict[str, Autoscale]:
+    """`name` -> autoscaling of the published entries that carry it (an older operator publishes none)."""
+    out = {}
+    for item in json.loads(path.read_text()).get("endpoints", []):
+        auto = item.get("autoscaling")
+        if isinstance(auto, dict) and item.get("name"):
+            out[str(item["name"])] = Autoscale(
+                int(auto.get("minReplicas", 1)),
+                float(auto.get("scaleDownDelaySeconds", 300)),
+                int(auto.get("maxReplicas", 1)),
+                float(auto.get("targetWaitingPerReplica", 4)),
+            )
+    return out
+
+
+def published_unready(path: Path, namespaces: frozenset[str] | None = None, pool: str | None = None) -> list[Dormant]:
+    """The `unready` entries meant for this release; a document without them (an older operator) has none."""
+    data = json.loads(path.read_text())
+    out = []
+    for item in data.get("unready") or []:
+        namespace = str(item.get("namespace") or "")
+        if str(item.get("runtime")) not in PROVIDERS or not item.get("model") or not item.get("localLLM"):
+            continue
+        if int(item.get("weight", 100)) <= 0:  # drained (routing.weight 0): a model turned off is not woken
+            continue
+        if (namespaces is not None and namespace not in namespaces) or (item.get("pool") or None) != (pool or None):
+            continue
+        out.append(
+            Dormant(
+                str(item["name"]),
+                namespace,
+                str(item["localLLM"]),
+                str(item["runtime"]),
+                str(item["model"]),
+                str(item.get("role", "chat")),
+                item.get("pool") or None,
+                int(item.get("replicas", 0)),
+                bool(item.get("atZero", False)),
+                str(item.get("phase", "Pending")),
+            )
+        )
+    return out
+
+
 def published_endpoints(
     path: Path, namespaces: frozenset[str] | None = None, pool: str | None = None
 ) -> list[Endpoint]:
@@ -120,6 +190,8 @@ class EndpointRegistry:
         self.settings = settings
         self._seed = seed_endpoints(settings)
         self._published: list[Endpoint] = []
+        self._unready: list[Dormant] = []
+        self._autoscaling: dict[str, Autoscale] = {}
         self._mtime: float | None = None
         self.refresh()
 
@@ -130,12 +202,14 @@ class EndpointRegistry:
         try:
             mtime = path.stat().st_mtime
         except FileNotFoundError:
-            self._published, self._mtime = [], None
+            self._published, self._unready, self._autoscaling, self._mtime = [], [], {}, None
             return
         if mtime == self._mtime:
             return
         try:
             self._published = published_endpoints(path, self.settings.route_namespaces(), self.settings.sdc_route_pool)
+            self._unready = published_unready(path, self.settings.route_namespaces(), self.settings.sdc_route_pool)
+            self._autoscaling = published_autoscaling(path)
             self._mtime = mtime
             log.info("loaded %d published endpoints from %s", len(self._published), path)
         except (OSError, ValueError, KeyError) as err:
@@ -154,6 +228,20 @@ class EndpointRegistry:
         if served and home and endpoint.namespace and endpoint.namespace != home:
             return f"{endpoint.namespace}/{served}"
         return served
+
+    def autoscaling(self, origin: str) -> Autoscale | None:
+        """The autoscaling of the published LocalLLM `origin` (`<namespace>/<name>`), if it has one."""
+        return self._autoscaling.get(origin)
+
+    def dormant(self, model: str, role: str = "chat") -> Dormant | None:
+        """The published model without a ready pod that clients call `model`, if any (scale from zero)."""
+        self.refresh()
+        home = self.settings.sdc_namespace
+        for item in self._unready:
+            named = f"{item.namespace}/{item.model}" if home and item.namespace != home else item.model
+            if item.role == role and named == model:
+                return item
+        return None
 
     def for_provider(self, provider: str, role: str = "chat") -> list[Endpoint]:
         return [e for e in self.all(role) if e.provider == provider]

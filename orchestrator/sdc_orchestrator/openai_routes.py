@@ -24,6 +24,7 @@ from sdc_orchestrator import metrics, openai_fields, sampling, usage
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.limits import InputError, InputLimits, _checked_openai, check_int
 from sdc_orchestrator.router import Router, UpstreamError
+from sdc_orchestrator.scaling.waker import keep_alive
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.upstream import Attempts, NoRouteError, Upstream
 
@@ -138,6 +139,11 @@ def routes(
         attempts = Attempts(user=body.get("user") if isinstance(body.get("user"), str) else None)
         started = time.perf_counter()
         try:
+            if body.get("stream") and upstream.waker is not None and upstream.waker.would_hold(body.get("model")):
+                # At zero or starting: the stream opens now, with SSE comments while it is held (scaling/).
+                opening = upstream.stream(provider, body, attempts, "completions", NO_TEXT_COMPLETIONS)
+                held = keep_alive(opening, settings.sdc_hold_keepalive_s)
+                return StreamingResponse(_closing(held, attempts), media_type="text/event-stream")
             if body.get("stream"):
                 endpoint, events = await upstream.stream(provider, body, attempts, "completions", NO_TEXT_COMPLETIONS)
                 return StreamingResponse(_closing(events, attempts), media_type="text/event-stream")

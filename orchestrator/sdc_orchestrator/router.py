@@ -74,6 +74,8 @@ class Router:
     clock: Callable[[], float] = time.monotonic
     health: dict[str, EndpointHealth] = field(default_factory=dict)
     replicas: ReplicaPolicy = field(default_factory=ReplicaPolicy)
+    # When a request last went to each published LocalLLM (`origin`): its idle time, for scaling/down.py.
+    last_acquired: dict[str, float] = field(default_factory=dict)
 
     def _now(self) -> float:
         return self.clock()
@@ -138,6 +140,8 @@ class Router:
 
     def acquire(self, endpoint: Endpoint) -> Slot:
         self.state(endpoint).in_flight += 1
+        if endpoint.origin is not None:
+            self.last_acquired[endpoint.origin] = self._now()
         return Slot(self, endpoint)
 
     def _release(self, endpoint: Endpoint, outcome: Outcome) -> bool:

@@ -101,6 +101,27 @@ class OrchestratorSettings(BaseSettings):
         default=30.0, ge=0, description="A backend whose /v1/models failed is not asked again for this long."
     )
 
+    # Scale from zero (scaling/): a request for a model published at zero is held while one replica starts.
+    sdc_scale_api_url: str | None = Field(
+        default=None,
+        description="Kubernetes API the orchestrator writes localllms/scale to (the chart sets "
+        "https://kubernetes.default.svc with orchestrator.scaleFromZero); unset: a model at zero answers 503.",
+    )
+    sdc_scale_token_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    sdc_scale_ca_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+    sdc_hold_max_per_model: int = Field(
+        default=64, ge=0, description="Requests held at once per model scaling from zero; the next get 429."
+    )
+    sdc_hold_max_wait_s: float = Field(
+        default=300.0, gt=0, description="Longest a request waits for a replica from zero; then 503 + Retry-After."
+    )
+    sdc_scale_down_interval_s: float = Field(
+        default=5.0, gt=0, description="How often idle models with spec.autoscaling are checked for a step down."
+    )
+    sdc_hold_keepalive_s: float = Field(
+        default=10.0, gt=0, description="Seconds between SSE comments on a held stream."
+    )
+
     def route_namespaces(self) -> frozenset[str] | None:
         """The namespaces served; None means any."""
         names = frozenset(n.strip() for n in self.sdc_route_namespaces.split(",") if n.strip())

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -38,16 +38,22 @@ from sdc_orchestrator.status import no_model_message
 
 CHAT_PATH = "chat/completions"  # the default route; others (completions) are relayed as they are, never fitted
 
+if TYPE_CHECKING:
+    from sdc_orchestrator.scaling.waker import Waker
+
 log = logging.getLogger("sdc_orchestrator.upstream")
 
 
 class NoRouteError(Exception):
     """Nothing can serve: unknown model or provider, or every attempt failed."""
 
-    def __init__(self, status: int, message: str, tried: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, tried: list[dict[str, str]] | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.tried = tried or []
+        self.retry_after = retry_after  # seconds, sent as Retry-After (a model scaling from zero)
 
 
 class ClientRequestError(Exception):
@@ -122,6 +128,7 @@ class Upstream:
         self._models: dict[str, str] = {}
         self._discovery_failed: dict[str, float] = {}
         self.fitter = Fitter(lambda: self.http, self.headers, ollama_num_ctx=settings.ollama_num_ctx)
+        self.waker: Waker | None = None  # scale from zero (scaling/waker.py); None: a model at zero is a 404
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -162,13 +169,22 @@ class Upstream:
             if endpoint.provider not in skip:
                 by_provider.setdefault(endpoint.provider, []).append(endpoint)
         if model and model != "auto":
-            served = await self.served_models()
-            chats = [e for e in self.registry.all("chat") if e.provider not in skip]
-            matching = [e for e in chats if self.registry.model_id(e, served.get(e.name)) == model]
-            if not matching:  # the name rule: `gemma-2-9b-it` finds `google/gemma-2-9b-it` (fitting.resolve_name)
-                ids = {e.name: self.registry.model_id(e, served.get(e.name)) or "" for e in chats}
-                name = resolve_name(model, sorted(set(ids.values()) - {""}))
-                matching = [e for e in chats if name and ids[e.name] == name]
+
+            async def serving() -> list[Endpoint]:
+                served = await self.served_models()
+                chats = [e for e in self.registry.all("chat") if e.provider not in skip]
+                found = [e for e in chats if self.registry.model_id(e, served.get(e.name)) == model]
+                if not found:  # the name rule: `gemma-2-9b-it` finds `google/gemma-2-9b-it` (fitting.resolve_name)
+                    ids = {e.name: self.registry.model_id(e, served.get(e.name)) or "" for e in chats}
+                    name = resolve_name(model, sorted(set(ids.values()) - {""}))
+                    found = [e for e in chats if name and ids[e.name] == name]
+                return found
+
+            matching = await serving()
+            if not matching and self.waker is not None and (dormant := self.registry.dormant(model)) is not None:
+                # At zero or starting: held until a replica is published ready (429/503 past the bounds).
+                await self.waker.hold(model, dormant, lambda: _nonempty(serving()))
+                matching = await serving()
             if not matching:
                 raise NoRouteError(404, f"model '{model[:256]}' is not served; GET /v1/models lists the models")
             by_provider = {**by_provider, "_model": matching}
@@ -463,6 +479,10 @@ class Upstream:
             metrics.STREAMS.labels(endpoint.provider, label).inc()
             if outcome == "ok":
                 metrics.LATENCY.labels(endpoint.provider, model).observe(time.perf_counter() - attempts.started)
+
+
+async def _nonempty(found: Any) -> bool:
+    return bool(await found)
 
 
 async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:

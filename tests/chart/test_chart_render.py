@@ -351,3 +351,40 @@ def test_engine_pods_take_traffic_from_the_orchestrator_only() -> None:
         ]
     chat = next(p for p in kinds(docs, "NetworkPolicy") if p["metadata"]["name"] == "sdc-orchestrator")
     assert chat["spec"]["ingress"][0]["from"] == [{"podSelector": {}}], "chat: the release's namespace by default"
+
+
+# -- scale from zero: the orchestrator's one API permission ------------------------------------------------------
+
+
+def _scale_rules(docs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    out = []
+    for role in kinds(docs, "Role") + kinds(docs, "ClusterRole"):
+        for rule in role["rules"]:
+            if "localllms/scale" in rule["resources"]:
+                out.append((role["kind"], role["metadata"].get("namespace", "*"), ",".join(rule["verbs"])))
+    return out
+
+
+def test_scale_from_zero_grants_patch_on_scale_only() -> None:
+    docs = render("routing.namespaces={team-b}")
+    assert sorted(_scale_rules(docs)) == [("Role", "sdc", "patch"), ("Role", "team-b", "patch")]
+    granted = [
+        r for role in kinds(docs, "Role") if role["metadata"]["name"] == "sdc-orchestrator-scale" for r in role["rules"]
+    ]
+    assert all(r["resources"] == ["localllms/scale"] and r["verbs"] == ["patch"] for r in granted)
+    bindings = [b for b in kinds(docs, "RoleBinding") if b["metadata"]["name"] == "sdc-orchestrator-scale"]
+    assert {b["subjects"][0]["name"] for b in bindings} == {"sdc-orchestrator"}
+    pod = orchestrator_of(docs)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # the token is projected into the orchestrator only
+    env = {e["name"]: e.get("value") for e in container_of(orchestrator_of(docs))["env"]}
+    assert env["SDC_SCALE_API_URL"] == "https://kubernetes.default.svc" and env["SDC_HOLD_MAX_PER_MODEL"] == "64"
+    assert any(v["name"] == "scale-token" for v in pod["volumes"])
+    assert _scale_rules(render("routing.namespaces={*}")) == [("ClusterRole", "*", "patch")]
+
+
+def test_scale_from_zero_off_means_no_api_access() -> None:
+    docs = render("orchestrator.scaleFromZero.enabled=false")
+    assert _scale_rules(docs) == []
+    pod = orchestrator_of(docs)["spec"]["template"]["spec"]
+    assert not any(v["name"] == "scale-token" for v in pod["volumes"])
+    assert "SDC_SCALE_API_URL" not in {e["name"] for e in container_of(orchestrator_of(docs))["env"]}

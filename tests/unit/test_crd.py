@@ -27,12 +27,37 @@ def test_every_spec_field_is_described() -> None:
     assert undocumented == []
 
 
+def props_of(spec: dict[str, Any]) -> dict[str, Any]:
+    return dict(spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"])
+
+
 def test_contract_names() -> None:
     spec = crd()["spec"]
     assert spec["group"] == "llm.sdc.dev"
     assert spec["names"]["plural"] == "localllms"
     assert spec["names"]["shortNames"] == ["llm"]
-    assert spec["versions"][0]["subresources"] == {"status": {}}
+    assert spec["versions"][0]["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    auto = props_of(spec)["autoscaling"]
+    assert list(auto["properties"]) == [
+        "minReplicas",
+        "maxReplicas",
+        "targetWaitingPerReplica",
+        "scaleDownDelaySeconds",
+    ]
+    assert auto["properties"]["minReplicas"]["minimum"] == 0
+    assert auto["x-kubernetes-validations"][0]["rule"] == "self.minReplicas <= self.maxReplicas"
+    rules = [
+        r["rule"]
+        for r in spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+    ]
+    assert any("self.autoscaling.minReplicas" in r and "self.replicas" in r for r in rules)
     props = spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert props["runtime"]["enum"] == ["vllm", "ollama", "transformers"]
     assert props["resources"]["properties"]["gpus"]["minimum"] == 0

@@ -137,3 +137,27 @@ def test_without_pods_the_document_is_unchanged() -> None:
     """Callers that pass no pods (and old documents) keep the one-entry-per-LocalLLM shape."""
     [entry] = json.loads(endpoints_document([llm("sdc", "gemma")]))["endpoints"]
     assert entry["baseUrl"] == "http://gemma.sdc.svc:8000/v1" and "replica" not in entry
+
+
+# -- scale from zero: models without a ready pod, under `unready` -------------------------------------------------
+
+
+def test_models_at_zero_are_published_apart() -> None:
+    """At zero (or starting) a model is under `unready` with replicas/atZero/phase and no baseUrl; `endpoints`
+    keeps its old shape, so an older orchestrator still reads the file; a Failed model is in neither."""
+    zero = llm("sdc", "sleepy", phase="Pending")
+    zero["spec"]["replicas"] = 0
+    zero["spec"]["autoscaling"] = {"minReplicas": 0, "maxReplicas": 2, "scaleDownDelaySeconds": 60}
+    waking = llm("sdc", "waking", phase="Starting")
+    broken = llm("sdc", "broken", phase="Failed")
+    document = json.loads(endpoints_document([llm("sdc", "gemma"), zero, waking, broken], audience("sdc", [], None)))
+    assert [e["name"] for e in document["endpoints"]] == ["sdc/gemma"]
+    assert "autoscaling" not in document["endpoints"][0]
+    got = [(e["name"], e["replicas"], e["atZero"], e["phase"], "baseUrl" in e) for e in document["unready"]]
+    assert got == [("sdc/sleepy", 0, True, "Pending", False), ("sdc/waking", 1, False, "Starting", False)]
+    assert document["unready"][0]["autoscaling"]["scaleDownDelaySeconds"] == 60
+    assert document["unready"][0]["model"] == "google/gemma-2-9b-it"
+
+
+def test_no_unready_key_without_such_models() -> None:
+    assert list(json.loads(endpoints_document([llm("sdc", "gemma")], audience("sdc", [], None)))) == ["endpoints"]

@@ -272,3 +272,68 @@ def test_gpu_out_of_memory_is_the_ready_conditions_reason() -> None:
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert (status.phase, ready.reason) == ("Failed", "OutOfGPUMemory")
     assert "No available memory for the cache blocks" in ready.message
+
+
+# -- the /scale subresource: status.replicas, status.selector, and why a model is at zero ------------------------
+
+
+def _scaled(
+    desired: int,
+    observed: Observed,
+    managers: tuple[str, ...] = (),
+    selector: str | None = "llm.sdc.dev/owner=m",
+    scale_to_zero: bool = False,
+) -> Any:
+    return derive_status(
+        generation=3,
+        desired_replicas=desired,
+        endpoint="http://m.ns.svc:8000/v1",
+        served_name="m",
+        observed=observed,
+        spec_errors=[],
+        previous=[],
+        now="T",
+        selector=selector,
+        replica_managers=managers,
+        scale_to_zero=scale_to_zero,
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "desired", "deployment_replicas", "managers", "autoscaled", "reason", "fragment"),
+    [
+        ("0 in a manifest: its manager", 0, 0, ("kubectl-client-side-apply",), True, "ZeroReplicas", "set by kubectl"),
+        ("no owner, no autoscaling", 0, 0, (), False, "ZeroReplicas", "set by the user"),
+        ("no owner, minReplicas 0: /scale after idle", 0, 0, (), True, "ScaledToZero", "after"),
+        ("the autoscaler's name, if ever kept", 0, 0, ("sdc-autoscaler",), False, "ScaledToZero", "autoscaler"),
+        ("still stopping: the pod is counted", 0, 1, (), True, "ScaledToZero", "idle"),
+    ],
+)
+def test_at_zero_says_why(
+    case: str,
+    desired: int,
+    deployment_replicas: int,
+    managers: tuple[str, ...],
+    autoscaled: bool,
+    reason: str,
+    fragment: str,
+) -> None:
+    dep = deploy()
+    dep["status"]["replicas"] = deployment_replicas
+    status = _scaled(desired, Observed(claim=BOUND, deployment=dep), managers, scale_to_zero=autoscaled)
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    got = (case, status.phase, ready.status, ready.reason, fragment in status.message, status.replicas)
+    assert got == (case, "Pending", "False", reason, True, deployment_replicas), status.message
+    assert status.endpoint is None
+    assert status.selector == "llm.sdc.dev/owner=m"
+
+
+def test_status_replicas_count_existing_pods_not_the_wish() -> None:
+    """status.replicas is the Deployment's status.replicas (what /scale reports as current), not spec.replicas."""
+    dep = deploy(ready=1, available=True)
+    dep["status"]["replicas"] = 2
+    status = _scaled(3, Observed(claim=BOUND, deployment=dep, pods=[pod(init=DONE)]))
+    assert (status.replicas, status.ready_replicas, status.phase) == (2, 1, "Degraded")
+    dumped = status.model_dump(by_alias=True, exclude_none=True)
+    assert dumped["selector"] == "llm.sdc.dev/owner=m"
+    assert "selector" not in _scaled(1, Observed(), selector=None).model_dump(by_alias=True, exclude_none=True)
