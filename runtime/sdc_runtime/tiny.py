@@ -32,9 +32,20 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def make_tiny_model(
-    out_dir: Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2, max_positions: int = 512
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    max_positions: int = 512,
+    heads: int = 4,
+    kv_heads: int = 2,
 ) -> Path:
-    """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it."""
+    """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it.
+
+    The head dimension is hidden_size / heads: vLLM's CPU attention kernels need at
+    least 32 (hidden_size=256, heads=8), the default 16 is fine for Transformers.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -66,8 +77,8 @@ def make_tiny_model(
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -84,5 +95,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Write a tiny random-weight chat model (its output is noise).")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (head_dim = hidden-size / heads)")
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--max-positions", type=int, default=512)
     args = parser.parse_args()
-    print(make_tiny_model(args.out_dir, seed=args.seed))
+    model = make_tiny_model(
+        args.out_dir,
+        seed=args.seed,
+        hidden_size=args.hidden_size,
+        heads=args.heads,
+        kv_heads=args.kv_heads,
+        layers=args.layers,
+        max_positions=args.max_positions,
+    )
+    print(model)
