@@ -62,8 +62,17 @@ def main() -> int:
         (work / "requirements.in").write_text("\n".join([*wheel_requirements(wheel), f"torch=={torch}"]) + "\n")
         report = work / "report.json"
         subprocess.run(
-            [*pip, "install", "-q", "--dry-run", "--ignore-installed", "--report", str(report)]
-            + ["-r", str(work / "requirements.in")],
+            [
+                *pip,
+                "install",
+                "-q",
+                "--dry-run",
+                "--ignore-installed",
+                "--report",
+                str(report),
+                "-r",
+                str(work / "requirements.in"),
+            ],
             check=True,
         )
         installs = json.loads(report.read_text())["install"]

