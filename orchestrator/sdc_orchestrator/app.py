@@ -29,6 +29,7 @@ from sdc_orchestrator.api_models import (
     Source,
 )
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.endpoint_watch import start_endpoint_watch
 from sdc_orchestrator.feedback import AlreadyRated, FeedbackStore, UnknownResponse
 from sdc_orchestrator.gateway import GatewayMiddleware, KeyRing, Limits
 from sdc_orchestrator.limits import (
@@ -172,7 +173,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # Load Kiwi and the analyser's models before serving: loading holds the GIL for seconds (8 s
         # measured), which would stall health checks and even the SIGTERM handler inside the first upload.
         await asyncio.to_thread(_warm_up_analysis)
+        watch = start_endpoint_watch(settings, state.registry)
         yield
+        if watch is not None:
+            watch.cancel()
         await state.shadow.close()
         await state.upstream.close()
         workers.shutdown(wait=False, cancel_futures=True)

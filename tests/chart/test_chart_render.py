@@ -92,7 +92,17 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
             assert sc["capabilities"]["drop"] == ["ALL"]
             assert container["resources"]["requests"]
     orchestrator = next(d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "sdc-orchestrator")
-    assert orchestrator["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # A token for one thing: following the endpoints ConfigMap (get/list/watch on it alone).
+    assert orchestrator["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    (endpoints_role,) = [r for r in kinds(docs, "Role") if r["metadata"]["name"] == "sdc-orchestrator-endpoints"]
+    assert endpoints_role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["sdc-endpoints"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
     assert not kinds(docs, "PodDisruptionBudget")
     assert "namespace" not in next(c for c in crds)["metadata"]
 
