@@ -133,7 +133,7 @@ def check(argvs: list[list[str]]) -> list[dict[str, Any]]:
     try:
         from vllm.entrypoints.common.cli_args import make_arg_parser, validate_parsed_serve_args
     except ModuleNotFoundError:  # vllm < 0.33 (the CPU image's version) keeps them here
-        from vllm.entrypoints.launchers.cli_args import (  # type: ignore[no-redef]
+        from vllm.entrypoints.launchers.cli_args import (
             make_arg_parser,
             validate_parsed_serve_args,
         )

@@ -46,7 +46,9 @@ class FakeApi:
     """GET .../configmaps lists one ConfigMap; with watch=true it streams the events put on `events`."""
 
     def __init__(self, doc: str) -> None:
-        self.doc, self.events, self.tokens, self.refuse = doc, queue.Queue[dict[str, Any] | None](), [], False
+        self.doc, self.refuse = doc, False
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.tokens: list[str | None] = []
         self.app = FastAPI()
         self.app.get(f"/api/v1/namespaces/{NS}/configmaps")(self.configmaps)
 
@@ -67,8 +69,8 @@ class FakeApi:
             yield (json.dumps(event) + "\n").encode()
 
 
-def models(registry: EndpointRegistry) -> list[str | None]:
-    return sorted(e.model for e in registry.all())
+def models(registry: EndpointRegistry) -> list[str]:
+    return sorted(str(e.model) for e in registry.all())
 
 
 async def until(check: Callable[[], bool], within_s: float = 5) -> float:
