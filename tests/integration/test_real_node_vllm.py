@@ -85,8 +85,11 @@ while len(seen) < 2 and time.time() < deadline:
             seen["api"] = time.time()
     except OSError:
         pass
-    if "file" not in seen and sys.argv[1] in open("/etc/sdc/endpoints/endpoints.json").read():
-        seen["file"] = time.time()
+    try:
+        if "file" not in seen and sys.argv[1] in open("/etc/sdc/endpoints/endpoints.json").read():
+            seen["file"] = time.time()
+    except OSError:
+        pass
     time.sleep(0.1)
 print(json.dumps(seen))
 """
@@ -126,9 +129,16 @@ def test_vllm_on_cpu_on_real_pods(
         interval=1,
     )
 
-    (orchestrator,) = [
-        p["metadata"]["name"] for p in pods(kubectl, ns, f"{release_pods},app.kubernetes.io/name=sdc-orchestrator")
-    ]
+    (orchestrator,) = wait_until(
+        "the orchestrator's container to run (not Ready: there is no model yet)",
+        lambda: [
+            p["metadata"]["name"]
+            for p in pods(kubectl, ns, f"{release_pods},app.kubernetes.io/name=sdc-orchestrator")
+            if any(c.get("started") for c in p.get("status", {}).get("containerStatuses", []))
+        ],
+        timeout=300,
+        interval=1,
+    )
     # In the orchestrator's pod, from before the model exists: when its /readyz first answers 200 (the
     # registry has the endpoint, through the API watch) and when the mounted file first names the model.
     watcher = subprocess.Popen(
