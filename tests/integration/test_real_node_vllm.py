@@ -226,12 +226,11 @@ def test_vllm_on_cpu_on_real_pods(
     assert hits > 0, "a repeated prompt found nothing in vLLM's prefix cache"
     for name_ in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"):
         metric(text, name_)
-    # The pod's resident memory as its cgroup counts it (what its memory limit applies to).
-    memory = kubectl(
-        "exec", "-n", ns, engine["metadata"]["name"], "--", "cat", "/sys/fs/cgroup/memory.current", check=False
-    )
+    # The pod's memory as its cgroup counts it (what its memory limit applies to; cgroup v2 or v1).
+    cgroup = "cat /sys/fs/cgroup/memory.current 2>/dev/null || cat /sys/fs/cgroup/memory/memory.usage_in_bytes"
+    memory = kubectl("exec", "-n", ns, engine["metadata"]["name"], "--", "sh", "-c", cgroup, check=False)
     if memory.strip().isdigit():
-        print(f"vLLM pod memory (cgroup memory.current): {int(memory) / 2**30:.2f} GiB")
+        print(f"vLLM pod memory (its cgroup): {int(memory) / 2**30:.2f} GiB")
 
     # 5. The vLLM pod deleted: a replacement becomes Ready and answers.
     kubectl("delete", "pod", engine["metadata"]["name"], "-n", ns, "--wait=false")
