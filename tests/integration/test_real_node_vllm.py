@@ -228,7 +228,7 @@ def test_vllm_on_cpu_on_real_pods(
         metric(text, name_)
     # The pod's memory as its cgroup counts it (what its memory limit applies to; cgroup v2 or v1).
     cgroup = "cat /sys/fs/cgroup/memory.current 2>/dev/null || cat /sys/fs/cgroup/memory/memory.usage_in_bytes"
-    memory = kubectl("exec", "-n", ns, engine["metadata"]["name"], "--", "sh", "-c", cgroup, check=False)
+    memory = kubectl("exec", "-n", ns, engine["metadata"]["name"], "-c", "vllm", "--", "sh", "-c", cgroup, check=False)
     if memory.strip().isdigit():
         print(f"vLLM pod memory (its cgroup): {int(memory) / 2**30:.2f} GiB")
 
