@@ -5,13 +5,16 @@
 2. the images, built here from images/*.Dockerfile and loaded into the real node
 3. a model hub inside the cluster, serving a tiny model (nothing here reaches huggingface.co)
 4. `helm install` of the chart: the operator and the orchestrator run as pods on the real node
-5. a Transformers LocalLLM: downloaded by its init container, served by sdc-runtime, Ready
+5. a LocalLLM named demo-chat: by default Transformers (downloaded by its init container, served
+   by sdc-runtime: the quickest to show); SDC_DEMO_RUNTIME=vllm serves it with vLLM on CPU (the
+   CPU vLLM image, a few minutes to start), SDC_DEMO_RUNTIME=ollama with Ollama (a GGUF from the hub)
 6. the in-cluster orchestrator answering a Korean question with retrieved sources, through the
    endpoint the operator published
 
 Everything it starts is removed at the end; SDC_DEMO_KEEP=1 leaves release `sdc` in namespace
 `sdc-demo` running. A random tiny model is made on the spot unless SDC_DEMO_MODEL_DIR names a
-real Transformers model directory; a random model's words are noise, the plumbing is the point.
+real Transformers model directory (transformers and vllm); a random model's words are noise, the
+plumbing is the point.
 """
 
 from __future__ import annotations
@@ -152,7 +155,11 @@ def show(answer: dict[str, Any]) -> None:
 
 
 HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
-MODEL_REPO = "sdc-demo/tiny-chat"
+RUNTIME = os.environ.get("SDC_DEMO_RUNTIME", "transformers")
+# One repository per runtime: the hub's files are kept between runs, and vLLM's needs its own shape.
+MODEL_REPO = {"transformers": "sdc-demo/tiny-chat", "vllm": "sdc-demo/tiny-chat-vllm"}.get(
+    RUNTIME, "sdc-demo/tiny-gguf"
+)
 LLM_NAME = "demo-chat"
 RUNTIME_IMAGE = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
 STEPS = 6
@@ -169,7 +176,52 @@ def cluster_ip_url(service: str) -> str:
     return f"http://{ip}:{port}"
 
 
+def llm_spec(hub_root: Path) -> dict[str, Any]:
+    """The demo LocalLLM's spec for SDC_DEMO_RUNTIME."""
+    model = {"name": MODEL_REPO, "revision": HUB_REVISION}
+    if RUNTIME == "vllm":
+        # vLLM on CPU: about 4 GiB resident (KV cache from the memory request), one core.
+        return {
+            "runtime": "vllm",
+            "model": model,
+            "resources": {"gpus": 0, "cpu": "1", "memory": "6Gi"},
+            "engine": {"maxModelLen": 2048},
+        }
+    if RUNTIME == "ollama":
+        sha256 = (hub_root / "model.gguf.sha256").read_text().strip()
+        url = f"{hub.url(NAMESPACE)}/{MODEL_REPO}/resolve/{HUB_REVISION}/model.gguf"
+        return {
+            "runtime": "ollama",
+            "model": {"name": "tiny:latest", "url": url, "sha256": sha256, "parameters": {"num_thread": "1"}},
+            "resources": {"gpus": 0},
+        }
+    return {"runtime": "transformers", "model": model, "resources": {"gpus": 0}}
+
+
+def prepare_hub(hub_root: Path) -> None:
+    """The demo model's files under hub_root/models (and the hub's code)."""
+    given = os.environ.get("SDC_DEMO_MODEL_DIR")
+    if given and RUNTIME != "ollama":
+        shutil.copytree(given, hub_root / "models" / MODEL_REPO, dirs_exist_ok=True)
+        print(f"  serving a copy of {given}")
+    else:
+        print("  a random tiny model made on the spot: its words are noise; the plumbing is real.")
+    if RUNTIME == "ollama":
+        from tests.support import tiny_gguf
+
+        gguf = hub_root / "models" / MODEL_REPO / "model.gguf"
+        gguf.parent.mkdir(parents=True, exist_ok=True)
+        (hub_root / "model.gguf.sha256").write_text(tiny_gguf.write(gguf))
+        hub.prepare(hub_root, {}, python=PY)
+    else:
+        shapes = {MODEL_REPO: hub.VLLM_SHAPE} if RUNTIME == "vllm" else {}
+        hub.prepare(hub_root, {} if given else {MODEL_REPO: 1}, python=PY, shapes=shapes)
+
+
 def main() -> int:
+    if RUNTIME not in ("transformers", "vllm", "ollama"):
+        print(f"SDC_DEMO_RUNTIME={RUNTIME}: choose transformers (default), vllm or ollama", file=sys.stderr)
+        return 2
     started = time.monotonic()
     cluster_started = False
     keep = os.environ.get("SDC_DEMO_KEEP") == "1"
@@ -199,13 +251,7 @@ def main() -> int:
             )
         kubectl("create", "namespace", NAMESPACE, check=False)
         hub_root = WORK / "hub"
-        given = os.environ.get("SDC_DEMO_MODEL_DIR")
-        if given:
-            shutil.copytree(given, hub_root / "models" / MODEL_REPO, dirs_exist_ok=True)
-            print(f"  serving a copy of {given}")
-        else:
-            print("  a random tiny model made on the spot: its words are noise; the plumbing is real.")
-        hub.prepare(hub_root, {} if given else {MODEL_REPO: 1}, python=PY)
+        prepare_hub(hub_root)
         kubectl(
             "apply",
             "-f",
@@ -247,16 +293,12 @@ def main() -> int:
         print(f"  helm install --wait returned: operator and orchestrator Ready ({time.monotonic() - installed:.0f}s)")
         print(indent(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")))
 
-        step(f"kubectl apply: a Transformers LocalLLM ({LLM_NAME}) on the real node")
+        step(f"kubectl apply: a LocalLLM ({LLM_NAME}, runtime {RUNTIME}) on the real node")
         manifest = {
             "apiVersion": "llm.sdc.dev/v1alpha1",
             "kind": "LocalLLM",
             "metadata": {"name": LLM_NAME, "namespace": NAMESPACE},
-            "spec": {
-                "runtime": "transformers",
-                "model": {"name": MODEL_REPO, "revision": HUB_REVISION},
-                "resources": {"gpus": 0},
-            },
+            "spec": llm_spec(hub_root),
         }
         applied = time.monotonic()
         print(indent(kubectl("apply", "-f", "-", stdin=json.dumps(manifest))))
@@ -281,7 +323,7 @@ def main() -> int:
                 print(f"  phase: {phase}  ({time.monotonic() - applied:.0f}s){'  ' + message if message else ''}")
             return phase == "Ready"
 
-        wait("the LocalLLM to be Ready", ready, 600)
+        wait("the LocalLLM to be Ready", ready, 1200 if RUNTIME == "vllm" else 600)
         print(f"  Ready {time.monotonic() - applied:.0f}s after kubectl apply")
         print(indent(kubectl("get", "llm", "-n", NAMESPACE, "-o", "wide")))
         print(indent(kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")))
@@ -345,7 +387,7 @@ def ask_or_none(base: str, key: str) -> dict[str, Any] | None:
     status, body = http_json(
         "POST",
         f"{base}/api/v1/chat",
-        {"message": QUESTION, "provider": "transformers", "max_tokens": 24, "temperature": 0.7},
+        {"message": QUESTION, "provider": RUNTIME, "max_tokens": 24, "temperature": 0.7},
         key=key,
     )
     return body if status == 200 and isinstance(body, dict) else None

@@ -9,6 +9,7 @@ needed: the runtime image already carries fastapi and uvicorn.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -19,16 +20,27 @@ ROOT = Path(__file__).resolve().parent.parent
 HUB_PORT = 8080
 
 
-def prepare(root: Path, models: dict[str, int], python: str = sys.executable) -> Path:
-    """Write `repo id -> seed` tiny models and the hub's code under `root`, readable by any uid."""
+# The tiny model for vLLM's CPU backend: its attention kernels need a head dimension of at least 32.
+VLLM_SHAPE = {"hidden_size": 256, "heads": 8, "kv_heads": 4}
+
+
+def prepare(
+    root: Path, models: dict[str, int], python: str = sys.executable, shapes: dict[str, dict[str, int]] | None = None
+) -> Path:
+    """Write `repo id -> seed` tiny models and the hub's code under `root`, readable by any uid.
+
+    `shapes` gives a repository make_tiny_model's size arguments (e.g. VLLM_SHAPE).
+    """
     for repo, seed in models.items():
         target = root / "models" / repo
         if not (target / "config.json").exists():
+            shape = json.dumps((shapes or {}).get(repo, {}))
             code = (
-                "import sys; from pathlib import Path; from sdc_runtime.tiny import make_tiny_model; "
-                "make_tiny_model(Path(sys.argv[1]), seed=int(sys.argv[2]), max_positions=4096)"
+                "import json, sys; from pathlib import Path; from sdc_runtime.tiny import make_tiny_model; "
+                "make_tiny_model(Path(sys.argv[1]), seed=int(sys.argv[2]), max_positions=4096, "
+                "**json.loads(sys.argv[3]))"
             )
-            subprocess.run([python, "-c", code, str(target), str(seed)], check=True, capture_output=True)
+            subprocess.run([python, "-c", code, str(target), str(seed), shape], check=True, capture_output=True)
     shutil.copyfile(ROOT / "tests" / "support" / "fake_hub.py", root / "fake_hub.py")
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)

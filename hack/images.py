@@ -66,7 +66,8 @@ def chart_tags(chart: Path) -> dict[str, str]:
     """Image name (Dockerfile stem) -> the tag the chart's defaults use.
 
     The operator and orchestrator are ``<repository>:<appVersion>``; engine
-    images come from ``operator.engineImages`` (the key is the Dockerfile stem).
+    images come from ``operator.engineImages`` (the key, camelCase, is the Dockerfile stem:
+    ``vllmCpu`` -> ``vllm-cpu``).
     """
     import yaml
 
@@ -76,7 +77,8 @@ def chart_tags(chart: Path) -> dict[str, str]:
         name: f"{values[name]['image']['repository']}:{values[name]['image'].get('tag') or app_version}"
         for name in ("operator", "orchestrator")
     }
-    for name, reference in values["operator"].get("engineImages", {}).items():
+    for key, reference in values["operator"].get("engineImages", {}).items():
+        name = re.sub(r"[A-Z]", lambda m: "-" + m.group(0).lower(), key)
         tags[name] = str(reference) or operator_default_image(name)
     return tags
 
@@ -87,7 +89,8 @@ def operator_default_image(engine: str) -> str:
         from sdc_operator.settings import OperatorSettings
     except ImportError:  # run without the project's virtualenv: such an image cannot be named
         return ""
-    return str(getattr(OperatorSettings.model_fields.get(f"{engine}_image"), "default", "") or "")
+    field = OperatorSettings.model_fields.get(f"{engine.replace('-', '_')}_image")
+    return str(getattr(field, "default", "") or "")
 
 
 def normalize(reference: str) -> str:

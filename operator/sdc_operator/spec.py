@@ -35,6 +35,8 @@ class Model(BaseModel):
 
 Runtime = Literal["vllm", "ollama", "transformers"]
 Quantization = Literal["awq", "gptq", "fp8", "bitsandbytes", "q4_0", "q4_K_M", "q5_K_M", "q8_0", "fp16", "int4", "int8"]
+# What vLLM's CPU backend can load (its cpu_awq and CPU Marlin kernels); fp8 and bitsandbytes are CUDA kernels.
+VLLM_CPU_QUANTIZATION = ("awq", "gptq")
 QUANTIZATION_BY_RUNTIME: dict[str, tuple[str, ...]] = {
     "vllm": ("awq", "gptq", "fp8", "bitsandbytes"),
     "ollama": ("q4_0", "q4_K_M", "q5_K_M", "q8_0", "fp16"),
@@ -128,7 +130,8 @@ class Resources(Model):
         default=0,
         ge=0,
         le=64,
-        description="GPUs per replica (0 = CPU only). For vllm this is also the tensor-parallel size.",
+        description="GPUs per replica (0 = CPU only; vllm then runs its CPU image). For vllm this is also the "
+        "tensor-parallel size.",
     )
     gpu_resource_name: str | None = Field(
         default=None,
@@ -624,11 +627,12 @@ SPEC_RULES = [
         "fieldPath": ".engine.quantization",
     },
     {
-        # The vllm/vllm-openai image is CUDA-only, and vLLM refuses `--device=cpu` on it.
-        "rule": "self.runtime != 'vllm' || self.resources.gpus > 0",
-        "message": "the vllm runtime needs resources.gpus > 0 (its image is CUDA-only); serve on CPU with the "
-        "ollama or transformers runtime",
-        "fieldPath": ".resources.gpus",
+        # gpus: 0 runs the CPU vLLM image (vllm-cpu); its CPU kernels load AWQ and GPTQ weights only.
+        "rule": "self.runtime != 'vllm' || self.resources.gpus > 0 || !has(self.engine.quantization) || "
+        "self.engine.quantization in " + _cel_list(VLLM_CPU_QUANTIZATION),
+        "message": "vllm on CPU (resources.gpus: 0) loads " + " or ".join(VLLM_CPU_QUANTIZATION) + " weights only: "
+        "fp8 and bitsandbytes need a GPU (set resources.gpus, or use unquantized or AWQ/GPTQ weights)",
+        "fieldPath": ".engine.quantization",
     },
     {
         "rule": "self.runtime != 'ollama' || !has(self.engine.args) || size(self.engine.args) == 0",
@@ -765,6 +769,12 @@ def quantization_errors(spec: LocalLLMSpec) -> list[str]:
         errors.append(f"engine.quantization={quant} (bitsandbytes) needs a GPU: set resources.gpus > 0")
     if quant and any(re.match(r"^--(quantization|load-in-[48]bit)(=|$)", a) for a in spec.engine.args):
         errors.append("engine.args: --quantization is set by engine.quantization; set it there only")
+    if quant and spec.runtime == "vllm" and spec.resources.gpus == 0 and quant not in VLLM_CPU_QUANTIZATION:
+        errors.append(
+            f"engine.quantization={quant}: vllm on CPU (resources.gpus: 0) loads "
+            + " or ".join(VLLM_CPU_QUANTIZATION)
+            + " weights only; set resources.gpus for this format"
+        )
     if spec.model.source is not None and spec.runtime == "ollama":
         errors.append("model.source: Ollama pulls tags; a model on a volume needs vllm or transformers")
     return errors

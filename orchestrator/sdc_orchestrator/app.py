@@ -31,6 +31,7 @@ from sdc_orchestrator.api_models import (
 )
 from sdc_orchestrator.backend_errors import public_refusal
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.endpoint_watch import start_endpoint_watch
 from sdc_orchestrator.feedback import AlreadyRated, FeedbackStore, UnknownResponse
 from sdc_orchestrator.fitting import FitHints
 from sdc_orchestrator.gateway import DEFAULT_TENANT, GatewayMiddleware, KeyRing, Limits, without_key_names
@@ -225,12 +226,15 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # measured), which would stall health checks and even the SIGTERM handler inside the first upload.
         await asyncio.to_thread(_warm_up_analysis)
         scraping = routing.start(state.registry, state.router)  # engine signals of every published replica
+        watch = start_endpoint_watch(settings, state.registry)  # published endpoints within a second
         scaling_down = None
         if state.upstream.waker is not None and state.upstream.waker.scale is not None:
             down = Autoscaler(state.registry, state.router)  # spec.autoscaling: up on queues, down after idle
             scaling_down = asyncio.create_task(down.run(state.upstream.waker.scale, settings.sdc_scale_down_interval_s))
         yield
         scraping.cancel()
+        if watch is not None:
+            watch.cancel()
         if scaling_down is not None:
             scaling_down.cancel()
         await state.router.replicas.scraper.close()

@@ -2,9 +2,11 @@
 
 Every backend speaks the OpenAI protocol (vLLM, Ollama's /v1, sdc-runtime,
 Gemini's OpenAI-compatible endpoint), so an endpoint is just a base URL, a
-model name, a weight and an optional key. The operator's ConfigMap is mounted
-as a file; `EndpointRegistry.refresh` rereads it when its mtime changes, so new
-models go live without a restart and without API access.
+model name, a weight and an optional key. In a cluster the operator's
+ConfigMap arrives through the API within a second (endpoint_watch.py hands each
+version to `set_api_document`); the same ConfigMap mounted as a file serves
+without an API and whenever the watch is down: `EndpointRegistry.refresh`
+rereads it when its mtime changes, so new models go live without a restart.
 
 Tenancy: each published entry says which namespace (and routing pool) its
 LocalLLM lives in. The registry keeps only the namespaces and pool this
@@ -153,10 +155,10 @@ def published_unready(path: Path, namespaces: frozenset[str] | None = None, pool
 
 
 def published_endpoints(
-    path: Path, namespaces: frozenset[str] | None = None, pool: str | None = None
+    path: Path | str, namespaces: frozenset[str] | None = None, pool: str | None = None
 ) -> list[Endpoint]:
-    """The entries of the operator's file meant for this release (namespaces None = any)."""
-    data = json.loads(path.read_text())
+    """The entries of the operator's document (a file, or its text) meant for this release (namespaces None = any)."""
+    data = json.loads(path.read_text() if isinstance(path, Path) else path)
     out = []
     for item in data.get("endpoints", []):
         runtime = str(item.get("runtime"))
@@ -193,11 +195,32 @@ class EndpointRegistry:
         self._unready: list[Dormant] = []
         self._autoscaling: dict[str, Autoscale] = {}
         self._mtime: float | None = None
+        self._from_api = False  # a live watch feeds _published; the file waits until it is down
         self.refresh()
+
+    def set_api_document(self, document: str | None) -> None:
+        """The ConfigMap's endpoints document as the API has it now (None: the ConfigMap or key is gone)."""
+        try:
+            published = (
+                published_endpoints(document, self.settings.route_namespaces(), self.settings.sdc_route_pool)
+                if document is not None
+                else []
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("ignoring an unreadable endpoints document from the API: %s", err)
+            return
+        if not self._from_api or published != self._published:
+            log.info("endpoints from the API: %d published", len(published))
+        self._published, self._from_api = published, True
+
+    def api_down(self) -> None:
+        """The watch stopped: the mounted file (reread at once) serves until it is back."""
+        if self._from_api:
+            self._from_api, self._mtime = False, None
 
     def refresh(self) -> None:
         path = self.settings.sdc_endpoints_file
-        if path is None:
+        if path is None or self._from_api:
             return
         try:
             mtime = path.stat().st_mtime

@@ -57,6 +57,11 @@ class OrchestratorSettings(BaseSettings):
         return data
 
     sdc_endpoints_file: Path | None = None
+    sdc_endpoints_configmap: str | None = Field(
+        default=None,
+        description="The operator's endpoints ConfigMap in SDC_NAMESPACE: followed through the API (a watch, "
+        "about a second behind) when the pod has a ServiceAccount token; SDC_ENDPOINTS_FILE serves otherwise.",
+    )
     sdc_namespace: str | None = Field(default=None, description="The release's namespace (the chart sets it).")
     sdc_route_namespaces: str = Field(
         default="",

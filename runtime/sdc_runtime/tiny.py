@@ -53,6 +53,8 @@ def make_tiny_model(
     chat_template: str = CHAT_TEMPLATE,
     ends_early: bool = False,
     weight_scale: float = 1.0,
+    heads: int = 4,
+    kv_heads: int = 2,
 ) -> Path:
     """Write a random-weight causal LM and its tokenizer to ``out_dir`` and return it.
 
@@ -62,6 +64,8 @@ def make_tiny_model(
     `weight_scale` multiplies every weight but the norms': at the default the untrained model's
     greedy answer is one token repeated whatever the prompt; at 8 its output depends on every token
     and position, which tests that compare outputs need in order to notice a wrong cache.
+    The head dimension is hidden_size / heads: vLLM's CPU attention kernels need at
+    least 32 (hidden_size=256, heads=8), the default 16 is fine for Transformers.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -94,8 +98,8 @@ def make_tiny_model(
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -146,8 +150,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Write a tiny random-weight chat model (its output is noise).")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (head_dim = hidden-size / heads)")
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--max-positions", type=int, default=512, help="the model's context length")
     parser.add_argument("--gemma2-template", action="store_true", help="Gemma 2's chat template (no system turn)")
     args = parser.parse_args()
-    template = GEMMA2_CHAT_TEMPLATE if args.gemma2_template else CHAT_TEMPLATE
-    print(make_tiny_model(args.out_dir, seed=args.seed, max_positions=args.max_positions, chat_template=template))
+    model = make_tiny_model(
+        args.out_dir,
+        seed=args.seed,
+        hidden_size=args.hidden_size,
+        heads=args.heads,
+        kv_heads=args.kv_heads,
+        layers=args.layers,
+        max_positions=args.max_positions,
+        chat_template=GEMMA2_CHAT_TEMPLATE if args.gemma2_template else CHAT_TEMPLATE,
+    )
+    print(model)

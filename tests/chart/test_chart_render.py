@@ -95,7 +95,20 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
             assert sc["capabilities"]["drop"] == ["ALL"]
             assert container["resources"]["requests"]
     orchestrator = next(d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "sdc-orchestrator")
-    assert orchestrator["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # A token projected into the orchestrator's container (never automounted), for the endpoints ConfigMap
+    # (get/list/watch on it alone) and scaling from zero (patch on localllms/scale).
+    pod = orchestrator["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert any(v["name"] == "api-token" for v in pod["volumes"])
+    (endpoints_role,) = [r for r in kinds(docs, "Role") if r["metadata"]["name"] == "sdc-orchestrator-endpoints"]
+    assert endpoints_role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["sdc-endpoints"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
     assert not kinds(docs, "PodDisruptionBudget")
     assert "namespace" not in next(c for c in crds)["metadata"]
 
@@ -378,13 +391,13 @@ def test_scale_from_zero_grants_patch_on_scale_only() -> None:
     assert pod["automountServiceAccountToken"] is False  # the token is projected into the orchestrator only
     env = {e["name"]: e.get("value") for e in container_of(orchestrator_of(docs))["env"]}
     assert env["SDC_SCALE_API_URL"] == "https://kubernetes.default.svc" and env["SDC_HOLD_MAX_PER_MODEL"] == "64"
-    assert any(v["name"] == "scale-token" for v in pod["volumes"])
+    assert any(v["name"] == "api-token" for v in pod["volumes"])
     assert _scale_rules(render("routing.namespaces={*}")) == [("ClusterRole", "*", "patch")]
 
 
 def test_scale_from_zero_off_means_no_api_access() -> None:
-    docs = render("orchestrator.scaleFromZero.enabled=false")
+    docs = render("orchestrator.scaleFromZero.enabled=false", "orchestrator.watchEndpoints=false")
     assert _scale_rules(docs) == []
     pod = orchestrator_of(docs)["spec"]["template"]["spec"]
-    assert not any(v["name"] == "scale-token" for v in pod["volumes"])
+    assert not any(v["name"] == "api-token" for v in pod["volumes"])
     assert "SDC_SCALE_API_URL" not in {e["name"] for e in container_of(orchestrator_of(docs))["env"]}

@@ -140,13 +140,17 @@ def test_schema_and_cel_refuse_bad_specs(operator: OperatorProcess, kubectl: Kub
     out = kubectl("apply", "-f", "-", stdin=json.dumps(negative), check=False)
     assert "spec.resources.gpus" in out, out
     refused = [
-        # The vllm/vllm-openai image is CUDA-only: no CPU vLLM, whatever the args say.
-        (localllm("cpuvllm", namespace, gpus=0, engine={"args": ["--device=cpu"]}), "spec.resources.gpus", "CUDA-only"),
         # bitsandbytes is CUDA-only: int8/int4 on CPU would crash-loop at load.
         (
             localllm("cpuint8", namespace, runtime="transformers", gpus=0, engine={"quantization": "int8"}),
             "spec.engine.quantization",
             "needs a GPU",
+        ),
+        # vLLM on CPU runs its CPU image, whose kernels load AWQ and GPTQ only.
+        (
+            localllm("cpuvllm", namespace, gpus=0, engine={"quantization": "fp8"}),
+            "spec.engine.quantization",
+            "vllm on CPU",
         ),
         (
             localllm("ollargs", namespace, runtime="ollama", model="a:b", gpus=0, engine={"args": ["-v"]}),

@@ -287,6 +287,63 @@ def test_deployment(case: str, spec: dict[str, Any], check: Any) -> None:
     assert check(container, init, pod), f"{case}; the pod spec built was:\n{json.dumps(pod, indent=1, sort_keys=True)}"
 
 
+def cpu_vllm(**resources: Any) -> dict[str, Any]:
+    return vllm(resources={"gpus": 0, **resources})
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "want"),
+    [
+        # memory request -> VLLM_CPU_KVCACHE_SPACE: half of what is left beyond 4 GiB, at least 1 GiB
+        ("no requests", cpu_vllm(), {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": None}),
+        ("6Gi, 2 cpus", cpu_vllm(memory="6Gi", cpu="2"), {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "2"}),
+        ("16Gi, 7500m", cpu_vllm(memory="16Gi", cpu="7500m"), {"VLLM_CPU_KVCACHE_SPACE": "6", "OMP_NUM_THREADS": "7"}),
+        ("decimal 32G", cpu_vllm(memory="32G"), {"VLLM_CPU_KVCACHE_SPACE": "12"}),
+        (
+            "under the baseline",
+            cpu_vllm(memory="2Gi", cpu="500m"),
+            {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"},
+        ),
+        # threads are never pinned to core ids other pods share
+        ("no core binding", cpu_vllm(cpu="4"), {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}),
+    ],
+)
+def test_cpu_vllm_env_from_the_spec(case: str, spec: dict[str, Any], want: dict[str, str | None]) -> None:
+    container, _ = containers(deployment(make(spec), SETTINGS))
+    env = env_of(container)
+    for name, value in want.items():
+        assert env.get(name) == value, f"{case}: {name}={env.get(name)!r}, want {value!r}"
+
+
+def test_cpu_vllm_runs_the_cpu_image_without_gpus() -> None:
+    obj = deployment(make(cpu_vllm(memory="8Gi", cpu="2")), SETTINGS)
+    container, _ = containers(obj)
+    pod = obj["spec"]["template"]["spec"]
+    assert container["image"] == SETTINGS.vllm_cpu_image != SETTINGS.vllm_image
+    assert container["command"] == ["vllm", "serve"]  # the same command line as on GPUs
+    assert "--tensor-parallel-size" not in container["args"]
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    assert container["resources"]["limits"] == {"memory": "8Gi"}
+    assert "tolerations" not in pod
+    assert obj["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    gpu_container, _ = containers(deployment(make(vllm()), SETTINGS))
+    assert gpu_container["image"] == SETTINGS.vllm_image
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env_of(gpu_container)
+
+
+def test_cpu_vllm_engine_env_overrides_the_derived_values() -> None:
+    env = [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "3"}, {"name": "OMP_NUM_THREADS", "value": "5"}]
+    spec = {**cpu_vllm(memory="16Gi", cpu="2"), "engine": {"env": env}}
+    container, _ = containers(deployment(make(spec), SETTINGS))
+    names = [e["name"] for e in container["env"]]
+    assert names.count("VLLM_CPU_KVCACHE_SPACE") == names.count("OMP_NUM_THREADS") == 1
+    assert env_of(container)["VLLM_CPU_KVCACHE_SPACE"] == "3" and env_of(container)["OMP_NUM_THREADS"] == "5"
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -355,10 +412,20 @@ def test_model_hash_changes_only_with_the_model() -> None:
             "takes no arguments",
         ),
         ("operator-owned flag in args", vllm(engine={"args": ["--port=9"]}), "--port is set by the operator"),
+        *(
+            (f"cpu vllm refuses {q}", {**cpu_vllm(), "engine": {"quantization": q}}, "vllm on CPU")
+            for q in ("fp8", "bitsandbytes")
+        ),
     ],
 )
 def test_semantic_errors(case: str, spec: dict[str, Any], fragment: str) -> None:
     assert any(fragment in e for e in semantic_errors(LocalLLMSpec.model_validate(spec))), case
+
+
+@pytest.mark.parametrize("quantization", [None, "awq", "gptq"])
+def test_cpu_vllm_admits_what_its_kernels_load(quantization: str | None) -> None:
+    spec = {**cpu_vllm(), "engine": {"quantization": quantization} if quantization else {}}
+    assert semantic_errors(LocalLLMSpec.model_validate(spec)) == []
 
 
 def test_tensor_parallel_is_not_a_power_of_two_rule() -> None:

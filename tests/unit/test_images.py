@@ -21,9 +21,11 @@ def test_tags_are_the_charts_defaults() -> None:
     assert tags["operator"] == f"{values['operator']['image']['repository']}:{app}"
     assert tags["orchestrator"] == f"{values['orchestrator']['image']['repository']}:{app}"
     assert tags["runtime"] == values["operator"]["engineImages"]["runtime"]
-    for engine, reference in values["operator"]["engineImages"].items():  # empty: the operator's default
+    for key, reference in values["operator"]["engineImages"].items():  # empty: the operator's default
+        engine = {"vllmCpu": "vllm-cpu"}.get(key, key)  # camelCase key -> Dockerfile stem
         assert tags[engine] == (reference or images.operator_default_image(engine))
         assert tags[engine], engine
+    assert tags["vllm-cpu"] == "ghcr.io/sdc-llm/sdc-vllm-cpu:0.32.0"
 
 
 def test_every_dockerfile_has_a_chart_tag_and_a_base_argument() -> None:

@@ -267,6 +267,7 @@ def test_manually_deleted(case: str, obj: dict[str, Any], want: bool) -> None:
     [
         ("defaults pass", {}, []),
         ("official vLLM image", {"engine": {"image": "vllm/vllm-openai:v0.12.0"}}, []),
+        ("CPU vLLM image", {"engine": {"image": "ghcr.io/sdc-llm/sdc-vllm-cpu:0.32.0"}}, []),
         ("any other image", {"engine": {"image": "evil.io/miner:1"}}, ["engine.image: 'evil.io/miner:1'"]),
         ("GPU toleration", {"scheduling": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}}, []),
         (

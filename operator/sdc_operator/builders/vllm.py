@@ -1,4 +1,4 @@
-"""vLLM: `vllm serve <snapshot>` in the `vllm/vllm-openai` image (CUDA only).
+"""vLLM: `vllm serve <snapshot>` in the `vllm/vllm-openai` image, or on CPU (gpus: 0) in the CPU image.
 
 The model is vllm serve's positional argument: `--model` crashes v0.11 under
 `vllm serve` and is deprecated later. Tensor parallelism follows the GPU count,
@@ -9,7 +9,9 @@ weights come from the cache. The pod runs as uid 1000, which has no passwd
 entry in the image: USER and a writable TORCHINDUCTOR_CACHE_DIR keep torch's
 user lookup and compile cache from failing. `make test` parses the command line
 with vLLM's own argument parser at the default image's version
-(tests/engines/test_vllm_args.py). A CPU vLLM is refused at admission (gpus: 0).
+(tests/engines/test_vllm_args.py). With resources.gpus: 0 the pod runs the
+operator's CPU vLLM image with the same command line, plus what vllm_cpu.py
+derives from the spec (KV-cache size, threads).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sdc_operator.builders.download import download_steps
 from sdc_operator.builders.parts import EngineParts
 from sdc_operator.builders.quantization import quantization_args
 from sdc_operator.builders.resources import engine_resources
+from sdc_operator.builders.vllm_cpu import cpu_env
 from sdc_operator.settings import OperatorSettings
 
 PORT = 8000
@@ -40,9 +43,10 @@ def vllm_args(llm: LocalLLM) -> list[str]:
 
 def vllm_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
     spec = llm.spec
+    on_cpu = spec.resources.gpus == 0
     container = openai_server_container(
         "vllm",
-        spec.engine.image or settings.vllm_image,
+        spec.engine.image or (settings.vllm_cpu_image if on_cpu else settings.vllm_image),
         vllm_args(llm),
         spec,
         engine_resources(spec, settings),
@@ -53,6 +57,7 @@ def vllm_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
             {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
             {"name": "USER", "value": "vllm"},
             {"name": "TORCHINDUCTOR_CACHE_DIR", "value": "/tmp/torchinductor"},
+            *(cpu_env(spec) if on_cpu else []),
         ],
         extra_mounts=[{"name": "dshm", "mountPath": "/dev/shm"}],
     )

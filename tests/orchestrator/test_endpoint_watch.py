@@ -1,0 +1,139 @@
+"""The orchestrator follows the endpoints ConfigMap through the API (a real HTTP server plays the API server).
+
+What matters: a change reaches the registry as soon as the watch event does
+(not at the kubelet's file sync), the pod's token goes with every request, a
+deleted ConfigMap empties the published endpoints, and when the API refuses or
+is gone the mounted file serves again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from sdc_orchestrator.backends import EndpointRegistry
+from sdc_orchestrator.endpoint_watch import ApiAccess, start_endpoint_watch
+from sdc_orchestrator.settings import OrchestratorSettings
+
+from tests.support.servers import serve
+
+NS, NAME = "sdc", "sdc-endpoints"
+
+
+def document(*models: str) -> str:
+    return json.dumps(
+        {
+            "endpoints": [
+                {"name": f"{NS}/{m}", "runtime": "vllm", "baseUrl": f"http://{m}:8000/v1", "model": m, "namespace": NS}
+                for m in models
+            ]
+        }
+    )
+
+
+def configmap(doc: str, version: str) -> dict[str, Any]:
+    return {"metadata": {"name": NAME, "namespace": NS, "resourceVersion": version}, "data": {"endpoints.json": doc}}
+
+
+class FakeApi:
+    """GET .../configmaps lists one ConfigMap; with watch=true it streams the events put on `events`."""
+
+    def __init__(self, doc: str) -> None:
+        self.doc, self.refuse = doc, False
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.tokens: list[str | None] = []
+        self.app = FastAPI()
+        self.app.get(f"/api/v1/namespaces/{NS}/configmaps")(self.configmaps)
+
+    async def configmaps(self, request: Request) -> Any:
+        self.tokens.append(request.headers.get("authorization"))
+        if self.refuse:
+            return JSONResponse({"kind": "Status", "code": 403}, status_code=403)
+        assert request.query_params["fieldSelector"] == f"metadata.name={NAME}"
+        if request.query_params.get("watch") != "true":
+            return {"metadata": {"resourceVersion": "1"}, "items": [configmap(self.doc, "1")]}
+        return StreamingResponse(self.stream(), media_type="application/json")
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while True:
+            event = await asyncio.to_thread(self.events.get)
+            if event is None:  # the API server ends the watch
+                return
+            yield (json.dumps(event) + "\n").encode()
+
+
+def models(registry: EndpointRegistry) -> list[str]:
+    return sorted(str(e.model) for e in registry.all())
+
+
+async def until(check: Callable[[], bool], within_s: float = 5) -> float:
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < within_s, "timed out"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+def test_the_registry_follows_the_configmap_within_a_second(tmp_path: Path) -> None:
+    mounted = tmp_path / "endpoints.json"
+    mounted.write_text(document("from-file"))
+    token = tmp_path / "token"
+    token.write_text("token-1\n")
+    api = FakeApi(document("listed"))
+    settings = OrchestratorSettings(
+        llm_service_type="none", sdc_endpoints_file=mounted, sdc_namespace=NS, sdc_endpoints_configmap=NAME
+    )
+    registry = EndpointRegistry(settings)
+    assert models(registry) == ["from-file"]
+
+    async def scenario(base: str) -> None:
+        access = ApiAccess(base, token, tmp_path / "no-ca.crt")
+        task = start_endpoint_watch(settings, registry, access)
+        assert task is not None
+        try:
+            await until(lambda: models(registry) == ["listed"])
+            # A new model: in the registry as soon as the event arrives.
+            sent = time.monotonic()
+            api.events.put({"type": "MODIFIED", "object": configmap(document("listed", "new"), "2")})
+            await until(lambda: models(registry) == ["listed", "new"])
+            assert time.monotonic() - sent < 1.0
+            mounted.write_text(document("stale-file"))  # the kubelet's late copy does not override the API
+            assert models(registry) == ["listed", "new"]
+            token.write_text("token-2\n")  # a rotated token is used from the next request on
+            api.events.put({"type": "DELETED", "object": configmap("", "3")})
+            await until(lambda: models(registry) == [])
+            # The API refuses (RBAC removed): the mounted file serves again.
+            api.refuse = True
+            api.events.put(None)
+            await until(lambda: models(registry) == ["stale-file"])
+            # ... until the API answers again.
+            api.refuse = False
+            api.doc = document("back")
+            await until(lambda: models(registry) == ["back"], within_s=10)
+        finally:
+            task.cancel()
+            api.events.put(None)
+
+    with serve(api.app) as base:
+        asyncio.run(scenario(base))
+    assert api.tokens[0] == "Bearer token-1" and "Bearer token-2" in api.tokens
+
+
+def test_no_watch_without_a_name_or_api_access(tmp_path: Path) -> None:
+    settings = OrchestratorSettings(sdc_namespace=NS, sdc_endpoints_configmap=None)
+    access = ApiAccess("http://127.0.0.1:1", tmp_path / "token", tmp_path / "ca.crt")
+    registry = EndpointRegistry(settings)
+
+    async def check() -> None:
+        assert start_endpoint_watch(settings, registry, access) is None
+        named = OrchestratorSettings(sdc_namespace=NS, sdc_endpoints_configmap=NAME)
+        assert start_endpoint_watch(named, registry) is None  # not in a pod: no token, no watch
+
+    asyncio.run(check())
