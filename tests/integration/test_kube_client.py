@@ -146,7 +146,7 @@ def test_names_that_would_change_the_path_are_refused() -> None:
         with pytest.raises(ValueError, match="not a valid object name"):
             kube.object_path("Service", "ns", name)
     with pytest.raises(ValueError, match="no API path"):
-        kube.object_path("Secret", "ns", "x")  # not a kind the operator writes
+        kube.object_path("Pod", "ns", "x")  # not a kind the operator reads by name or writes
     assert kube.object_path("Deployment", "ns", "d") == "/apis/apps/v1/namespaces/ns/deployments/d"
 
 
