@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sdc_operator.policy import ALLOW_LABEL
 
 from tests.conftest import ROOT, SIMULATED_NODE_SELECTOR, SIMULATED_TOLERATION, Kubectl, globbed, wait_until
 from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
@@ -261,6 +262,15 @@ def test_metrics_and_liveness(operator: OperatorProcess, kubectl: Kubectl, names
 
 def test_manifest_examples_become_ready(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
     manifests = globbed(ROOT / "manifests", "*.yaml")
+    # The gated examples name a token Secret, usable only when its owner labels it for LocalLLMs (the deputy rule).
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf-token", "namespace": namespace, "labels": {ALLOW_LABEL: "true"}},
+            "stringData": {"token": "hf_not_a_real_token"},
+        }
+    )
     for path in manifests:
         example = yaml.safe_load(path.read_text())
         if not example["spec"].get("resources", {}).get("gpus"):  # CPU examples: KWOK plays the engine

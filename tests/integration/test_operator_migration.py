@@ -47,7 +47,7 @@ def test_a_model_too_large_for_the_l4_says_so(operator: OperatorProcess, kubectl
     assert "needs ~156 GiB" in fits["message"] and "1 x NVIDIA-L4 has 22 GiB" in fits["message"], fits
     status = kubectl.get("llm", "llama70b", "-n", namespace)["status"]
     assert status["message"].startswith("may not fit: needs ~156 GiB"), status
-    assert status["message"].endswith("scaled to zero (spec.replicas is 0)"), status
+    assert status["message"].endswith("at zero: spec.replicas is 0 (set by kubectl-client-side-apply)"), status
     good = wait_until("gemma9b's Fits", lambda: condition(kubectl, "gemma9b", namespace, "Fits"))
     assert good["status"] == "True" and "needs ~20 GiB" in good["message"]
     table = kubectl("get", "llm", "-n", namespace)

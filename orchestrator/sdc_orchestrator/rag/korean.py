@@ -87,6 +87,15 @@ def normalizer(english: bool = True) -> Normalizer:
     return Normalizer(extra)
 
 
+@functools.lru_cache(maxsize=8192)
+def normalized(text: str, english: bool = True, details: bool = True) -> str:
+    """`text` through the normalizer, remembered: ingestion needs a passage's normalized text twice (its
+    analysis in `prepare`, its details and bigrams when indexed), and the lexicon's regex is most of
+    ingestion's CPU; computed twice, the indexing pass kept the GIL busy enough to stall health checks
+    for seconds during a large upload (tests/orchestrator/test_ingest.py)."""
+    return normalizer(english)(text, details)
+
+
 def analyzer_version() -> str:
     """Changes whenever stored tokens would differ: then the retriever re-analyses on load."""
     from kiwipiepy import __version__ as kiwi_version
@@ -122,7 +131,7 @@ def analyze(
     `normalize`, `join`, `details` (normalize.normalize_details) and `english` (the glossary) exist for the
     evaluation's ablation; the service always uses all four.
     """
-    toks = kiwi().tokenize(normalizer(english)(text, details) if normalize else text)
+    toks = kiwi().tokenize(normalized(text, english, details) if normalize else text)
     terms: list[Term] = []
     prev_noun: tuple[str, int] | None = None  # (form, end offset) of the previous noun, for joining
     i = 0

@@ -45,6 +45,7 @@ import numpy as np
 from sdc_orchestrator.rag import cooccur, details, loanword, semantic, thesaurus
 from sdc_orchestrator.rag.bm25 import BM25Index
 from sdc_orchestrator.rag.korean import Term, analyze, analyzer_version, iter_chunks, normalizer, terms_text
+from sdc_orchestrator.rag.korean import normalized as normalized_text
 from sdc_orchestrator.rag.store import Document, DocumentStore, Passage
 
 Embedder = Callable[[list[str]], Awaitable[list[list[float]] | None]]
@@ -268,7 +269,7 @@ class Retriever:
             self.bm25.add(passage.key, passage.text, passage.tokens or None)
             self._skeletons.add(passage.tokens)
             ids, rows = semantic.space().rows(passage.morphs)
-            normalized = normalizer(self.weights.english)(passage.text, self.weights.normalize_details)
+            normalized = normalized_text(passage.text, self.weights.english, self.weights.normalize_details)
             grams = bigrams(normalized)
             self._bigram_df.update(grams)
             self._entries[passage.key] = _Entry(
