@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 TIMEOUT_S = 10.0
+# A Service answers a moment after its pod is Ready (the endpoints, then each node's kube-proxy rules, follow;
+# until then a connection is refused): the first request is retried this long before the check fails.
+WAIT_S = 60.0
 
 
 def first_plain_key(path: Path) -> str | None:
@@ -57,10 +61,23 @@ class Report:
         self.failed += not ok
 
 
-def run(base: str, key: str | None) -> int:
+def first_answer(url: str, wait_s: float) -> tuple[int, Any]:
+    """GET `url`, retried once a second while nothing answers (refused, unreachable), up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return get(url)
+        except (urllib.error.URLError, OSError) as err:
+            if time.monotonic() >= deadline:
+                raise
+            print(f"wait  {url}: {err}; retrying for up to {wait_s:.0f} s", flush=True)
+            time.sleep(1.0)
+
+
+def run(base: str, key: str | None, wait_s: float = WAIT_S) -> int:
     report = Report()
     try:
-        status, body = get(f"{base}/readyz")
+        status, body = first_answer(f"{base}/readyz", wait_s)
     except (urllib.error.URLError, OSError) as err:
         report.check(False, "GET /readyz", f"{base} does not answer: {err}")
         return 1
@@ -92,11 +109,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", default=os.environ.get("SDC_CHECK_URL", "http://127.0.0.1:8080"))
     parser.add_argument("--keys-file", type=Path, help="the SDC_API_KEYS_FILE: its first plain key is used")
     parser.add_argument("--key", default=os.environ.get("SDC_API_KEY"), help="an API key (instead of --keys-file)")
+    parser.add_argument(
+        "--wait-s",
+        type=float,
+        default=float(os.environ.get("SDC_CHECK_WAIT_S", WAIT_S)),
+        help="how long the first request is retried while nothing answers (a Service's endpoints follow its pod)",
+    )
     args = parser.parse_args(argv)
     if urllib.parse.urlsplit(args.url).scheme not in ("http", "https"):
         parser.error(f"--url {args.url}: an http:// or https:// URL")
     key = args.key or (first_plain_key(args.keys_file) if args.keys_file else None)
-    sys.exit(run(args.url.rstrip("/"), key))
+    sys.exit(run(args.url.rstrip("/"), key, max(0.0, args.wait_s)))
 
 
 if __name__ == "__main__":
