@@ -10,9 +10,13 @@ an earlier try included, and the whole snapshot must fit the cache
 (`--max-bytes`). A completion marker records each file's size and hash, so the
 next pod on the same cache skips the download; a marker that does not vouch
 for this exact repository and revision is ignored and the cache re-verified.
-Progress goes to stdout as JSON lines (one per file and a final summary), and
-the last line is also written to the termination log, where the operator
-reads it into the LocalLLM status."""
+Files come down in parallel (`--parallel`, four by default: one connection per
+file, as the hub's own snapshot download does). Progress goes to stdout as JSON
+lines: a `progress` line every few seconds while bytes arrive (bytes, percent,
+rate and an estimate of the time left, counting the partial files of the
+downloads in flight) and a final summary. The operator reads the newest
+progress line from this container's log into the LocalLLM's status; the last
+line is also written to the termination log, where it reads failures."""
 
 from __future__ import annotations
 
@@ -25,7 +29,10 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,18 +113,79 @@ def emit(event: str, **fields: Any) -> str:
     return line
 
 
-def emit_progress(name: str, index: int, count: int, done_bytes: int, total: int) -> None:
-    """One progress line per file: what the operator (and a person tailing the logs) reads."""
-    percent = round(100 * done_bytes / total, 1) if total else 100
-    emit(
-        "progress",
-        file=name,
-        files_done=index,
-        files_total=count,
-        bytes_done=done_bytes,
-        bytes_total=total,
-        percent=percent,
-    )
+class Progress:
+    """Bytes done against the snapshot's total, reported every `interval` seconds from a ticker thread.
+
+    Finished files count whole; files still downloading count by the size of
+    their partial file on disk (the hub client writes `*.incomplete` files
+    under the destination's `.cache/`), so one large weight file shows its
+    progress too, not only when it ends. The rate is taken since the start, and
+    the estimate is what is left at that rate.
+    """
+
+    def __init__(self, total: int, count: int, partial: Callable[[], int], interval: float) -> None:
+        self.total, self.count, self.partial, self.interval = total, count, partial, interval
+        self.done_bytes = 0
+        self.done_files = 0
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+
+    def __enter__(self) -> Progress:
+        if self.interval > 0:
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._ticker.is_alive():
+            self._ticker.join()
+
+    def file_done(self, size: int) -> None:
+        with self._lock:
+            self.done_bytes += size
+            self.done_files += 1
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.report()
+
+    def report(self, final: bool = False) -> dict[str, Any]:
+        with self._lock:
+            done, files = self.done_bytes, self.done_files
+        if not final:
+            done = min(self.total, done + self.partial())
+        elapsed = max(time.monotonic() - self.started, 1e-3)
+        line = progress_fields(done, self.total, files, self.count, elapsed)
+        emit("progress", **line)
+        return line
+
+
+def progress_fields(done: int, total: int, files_done: int, files_total: int, elapsed_s: float) -> dict[str, Any]:
+    """What one progress line says; the estimate is absent until a first MiB (or 1 %) has arrived, before which
+    the rate says little (the hub client writes partial files in 10 MiB steps)."""
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    fields: dict[str, Any] = {
+        "files_done": files_done,
+        "files_total": files_total,
+        "bytes_done": done,
+        "bytes_total": total,
+        "percent": round(100 * done / total, 1) if total else 100.0,
+        "bytes_per_second": int(rate),
+    }
+    if rate > 0 and total >= done and (done >= 1 << 20 or done * 100 >= total):
+        fields["eta_seconds"] = round((total - done) / rate)
+    return fields
+
+
+def partial_bytes(dest: Path) -> int:
+    """Bytes in the hub client's partial files under `dest` (downloads in flight)."""
+    total = 0
+    for path in (dest / ".cache").rglob("*.incomplete"):
+        with contextlib.suppress(OSError):  # a file renamed into place between listing and stat
+            total += path.stat().st_size
+    return total
 
 
 def sha256_of(path: Path) -> str:
@@ -179,6 +247,8 @@ def fetch_hub(
     token: str | None,
     endpoint: str | None,
     max_bytes: int = 0,
+    parallel: int = 4,
+    interval: float = 2.0,
 ) -> list[RemoteFile]:
     from huggingface_hub import hf_hub_download
 
@@ -186,9 +256,10 @@ def fetch_hub(
     if not any(f.name.endswith(".safetensors") or f.name.endswith(PICKLE_SUFFIXES) for f in remote):
         raise FetchError(f"{repo}@{revision} has no safetensors weights (pickled weights need allowPickle)")
     check_size(remote, max_bytes)
-    total = sum(f.size or 0 for f in remote)
-    done_bytes = 0
-    for index, item in enumerate(remote, 1):
+    # Largest first: the long downloads start at once and the small files fill the other connections.
+    order = sorted(remote, key=lambda f: -(f.size or 0))
+
+    def one(item: RemoteFile) -> None:
         target = dest / item.name
         if problem(target, item) is not None:  # a file kept from an earlier try is verified, never trusted
             hf_hub_download(
@@ -200,8 +271,14 @@ def fetch_hub(
                 endpoint=endpoint,
                 force_download=target.exists(),
             )
-        done_bytes += item.size or target.stat().st_size
-        emit_progress(item.name, index, len(remote), done_bytes, total)
+        progress.file_done(item.size or target.stat().st_size)
+
+    total = sum(f.size or 0 for f in remote)
+    with Progress(total, len(remote), lambda: partial_bytes(dest), interval) as progress:
+        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="fetch") as pool:
+            for future in [pool.submit(one, item) for item in order]:
+                future.result()  # the first failure ends the fetch (the pool still lets the others finish)
+        progress.report(final=True)
     return remote
 
 
@@ -211,14 +288,13 @@ def fetch_local(source: Path, dest: Path, gate: tuple[bool, bool], max_bytes: in
     files = sorted(p for p in source.rglob("*") if p.is_file() and wanted(str(p.relative_to(source)), *gate))
     remote = [RemoteFile(str(p.relative_to(source)), p.stat().st_size, sha256_of(p)) for p in files]
     check_size(remote, max_bytes)
-    total = sum(f.size or 0 for f in remote)
-    done_bytes = 0
-    for index, (path, item) in enumerate(zip(files, remote, strict=True), 1):
+    progress = Progress(sum(f.size or 0 for f in remote), len(remote), lambda: 0, 0)
+    for path, item in zip(files, remote, strict=True):
         target = dest / item.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-        done_bytes += item.size or 0
-        emit_progress(item.name, index, len(remote), done_bytes, total)
+        progress.file_done(item.size or 0)
+        progress.report()
     return remote
 
 
@@ -299,7 +375,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.source:
         remote = fetch_local(Path(args.source), dest, gate, args.max_bytes)
     else:
-        remote = fetch_hub(args.repo, args.revision, dest, gate, token, args.endpoint, args.max_bytes)
+        remote = fetch_hub(
+            args.repo,
+            args.revision,
+            dest,
+            gate,
+            token,
+            args.endpoint,
+            args.max_bytes,
+            parallel=args.parallel,
+            interval=args.progress_interval,
+        )
     verify(dest, remote, args.max_bytes)
     summary = {
         "version": MARKER_VERSION,
@@ -332,6 +418,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-unpinned", action="store_true", help="accept a branch or tag as revision")
     parser.add_argument(
         "--max-bytes", type=int, default=0, help="refuse a snapshot larger than this (the cache's size; 0: no cap)"
+    )
+    parser.add_argument(
+        "--parallel", type=int, default=4, choices=range(1, 17), metavar="1-16", help="files downloaded at once"
+    )
+    parser.add_argument(
+        "--progress-interval", type=float, default=2.0, help="seconds between progress lines while downloading"
     )
     parser.add_argument("--termination-log", type=Path, default=Path("/dev/termination-log"))
     args = parser.parse_args(argv)

@@ -214,3 +214,48 @@ def test_snapshot_larger_than_the_cache_is_refused(tmp_path: Path) -> None:
     assert code == 2
     assert "raise cache.size" in str(lines[-1]["message"]), lines
     assert hub.downloads["model.safetensors"] == 0, "refused before downloading"
+
+
+SHARD = 24_000_000
+
+
+def test_files_come_down_in_parallel_with_progress_while_bytes_arrive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three 24 MB shards from a hub that sends 8 MB/s per connection: all three at once, and progress
+    lines with bytes, percent and an estimate while the shards are still arriving (not only per file: the
+    hub client writes its partial files in 10 MiB steps, which these shards exceed)."""
+    from tests.support.fake_hub import FakeHub
+    from tests.support.servers import serve
+
+    repo_dir = tmp_path / "hub" / "google" / "sharded"
+    repo_dir.mkdir(parents=True)
+    (repo_dir / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    for shard in range(3):
+        (repo_dir / f"model-0000{shard + 1}-of-00003.safetensors").write_bytes(bytes([shard]) * SHARD)
+    hub = FakeHub(tmp_path / "hub", REV, bytes_per_second=8_000_000)
+    args = ["--repo", "google/sharded", "--revision", REV, "--cache", str(tmp_path / "cache"), "--allow", "google/*"]
+    with serve(hub.app) as endpoint:
+        code, final = fetch(tmp_path, *args, "--endpoint", endpoint, "--progress-interval", "0.3")
+    assert code == 0, final
+    assert hub.max_active >= 3, "the three shards download at once"
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    progress = [line for line in lines if line["event"] == "progress"]
+    total = 3 * SHARD + len('{"architectures": ["LlamaForCausalLM"]}')
+    assert {p["bytes_total"] for p in progress} == {total}
+    done = [p["bytes_done"] for p in progress]
+    assert done == sorted(done), "bytes done never go back"
+    midway = [p for p in progress if 0 < p["bytes_done"] < total]
+    assert midway, f"no progress line while the shards were arriving: {done}"
+    whole_files = {config + k * SHARD for config in (0, total - 3 * SHARD) for k in range(4)}
+    assert any(p["bytes_done"] not in whole_files for p in midway), "partial files count before they are whole"
+    estimated = [p for p in midway if "eta_seconds" in p]
+    assert estimated, "an estimate once a first MiB has arrived"
+    assert all(p["eta_seconds"] >= 0 and p["bytes_per_second"] > 0 and 0 < p["percent"] < 100 for p in estimated)
+    assert progress[-1]["percent"] == 100 and progress[-1]["files_done"] == 4
+
+
+def test_parallel_is_bounded(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--repo", "a/b", "--revision", REV, "--cache", str(tmp_path), "--parallel", "1000"])
+    assert exit_info.value.code == 2

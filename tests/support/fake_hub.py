@@ -2,26 +2,35 @@
 
 Serves repositories from a directory (`root/owner/name/...`) at one revision;
 a repository listed in `gated` answers 401 without the right bearer token.
-Counting GETs lets tests prove that a second fetch downloads nothing.
+Counting GETs lets tests prove that a second fetch downloads nothing; with
+`bytes_per_second`, each download streams at that pace (progress and parallel
+downloads can be watched), and `max_active` records how many ran at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 
 class FakeHub:
-    def __init__(self, root: Path, revision: str, gated: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, revision: str, gated: dict[str, str] | None = None, bytes_per_second: int = 0
+    ) -> None:
         self.root = root
         self.revision = revision
         self.gated = gated or {}
+        self.bytes_per_second = bytes_per_second
         self.downloads: Counter[str] = Counter()
+        self.active = 0
+        self.max_active = 0
         self.app = self._build()
 
     def _denied(self, repo: str, request: Request) -> Response | None:
@@ -75,9 +84,22 @@ class FakeHub:
             if request.method == "HEAD":
                 return Response(status_code=200, headers=headers)
             self.downloads[filename] += 1
-            return Response(data, headers=headers, media_type="application/octet-stream")
+            if not self.bytes_per_second:
+                return Response(data, headers=headers, media_type="application/octet-stream")
+            return StreamingResponse(self._paced(data), headers=headers, media_type="application/octet-stream")
 
         return app
+
+    async def _paced(self, data: bytes) -> AsyncIterator[bytes]:
+        chunk = max(1, self.bytes_per_second // 10)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            for start in range(0, len(data), chunk):
+                yield data[start : start + chunk]
+                await asyncio.sleep(0.1)
+        finally:
+            self.active -= 1
 
 
 def main() -> None:
