@@ -46,6 +46,8 @@ from sdc_operator.builders.common import OWNER_LABEL, LocalLLM, cache_claim_name
 from sdc_operator.builders.service import endpoint_url
 from sdc_operator.builders.workload import desired_children, engine_port
 from sdc_operator.debounce import Debouncer
+from sdc_operator.download_progress import DownloadProgress
+from sdc_operator.download_watch import watch_downloads
 from sdc_operator.fit import fit_check
 from sdc_operator.plan import (
     REPLICA_MANAGERS,
@@ -96,6 +98,7 @@ class State:
     written: dict[Key, tuple[dict[str, Any], str]] = field(default_factory=dict)  # status, resourceVersion seen
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)  # failed reconciles being retried
     handled: dict[Key, tuple[str, int]] = field(default_factory=dict)  # uid, generation last reconciled
+    downloads: dict[Key, DownloadProgress] = field(default_factory=dict)  # running downloads' newest progress
     # The parsed spec and desired children of each LocalLLM's current generation: every child event's drift
     # check and every status computation needs them, and they change only with the spec.
     specs: dict[Key, SpecView] = field(default_factory=dict)
@@ -134,6 +137,7 @@ class State:
             self.written,
             self.handled,
             self.specs,
+            self.downloads,
         ):
             table.pop(key, None)
         if (task := self.retries.pop(key, None)) is not None:
@@ -215,7 +219,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.mandatory = not SETTINGS.standalone
     settings.peering.lifetime = SETTINGS.peering_lifetime_s
     kube.TIMEOUT_S = SETTINGS.api_timeout_s
-    memo["sdc_state"] = State()
+    state = memo["sdc_state"] = State()
+    if SETTINGS.download_progress_interval_s:
+        # Kept in the memo: the loop holds only a weak reference to a task.
+        memo["sdc_download_watch"] = asyncio.get_running_loop().create_task(
+            watch_downloads(
+                state.indexes, state.downloads, lambda key: _refresh(state, key), SETTINGS.download_progress_interval_s
+            )
+        )
     if not SETTINGS.standalone:
         await kube.ensure_peering(SETTINGS.peering_name, SETTINGS.watch_namespaces)
     if SETTINGS.metrics_port:
@@ -225,7 +236,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.cleanup()
-async def close_api(**_: Any) -> None:
+async def close_api(memo: kopf.Memo, **_: Any) -> None:
+    watcher = memo.get("sdc_download_watch")
+    if watcher is not None:
+        watcher.cancel()
     await kube.close()  # the API session's connections, before the loop goes
 
 
@@ -605,6 +619,7 @@ def compute_status(state: State, key: Key, body: dict[str, Any]) -> dict[str, An
             None,
         ),
         claim_expected=not (spec and (spec.cache.existing_claim or spec.model.source)),
+        download=state.downloads.get(key),
     )
     return derive_status(
         generation=generation,

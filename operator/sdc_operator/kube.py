@@ -266,6 +266,25 @@ async def patch_status(namespace: str, name: str, status: dict[str, Any]) -> Non
     await _call("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
 
 
+async def pod_log_tail(namespace: str, pod: str, container: str, *, lines: int, limit_bytes: int) -> str:
+    """The last lines of one container's log (bounded twice: lines and bytes). Read-only (pods/log get)."""
+    params = {"container": container, "tailLines": str(lines), "limitBytes": str(limit_bytes)}
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+    try:
+        async with _session().get(
+            _configuration().host.rstrip("/") + path,
+            params=params,
+            headers=_headers(None, accept="text/plain"),
+            timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
+        ) as response:
+            raw = await response.content.read(limit_bytes)
+            if response.status >= 400:
+                raise ApiError(response.status, _status_message(raw, response.reason or str(response.status)))
+    except (aiohttp.ClientError, TimeoutError, OSError) as err:
+        raise ApiError(0, f"{type(err).__name__}: {err}") from err
+    return raw.decode("utf-8", errors="replace")
+
+
 async def read_configmap_data(namespace: str, name: str) -> dict[str, str] | None:
     cm = await read("ConfigMap", namespace, name)
     return None if cm is None else {str(k): str(v) for k, v in (cm.get("data") or {}).items()}

@@ -120,6 +120,12 @@ class OperatorSettings(BaseSettings):
         "reports a model's changes seconds apart, and writing each one costs the API server as much as the "
         "children. The first write of a LocalLLM, and any after a quiet interval, go out at once.",
     )
+    download_progress_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the running download steps' logs are read for their progress (bytes, percent, "
+        "estimate) into status.download; 0: never (no pods/log reads).",
+    )
     status_write_concurrency: int = Field(
         default=8,
         ge=1,

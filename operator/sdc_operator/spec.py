@@ -678,6 +678,17 @@ class Condition(Model):
 Phase = Literal["Pending", "Downloading", "Starting", "Ready", "Degraded", "Failed"]
 
 
+class DownloadStatus(Model):
+    """How far the model download is, from the download step's newest progress line (while Downloading)."""
+
+    bytes_done: int = Field(description="Bytes of the snapshot on the volume so far (partial files included).")
+    bytes_total: int = Field(description="Bytes of the whole snapshot (the files the fetcher's gate lets through).")
+    percent: float = Field(description="bytesDone as a percentage of bytesTotal.")
+    files_done: int = Field(description="Files complete and on the volume.")
+    files_total: int = Field(description="Files in the snapshot.")
+    eta_seconds: int | None = Field(default=None, description="Seconds left at the rate so far (absent at first).")
+
+
 class LocalLLMStatus(Model):
     phase: Phase = Field(
         default="Pending",
@@ -698,6 +709,9 @@ class LocalLLMStatus(Model):
     ready_replicas: int = Field(default=0, description="Serving pods that are ready.")
     observed_generation: int | None = Field(default=None, description="The spec generation this status describes.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard Kubernetes conditions.")
+    download: DownloadStatus | None = Field(
+        default=None, description="Progress of the model download while the phase is Downloading; absent otherwise."
+    )
 
 
 def semantic_errors(spec: LocalLLMSpec) -> list[str]:

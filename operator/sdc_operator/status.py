@@ -18,7 +18,8 @@ from typing import Any
 
 from sdc_operator.builders.download import DOWNLOAD_CONTAINER
 from sdc_operator.builders.ollama import FETCH_CONTAINER
-from sdc_operator.spec import AUTOSCALER_MANAGER, Condition, LocalLLMStatus, Phase
+from sdc_operator.download_progress import DownloadProgress, describe
+from sdc_operator.spec import AUTOSCALER_MANAGER, Condition, DownloadStatus, LocalLLMStatus, Phase
 
 # Waiting reasons of a container that will not fix themselves.
 STUCK_REASONS = {
@@ -39,6 +40,7 @@ class Observed:
     pods: list[dict[str, Any]] = field(default_factory=list)
     claim: dict[str, Any] | None = None
     claim_expected: bool = True
+    download: DownloadProgress | None = None  # the download step's newest progress line, while it runs
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ def check_download(observed: Observed) -> Check:
     if failure is not None:
         return Check(False, "DownloadFailed", failure)
     if running_since is not None:
+        if observed.download is not None:
+            return Check(None, "Downloading", describe(observed.download))
         return Check(None, "Downloading", f"downloading the model (since {running_since})")
     return Check(None, "NotStarted", "the download has not started")
 
@@ -279,7 +283,7 @@ def derive_status(
     # A GPU out of memory is named in the Ready condition's reason, so alerts and `kubectl wait` can tell it.
     oom = phase in ("Failed", "Degraded") and engine.reason == "OutOfGPUMemory" and message == engine.message
     checks["Ready"] = Check(phase == "Ready", engine.reason if oom else (zero_reason or phase), message)
-    return _assemble(
+    status = _assemble(
         phase,
         message,
         checks,
@@ -291,6 +295,20 @@ def derive_status(
         previous,
         now,
         selector,
+    )
+    if phase == "Downloading" and observed.download is not None:
+        status = status.model_copy(update={"download": download_status(observed.download)})
+    return status
+
+
+def download_status(progress: DownloadProgress) -> DownloadStatus:
+    return DownloadStatus(
+        bytes_done=progress.bytes_done,
+        bytes_total=progress.bytes_total,
+        percent=progress.percent,
+        files_done=progress.files_done,
+        files_total=progress.files_total,
+        eta_seconds=progress.eta_seconds,
     )
 
 

@@ -337,3 +337,41 @@ def test_status_replicas_count_existing_pods_not_the_wish() -> None:
     dumped = status.model_dump(by_alias=True, exclude_none=True)
     assert dumped["selector"] == "llm.sdc.dev/owner=m"
     assert "selector" not in _scaled(1, Observed(), selector=None).model_dump(by_alias=True, exclude_none=True)
+
+
+def test_download_progress_is_in_the_status_while_downloading_only() -> None:
+    from sdc_operator.download_progress import DownloadProgress
+
+    progress = DownloadProgress(31_457_319, 72_000_039, 1, 4, 43.7, 5)
+    running = pod(init={"state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}})
+    done = pod(init=DONE)
+
+    def status_of(observed: Observed) -> dict[str, Any]:
+        return derive_status(
+            generation=2,
+            desired_replicas=1,
+            endpoint="",
+            served_name="m",
+            observed=observed,
+            spec_errors=[],
+            previous=[],
+            now="2026-01-01T00:00:00Z",
+        ).model_dump(by_alias=True, exclude_none=True)
+
+    downloading = status_of(Observed(claim=BOUND, deployment=deploy(), pods=[running], download=progress))
+    assert downloading["phase"] == "Downloading"
+    assert downloading["message"] == "downloading the model: 43.7 % (31.5 MB of 72.0 MB, 1 of 4 files), about 5 s left"
+    assert downloading["download"] == {
+        "bytesDone": 31_457_319,
+        "bytesTotal": 72_000_039,
+        "percent": 43.7,
+        "filesDone": 1,
+        "filesTotal": 4,
+        "etaSeconds": 5,
+    }
+    # No progress line yet: the old message, no download field.
+    started = status_of(Observed(claim=BOUND, deployment=deploy(), pods=[running]))
+    assert started["phase"] == "Downloading" and "since" in started["message"] and "download" not in started
+    # A stale reading after the download ended never shows.
+    after = status_of(Observed(claim=BOUND, deployment=deploy(), pods=[done], download=progress))
+    assert after["phase"] == "Starting" and "download" not in after

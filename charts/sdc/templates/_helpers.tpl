@@ -85,6 +85,10 @@ imagePullSecrets:
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+{{- /* The download step's log, read for its progress (bytes, percent, estimate) into status.download. */}}
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 {{- /* Secrets: `get` by name only (no list, no watch: the operator cannot enumerate them), for the labels of
      the ones a LocalLLM names (llm.sdc.dev/allow-localllm). RBAC cannot grant metadata alone; the operator
      asks for PartialObjectMetadata, so values never reach it. Claims are already readable (it makes caches). */}}

@@ -1,0 +1,83 @@
+"""Download progress into the LocalLLM status: the running download steps' newest log line, every few seconds.
+
+A background task of the operator (started with it, no Kopf timer: a timer
+would put Kopf's finalizer on pods we do not create). Each round it finds,
+in the pod index the handlers keep, the pods whose download init container
+is running, reads the tail of that container's log (RBAC: `pods/log` get, read
+only), and when the progress moved stores it for the status writer and asks
+for a status write (debounced like every other). Nothing is written when
+nothing downloads. A log that cannot be read leaves the status as it was
+(the phase and "downloading the model (since ...)" still come from the pod).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sdc_operator import kube
+from sdc_operator.builders.download import DOWNLOAD_CONTAINER
+from sdc_operator.download_progress import DownloadProgress, latest
+
+log = logging.getLogger("sdc_operator.download_watch")
+Key = tuple[str, str]
+TAIL_LINES = 20  # the fetcher prints a progress line every 2 s: the newest is within the last few
+TAIL_BYTES = 16 * 1024
+
+
+def running_downloads(pods_by_key: Iterable[tuple[Key, list[dict[str, Any]]]]) -> dict[Key, str]:
+    """Per LocalLLM, one pod whose download step is running now (the newest by name when several are)."""
+    out: dict[Key, str] = {}
+    for key, pods in pods_by_key:
+        for pod in sorted(pods, key=lambda p: str(p.get("metadata", {}).get("name") or "")):
+            if pod.get("metadata", {}).get("deletionTimestamp"):
+                continue
+            for status in pod.get("status", {}).get("initContainerStatuses") or []:
+                if status.get("name") == DOWNLOAD_CONTAINER and "running" in (status.get("state") or {}):
+                    out[key] = str(pod["metadata"]["name"])
+    return out
+
+
+async def poll_once(
+    pods_by_key: Iterable[tuple[Key, list[dict[str, Any]]]],
+    progress: dict[Key, DownloadProgress],
+    refresh: Callable[[Key], None],
+) -> None:
+    """One round: read each running download's log tail, keep what moved, forget what ended."""
+    running = running_downloads(pods_by_key)
+    for key in [k for k in progress if k not in running]:
+        del progress[key]  # the download ended (or its pod went): the status no longer shows progress
+    for key, pod in running.items():
+        try:
+            tail = await kube.pod_log_tail(key[0], pod, DOWNLOAD_CONTAINER, lines=TAIL_LINES, limit_bytes=TAIL_BYTES)
+        except kube.ApiError as err:
+            log.debug("no download log for %s/%s: %s", key[0], pod, err)
+            continue
+        reading = latest(tail)
+        if reading is not None and reading != progress.get(key):
+            progress[key] = reading
+            refresh(key)
+
+
+def pods_by_key(index: Any) -> list[tuple[Key, list[dict[str, Any]]]]:
+    """A Kopf index of pods (key -> store of projections) as plain pairs."""
+    if not index:
+        return []
+    return [(key, list(store)) for key, store in list(index.items())]
+
+
+async def watch_downloads(
+    indexes: dict[str, Any],
+    progress: dict[Key, DownloadProgress],
+    refresh: Callable[[Key], None],
+    interval_s: float,
+) -> None:
+    """Forever: a round every `interval_s` (the operator cancels it at shutdown)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await poll_once(pods_by_key(indexes.get("pod_index")), progress, refresh)
+        except Exception:  # a round that fails must not end the task: the next one tries again
+            log.exception("download progress round failed")
