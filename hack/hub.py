@@ -51,15 +51,19 @@ def url(namespace: str, name: str = "hub") -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{HUB_PORT}"
 
 
-def objects(namespace: str, root: Path, image: str, revision: str, name: str = "hub") -> list[dict[str, Any]]:
-    """A Deployment and a Service serving `root/models` at one revision."""
+def objects(
+    namespace: str, root: Path, image: str, revision: str, name: str = "hub", paced: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """A Deployment and a Service serving `root/models` at one revision; `paced` repositories slowly
+    (bytes per second per download), so a download lasts long enough to watch its progress."""
+    pace = [arg for repo, rate in sorted((paced or {}).items()) for arg in ("--pace", f"{repo}={rate}")]
     labels = {"app.kubernetes.io/name": name}
     container = {
         "name": "hub",
         "image": image,
         "imagePullPolicy": "Never",
         "command": ["python", "/hub/fake_hub.py", "--root", "/hub/models", "--revision", revision],
-        "args": ["--port", str(HUB_PORT)],
+        "args": ["--port", str(HUB_PORT), *pace],
         "ports": [{"containerPort": HUB_PORT, "name": "http"}],
         "readinessProbe": {"tcpSocket": {"port": HUB_PORT}, "periodSeconds": 1},
         "securityContext": {

@@ -37,6 +37,7 @@ CHART = ROOT / "charts" / "sdc"
 HELM = str(ROOT / "bin" / "helm")
 REAL_NODE = "sdc-real-node"
 MODEL = "sdc/tiny"
+SLOW_MODEL = "sdc/tiny-slow"  # served at 20 kB/s per download: its 400 kB of weights take about 20 s
 GGUF_REPO = "sdc/tiny-gguf"
 
 
@@ -53,7 +54,7 @@ def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     gguf = root / "models" / GGUF_REPO / "model.gguf"
     gguf.parent.mkdir(parents=True)
     (root / "model.gguf.sha256").write_text(tiny_gguf.write(gguf))
-    hub.prepare(root, {MODEL: 0})
+    hub.prepare(root, {MODEL: 0, SLOW_MODEL: 1})
     for parent in root.parents:  # the hub runs as uid 1000: it must be able to walk to its files
         if parent == Path("/tmp") or parent == Path("/"):
             break
@@ -74,14 +75,14 @@ def ollama_llm(name: str, namespace: str, url: str, sha256: str) -> dict[str, An
     }
 
 
-def transformers_llm(name: str, namespace: str) -> dict[str, Any]:
+def transformers_llm(name: str, namespace: str, model: str = MODEL) -> dict[str, Any]:
     return {
         "apiVersion": GROUP_VERSION,
         "kind": "LocalLLM",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "runtime": "transformers",
-            "model": {"name": MODEL, "revision": REVISION},
+            "model": {"name": model, "revision": REVISION},
             "resources": {"gpus": 0},
         },
     }
@@ -147,7 +148,7 @@ def test_chart_and_models_on_real_pods(
     runtime_image = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
     gguf_sha = (hub_root / "model.gguf.sha256").read_text().strip()
     kubectl("create", "namespace", ns)
-    kubectl.apply(hub.objects(ns, hub_root, runtime_image, REVISION))
+    kubectl.apply(hub.objects(ns, hub_root, runtime_image, REVISION, paced={SLOW_MODEL: 20_000}))
 
     # 1. The chart with its defaults (plus where the hub is), with `--wait`: the orchestrator is Ready with no
     # model yet (it serves, and says so), so the install completes as Argo CD or Flux expect; `helm test`
@@ -187,6 +188,28 @@ def test_chart_and_models_on_real_pods(
         interval=1,
     )
     print("\n" + kubectl("get", "pods", "-n", ns, "-o", "wide"))
+
+    # 2b. A slow download shows its progress in the status (read from the download step's log), and the
+    # figures leave the status when the download ends.
+    kubectl.apply(transformers_llm("tiny-slow", ns, SLOW_MODEL))
+    seen = wait_until(
+        "download progress in the status",
+        lambda: (st := kubectl.get("llm", "tiny-slow", "-n", ns).get("status", {})).get("download") and st,
+        timeout=120,
+        interval=0.5,
+    )
+    print(f"while downloading: {seen['message']}; {seen['download']}")
+    assert seen["phase"] == "Downloading" and "% (" in seen["message"], seen
+    progress = seen["download"]
+    assert 0 <= progress["bytesDone"] < progress["bytesTotal"] and progress["filesTotal"] >= 2, progress
+    done = wait_until(
+        "the slow model to be Ready",
+        lambda: (st := kubectl.get("llm", "tiny-slow", "-n", ns).get("status", {})).get("phase") == "Ready" and st,
+        timeout=300,
+        interval=1,
+    )
+    assert "download" not in done, done
+    kubectl("delete", "llm", "tiny-slow", "-n", ns, "--timeout=120s")
 
     # 3. The in-cluster orchestrator answers through the endpoint the operator published.
     fullname = name if "sdc" in name else f"{name}-sdc"  # the chart's sdc.fullname

@@ -22,12 +22,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 class FakeHub:
     def __init__(
-        self, root: Path, revision: str, gated: dict[str, str] | None = None, bytes_per_second: int = 0
+        self,
+        root: Path,
+        revision: str,
+        gated: dict[str, str] | None = None,
+        bytes_per_second: int = 0,
+        paced: dict[str, int] | None = None,
     ) -> None:
         self.root = root
         self.revision = revision
         self.gated = gated or {}
-        self.bytes_per_second = bytes_per_second
+        self.bytes_per_second = bytes_per_second  # every download at this pace (0: at once) ...
+        self.paced = paced or {}  # ... or only these repositories', at theirs
         self.downloads: Counter[str] = Counter()
         self.active = 0
         self.max_active = 0
@@ -84,14 +90,15 @@ class FakeHub:
             if request.method == "HEAD":
                 return Response(status_code=200, headers=headers)
             self.downloads[filename] += 1
-            if not self.bytes_per_second:
+            pace = self.paced.get(repo, self.bytes_per_second)
+            if not pace:
                 return Response(data, headers=headers, media_type="application/octet-stream")
-            return StreamingResponse(self._paced(data), headers=headers, media_type="application/octet-stream")
+            return StreamingResponse(self._paced(data, pace), headers=headers, media_type="application/octet-stream")
 
         return app
 
-    async def _paced(self, data: bytes) -> AsyncIterator[bytes]:
-        chunk = max(1, self.bytes_per_second // 10)
+    async def _paced(self, data: bytes, bytes_per_second: int) -> AsyncIterator[bytes]:
+        chunk = max(1, bytes_per_second // 10)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -113,8 +120,13 @@ def main() -> None:
     parser.add_argument("--revision", required=True, help="the one revision every repository answers to")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--pace", action="append", default=[], metavar="REPO=BYTES_PER_S", help="serve this repository slowly"
+    )
     args = parser.parse_args()
-    uvicorn.run(FakeHub(args.root, args.revision).app, host=args.host, port=args.port, log_level="warning")
+    paced = {repo: int(rate) for repo, _, rate in (item.partition("=") for item in args.pace)}
+    hub = FakeHub(args.root, args.revision, paced=paced)
+    uvicorn.run(hub.app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":
