@@ -19,24 +19,28 @@ from typing import Any
 
 from sdc_operator import kube
 from sdc_operator.builders.download import DOWNLOAD_CONTAINER
+from sdc_operator.builders.ollama import FETCH_CONTAINER
 from sdc_operator.download_progress import DownloadProgress, latest
 
 log = logging.getLogger("sdc_operator.download_watch")
 Key = tuple[str, str]
 TAIL_LINES = 20  # the fetcher prints a progress line every 2 s: the newest is within the last few
 TAIL_BYTES = 16 * 1024
+# The init containers that print progress lines: sdc-fetch-model (Hugging Face runtimes) and sdc-fetch-url
+# (Ollama's model.url). Ollama's own pull/import step prints none.
+PROGRESS_CONTAINERS = (DOWNLOAD_CONTAINER, FETCH_CONTAINER)
 
 
-def running_downloads(pods_by_key: Iterable[tuple[Key, list[dict[str, Any]]]]) -> dict[Key, str]:
-    """Per LocalLLM, one pod whose download step is running now (the newest by name when several are)."""
-    out: dict[Key, str] = {}
+def running_downloads(pods_by_key: Iterable[tuple[Key, list[dict[str, Any]]]]) -> dict[Key, tuple[str, str]]:
+    """Per LocalLLM, one pod and container whose download step is running now (the last by name)."""
+    out: dict[Key, tuple[str, str]] = {}
     for key, pods in pods_by_key:
         for pod in sorted(pods, key=lambda p: str(p.get("metadata", {}).get("name") or "")):
             if pod.get("metadata", {}).get("deletionTimestamp"):
                 continue
             for status in pod.get("status", {}).get("initContainerStatuses") or []:
-                if status.get("name") == DOWNLOAD_CONTAINER and "running" in (status.get("state") or {}):
-                    out[key] = str(pod["metadata"]["name"])
+                if status.get("name") in PROGRESS_CONTAINERS and "running" in (status.get("state") or {}):
+                    out[key] = (str(pod["metadata"]["name"]), str(status["name"]))
     return out
 
 
@@ -49,9 +53,9 @@ async def poll_once(
     running = running_downloads(pods_by_key)
     for key in [k for k in progress if k not in running]:
         del progress[key]  # the download ended (or its pod went): the status no longer shows progress
-    for key, pod in running.items():
+    for key, (pod, container) in running.items():
         try:
-            tail = await kube.pod_log_tail(key[0], pod, DOWNLOAD_CONTAINER, lines=TAIL_LINES, limit_bytes=TAIL_BYTES)
+            tail = await kube.pod_log_tail(key[0], pod, container, lines=TAIL_LINES, limit_bytes=TAIL_BYTES)
         except kube.ApiError as err:
             log.debug("no download log for %s/%s: %s", key[0], pod, err)
             continue

@@ -23,10 +23,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sdc_runtime.fetch import FetchError, emit
+from sdc_runtime.fetch import FetchError, emit, progress_fields
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
+PROGRESS_EVERY_S = 2.0  # as sdc-fetch-model: the operator reads the newest line into the LocalLLM status
 
 
 def fetch(url: str, sha256: str, dest: Path, *, timeout: float = 60) -> dict[str, Any]:
@@ -51,14 +52,10 @@ def fetch(url: str, sha256: str, dest: Path, *, timeout: float = 60) -> dict[str
             out.write(block)
             digest.update(block)
             done += len(block)
-            if time.monotonic() - last_report > 5:
-                last_report = time.monotonic()
-                emit(
-                    "progress",
-                    bytes_done=done,
-                    bytes_total=total,
-                    percent=round(100 * done / total, 1) if total else None,
-                )
+            now = time.monotonic()
+            if now - last_report > PROGRESS_EVERY_S and total >= done:  # no Content-Length: no percent to give
+                last_report = now
+                emit("progress", **progress_fields(done, total, 0, 1, now - started))
     if digest.hexdigest() != sha256:
         partial.unlink(missing_ok=True)
         raise FetchError(f"sha256 of {url} is {digest.hexdigest()}, expected {sha256}: refusing the file")

@@ -99,9 +99,10 @@ def test_running_downloads_picks_one_pod_per_model_whose_download_runs() -> None
         [
             (("ns", "a"), [_pod("a-1", "terminated"), _pod("a-2", "running")]),
             (("ns", "b"), [_pod("b-1", "waiting")]),
-            (("ns", "c"), [_pod("c-1", "running", container="model-fetch")]),  # Ollama's url fetch: no progress lines
+            (("ns", "c"), [_pod("c-1", "running", container="model-fetch")]),  # Ollama's model.url fetch
+            (("ns", "f"), [_pod("f-1", "running", container="ollama-import")]),
             (("ns", "d"), [_pod("d-1", "running", deleting=True)]),
             (("ns", "e"), [{"metadata": {"name": "e-1"}, "status": {}}]),
         ]
     )
-    assert got == {("ns", "a"): "a-2"}
+    assert got == {("ns", "a"): ("a-2", "model-download"), ("ns", "c"): ("c-1", "model-fetch")}
