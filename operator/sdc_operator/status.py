@@ -337,3 +337,17 @@ def _assemble(
         observed_generation=generation,
         conditions=conditions,
     )
+
+
+def status_patch(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that makes `current` exactly `new` (None: nothing to write).
+
+    A merge patch only adds and replaces: keys the new status lacks (an endpoint
+    that no longer serves, a field of an older version) are sent as null so the
+    stored status never keeps a stale value.
+    """
+    if current == new:
+        return None
+    patch: dict[str, Any] = {k: None for k in current if k not in new}
+    patch.update({k: v for k, v in new.items() if current.get(k) != v})
+    return patch

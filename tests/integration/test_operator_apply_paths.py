@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdc_operator import handlers, kube
+from sdc_operator import kube
+from sdc_operator.indexes import INDEX_NAMES
+from sdc_operator.reconcile import reconcile
+from sdc_operator.state import State
 
 from tests.conftest import Kubectl
 from tests.integration.operator_harness import localllm, run_kube
@@ -24,9 +27,9 @@ def pointer(*parts: str) -> str:
 
 def reconcile_once(body: dict[str, Any]) -> None:
     """One reconcile by a fresh operator state whose watches have seen nothing: every child is read."""
-    state = handlers.State()
-    state.indexes.update({n: {} for n in handlers.INDEX_NAMES})
-    run_kube(handlers.reconcile(state, body, state.indexes, "test"))
+    state = State()
+    state.indexes.update({n: {} for n in INDEX_NAMES})
+    run_kube(reconcile(state, body, state.indexes, "test"))
 
 
 def test_a_refused_apply_repairs_a_list_after_five_other_drifted_fields(
