@@ -121,10 +121,11 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
-def crd() -> dict[str, Any]:
-    status_schema = openapi_schema(LocalLLMStatus)
-    status_schema["description"] = "What the operator observed, derived from the owned objects."
-    condition = status_schema["properties"]["conditions"]["items"]
+def status_schema() -> dict[str, Any]:
+    """The status's schema: the conditions described and listed as a map by type (server-side apply merges them so)."""
+    schema = openapi_schema(LocalLLMStatus)
+    schema["description"] = "What the operator observed, derived from the owned objects."
+    condition = schema["properties"]["conditions"]["items"]
     condition["description"] = "A standard Kubernetes condition."
     for name, text in {
         "type": "Condition type, e.g. Ready.",
@@ -135,8 +136,12 @@ def crd() -> dict[str, Any]:
         "lastTransitionTime": "When status last changed.",
     }.items():
         condition["properties"][name]["description"] = text
-    status_schema["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
-    status_schema["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    schema["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
+    schema["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
+def crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -173,7 +178,7 @@ def crd() -> dict[str, Any]:
                                 "kind": {"type": "string", "description": "Kind: LocalLLM."},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema(),
-                                "status": status_schema,
+                                "status": status_schema(),
                             },
                         }
                     },

@@ -1,6 +1,6 @@
 """All calls to the Kubernetes API: server-side apply, delete, status patch. Asynchronous.
 
-The only module besides `handlers` that talks to the API. The calls run on the
+The only module that talks to the API (the reconciler, status writer and publisher call it). The calls run on the
 operator's event loop over aiohttp (the HTTP client Kopf itself uses, so no
 second stack and no worker threads); the `kubernetes` package only loads the
 credentials (in-cluster service account, or $KUBECONFIG). Responses are plain
@@ -29,7 +29,7 @@ FIELD_MANAGER = "sdc-operator"
 APPLY = "application/apply-patch+yaml"
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
-TIMEOUT_S = 20.0  # every call has one: a hung API server turns into an ApiError, never a stuck handler
+DEFAULT_TIMEOUT_S = 20.0  # every call has one: a hung API server turns into an ApiError, never a stuck handler
 USER_AGENT = "sdc-operator"  # how the API server's audit log names these calls (Kopf's own say kopf/...)
 CONNECTIONS = 32  # concurrent requests per loop; more wait for a connection (within the same timeout)
 
@@ -69,7 +69,7 @@ def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext:
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
 
 
-def _session() -> aiohttp.ClientSession:
+def _session(timeout_s: float | None = None) -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
     session = _sessions.get(loop)
     if session is None or session.closed:
@@ -77,9 +77,18 @@ def _session() -> aiohttp.ClientSession:
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=_ssl_context(configuration)),
             json_serialize=json.dumps,
+            timeout=aiohttp.ClientTimeout(total=timeout_s or DEFAULT_TIMEOUT_S),
         )
         _sessions[loop] = session
     return session
+
+
+async def connect(timeout_s: float) -> None:
+    """Open this loop's session with a timeout for every call on it (the operator's `api_timeout_s`, at its
+    start). The timeout belongs to the session, so no module-wide setting is patched from outside; calls on a
+    loop that never connected get a session with the default timeout."""
+    await close()
+    _session(timeout_s)
 
 
 async def close() -> None:
@@ -130,7 +139,6 @@ async def _call(
             data=data,
             params=params,
             headers=_headers(content_type or ("application/json" if data is not None else None), accept),
-            timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
         ) as response:
             raw = await response.read()
             if response.status >= 400:
@@ -269,13 +277,15 @@ async def patch_status(namespace: str, name: str, status: dict[str, Any]) -> Non
 async def pod_log_tail(namespace: str, pod: str, container: str, *, lines: int, limit_bytes: int) -> str:
     """The last lines of one container's log (bounded twice: lines and bytes). Read-only (pods/log get)."""
     params = {"container": container, "tailLines": str(lines), "limitBytes": str(limit_bytes)}
+    for part in (namespace, pod):
+        if not part or "/" in part or part in (".", ".."):  # names come from the cluster; never a path trick
+            raise ValueError(f"not a valid object name: {part!r}")
     path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
     try:
         async with _session().get(
             _configuration().host.rstrip("/") + path,
             params=params,
             headers=_headers(None, accept="text/plain"),
-            timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
         ) as response:
             raw = await response.content.read(limit_bytes)
             if response.status >= 400:

@@ -25,7 +25,7 @@ def refuse_equal_priority(settings: OperatorSettings, priority: int) -> None:
     from kopf._core.engines.peering import detect_own_id  # the identity Kopf writes in the peering object
 
     from sdc_operator import kube
-    from sdc_operator.plan import priority_clash
+    from sdc_operator.peering import priority_clash
 
     async def read_peers() -> dict[str, Any]:
         try:

@@ -18,14 +18,19 @@ every action idempotent: a plan from a stale snapshot costs at most a no-op.
 from __future__ import annotations
 
 import copy
-import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdc_operator.backoff import namespace_terminating, repair_delay, reported, retry_after, retry_delay
 from sdc_operator.builders.common import MANAGED_BY, OWNER_LABEL
+from sdc_operator.peering import priority_clash
 from sdc_operator.policy import source_errors
 from sdc_operator.spec import parse_quantity
+from sdc_operator.status import status_patch
+from sdc_operator.triggers import event_due, spec_pending
 
+# Besides the plan's own names: decisions that lived here and moved to a module of their own concern
+# (backoff, peering, triggers, the status patch, the source check), importable from here as before.
 __all__ = [
     "Apply",
     "Plan",
@@ -39,20 +44,24 @@ __all__ = [
     "priority_clash",
     "repair_delay",
     "reported",
+    "retry_after",
     "retry_delay",
     "source_errors",
+    "spec_pending",
     "status_patch",
     "yield_fields",
 ]
 
 REPLICA_MANAGERS = "replicaManagers"  # projection key: managers owning a Deployment's spec.replicas
+SHOWN_PATHS = 5  # drifted paths an Apply's reason names (the log line); `Apply.paths` has them all
 
 
 @dataclass(frozen=True)
 class Apply:
     obj: dict[str, Any]
-    reason: str  # "missing" or "changed: <paths>"
+    reason: str  # for the log: "missing" or "changed: <the first few paths>"
     uid: str | None = None  # the observed object's UID: the write's precondition
+    paths: tuple[str, ...] = ()  # every drifted path: what a refused apply must repair by replacing lists
 
     @property
     def key(self) -> tuple[str, str]:
@@ -172,24 +181,13 @@ def plan(
             continue
         want = yield_fields(obj, current, yield_to or [])
         if paths := drift({k: v for k, v in want.items() if k in ("metadata", "spec")}, current):
-            applies.append(Apply(want, "changed: " + ", ".join(paths[:5]), current["metadata"].get("uid")))
+            summary = ", ".join(paths[:SHOWN_PATHS]) + (
+                f" and {len(paths) - SHOWN_PATHS} more" if len(paths) > SHOWN_PATHS else ""
+            )
+            applies.append(Apply(want, f"changed: {summary}", current["metadata"].get("uid"), tuple(paths)))
     if conflicts:  # nothing half-built beside a foreign object
         return Plan([], conflicts)
     return Plan(applies, [])
-
-
-def status_patch(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
-    """The merge patch that makes `current` exactly `new` (None: nothing to write).
-
-    A merge patch only adds and replaces: keys the new status lacks (an endpoint
-    that no longer serves, a field of an older version) are sent as null so the
-    stored status never keeps a stale value.
-    """
-    if current == new:
-        return None
-    patch: dict[str, Any] = {k: None for k in current if k not in new}
-    patch.update({k: v for k, v in new.items() if current.get(k) != v})
-    return patch
 
 
 def list_replacements(want: dict[str, Any], paths: list[str], uid: str) -> list[dict[str, Any]]:
@@ -215,64 +213,6 @@ def list_replacements(want: dict[str, Any], paths: list[str], uid: str) -> list[
     return ops if len(ops) > 1 else []
 
 
-# -- handler decisions ---------------------------------------------------------------------------
-
-REFUSED = (400, 403, 404, 409, 422)
-
-
-def retry_delay(status: int) -> float:
-    """How long to wait before reconciling again after an API error with this HTTP status.
-
-    Nothing is permanent: a refusal (a 4xx: an immutable field, a quota, a
-    missing namespace) is reported in the status and retried slowly, because
-    the cluster or the spec may change; anything else (timeouts, 5xx, a
-    stopped API server: status 0) is retried soon.
-    """
-    if status == 409:  # a write raced another: the next try sees the new object
-        return 1.0
-    if status in REFUSED or (400 <= status < 500 and status != 429):
-        return 60.0
-    return 5.0
-
-
-EVENT_PHASES = ("Ready", "Failed", "Degraded")
-
-
-def event_due(phase: str, last: str | None) -> bool:
-    """Whether a phase change is worth a core/v1 Event (what `kubectl describe llm` lists).
-
-    Outcomes only (Ready, Failed, Degraded), not the steps toward them (Pending, Downloading,
-    Starting) that the status message already shows: an Event is a write, and hundreds of models
-    coming up at once would each write one per step.
-    """
-    return phase != last and phase in EVENT_PHASES
-
-
-REPAIR_MAX_DELAY_S = 30.0  # the issue's bound for drift repair: a refused repair is tried at least this often
-
-
-def repair_delay(attempt: int) -> float:
-    """How long to wait before the `attempt`-th retry (from 1) of a drift repair that failed.
-
-    A repair starts from a child event, and a failed one may see no further
-    event (a deleted Deployment refused by a quota that is later lifted), so it
-    retries on its own: 1, 2, 4, ... seconds, then every 30 s until it succeeds
-    or the LocalLLM is gone. Refusals too: their cause is outside the spec.
-    """
-    return min(2.0 ** max(attempt - 1, 0), REPAIR_MAX_DELAY_S)
-
-
-def reported(status: int) -> bool:
-    """Whether an API error says something about the spec the user should read in the status."""
-    return status in (400, 403, 422)
-
-
-def namespace_terminating(status: int, message: str) -> bool:
-    """Whether an API error says the namespace is being deleted: its children go with it, and so does the
-    LocalLLM; a repair there can never succeed and is dropped rather than retried."""
-    return status == 403 and "because it is being terminated" in message
-
-
 def manually_deleted(child: dict[str, Any], uid: str, name: str) -> bool:
     """A deleted child that this LocalLLM owned and that no garbage collection of it explains: put it back.
 
@@ -280,54 +220,3 @@ def manually_deleted(child: dict[str, Any], uid: str, name: str) -> bool:
     being deleted), and that case is filtered before this is called.
     """
     return child.get("kind") in ("Deployment", "Service", "PersistentVolumeClaim") and owns(child, uid, name)
-
-
-def priority_clash(peers: dict[str, Any], priority: int, now: datetime.datetime, own: str) -> list[str]:
-    """Live peers (in a Kopf peering object's status) other than this replica with its priority.
-
-    Kopf pauses every replica when two share a priority, so the operator
-    refuses to start into that state instead: the admin sees why at once.
-    `own` is this replica's identity (its POD_ID, or `user@host/` as a prefix):
-    the entry a killed earlier run of this same replica left is not a peer.
-    """
-    clash = []
-    for peer_id, info in peers.items():
-        if peer_id == own or (own.endswith("/") and peer_id.startswith(own)):
-            continue
-        if not isinstance(info, dict) or int(info.get("priority", -1)) != priority:
-            continue
-        try:
-            seen = datetime.datetime.fromisoformat(str(info["lastseen"]))
-        except (KeyError, ValueError):
-            continue
-        if seen.tzinfo is None:
-            seen = seen.replace(tzinfo=datetime.UTC)
-        if seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now:
-            clash.append(peer_id)
-    return clash
-
-
-NAME_CONFLICT_DELAY_S = 10.0  # a child name held by a foreign object: look again this often
-
-
-def retry_after(attempt: int, status: int | None) -> float:
-    """How long to wait before the `attempt`-th retry (from 1) of a reconcile that failed with an API
-    error of this HTTP status (None: a child name taken by a foreign object).
-
-    Soon at first (1, 2, 4, ... s: a raced write or a short outage is over by then), then at the
-    error's own pace (`retry_delay`, or every 10 s for a name conflict) and never less often than
-    the repair bound: nothing is permanent, the cause may go at any time.
-    """
-    pace = NAME_CONFLICT_DELAY_S if status is None else retry_delay(status)
-    return min(repair_delay(attempt), pace)
-
-
-def spec_pending(handled: tuple[str, int] | None, uid: str, generation: int) -> bool:
-    """Whether a LocalLLM event asks for its children to be reconciled: this process has not yet
-    handled this object's spec (`handled` is the uid and generation it last reconciled successfully).
-
-    Every spec change bumps metadata.generation and nothing else does (status, labels,
-    annotations), so no copy of the spec is stored on the object: the first event after a start
-    reconciles each object once (a converged one plans no writes), later ones only on a new spec.
-    """
-    return handled != (uid, generation)

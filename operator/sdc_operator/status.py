@@ -191,6 +191,52 @@ def at_zero(replica_managers: list[str] | tuple[str, ...] = (), scale_to_zero: b
     return "ZeroReplicas", "at zero: spec.replicas is 0 (set by the user); `kubectl scale llm NAME --replicas=1`"
 
 
+def _ready_replicas(dep: dict[str, Any] | None) -> int:
+    return int((dep or {}).get("status", {}).get("readyReplicas") or 0)
+
+
+def check_available(dep: dict[str, Any] | None) -> Check:
+    """The Deployment's own Available condition, as it reports it."""
+    available = _condition(dep, "Available")
+    if available is None:
+        return Check(None, "NoDeployment", "the deployment is being created")
+    return Check(
+        available.get("status") == "True",
+        str(available.get("reason") or "Unknown"),
+        str(available.get("message") or ""),
+    )
+
+
+def _serving_phase(checks: dict[str, Check], engine: Check, observed: Observed, desired: int) -> tuple[Phase, str]:
+    """The phase and message of a valid LocalLLM asked for `desired` (> 0) replicas: the first that applies,
+    from a refused cache or schedule through a full rollout to the steps on the way."""
+    dep = observed.deployment
+    ready = _ready_replicas(dep)
+    rolled_out = dep is not None and int(dep.get("status", {}).get("observedGeneration") or 0) >= int(
+        dep.get("metadata", {}).get("generation") or 0
+    )
+    updated = int((dep or {}).get("status", {}).get("updatedReplicas") or 0)
+    if checks["CacheBound"].ok is False:
+        return "Failed", checks["CacheBound"].message
+    if checks["Scheduled"].ok is False:
+        return "Pending", f"cannot schedule: {checks['Scheduled'].message}"
+    if ready >= desired and rolled_out and updated >= desired:
+        return "Ready", f"{ready}/{desired} replicas ready"
+    if checks["ModelCached"].ok is False:
+        return "Failed", f"model download failed: {checks['ModelCached'].message}"
+    if engine.ok is False:
+        return ("Degraded" if ready else "Failed"), engine.message
+    if ready > 0:
+        return "Degraded", f"{ready}/{desired} replicas ready; rolling out"
+    if checks["ModelCached"].reason == "Downloading":
+        return "Downloading", checks["ModelCached"].message
+    if checks["ModelCached"].ok:
+        return "Starting", "model cached; the engine is loading it"
+    if checks["CacheBound"].ok is None:
+        return "Pending", checks["CacheBound"].message
+    return "Pending", checks["Scheduled"].message if observed.pods else "creating the deployment"
+
+
 def derive_status(
     *,
     generation: int,
@@ -218,7 +264,7 @@ def derive_status(
     checks: dict[str, Check] = {}
     phase: Phase
     message: str
-    ready = int((observed.deployment or {}).get("status", {}).get("readyReplicas") or 0)
+    ready = _ready_replicas(observed.deployment)
     current = int((observed.deployment or {}).get("status", {}).get("replicas") or 0)
     if spec_errors:
         checks["SpecValid"] = Check(False, "InvalidSpec", "; ".join(spec_errors))
@@ -236,46 +282,14 @@ def derive_status(
     checks["CacheBound"] = check_claim(observed)
     checks["Scheduled"] = check_scheduled(observed)
     checks["ModelCached"] = check_download(observed)
-    dep = observed.deployment
-    available = _condition(dep, "Available")
-    rolled_out = dep is not None and int(dep.get("status", {}).get("observedGeneration") or 0) >= int(
-        dep.get("metadata", {}).get("generation") or 0
-    )
-    updated = int((dep or {}).get("status", {}).get("updatedReplicas") or 0)
-    if available is not None:
-        checks["Available"] = Check(
-            available.get("status") == "True",
-            str(available.get("reason") or "Unknown"),
-            str(available.get("message") or ""),
-        )
-    else:
-        checks["Available"] = Check(None, "NoDeployment", "the deployment is being created")
+    checks["Available"] = check_available(observed.deployment)
     engine = check_engine(observed)
-
     zero_reason = ""
     if desired_replicas == 0:
         zero_reason, message = at_zero(replica_managers, scale_to_zero)
         phase = "Pending"
-    elif checks["CacheBound"].ok is False:
-        phase, message = "Failed", checks["CacheBound"].message
-    elif checks["Scheduled"].ok is False:
-        phase, message = "Pending", f"cannot schedule: {checks['Scheduled'].message}"
-    elif ready >= desired_replicas and rolled_out and updated >= desired_replicas:
-        phase, message = "Ready", f"{ready}/{desired_replicas} replicas ready"
-    elif checks["ModelCached"].ok is False:
-        phase, message = "Failed", f"model download failed: {checks['ModelCached'].message}"
-    elif engine.ok is False:
-        phase, message = ("Degraded" if ready else "Failed"), engine.message
-    elif ready > 0:
-        phase, message = "Degraded", f"{ready}/{desired_replicas} replicas ready; rolling out"
-    elif checks["ModelCached"].reason == "Downloading":
-        phase, message = "Downloading", checks["ModelCached"].message
-    elif checks["ModelCached"].ok:
-        phase, message = "Starting", "model cached; the engine is loading it"
-    elif checks["CacheBound"].ok is None:
-        phase, message = "Pending", checks["CacheBound"].message
     else:
-        phase, message = "Pending", checks["Scheduled"].message if observed.pods else "creating the deployment"
+        phase, message = _serving_phase(checks, engine, observed, desired_replicas)
     if fit is not None:
         checks["Fits"] = fit
         if fit.ok is False and phase not in ("Ready", "Failed"):
@@ -355,3 +369,17 @@ def _assemble(
         observed_generation=generation,
         conditions=conditions,
     )
+
+
+def status_patch(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that makes `current` exactly `new` (None: nothing to write).
+
+    A merge patch only adds and replaces: keys the new status lacks (an endpoint
+    that no longer serves, a field of an older version) are sent as null so the
+    stored status never keeps a stale value.
+    """
+    if current == new:
+        return None
+    patch: dict[str, Any] = {k: None for k in current if k not in new}
+    patch.update({k: v for k, v in new.items() if current.get(k) != v})
+    return patch

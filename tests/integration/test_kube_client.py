@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -161,9 +162,15 @@ def test_a_silent_server_is_a_timeout_not_a_hang(monkeypatch: pytest.MonkeyPatch
         listener.bind(("127.0.0.1", 0))
         listener.listen()  # accepts connections, never answers
         _fake_api(monkeypatch, listener.getsockname()[1])
-        monkeypatch.setattr(kube, "TIMEOUT_S", 0.5)
+
+        async def read_with_a_short_timeout() -> dict[str, Any] | None:
+            await kube.connect(timeout_s=0.5)  # the operator connects with its settings' api_timeout_s
+            return await kube.read("Service", "ns", "svc")
+
+        started = time.monotonic()
         with pytest.raises(kube.ApiError) as err:
-            run_kube(kube.read("Service", "ns", "svc"))
+            run_kube(read_with_a_short_timeout())
+        assert time.monotonic() - started < 5, "the session's timeout was not used"
     assert err.value.status == 0 and "Timeout" in str(err.value)
 
 

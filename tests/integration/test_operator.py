@@ -50,8 +50,12 @@ def test_create_to_ready_with_gpus_endpoint_and_publication(
         lambda: kubectl("get", "deploy", "gemma", "-n", namespace, "-o", "json", check=False).startswith("{"),
     )
     created_after = time.monotonic() - started
-    assert dep
+    assert dep is True
     deployment = kubectl.get("deploy", "gemma", "-n", namespace)
+    owner = kubectl.get("llm", "gemma", "-n", namespace)["metadata"]["uid"]
+    assert [(r["kind"], r["uid"], r.get("controller")) for r in deployment["metadata"]["ownerReferences"]] == [
+        ("LocalLLM", owner, True)
+    ]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert "--tensor-parallel-size" in container["args"]

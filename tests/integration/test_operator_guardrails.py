@@ -17,7 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sdc_operator import handlers, kube
+from sdc_operator import kube
+from sdc_operator.indexes import INDEX_NAMES
+from sdc_operator.reconcile import NameConflictError, reconcile
+from sdc_operator.state import State, spec_view
 
 from tests.conftest import Kubectl, wait_until
 from tests.integration.operator_harness import (
@@ -140,12 +143,12 @@ def test_a_name_taken_after_the_read_is_still_never_taken_over(
     body = tiny("raced", namespace)
     body["metadata"] |= {"uid": "00000000-0000-0000-0000-00000000beef", "generation": 1}  # no such owner: GC cleans
     del body["spec"]["scheduling"]  # the KWOK nodes' toleration is on the test operator's allow-list, not the default
-    assert handlers.spec_view(handlers.State(), body).errors == []
+    assert spec_view(State(), body).errors == []
 
-    state = handlers.State()
-    state.indexes.update({n: {} for n in handlers.INDEX_NAMES})  # the watches have seen nothing
-    with pytest.raises(handlers.NameConflictError, match="Service/raced"):
-        run_kube(handlers.reconcile(state, body, state.indexes, "test"))
+    state = State()
+    state.indexes.update({n: {} for n in INDEX_NAMES})  # the watches have seen nothing
+    with pytest.raises(NameConflictError, match="Service/raced"):
+        run_kube(reconcile(state, body, state.indexes, "test"))
     assert state.conflicts[(namespace, "raced")] == ["Service/raced"]
     assert not stale, "the read was the stale one"
     assert fingerprint(kubectl.get("svc", "raced", "-n", namespace)) == before

@@ -14,26 +14,12 @@ from collections.abc import Hashable
 from typing import Any
 
 import pytest
+from sdc_operator.backoff import namespace_terminating, repair_delay, retry_after, retry_delay
 from sdc_operator.builders.common import LocalLLM
 from sdc_operator.builders.workload import desired_children
 from sdc_operator.debounce import Debouncer, run_delay
-from sdc_operator.plan import (
-    REPLICA_MANAGERS,
-    drift,
-    event_due,
-    list_replacements,
-    manually_deleted,
-    namespace_terminating,
-    owns,
-    plan,
-    priority_clash,
-    repair_delay,
-    retry_after,
-    retry_delay,
-    spec_pending,
-    status_patch,
-    yield_fields,
-)
+from sdc_operator.peering import priority_clash
+from sdc_operator.plan import REPLICA_MANAGERS, drift, list_replacements, manually_deleted, owns, plan, yield_fields
 from sdc_operator.policy import policy_errors
 from sdc_operator.settings import OperatorSettings
 from sdc_operator.spec import (
@@ -44,6 +30,8 @@ from sdc_operator.spec import (
     positional_args,
     semantic_errors,
 )
+from sdc_operator.status import status_patch
+from sdc_operator.triggers import event_due, spec_pending
 
 SETTINGS = OperatorSettings(metrics_port=0)
 UID = "uid-1"

@@ -1,4 +1,4 @@
-"""The handlers' per-generation cache of a LocalLLM's parsed spec and desired children."""
+"""The state's per-generation cache of a LocalLLM's parsed spec and desired children."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 from sdc_operator.builders.common import LocalLLM
 from sdc_operator.builders.workload import desired_children
-from sdc_operator.handlers import SETTINGS, State, spec_view
+from sdc_operator.settings import OperatorSettings
+from sdc_operator.state import State, spec_view
 
 
 def body(generation: int, uid: str = "u1", model: str = "gemma2:9b") -> dict[str, Any]:
@@ -20,10 +21,12 @@ def body(generation: int, uid: str = "u1", model: str = "gemma2:9b") -> dict[str
 
 
 def test_one_parse_per_generation_and_a_new_one_for_a_new_spec_or_object() -> None:
-    state = State()
+    settings = OperatorSettings(ollama_image="ollama/ollama:9.9.9")
+    state = State(settings)
     first = spec_view(state, body(1))
     assert first.errors == [] and first.llm is not None
-    assert first.desired == desired_children(LocalLLM.from_body(body(1)), SETTINGS)
+    assert first.desired == desired_children(LocalLLM.from_body(body(1)), settings)  # the state's settings
+    assert "ollama/ollama:9.9.9" in str(first.desired)
     status_write = copy.deepcopy(body(1))  # the same generation, as a later event shows it
     assert spec_view(state, status_write) is first
     edited = spec_view(state, body(2, model="gemma2:2b"))
