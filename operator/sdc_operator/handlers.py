@@ -62,6 +62,7 @@ from sdc_operator.plan import (
     retry_after,
     retry_delay,
     spec_pending,
+    stale_children,
     status_patch,
     yield_fields,
 )
@@ -74,11 +75,16 @@ from sdc_operator.status import Observed, derive_status
 SETTINGS = OperatorSettings()
 log = logging.getLogger("sdc_operator")
 Key = tuple[str, str]
-INDEX_NAMES = ("llm_index", "deployment_index", "pod_index", "claim_index", "service_index")
+INDEX_NAMES = ("llm_index", "deployment_index", "pod_index", "claim_index", "service_index", "policy_index")
 # A name taken between the read and the create is read and planned again; this many times in a row (a
 # name taken and freed again and again) makes it a failed reconcile, retried on the timer.
 CREATE_RACES = 3
-CHILD_INDEXES = {"Deployment": "deployment_index", "PersistentVolumeClaim": "claim_index", "Service": "service_index"}
+CHILD_INDEXES = {
+    "Deployment": "deployment_index",
+    "PersistentVolumeClaim": "claim_index",
+    "Service": "service_index",
+    "NetworkPolicy": "policy_index",  # the engines' own, where the chart renders none (engine_network)
+}
 
 
 @dataclass
@@ -188,7 +194,13 @@ def _state(memo: kopf.Memo) -> State:
 
 
 # The children's watches: (group, version, plural) as in the decorators below.
-CHILD_RESOURCES = (("apps", "v1", "deployments"), ("v1", "pods"), ("v1", "persistentvolumeclaims"), ("v1", "services"))
+CHILD_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("v1", "pods"),
+    ("v1", "persistentvolumeclaims"),
+    ("v1", "services"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+)
 
 
 @kopf.on.startup()
@@ -300,6 +312,11 @@ async def service_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **
     return {_child_key(namespace, labels): _projection(dict(body))}
 
 
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels={OWNER_LABEL: kopf.PRESENT})
+async def policy_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    return {_child_key(namespace, labels): _projection(dict(body))}
+
+
 def _one(index: kopf.Index[Any, Any], key: Key) -> dict[str, Any] | None:
     store = index.get(key)
     return next(iter(store), None) if store else None
@@ -408,6 +425,9 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
             observed[taken] = _projection(current)
     else:
         raise kube.ApiError(409, f"the name of {kind}/{child_name} keeps being taken and freed")
+    for kind, child_name, child_uid in stale_children(desired, observed, uid, name):  # a policy no longer wanted
+        await kube.delete(kind, namespace, child_name, uid=child_uid)
+        log.info("deleted %s/%s of %s/%s: no longer wanted", kind, child_name, namespace, name)
     state.apply_errors.pop(key, None)
     _refresh(state, key)
     if actions.conflicts:
@@ -494,6 +514,7 @@ def _drifted(state: State, llm_body: dict[str, Any], child: dict[str, Any]) -> b
 @kopf.on.event("v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "persistentvolumeclaims", labels={OWNER_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "services", labels={OWNER_LABEL: kopf.PRESENT})
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels={OWNER_LABEL: kopf.PRESENT})
 async def child_changed(
     event: dict[str, Any],
     body: kopf.Body,

@@ -41,10 +41,14 @@ __all__ = [
     "reported",
     "retry_delay",
     "source_errors",
+    "stale_children",
     "status_patch",
     "yield_fields",
 ]
 
+# Kinds removed when the spec no longer wants them (the engines' NetworkPolicy where the chart took over, or
+# policies turned off); never a claim (it holds downloaded weights) nor, while invalid, a Deployment's policy.
+PRUNED_KINDS = ("NetworkPolicy",)
 REPLICA_MANAGERS = "replicaManagers"  # projection key: managers owning a Deployment's spec.replicas
 
 
@@ -279,7 +283,21 @@ def manually_deleted(child: dict[str, Any], uid: str, name: str) -> bool:
     Garbage collection deletes children only after their owner is gone (or is
     being deleted), and that case is filtered before this is called.
     """
-    return child.get("kind") in ("Deployment", "Service", "PersistentVolumeClaim") and owns(child, uid, name)
+    return child.get("kind") in ("Deployment", "Service", "PersistentVolumeClaim", "NetworkPolicy") and owns(
+        child, uid, name
+    )
+
+
+def stale_children(
+    desired: list[dict[str, Any]], observed: dict[tuple[str, str], dict[str, Any]], uid: str, name: str
+) -> list[tuple[str, str, str]]:
+    """(kind, name, uid) of observed children of a pruned kind that this LocalLLM owns and no longer wants."""
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    return sorted(
+        (kind, child_name, str(obj["metadata"]["uid"]))
+        for (kind, child_name), obj in observed.items()
+        if kind in PRUNED_KINDS and (kind, child_name) not in wanted and owns(obj, uid, name)
+    )
 
 
 def priority_clash(peers: dict[str, Any], priority: int, now: datetime.datetime, own: str) -> list[str]:
