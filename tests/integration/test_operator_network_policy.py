@@ -100,19 +100,14 @@ def test_a_localllm_outside_the_charts_namespaces_gets_its_own_policy(
     )
     opened = {"op": "add", "path": "/spec/ingress/0/from/-", "value": {"namespaceSelector": {}}}
     kubectl("patch", "networkpolicy", "np", "-n", namespace, "--type=json", "-p", json.dumps([opened]))
-    wait_until(
-        "the hand edit to be reverted",
-        lambda: (
-            len(
-                (policy(kubectl, "np", namespace) or {"spec": {"ingress": [{"from": [1, 2]}]}})["spec"]["ingress"][0][
-                    "from"
-                ]
-            )
-            == 1
-        ),
-        timeout=30,
-    )
-    assert policy(kubectl, "np", namespace)["metadata"]["uid"] == again["metadata"]["uid"]  # type: ignore[index]
+
+    def reverted() -> bool:
+        current = policy(kubectl, "np", namespace)
+        return current is not None and len(current["spec"]["ingress"][0]["from"]) == 1
+
+    wait_until("the hand edit to be reverted", reverted, timeout=30)
+    current = policy(kubectl, "np", namespace)
+    assert current is not None and current["metadata"]["uid"] == again["metadata"]["uid"]
 
 
 def test_policies_it_does_not_own_are_never_touched(
