@@ -46,8 +46,9 @@ __all__ = [
     "yield_fields",
 ]
 
-# Kinds removed when the spec no longer wants them (the engines' NetworkPolicy where the chart took over, or
-# policies turned off); never a claim (it holds downloaded weights) nor, while invalid, a Deployment's policy.
+# Kinds deleted once a valid spec no longer wants them: the engines' own NetworkPolicy when the chart covers
+# the namespace or policies are off. Never a claim (it holds downloaded weights); and an invalid spec deletes
+# only its Deployment and Service, so its policy stays while its pods go.
 PRUNED_KINDS = ("NetworkPolicy",)
 REPLICA_MANAGERS = "replicaManagers"  # projection key: managers owning a Deployment's spec.replicas
 
