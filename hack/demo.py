@@ -277,8 +277,7 @@ def main() -> int:
             str(ROOT / "charts" / "sdc"),
             "-n",
             NAMESPACE,
-            "--set",
-            f"operator.hfEndpoint={hub.url(NAMESPACE)}",
+            *hub.chart_values(NAMESPACE),  # HF_ENDPOINT, and the engines' egress opened to the hub
             # The node enforces NetworkPolicies: the chat API admits the release's pods and, here, this
             # machine (its requests reach the pods from the node's link, outside the cluster).
             "--set-json",

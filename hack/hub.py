@@ -51,6 +51,25 @@ def url(namespace: str, name: str = "hub") -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{HUB_PORT}"
 
 
+def egress_peer(namespace: str, name: str = "hub") -> dict[str, Any]:
+    """The hub's pods as a NetworkPolicyPeer: the engines' egress policy admits only DNS and public HTTPS,
+    and this hub is at a private address, so the chart must name it (networkPolicy.engineEgress.extraTo)."""
+    return {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": name}},
+    }
+
+
+def chart_values(namespace: str, name: str = "hub") -> list[str]:
+    """helm arguments that make this hub the engines' model source: HF_ENDPOINT, and their egress to it."""
+    return [
+        "--set",
+        f"operator.hfEndpoint={url(namespace, name)}",
+        "--set-json",
+        f"networkPolicy.engineEgress.extraTo={json.dumps([egress_peer(namespace, name)])}",
+    ]
+
+
 def objects(
     namespace: str, root: Path, image: str, revision: str, name: str = "hub", paced: dict[str, int] | None = None
 ) -> list[dict[str, Any]]:

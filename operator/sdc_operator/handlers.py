@@ -138,6 +138,11 @@ async def service_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **
     return {_child_key(namespace, labels): projection(dict(body))}
 
 
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels={OWNER_LABEL: kopf.PRESENT})
+async def policy_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    return {_child_key(namespace, labels): projection(dict(body))}
+
+
 # -- events ----------------------------------------------------------------------------------
 
 
@@ -145,6 +150,7 @@ async def service_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **
 @kopf.on.event("v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "persistentvolumeclaims", labels={OWNER_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "services", labels={OWNER_LABEL: kopf.PRESENT})
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels={OWNER_LABEL: kopf.PRESENT})
 async def child_changed(
     event: dict[str, Any],
     body: kopf.Body,

@@ -18,10 +18,21 @@ from sdc_operator.plan import REPLICA_MANAGERS
 from sdc_operator.state import Key, State
 
 Index = Mapping[Any, Iterable[dict[str, Any]]]
-INDEX_NAMES = ("llm_index", "deployment_index", "pod_index", "claim_index", "service_index")
-CHILD_INDEXES = {"Deployment": "deployment_index", "PersistentVolumeClaim": "claim_index", "Service": "service_index"}
+INDEX_NAMES = ("llm_index", "deployment_index", "pod_index", "claim_index", "service_index", "policy_index")
+CHILD_INDEXES = {
+    "Deployment": "deployment_index",
+    "PersistentVolumeClaim": "claim_index",
+    "Service": "service_index",
+    "NetworkPolicy": "policy_index",  # the engines' own, where the chart renders none (engine_network)
+}
 # The children's watches: (group, version, plural) as in the handlers' decorators.
-CHILD_RESOURCES = (("apps", "v1", "deployments"), ("v1", "pods"), ("v1", "persistentvolumeclaims"), ("v1", "services"))
+CHILD_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("v1", "pods"),
+    ("v1", "persistentvolumeclaims"),
+    ("v1", "services"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+)
 _KEPT_METADATA = (
     "name",
     "namespace",

@@ -157,6 +157,7 @@ _PATHS: dict[str, str] = {
     "Service": "/api/v1/namespaces/{namespace}/services",
     "PersistentVolumeClaim": "/api/v1/namespaces/{namespace}/persistentvolumeclaims",
     "Secret": "/api/v1/namespaces/{namespace}/secrets",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
     "Event": "/api/v1/namespaces/{namespace}/events",
     "LocalLLM": f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}",

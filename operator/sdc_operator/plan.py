@@ -48,10 +48,15 @@ __all__ = [
     "retry_delay",
     "source_errors",
     "spec_pending",
+    "stale_children",
     "status_patch",
     "yield_fields",
 ]
 
+# Kinds deleted once a valid spec no longer wants them: the engines' own NetworkPolicy when the chart covers
+# the namespace or policies are off. Never a claim (it holds downloaded weights); and an invalid spec deletes
+# only its Deployment and Service, so its policy stays while its pods go.
+PRUNED_KINDS = ("NetworkPolicy",)
 REPLICA_MANAGERS = "replicaManagers"  # projection key: managers owning a Deployment's spec.replicas
 SHOWN_PATHS = 5  # drifted paths an Apply's reason names (the log line); `Apply.paths` has them all
 
@@ -219,4 +224,18 @@ def manually_deleted(child: dict[str, Any], uid: str, name: str) -> bool:
     Garbage collection deletes children only after their owner is gone (or is
     being deleted), and that case is filtered before this is called.
     """
-    return child.get("kind") in ("Deployment", "Service", "PersistentVolumeClaim") and owns(child, uid, name)
+    return child.get("kind") in ("Deployment", "Service", "PersistentVolumeClaim", "NetworkPolicy") and owns(
+        child, uid, name
+    )
+
+
+def stale_children(
+    desired: list[dict[str, Any]], observed: dict[tuple[str, str], dict[str, Any]], uid: str, name: str
+) -> list[tuple[str, str, str]]:
+    """(kind, name, uid) of observed children of a pruned kind that this LocalLLM owns and no longer wants."""
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    return sorted(
+        (kind, child_name, str(obj["metadata"]["uid"]))
+        for (kind, child_name), obj in observed.items()
+        if kind in PRUNED_KINDS and (kind, child_name) not in wanted and owns(obj, uid, name)
+    )

@@ -21,7 +21,7 @@ from sdc_operator import kube, metrics
 from sdc_operator.backoff import reported
 from sdc_operator.builders.common import LocalLLM
 from sdc_operator.indexes import observed_children, projection
-from sdc_operator.plan import Apply, Plan, drift, list_replacements, owns, plan, yield_fields
+from sdc_operator.plan import Apply, Plan, drift, list_replacements, owns, plan, stale_children, yield_fields
 from sdc_operator.policy import reference_errors, references
 from sdc_operator.state import Key, State, spec_version, spec_view
 
@@ -62,6 +62,7 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         return
     await _read_unindexed(key[0], view.desired, observed)
     actions = await _apply_planned(state, key, body, view.desired, observed, reason)
+    await _prune(key, view.desired, observed, str(body["metadata"].get("uid") or ""))
     state.apply_errors.pop(key, None)
     state.refresh(key)
     if actions.conflicts:
@@ -83,6 +84,15 @@ async def _take_down(state: State, key: Key, uid: str, observed: Observed) -> No
     state.refresh(key)
     if state.reference_errors.get(key):
         raise ReferenceRefusedError("; ".join(state.reference_errors[key]))
+
+
+async def _prune(key: Key, desired: list[dict[str, Any]], observed: Observed, uid: str) -> None:
+    """Children of a pruned kind this LocalLLM owns and no longer wants (its NetworkPolicy once the chart
+    covers the namespace or policies are off) are deleted, by UID."""
+    namespace, name = key
+    for kind, child_name, child_uid in stale_children(desired, observed, uid, name):
+        await kube.delete(kind, namespace, child_name, uid=child_uid)
+        log.info("deleted %s/%s of %s/%s: no longer wanted", kind, child_name, namespace, name)
 
 
 async def _read_unindexed(namespace: str, desired: list[dict[str, Any]], observed: Observed) -> None:

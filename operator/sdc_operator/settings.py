@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sdc_operator.engine_network import EngineNetworkPolicy
+
 # Default engine images. Nothing on the development machines can list a registry's tags, so the
 # versions come from the package indexes that mirror the same releases:
 # - vLLM: the newest vllm release on PyPI (`pip index versions vllm`); vllm/vllm-openai:vX.Y.Z is
@@ -86,6 +88,11 @@ class OperatorSettings(BaseSettings):
         default_factory=list,
         description="fnmatch patterns of NAMESPACE/NAME of PersistentVolumeClaims a LocalLLM may mount without "
         "the label llm.sdc.dev/allow-localllm=true (default: none).",
+    )
+    engine_network_policy: EngineNetworkPolicy | None = Field(
+        default=None,
+        description="The release's engine NetworkPolicy values (JSON, from the chart): the operator gives each "
+        "LocalLLM outside the chart's namespaces a policy of its own. None: it makes none.",
     )
     yield_fields_to: list[str] = Field(
         default_factory=lambda: ["kube-controller-manager"],

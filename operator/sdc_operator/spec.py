@@ -447,6 +447,39 @@ def _prefixes_from(flag: str, shortest: int) -> str:
 
 CODE_ARG_PATTERN = "^--?(?:" + "|".join(_prefixes_from(f, n) for f, n in CODE_FLAGS.items()) + ")(?:=.*)?$"
 
+# `--distributed-executor-backend` takes a backend's name or a class to import ("evil.module.Executor"): only
+# vLLM's own backends pass, written with '=' so that the value is in the same argument as the flag (the CEL
+# rule judges one argument at a time). Every prefix counts, as above (vLLM's parser takes abbreviations).
+EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
+EXECUTOR_FLAG_PATTERN = "^--?" + _prefixes_from("distributed-executor-backend", 1) + "(?:=.*)?$"
+SAFE_EXECUTOR_PATTERN = (
+    "^--?" + _prefixes_from("distributed-executor-backend", 1) + "=(?:" + "|".join(EXECUTOR_BACKENDS) + ")$"
+)
+# `--chat-template` is read as a file when a file of that name opens (vLLM and sdc-runtime alike), else
+# taken as the template: a path would render any file the engine can read (/proc/self/environ: its tokens)
+# into prompts. A value is inline only when it holds a Jinja tag (`{{` or `{%`) and no '/': a path needs a
+# '/' to leave the working directory (even through a directory named like a tag on a model volume), and a
+# name without one would be looked up there (or in vLLM's template directory). Inside a template's string
+# literals '/' is written \u002f (Jinja decodes it). Abbreviations of the flag are ambiguous in vLLM's
+# parser (--chat-template-content-format), so its two spellings are the whole flag.
+TEMPLATE_FLAG_PATTERN = "^--?chat[-_]template(?:=.*)?$"
+INLINE_TEMPLATE_PATTERN = "^--?chat[-_]template=[^/]*[{][{%][^/]*$"
+
+
+def refused_value_arg(arg: str) -> str | None:
+    """Why an argument whose flag is allowed with some values only is refused (None: it is allowed)."""
+    if re.match(EXECUTOR_FLAG_PATTERN, arg) and not re.match(SAFE_EXECUTOR_PATTERN, arg):
+        return (
+            f"{arg.split('=')[0]} with a value other than {', '.join(EXECUTOR_BACKENDS)} names a class to load; "
+            f"write --distributed-executor-backend={EXECUTOR_BACKENDS[0]} (or {', '.join(EXECUTOR_BACKENDS[1:])})"
+        )
+    if re.match(TEMPLATE_FLAG_PATTERN, arg) and not re.match(INLINE_TEMPLATE_PATTERN, arg):
+        return (
+            f"{arg.split('=')[0]} given a path (or without '=') would read a file; give the template inline: "
+            "--chat-template={% ... %} with {{ or {% and no '/' (write it \\u002f inside the template's strings)"
+        )
+    return None
+
 
 def is_code_env(name: str) -> bool:
     return name in CODE_ENV or (name.startswith(CODE_ENV_PREFIXES) and name not in SAFE_PYTHON_ENV)
@@ -532,6 +565,27 @@ SPEC_RULES = [
         "message": "engine.args must not load code from a path or by name ("
         + ", ".join(f"--{f}" for f in CODE_FLAGS)
         + "): the engine runs only the code of its image",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "!has(self.engine.args) || self.engine.args.all(a, !a.matches('"
+        + EXECUTOR_FLAG_PATTERN
+        + "') || a.matches('"
+        + SAFE_EXECUTOR_PATTERN
+        + "'))",
+        "message": "engine.args must not load code by name: --distributed-executor-backend takes a class to "
+        "import; write --distributed-executor-backend=" + ", ".join(EXECUTOR_BACKENDS) + " (one argument, with '=')",
+        "fieldPath": ".engine.args",
+    },
+    {
+        "rule": "!has(self.engine.args) || self.engine.args.all(a, !a.matches('"
+        + TEMPLATE_FLAG_PATTERN
+        + "') || a.matches('"
+        + INLINE_TEMPLATE_PATTERN
+        + "'))",
+        "message": "engine.args must not read files by path: --chat-template must be an inline Jinja template in "
+        "one argument, --chat-template={% ... %} (with {{ or {%, and no '/': write it \\u002f inside the "
+        "template's strings), not a file",
         "fieldPath": ".engine.args",
     },
     {
@@ -727,6 +781,8 @@ def semantic_errors(spec: LocalLLMSpec) -> list[str]:
             errors.append(f"engine.args: {arg.split('=')[0]} is set by the operator; use the spec field instead")
         elif re.match(CODE_ARG_PATTERN, arg):
             errors.append(f"engine.args: {arg.split('=')[0]} loads code from a path or by name; not allowed")
+        elif reason := refused_value_arg(arg):
+            errors.append(f"engine.args: {reason}")
     if positional := positional_args(spec.engine.args):
         errors.append(
             f"engine.args: {positional[0]!r} follows no flag: the engine would take it as a positional argument "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,14 +171,28 @@ def test_defaults_are_hardened_and_least_privilege() -> None:
         ),
         ("no network policies", ["networkPolicy.enabled=false"], lambda d: not kinds(d, "NetworkPolicy")),
         (
-            "engine egress: DNS and HTTPS outside private ranges only",
-            ["networkPolicy.engineEgress.enabled=true"],
+            "engine egress by default: DNS (any address, port 53) and HTTPS outside private ranges only",
+            [],
             lambda d: any(
                 p["spec"]["policyTypes"] == ["Egress"]
                 and [r["ports"][0]["port"] for r in p["spec"]["egress"]] == [53, 443]
+                and "to" not in p["spec"]["egress"][0]
                 and "169.254.0.0/16" in p["spec"]["egress"][1]["to"][0]["ipBlock"]["except"]
                 for p in kinds(d, "NetworkPolicy")
             ),
+        ),
+        (
+            "engine egress off",
+            ["networkPolicy.engineEgress.enabled=false"],
+            lambda d: (
+                not [p for p in kinds(d, "NetworkPolicy") if "Egress" in p["spec"]["policyTypes"]]
+                and "egress" not in json.loads(env_of(operator_of(d))["SDC_ENGINE_NETWORK_POLICY"])
+            ),
+        ),
+        (
+            "no network policies: the operator makes none either",
+            ["networkPolicy.enabled=false"],
+            lambda d: "SDC_ENGINE_NETWORK_POLICY" not in env_of(operator_of(d)),
         ),
         (
             "default: no seed endpoint (LLM_SERVICE_TYPE=none), readiness on /readyz, engine images from the operator",
@@ -272,8 +287,8 @@ def test_bad_values_fail_to_render(case: str, sets: list[str], fragment: str) ->
 
 def test_kube_score_finds_no_critical_issue(tmp_path: Path) -> None:
     """kube-score over every scenario. One test is skipped, on purpose: it wants imagePullPolicy Always,
-    and our images are pinned tags, where IfNotPresent is the right policy. One finding is expected:
-    the engines' NetworkPolicy selects pods the operator creates, which no rendered manifest holds."""
+    and our images are pinned tags, where IfNotPresent is the right policy. Findings expected: the engines'
+    NetworkPolicies (ingress, egress) select pods the operator creates, which no rendered manifest holds."""
     for values in [None, *globbed(CHART / "ci", "*.yaml")]:
         args = ["template", "sdc", str(CHART), "-n", "sdc"] + (["-f", str(values)] if values else [])
         manifest = tmp_path / "render.yaml"
@@ -292,15 +307,20 @@ def test_kube_score_finds_no_critical_issue(tmp_path: Path) -> None:
             text=True,
             check=False,
         )
-        # The engines' policy selects pods the operator makes later, so no rendered pod matches it.
-        engines = (
-            "sdc-engines/sdc networking.k8s.io/v1/NetworkPolicy: The NetworkPolicys selector doesn't match any pods"
-        )
-        critical = [line for line in result.stdout.splitlines() if "[CRITICAL]" in line and engines not in line]
+        # The engines' policies select pods the operator makes later, so no rendered pod matches them.
+        engines = [
+            f"{name}/sdc networking.k8s.io/v1/NetworkPolicy: The NetworkPolicys selector doesn't match any pods"
+            for name in ("sdc-engines", "sdc-engines-egress")
+        ]
+        critical = [
+            line
+            for line in result.stdout.splitlines()
+            if "[CRITICAL]" in line and not any(expected in line for expected in engines)
+        ]
         assert critical == [], (values, critical)
         # kube-score exits non-zero on a critical finding and complains on stderr about what it could
         # not read: either is a failure, even when the stdout filter above finds nothing.
-        expected_rc = 1 if engines in result.stdout else 0  # the expected finding alone makes it exit 1
+        expected_rc = 1 if any(e in result.stdout for e in engines) else 0  # the expected findings alone: exit 1
         assert (result.returncode, result.stderr.strip().splitlines()) == (expected_rc, []), values
         assert "[OK]" in result.stdout, f"kube-score scored nothing for {values}"
 
@@ -362,8 +382,54 @@ def test_engine_pods_take_traffic_from_the_orchestrator_only() -> None:
                 },
             }
         ]
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}], "the engines' API port only"
     chat = next(p for p in kinds(docs, "NetworkPolicy") if p["metadata"]["name"] == "sdc-orchestrator")
     assert chat["spec"]["ingress"][0]["from"] == [{"podSelector": {}}], "chat: the release's namespace by default"
+
+
+def test_the_operator_builds_the_charts_engine_rules_where_the_chart_renders_none() -> None:
+    """The chart's engine policies and the operator's own (namespaces it does not serve) say the same:
+    the values reach the operator as JSON, and its builder gives the rules the chart renders."""
+    from sdc_operator.builders.common import LocalLLM
+    from sdc_operator.builders.network_policy import network_policy
+    from sdc_operator.engine_network import EngineNetworkPolicy
+    from sdc_operator.spec import LocalLLMSpec
+
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    hub = {"podSelector": {"matchLabels": {"app": "hub"}}, "namespaceSelector": {}}
+    docs = render(
+        "routing.namespaces={team-a,*}",
+        extra=[
+            "--set-json",
+            f"networkPolicy.engineIngressFrom={json.dumps([monitoring])}",
+            "--set-json",
+            f"networkPolicy.engineEgress.extraTo={json.dumps([hub])}",
+        ],
+    )
+    config = EngineNetworkPolicy.model_validate_json(env_of(operator_of(docs))["SDC_ENGINE_NETWORK_POLICY"])
+    assert config.chart_namespaces == ["sdc", "team-a"] and config.orchestrator_namespace == "sdc"
+    spec = LocalLLMSpec.model_validate({"runtime": "ollama", "model": {"name": "gemma2:9b"}})
+    assert network_policy(LocalLLM("m", "team-a", "u", 1, spec), 11434, config) is None, "the chart's namespace"
+    own = network_policy(LocalLLM("m", "elsewhere", "u", 1, spec), 11434, config)
+    assert own is not None
+    policies = {p["metadata"]["name"]: p for p in kinds(docs, "NetworkPolicy") if p["metadata"]["namespace"] == "sdc"}
+    assert own["spec"]["ingress"][0]["from"] == policies["sdc-engines"]["spec"]["ingress"][0]["from"]
+    assert own["spec"]["ingress"][0]["ports"] == [{"port": 11434, "protocol": "TCP"}]
+    assert own["spec"]["egress"] == policies["sdc-engines-egress"]["spec"]["egress"]
+    assert own["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
+def test_operator_rbac_for_network_policies_is_what_it_needs() -> None:
+    for values in ([], ["operator.watchNamespaces={team-a}"]):
+        docs = render(*values)
+        rules = [
+            (rule["verbs"], role["kind"])
+            for role in kinds(docs, "ClusterRole") + kinds(docs, "Role")
+            for rule in role["rules"]
+            if "networkpolicies" in rule["resources"]
+        ]
+        kind = "Role" if values else "ClusterRole"
+        assert rules == [(["get", "list", "watch", "create", "patch", "delete"], kind)], values
 
 
 # -- scale from zero: the orchestrator's one API permission ------------------------------------------------------

@@ -116,16 +116,34 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
     [peer] = engines["spec"]["ingress"][0]["from"]
     assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "sdc-orchestrator"
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": ns}
-    # The real operator, with exactly the chart's RBAC.
+    # The real operator, with exactly the chart's RBAC and its engine policy values.
     sa_config = token_kubeconfig(kubectl, kubeconfig, ns, operator_name, tmp_path / "sa.kubeconfig")
-    operator = OperatorProcess(sa_config, ns, tmp_path / "operator.log", SDC_ENDPOINTS_CONFIGMAP=f"{release}-endpoints")
+    operator_env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    operator = OperatorProcess(
+        sa_config,
+        ns,
+        tmp_path / "operator.log",
+        SDC_ENDPOINTS_CONFIGMAP=f"{release}-endpoints",
+        SDC_ENGINE_NETWORK_POLICY=str(operator_env["SDC_ENGINE_NETWORK_POLICY"]),
+    )
     operator.start()
+    team = f"{release}-team"  # a namespace the release does not serve: the operator gives its engine a policy
+    kubectl("create", "namespace", team)
     try:
         example = yaml.safe_load((ROOT / "manifests" / "ollama-gemma2-9b.yaml").read_text())
         example["spec"]["scheduling"] = {"nodeSelector": SIMULATED_NODE_SELECTOR, "tolerations": [SIMULATED_TOLERATION]}
         kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(example))  # KWOK plays the engine
         ready = wait_phase(kubectl, "gemma2-9b", ns, "Ready", timeout=120)
         assert ready["status"]["endpoint"].endswith(":11434/v1")
+        assert kubectl("get", "networkpolicy", "-n", ns, "-l", "llm.sdc.dev/localllm", "-o", "name") == "", (
+            "the chart's namespace-wide policy covers the release's namespace"
+        )
+        kubectl("apply", "-n", team, "-f", "-", stdin=json.dumps(example))
+        wait_phase(kubectl, "gemma2-9b", team, "Ready", timeout=120)
+        own = kubectl.get("networkpolicy", "gemma2-9b", "-n", team)
+        assert own["spec"]["ingress"][0]["ports"] == [{"port": 11434, "protocol": "TCP"}]
+        assert own["spec"]["ingress"][0]["from"] == engines["spec"]["ingress"][0]["from"]
+        assert own["spec"]["policyTypes"] == ["Ingress", "Egress"], "egress is on by default"
         endpoints = wait_until(
             "the endpoints ConfigMap",
             lambda: kubectl("get", "configmap", f"{release}-endpoints", "-n", ns, "-o", "json", check=False).startswith(
@@ -136,6 +154,7 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
         assert "Forbidden" not in operator.tail(400), operator.tail(40)
     finally:
         operator.stop()
+        kubectl("delete", "namespace", team, "--wait=false")
     helm(
         kubeconfig,
         "upgrade",

@@ -8,6 +8,12 @@ test first sees every client connect (the network works), then only the
 orchestrator of the release's namespace once the policy exists, and every
 client again once it is deleted: so a node that enforces nothing fails it.
 
+The egress test does the same from the other side: an engine-labelled client
+under the chart's default egress policy, with the in-cluster hub named as the
+demo names it (`hack.hub.chart_values`), resolves names and reaches the hub
+(pod IP and Service) but no other pod, and reaches it again once the policy
+is deleted.
+
 Only the orchestrator image (built here by hack/images.py, python inside) is
 used; nothing is pulled.
 """
@@ -25,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hack import hub
 from hack import images as image_build
 from tests.conftest import ROOT, Kubectl, wait_until
 
@@ -68,17 +75,27 @@ def other_namespace(kubectl: Kubectl) -> Iterator[str]:
     kubectl("delete", "namespace", name, "--wait=false")
 
 
-def engines_policy(namespace: str) -> dict[str, Any]:
-    """The chart's `<release>-engines` NetworkPolicy for a release installed in `namespace`."""
+def engines_policy(namespace: str, suffix: str = "-engines", values: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The chart's `<release>-engines` (or `-engines-egress`) NetworkPolicy for a release in `namespace`."""
     result = subprocess.run(
-        [HELM, "template", RELEASE, str(CHART), "-n", namespace, "--show-only", "templates/networkpolicy.yaml"],
+        [
+            HELM,
+            "template",
+            RELEASE,
+            str(CHART),
+            "-n",
+            namespace,
+            *values,
+            "--show-only",
+            "templates/networkpolicy.yaml",
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    (policy,) = [d for d in docs if d["metadata"]["name"].endswith("-engines")]
+    (policy,) = [d for d in docs if d["metadata"]["name"].endswith(suffix)]
     assert policy["metadata"]["namespace"] == namespace
     return dict(policy)
 
@@ -188,3 +205,67 @@ def test_engine_policy_admits_only_the_orchestrator_on_the_real_node(
     kubectl("delete", "networkpolicy", policy["metadata"]["name"], "-n", namespace)
     assert wait_until("the stranger to reach the engine again", lambda: connects(kubectl, stranger, pod_ip), timeout=30)
     assert connects(kubectl, foreign, service_ip)
+
+
+# Name resolution from a pod: prints the address (exit 0) or the error (exit 1).
+RESOLVE = """
+import socket, sys
+try:
+    print(socket.getaddrinfo(sys.argv[1], 80, proto=socket.IPPROTO_TCP)[0][4][0]); sys.exit(0)
+except OSError as err:
+    print(type(err).__name__, err); sys.exit(1)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_engine_egress_reaches_dns_and_the_named_hub_only_on_the_real_node(
+    kubectl: Kubectl, real_node: str, orchestrator_image: str, namespace: str
+) -> None:
+    """The chart's default egress policy, with the in-cluster hub named as the demo names it (hub.chart_values):
+    an engine pod resolves names and reaches the hub, by pod IP and Service, and no other pod."""
+    policy = engines_policy(namespace, "-engines-egress", tuple(hub.chart_values(namespace)))
+    engine_labels = dict(policy["spec"]["podSelector"]["matchLabels"])
+    server = ["python", "-m", "http.server", str(PORT)]
+    sleep = ["python", "-c", "import time; time.sleep(3600)"]
+    kubectl.apply(
+        [
+            pod("hub", namespace, orchestrator_image, {"app.kubernetes.io/name": "hub"}, server),
+            pod("api-keys-holder", namespace, orchestrator_image, {"app": "stranger"}, server),
+            pod("engine", namespace, orchestrator_image, engine_labels, sleep),
+        ]
+    )
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "hub", "namespace": namespace},
+            "spec": {"selector": {"app.kubernetes.io/name": "hub"}, "ports": [{"port": PORT, "targetPort": PORT}]},
+        }
+    )
+    hub_ip = ready_pod(kubectl, namespace, "hub")["status"]["podIP"]
+    stranger_ip = ready_pod(kubectl, namespace, "api-keys-holder")["status"]["podIP"]
+    assert ready_pod(kubectl, namespace, "engine")["spec"]["nodeName"] == real_node
+    service_ip = kubectl.get("service", "hub", "-n", namespace)["spec"]["clusterIP"]
+    engine = (namespace, "engine")
+    name = f"hub.{namespace}.svc.cluster.local"
+
+    def resolves() -> bool:
+        out = kubectl("exec", "-n", namespace, "engine", "--", "python", "-c", RESOLVE, name, check=False).strip()
+        return out == service_ip
+
+    # 1. No policy: the engine reaches both pods and resolves the hub's name.
+    for address in (hub_ip, stranger_ip):
+        assert wait_until(f"the engine to reach {address}", functools.partial(connects, kubectl, engine, address), 30)
+    assert wait_until("the hub's name to resolve", resolves, 30)
+
+    # 2. The chart's egress policy: DNS and the hub pass, the other pod is dropped.
+    kubectl.apply(policy)
+    wait_until("the policy to drop the other pod", lambda: not connects(kubectl, engine, stranger_ip), timeout=30)
+    assert resolves(), "DNS must pass the egress policy (port 53, any address: the node's resolver here)"
+    for address in (hub_ip, service_ip):
+        assert connects(kubectl, engine, address), f"the hub was refused at {address}"
+    assert not connects(kubectl, engine, stranger_ip)
+
+    # 3. Policy deleted: the other pod is reachable again (what was dropped was the policy's doing).
+    kubectl("delete", "networkpolicy", policy["metadata"]["name"], "-n", namespace)
+    assert wait_until("the other pod to be reachable again", lambda: connects(kubectl, engine, stranger_ip), 30)

@@ -44,6 +44,11 @@ REFUSED: dict[str, dict[str, Any]] = {
     "--tool-parser-plug (abbreviated)": {"args": ["--tool-parser-plug", "/cache/evil.py"]},
     "--middleware": {"args": ["--middleware=evil.asgi"]},
     "--worker-extension-cls": {"args": ["--worker-extension-cls=evil.Ext"]},
+    "--distributed-executor-backend (a class)": {"args": ["--distributed-executor-backend=evil.Executor"]},
+    "--distributed-executor (abbreviated, bare)": {"args": ["--distributed-executor", "evil.Executor"]},
+    "--chat-template (a path)": {"args": ["--chat-template=/proc/self/environ"]},
+    "--chat-template (bare)": {"args": ["--chat-template", "{{ x }}"]},
+    "--chat-template (a tag-named directory)": {"args": ["--chat-template=/models/{{x}}/../../proc/self/environ"]},
 }
 
 
@@ -54,10 +59,19 @@ def test_admission_refuses_code_loading_env_and_args(
     for i, (case, engine) in enumerate(REFUSED.items()):
         out = kubectl("apply", "-f", "-", stdin=json.dumps(tiny(f"c{i}", namespace, engine=engine)), check=False)
         message = "must not change how code loads" if "env" in engine else "must not load code"
+        if "--chat-template" in case:
+            message = "must not read files by path"
         outcomes[case] = (message in out and "Invalid" in out, out.strip()[-300:])
     assert {k: v[0] for k, v in outcomes.items()} == dict.fromkeys(REFUSED, True), outcomes
     assert kubectl("get", "llm", "-n", namespace, "-o", "name") == ""
-    harmless = {"env": [{"name": "PYTHONUNBUFFERED", "value": "1"}], "args": ["--reasoning-parser=deepseek_r1"]}
+    harmless = {
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "args": [
+            "--reasoning-parser=deepseek_r1",
+            "--distributed-executor-backend=mp",
+            "--chat-template={{ messages[0]['content'] }}",
+        ],
+    }
     out = kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(tiny("ok", namespace, engine=harmless)))
     assert "created (server dry run)" in out, out
 

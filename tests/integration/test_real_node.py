@@ -140,8 +140,7 @@ def test_chart_and_models_on_real_pods(
     # the chart's knob for wider chat ingress admits it, beside the release's own pods.
     host = [{"podSelector": {}}, {"ipBlock": {"cidr": NODE_LINKS_CIDR}}]
     values = [
-        "--set",
-        f"operator.hfEndpoint={hub.url(ns)}",
+        *hub.chart_values(ns),  # HF_ENDPOINT, and the engines' egress policy opened to the in-cluster hub
         "--set-json",
         f"networkPolicy.chatIngressFrom={json.dumps(host)}",
     ]

@@ -113,8 +113,7 @@ def test_vllm_on_cpu_on_real_pods(
     name, ns = release
     host = [{"podSelector": {}}, {"ipBlock": {"cidr": NODE_LINKS_CIDR}}]
     values = [
-        "--set",
-        f"operator.hfEndpoint={hub.url(ns)}",
+        *hub.chart_values(ns),  # HF_ENDPOINT, and the engines' egress policy opened to the in-cluster hub
         "--set-json",
         f"networkPolicy.chatIngressFrom={json.dumps(host)}",
     ]

@@ -10,11 +10,24 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 from sdc_operator.builders.common import LocalLLM
 from sdc_operator.crd import crd
 from sdc_operator.policy import ALLOW_LABEL, reference_errors, references
 from sdc_operator.settings import OperatorSettings
-from sdc_operator.spec import CODE_ARG_PATTERN, CODE_ENV, LocalLLMSpec, is_code_env, semantic_errors
+from sdc_operator.spec import (
+    CODE_ARG_PATTERN,
+    CODE_ENV,
+    EXECUTOR_FLAG_PATTERN,
+    INLINE_TEMPLATE_PATTERN,
+    SAFE_EXECUTOR_PATTERN,
+    TEMPLATE_FLAG_PATTERN,
+    LocalLLMSpec,
+    is_code_env,
+    semantic_errors,
+)
+
+from tests.conftest import ROOT
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 
@@ -58,6 +71,67 @@ def test_engine_args_that_load_code_are_refused(arg: str) -> None:
     assert (arg, any("loads code" in e for e in errors)) == (arg, refused)
 
 
+# Flags allowed with some values only: a backend's name, not a class; a template inline, not a file.
+VALUE_REFUSED = [
+    "--distributed-executor-backend=evil.module.Executor",
+    "--distributed_executor_backend=evil.Executor",
+    "--distributed-executor=evil.Executor",  # vLLM's parser takes this abbreviation
+    "--distributed-e=evil.Executor",
+    "-distributed-executor-backend=evil.Executor",
+    "--distributed-executor-backend=mp.evil",
+    "--distributed-executor-backend=MP",
+    "--distributed-executor-backend",  # the value would be the next argument, which the rule cannot see
+    "--chat-template=/proc/self/environ",
+    "--chat_template=/etc/passwd",
+    "--chat-template=./template.jinja",
+    "--chat-template=template_chatml.jinja",  # a name: read from the working directory (or vLLM's own)
+    "--chat-template=../../proc/self/environ",
+    "--chat-template=/models/{{x}}/../../proc/self/environ",  # a directory named like a tag on a volume
+    "--chat-template={{ x }}/../../etc/passwd",
+    "--chat-template=",
+    "--chat-template",
+]
+VALUE_ALLOWED = [
+    "--distributed-executor-backend=mp",
+    "--distributed-executor-backend=ray",
+    "--distributed-executor-backend=uni",
+    "--distributed-executor-backend=external_launcher",
+    "--distributed_executor_backend=mp",
+    "--chat-template={% for m in messages %}{{ m['content'] }}{% endfor %}",
+    "--chat_template={{ messages[0]['content'] }}",
+    "--chat-template={% for m in messages %}{{ m['content'] + '<\\u002fs>' }}{% endfor %}",
+    "--chat-template-content-format=openai",  # another flag
+    "--dtype=float16",  # a flag beginning like the backend's is not it
+    "--data-parallel-size=1",
+]
+
+
+@pytest.mark.parametrize("arg", VALUE_REFUSED + VALUE_ALLOWED)
+def test_flags_allowed_with_some_values_only(arg: str) -> None:
+    refused = arg in VALUE_REFUSED
+    by_pattern = (bool(re.match(EXECUTOR_FLAG_PATTERN, arg)) and not re.match(SAFE_EXECUTOR_PATTERN, arg)) or (
+        bool(re.match(TEMPLATE_FLAG_PATTERN, arg)) and not re.match(INLINE_TEMPLATE_PATTERN, arg)
+    )
+    assert (arg, by_pattern) == (arg, refused)
+    errors = semantic_errors(spec(engine={"args": [arg]}))
+    named = [e for e in errors if "names a class to load" in e or "would read a file" in e]
+    assert (arg, bool(named)) == (arg, refused), errors
+    if refused:  # the message names what to write instead
+        assert "--distributed-executor-backend=mp" in named[0] or "--chat-template={% ... %}" in named[0]
+
+
+def test_the_manifests_inline_templates_stay_allowed() -> None:
+    """Every example manifest's --chat-template is inline by the rule (they spell no '/')."""
+    seen = 0
+    for path in sorted((ROOT / "manifests").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            for arg in ((doc or {}).get("spec") or {}).get("engine", {}).get("args", []):
+                if re.match(TEMPLATE_FLAG_PATTERN, arg):
+                    seen += 1
+                    assert re.match(INLINE_TEMPLATE_PATTERN, arg), path.name
+    assert seen >= 2
+
+
 CODE_ENV_NAMES = ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES", "PYTHONPATH",
                   "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "PATH", "GCONV_PATH", "BASH_ENV",
                   "NODE_OPTIONS", "PERL5OPT", "JAVA_TOOL_OPTIONS", "OPENSSL_CONF",
@@ -80,6 +154,10 @@ def test_the_crd_carries_both_rules_with_their_messages() -> None:
     args = next(m for m in rules if m.startswith("engine.args must not load code"))
     env = next(m for m in rules if m.startswith("engine.env must not change how code loads"))
     assert "--tool-parser-plugin" in args and "LD_*" in env and "PYTHON*" in env
+    backend = next(m for m in rules if "--distributed-executor-backend takes a class" in m)
+    template = next(m for m in rules if m.startswith("engine.args must not read files by path"))
+    assert EXECUTOR_FLAG_PATTERN in rules[backend] and SAFE_EXECUTOR_PATTERN in rules[backend]
+    assert TEMPLATE_FLAG_PATTERN in rules[template] and INLINE_TEMPLATE_PATTERN in rules[template]
     assert all(name in rules[env] for name in CODE_ENV)
 
 

@@ -89,6 +89,11 @@ imagePullSecrets:
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+{{- /* NetworkPolicies: each LocalLLM outside the chart's namespaces gets one (owned, labelled, watched by that
+     label); the operator deletes only its own (owner reference UID, and the UID as a delete precondition). */}}
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- /* Secrets: `get` by name only (no list, no watch: the operator cannot enumerate them), for the labels of
      the ones a LocalLLM names (llm.sdc.dev/allow-localllm). RBAC cannot grant metadata alone; the operator
      asks for PartialObjectMetadata, so values never reach it. Claims are already readable (it makes caches). */}}
@@ -101,6 +106,18 @@ imagePullSecrets:
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch", "create"]
+{{- end -}}
+
+{{/* The engines' policy values for the operator (SDC_ENGINE_NETWORK_POLICY, JSON): it gives LocalLLMs outside
+     chartNamespaces a NetworkPolicy of their own, with the rules networkpolicy.yaml renders for the others. */}}
+{{- define "sdc.engineNetworkPolicy" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- $orchestrator := include "sdc.selectorLabels" (dict "component" "sdc-orchestrator" "root" .) | fromYaml -}}
+{{- $out := dict "orchestratorNamespace" .Release.Namespace "orchestratorLabels" $orchestrator "ingressFrom" ($np.engineIngressFrom | default list) "chartNamespaces" (splitList "," (include "sdc.servedNamespaces" .)) -}}
+{{- with $np.engineEgress }}{{- if .enabled }}
+{{- $_ := set $out "egress" (dict "exceptCidrs" .exceptCidrs "dnsTo" (.dnsTo | default list) "extraTo" (.extraTo | default list)) -}}
+{{- end }}{{- end }}
+{{- toJson $out -}}
 {{- end -}}
 
 {{/* The namespaces whose LocalLLMs this release serves: its own, plus routing.namespaces (without "*"). */}}

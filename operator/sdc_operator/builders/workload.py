@@ -25,6 +25,7 @@ from sdc_operator.builders.common import (
     selector,
     stable_hash,
 )
+from sdc_operator.builders.network_policy import network_policy
 from sdc_operator.builders.observability import pod_metadata
 from sdc_operator.builders.ollama import ollama_parts
 from sdc_operator.builders.parts import EngineParts
@@ -127,7 +128,9 @@ def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
 def desired_children(llm: LocalLLM, settings: OperatorSettings) -> list[dict[str, Any]]:
     """Every object the LocalLLM should own, each stamped with the hash of its own content."""
     parts = engine_parts(llm, settings)
-    objects = [obj for obj in (cache_claim(llm), deployment(llm, settings), service(llm, parts.port)) if obj]
+    # The policy first: the engine's pods never run before their ingress is closed.
+    policy = network_policy(llm, parts.port, settings.engine_network_policy)
+    objects = [obj for obj in (policy, cache_claim(llm), deployment(llm, settings), service(llm, parts.port)) if obj]
     for obj in objects:
         annotations = obj["metadata"].setdefault("annotations", {})
         annotations[SPEC_HASH] = stable_hash(
