@@ -27,8 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = ROOT / "hack" / "tool-versions.env"
-BIN = ROOT / "bin"
-CACHE = Path(os.environ.get("SDC_TOOLS_CACHE", Path.home() / ".cache" / "sdc-llm"))
+if str(ROOT) not in sys.path:  # run as a script: make `hack` importable
+    sys.path.insert(0, str(ROOT))
+
+from hack import common  # noqa: E402
+from hack.common import BIN, CACHE  # noqa: E402
 
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # The real node's binaries, built from the same wrapper module (hack/node.py runs them).
@@ -52,7 +55,7 @@ APT_PACKAGES = {
 }
 
 
-class ToolError(Exception):
+class ToolError(common.HackError):
     """A failure with a one-line explanation for the user."""
 
 
@@ -180,15 +183,19 @@ def build_wrapped(
     work.mkdir(parents=True, exist_ok=True)
     (work / "go.mod").write_text(wrapper_gomod(upstream, module, version, staging_version))
     for binary, pkg in packages.items():
-        if (out_dir / binary).exists():
-            continue
-        tmp = out_dir / f".{binary}.tmp"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        print(f"==> building {binary} {version} (cold: minutes; cached afterwards)", flush=True)
-        started = time.monotonic()
-        run_go(["build", "-mod=mod", "-v", f"-ldflags={ldflags}", "-o", str(tmp), pkg], work, f"building {binary}")
-        tmp.rename(out_dir / binary)
-        print(f"    built {binary} in {int(time.monotonic() - started)}s", flush=True)
+        if not (out_dir / binary).exists():
+            go_build(work, pkg, binary, version, out_dir, ldflags)
+
+
+def go_build(work: Path, pkg: str, binary: str, version: str, out_dir: Path, ldflags: str) -> None:
+    """`go build` one main package in a wrapper module into out_dir/binary (renamed in place once whole)."""
+    tmp = out_dir / f".{binary}.tmp"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    print(f"==> building {binary} {version} (cold: minutes; cached afterwards)", flush=True)
+    started = time.monotonic()
+    run_go(["build", "-mod=mod", "-v", f"-ldflags={ldflags}", "-o", str(tmp), pkg], work, f"building {binary}")
+    tmp.rename(out_dir / binary)
+    print(f"    built {binary} in {int(time.monotonic() - started)}s", flush=True)
 
 
 def go_install(name: str, pkg: str, version: str, binary: str) -> None:
@@ -234,13 +241,7 @@ def build_with_floors(
     work = CACHE / "wrappers" / f"{name}-{version}"
     work.mkdir(parents=True, exist_ok=True)
     (work / "go.mod").write_text(floors_gomod(module, version, floors))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{binary}.tmp"
-    print(f"==> building {binary} {version} (cold: minutes; cached afterwards)", flush=True)
-    started = time.monotonic()
-    run_go(["build", "-mod=mod", "-v", f"-ldflags={ldflags}", "-o", str(tmp), pkg], work, f"building {binary}")
-    tmp.rename(out_dir / binary)
-    print(f"    built {binary} in {int(time.monotonic() - started)}s", flush=True)
+    go_build(work, pkg, binary, version, out_dir, ldflags)
 
 
 def apt_install(packages: dict[str, str]) -> None:
