@@ -126,13 +126,17 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
         kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(example))  # KWOK plays the engine
         ready = wait_phase(kubectl, "gemma2-9b", ns, "Ready", timeout=120)
         assert ready["status"]["endpoint"].endswith(":11434/v1")
-        endpoints = wait_until(
-            "the endpoints ConfigMap",
-            lambda: kubectl("get", "configmap", f"{release}-endpoints", "-n", ns, "-o", "json", check=False).startswith(
-                "{"
-            ),
-        )
-        assert endpoints
+
+        def published() -> list[dict[str, object]]:
+            out = kubectl("get", "configmap", f"{release}-endpoints", "-n", ns, "-o", "json", check=False)
+            if not out.startswith("{"):
+                return []
+            return list(json.loads(json.loads(out)["data"]["endpoints.json"])["endpoints"])
+
+        # Published through the chart's RBAC: the ready model, by name and address, in the release's ConfigMap.
+        endpoints = wait_until("gemma2-9b in the endpoints ConfigMap", published)
+        assert {(e["localLLM"], e["runtime"]) for e in endpoints} == {("gemma2-9b", "ollama")}, endpoints
+        assert all(str(e["baseUrl"]).endswith(":11434/v1") for e in endpoints), endpoints
         assert "Forbidden" not in operator.tail(400), operator.tail(40)
     finally:
         operator.stop()
