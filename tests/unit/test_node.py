@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hack import node
+from hack import node, node_config
 
 STATE = Path("/work/x/.cluster/node")
 PKI = Path("/work/x/.cluster/pki")
@@ -258,3 +258,38 @@ def test_a_just_spawned_process_shows_its_own_command_line() -> None:
             proc.kill()
             proc.wait()
         assert cmdline[0].endswith(b"sleep"), cmdline
+
+
+@pytest.mark.parametrize("slot", [0, 5, 9])
+def test_config_files_name_every_file_the_daemons_read_and_only_the_slots_addresses(slot: int) -> None:
+    plan = node.Plan(slot)
+    files = node_config.config_files(STATE, plan, PKI, 6443)
+    names = sorted(str(path.relative_to(STATE)) for path in files)
+    assert names == [
+        "Corefile",
+        "cni/net.d/10-sdc.conflist",
+        "containerd.toml",
+        "coredns.kubeconfig",
+        "kube-proxy.json",
+        "kube-proxy.kubeconfig",
+        "kube-router.kubeconfig",
+        "kubelet.json",
+        "kubelet.kubeconfig",
+        "resolv.conf",
+    ]
+    # Every path the command lines name under the state directory is a file written here (or a directory).
+    argv = node.command_lines(STATE, plan, Path("/bin-dir"))
+    named = {a.split("=", 1)[-1] for args in argv.values() for a in args if a.split("=", 1)[-1].startswith(str(STATE))}
+    assert named - {str(p) for p in files} == {str(STATE / "kubelet")}  # --root-dir, made by the kubelet
+    kubeconfig = json.loads(files[STATE / "kubelet.kubeconfig"])
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://{plan.host_ip}:6443"
+    assert kubeconfig["users"][0]["user"]["client-certificate"] == str(PKI / "node.crt")
+    assert files[STATE / "resolv.conf"] == f"nameserver {plan.bridge_ip}\n"
+    others = {node.Plan(s).node_ip for s in range(10) if s != slot}
+    assert not any(ip in text for text in files.values() for ip in others), "no other slot's address"
+
+
+def test_node_names_are_re_exported_from_the_pure_module() -> None:
+    """cluster.py, images.py, demo.py and the tests read the configuration through hack.node: one object each."""
+    for name in ("Plan", "containerd_config", "command_lines", "NODE_LINKS_CIDR", "oci_archive", "config_files"):
+        assert getattr(node, name) is getattr(node_config, name)
