@@ -34,7 +34,7 @@ def test_wait_for_returns_the_value_and_says_why_it_stopped() -> None:
     assert common.wait_for("it", lambda: next(values), 5, interval=0.01) == "ready"
     with pytest.raises(Failed, match=r"timed out after 0s waiting for it; see logs$"):
         common.wait_for("it", lambda: False, 0.05, interval=0.01, hint=lambda: "; see logs", error=Failed)
-    with pytest.raises(Failed, match="^gone$"):
+    with pytest.raises(Failed, match=r"^gone$"):
         common.wait_for("it", lambda: False, 5, interval=0.01, exited=lambda: "gone", error=Failed)
 
 
