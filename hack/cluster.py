@@ -458,10 +458,7 @@ def down(quiet: bool = False) -> None:
     for component in reversed(COMPONENTS):
         pid = pid_of(component)
         if pid is not None:
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            common.send_signal(pid, signal.SIGTERM, group=True)
             stopped.append((component, pid))
         (PIDS / f"{component}.pid").unlink(missing_ok=True)
     deadline = time.monotonic() + 15
@@ -473,10 +470,7 @@ def down(quiet: bool = False) -> None:
                 break
             time.sleep(0.1)
         if Path(f"/proc/{pid}").exists():
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            common.send_signal(pid, signal.SIGKILL, group=True)
     (STATE / "ports.json").unlink(missing_ok=True)
     try:
         if real_node.teardown(NODE_STATE):

@@ -35,14 +35,31 @@ class HackError(Exception):
 
 
 def run(
-    argv: list[str], *, stdin: str | None = None, check: bool = True, error: type[Exception] = HackError
+    argv: list[str],
+    *,
+    stdin: str | None = None,
+    check: bool = True,
+    error: type[Exception] = HackError,
+    what: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command with its output captured as text; a failure (with `check`) raises `error` naming it."""
+    """Run a command with its output captured as text; a failure (with `check`) raises `error` naming it
+    (`what`, by default the command's first words) with the end of what it said."""
     result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         detail = (result.stderr.strip() or result.stdout.strip())[-2000:]
-        raise error(f"{' '.join(argv[:4])}{' ...' if len(argv) > 4 else ''} failed: {detail}")
+        raise error(f"{what or ' '.join(argv[:4]) + (' ...' if len(argv) > 4 else '')} failed: {detail}")
     return result
+
+
+def send_signal(pid: int, sig: int, group: bool = False) -> None:
+    """Signal a process (or its process group); one already gone is not an error."""
+    try:
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def kubectl(

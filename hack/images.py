@@ -324,14 +324,8 @@ def load(tag: str, key: str) -> None:
     with tempfile.TemporaryDirectory(prefix="sdc-load-", dir=CACHE) as tmp:
         archive = Path(tmp) / "image.tar"
         source = f"containers-storage:[overlay@{STORAGE / 'storage'}+{STORAGE / 'run'}]{tag}"
-        result = subprocess.run(
-            ["skopeo", "copy", "--quiet", source, f"docker-archive:{archive}:{tag}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ImageError(f"skopeo copy {tag} failed: {result.stderr.strip()[-2000:]}")
+        copy = ["skopeo", "copy", "--quiet", source, f"docker-archive:{archive}:{tag}"]
+        common.run(copy, error=ImageError, what=f"skopeo copy {tag}")
         common.import_image(holder, real_node.containerd_socket(NODE_STATE), archive, tag, error=ImageError)
     stamps.mkdir(parents=True, exist_ok=True)
     stamp.write_text(key)

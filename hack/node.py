@@ -333,10 +333,7 @@ def teardown(state: Path) -> list[str]:
     deadline = time.monotonic() + 20
     while (pids := cgroup_pids(plan) - {os.getpid()}) and time.monotonic() < deadline:
         for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            common.send_signal(pid, signal.SIGKILL)
         time.sleep(0.2)
     if pids:
         raise NodeError(f"processes of {plan.tag} survived SIGKILL: {sorted(pids)}")

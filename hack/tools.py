@@ -287,14 +287,8 @@ def build_pause(version: str) -> None:
         raise ToolError("gcc is needed to build the pause binary (apt-get install gcc libc6-dev)")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".pause.tmp"
-    result = subprocess.run(
-        ["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION={version}", "-o", str(tmp), str(source)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ToolError(f"building pause failed: {result.stderr.strip()}")
+    gcc = ["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION={version}", "-o", str(tmp), str(source)]
+    common.run(gcc, error=ToolError, what="building pause")
     subprocess.run(["strip", str(tmp)], check=False)
     tmp.rename(out_dir / "pause")
 
@@ -329,25 +323,16 @@ def main() -> int:
                 ),
             ]
         )
-        build_wrapped(
-            "kubernetes",
-            "k8s.io/kubernetes",
-            k8s,
-            staging,
-            {b: f"k8s.io/kubernetes/cmd/{b}" for b in K8S_BINARIES},
-            k8s_ldflags,
-        )
+
+        def kubernetes(binaries: tuple[str, ...]) -> None:
+            commands = {b: f"k8s.io/kubernetes/cmd/{b}" for b in binaries}
+            build_wrapped("kubernetes", "k8s.io/kubernetes", k8s, staging, commands, k8s_ldflags)
+
+        kubernetes(K8S_BINARIES)
         real_node = os.environ.get("SDC_REAL_NODE") != "0"
         if real_node:
             apt_install(APT_PACKAGES)
-            build_wrapped(
-                "kubernetes",
-                "k8s.io/kubernetes",
-                k8s,
-                staging,
-                {b: f"k8s.io/kubernetes/cmd/{b}" for b in NODE_BINARIES},
-                k8s_ldflags,
-            )
+            kubernetes(NODE_BINARIES)
             build_pause(k8s)
             go_install("coredns", "github.com/coredns/coredns", v["COREDNS_VERSION"], "coredns")
             build_with_floors(

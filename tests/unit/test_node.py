@@ -293,3 +293,53 @@ def test_node_names_are_re_exported_from_the_pure_module() -> None:
     """cluster.py, images.py, demo.py and the tests read the configuration through hack.node: one object each."""
     for name in ("Plan", "containerd_config", "command_lines", "NODE_LINKS_CIDR", "oci_archive", "config_files"):
         assert getattr(node, name) is getattr(node_config, name)
+
+
+def test_node_config_is_pure() -> None:
+    """No process, host or environment access in the configuration module: only what builds text and data."""
+    import ast
+
+    tree = ast.parse(Path(node_config.__file__).read_text())
+    imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+    imported |= {str(n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"__future__", "gzip", "hashlib", "io", "itertools", "json", "tarfile", "dataclasses",
+                        "pathlib", "hack.common"}, imported  # fmt: skip
+
+
+def test_write_configs_writes_config_files_as_they_are(tmp_path: Path) -> None:
+    """node.write_configs (run by `up` before any daemon starts) writes exactly what config_files says."""
+    plan = node.Plan(7)
+    node.write_configs(tmp_path, plan, PKI, 6443)
+    files = node_config.config_files(tmp_path, plan, PKI, 6443)
+    assert all(path.read_text() == text for path, text in files.items())
+    assert (tmp_path / "pod-logs").is_dir()
+
+
+def test_node_certificates_are_issued_by_the_cluster_ca(tmp_path: Path) -> None:
+    """node.certificates, as `cluster.py up` calls it for a real node: every stem, each chaining to the CA."""
+    from hack import common
+
+    common.issue_ca(tmp_path, "/CN=test-ca")
+    node.certificates(tmp_path, node.Plan(3))
+    for stem, (subject, _) in node.node_certificates(node.Plan(3)).items():
+        crt = str(tmp_path / f"{stem}.crt")
+        verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.crt"), crt], capture_output=True)
+        assert verify.returncode == 0, (stem, verify.stderr)
+        shown = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-subject", "-nameopt", "compat"],
+                               capture_output=True, text=True).stdout  # fmt: skip
+        assert shown.strip() == f"subject={subject}", stem
+    kubelet = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "kubelet.crt"), "-noout", "-text"],
+                             capture_output=True, text=True).stdout  # fmt: skip
+    assert "IP Address:10.199.3.2" in kubelet
+
+
+def test_node_wait_names_what_and_quotes_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "containerd.log"
+    log.write_text("".join(f"line {i}\n" for i in range(20)))
+    with pytest.raises(node.NodeError, match=r"waiting for containerd\nline 12\n(.|\n)*line 19$"):
+        node.wait("containerd", lambda: False, 0.1, log)
+
+
+def test_a_failed_image_import_is_a_node_error(tmp_path: Path) -> None:
+    with pytest.raises(node.NodeError, match="ctr images import"):
+        node.import_image(tmp_path, 2**22 + 12345, tmp_path / "pause.oci.tar")  # no such holder process
