@@ -86,3 +86,13 @@ def test_cluster_wait_for_stops_when_its_component_is_gone(tmp_path: Path, monke
         cluster.wait_for("the API server", lambda: False, 5, "etcd")
     with pytest.raises(cluster.ClusterError, match=f"timed out after 0s waiting for nodes; see {tmp_path}"):
         cluster.wait_for("nodes", lambda: False, 0.1)
+
+
+def test_common_is_standard_library_only_and_imports_no_script() -> None:
+    """cluster.py and tools.py import it before any virtualenv exists; every script imports it (no cycles)."""
+    import ast
+
+    tree = ast.parse(Path(common.__file__).read_text())
+    imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+    imported |= {str(n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"__future__", "os", "subprocess", "time", "collections.abc", "pathlib", "typing"}, imported
