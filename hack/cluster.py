@@ -36,14 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make `hack` importable
     sys.path.insert(0, str(ROOT))
 
+from hack import common  # noqa: E402
 from hack import node as real_node  # noqa: E402
+from hack.common import BIN, KUBECONFIG, STATE  # noqa: E402
 
-BIN = ROOT / "bin"
-STATE = Path(os.environ.get("SDC_CLUSTER_DIR", ROOT / ".cluster"))
 PKI = STATE / "pki"
 LOGS = STATE / "logs"
 PIDS = STATE / "pids"
-KUBECONFIG = STATE / "kubeconfig"
 NODE_STATE = STATE / "node"
 SERVICE_CIDR = "10.96.0.0/16"  # without a real node; with one, its slot's range (hack/node.py)
 # Taint of the simulated CPU node while a real node runs: CPU workloads go to the real node unless
@@ -60,7 +59,7 @@ NODES = [
 ]
 
 
-class ClusterError(Exception):
+class ClusterError(common.HackError):
     """A failure with a one-line explanation for the user."""
 
 
@@ -71,9 +70,30 @@ def free_port() -> int:
 
 
 def openssl(*args: str) -> None:
-    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise ClusterError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+    common.openssl(*args, error=ClusterError)
+
+
+# What the API server's serving certificate names, besides a real node's addresses.
+APISERVER_SANS = [
+    "IP:127.0.0.1",
+    "IP:10.96.0.1",
+    "DNS:localhost",
+    "DNS:kubernetes",
+    "DNS:kubernetes.default",
+    "DNS:kubernetes.default.svc",
+    "DNS:kubernetes.default.svc.cluster.local",
+]
+
+
+def issue_apiserver(extra_sans: list[str]) -> None:
+    sans = ",".join([*APISERVER_SANS, *extra_sans])
+    common.issue(
+        PKI,
+        "apiserver",
+        "/CN=kube-apiserver",
+        [f"subjectAltName={sans}", "extendedKeyUsage=serverAuth"],
+        error=ClusterError,
+    )
 
 
 def make_pki(extra_sans: list[str] | None = None) -> None:
@@ -85,68 +105,13 @@ def make_pki(extra_sans: list[str] | None = None) -> None:
     wanted = ",".join(extra_sans or [])
     if (PKI / "admin.crt").exists():
         if (sans_file.read_text() if sans_file.exists() else "") != wanted:
-            base = "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default"
-            base += ",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-            real_node.issue(
-                PKI,
-                "apiserver",
-                "/CN=kube-apiserver",
-                [f"subjectAltName={base}{',' + wanted if wanted else ''}", "extendedKeyUsage=serverAuth"],
-            )
+            issue_apiserver(extra_sans or [])
             sans_file.write_text(wanted)
         return
     PKI.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        str(PKI / "ca.key"),
-        "-out",
-        str(PKI / "ca.crt"),
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=sdc-test-cluster-ca",
-    )
-    sans = ",".join(
-        [
-            "IP:127.0.0.1",
-            "IP:10.96.0.1",
-            "DNS:localhost",
-            "DNS:kubernetes",
-            "DNS:kubernetes.default",
-            "DNS:kubernetes.default.svc",
-            "DNS:kubernetes.default.svc.cluster.local",
-            *(extra_sans or []),
-        ]
-    )
-    for name, subject, ext in (
-        ("apiserver", "/CN=kube-apiserver", [f"subjectAltName={sans}", "extendedKeyUsage=serverAuth"]),
-        ("admin", "/O=system:masters/CN=sdc-admin", ["extendedKeyUsage=clientAuth"]),
-    ):
-        addext = [arg for e in ext for arg in ("-addext", e)]
-        openssl(
-            "req", *ec, "-keyout", str(PKI / f"{name}.key"), "-out", str(PKI / f"{name}.csr"), "-subj", subject, *addext
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(PKI / f"{name}.csr"),
-            "-CA",
-            str(PKI / "ca.crt"),
-            "-CAkey",
-            str(PKI / "ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "3650",
-            "-copy_extensions",
-            "copyall",
-            "-out",
-            str(PKI / f"{name}.crt"),
-        )
+    common.issue_ca(PKI, "/CN=sdc-test-cluster-ca", error=ClusterError)
+    issue_apiserver(extra_sans or [])
+    common.issue(PKI, "admin", "/O=system:masters/CN=sdc-admin", ["extendedKeyUsage=clientAuth"], error=ClusterError)
     sans_file.write_text(wanted)
     openssl("genrsa", "-out", str(PKI / "sa.key"), "2048")
     openssl("rsa", "-in", str(PKI / "sa.key"), "-pubout", "-out", str(PKI / "sa.pub"))
@@ -158,24 +123,13 @@ def write_kubeconfig(api_port: int) -> None:
     def b64(name: str) -> str:
         return base64.b64encode((PKI / name).read_bytes()).decode()
 
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "sdc-local",
-                "cluster": {"server": f"https://127.0.0.1:{api_port}", "certificate-authority-data": b64("ca.crt")},
-            }
-        ],
-        "users": [
-            {
-                "name": "sdc-admin",
-                "user": {"client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")},
-            }
-        ],
-        "contexts": [{"name": "sdc-local", "context": {"cluster": "sdc-local", "user": "sdc-admin"}}],
-        "current-context": "sdc-local",
-    }
+    config = common.kubeconfig(
+        "sdc-local",
+        {"server": f"https://127.0.0.1:{api_port}", "certificate-authority-data": b64("ca.crt")},
+        "sdc-admin",
+        {"client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")},
+        "sdc-local",
+    )
     KUBECONFIG.write_text(json.dumps(config, indent=2))
     KUBECONFIG.chmod(0o600)
 
@@ -287,7 +241,7 @@ def pid_of(component: str) -> int | None:
         return None
     try:
         pid = int(pid_file.read_text())
-        cmdline = real_node.read_cmdline(pid)
+        cmdline = common.read_cmdline(pid)
     except (ValueError, OSError):
         return None
     if not cmdline or not cmdline[0].endswith(component.encode()):
@@ -318,41 +272,23 @@ def api_ready(port: int) -> bool:
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, component: str | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
+    def exited() -> str | None:
         if component and pid_of(component) is None:
-            tail = (LOGS / f"{component}.log").read_text(errors="replace").strip().splitlines()[-5:]
-            raise ClusterError(f"{component} exited while waiting for {what}:\n" + "\n".join(tail))
-        time.sleep(0.5)
-    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; see {LOGS}")
+            tail = common.log_tail(LOGS / f"{component}.log", 5)
+            return f"{component} exited while waiting for {what}:\n" + "\n".join(tail)
+        return None
+
+    common.wait_for(what, check, timeout, exited=exited, hint=lambda: f"; see {LOGS}", error=ClusterError)
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(BIN / "kubectl"), f"--kubeconfig={KUBECONFIG}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ClusterError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
+    return common.kubectl(KUBECONFIG, *args, stdin=stdin, error=ClusterError)
 
 
 def serviceaccount_kubeconfig(cluster: dict[str, object], token: str) -> dict[str, object]:
     """A kubeconfig that authenticates with a ServiceAccount token against `cluster` (a kubeconfig
     `clusters[].cluster` entry): to run a process with exactly the RBAC a chart grants."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "sa",
-        "clusters": [{"name": "cluster", "cluster": cluster}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": "sa"}}],
-    }
+    return common.kubeconfig("cluster", cluster, "sa", {"token": token}, "sa")
 
 
 def node_manifest(node: dict[str, object], simulated_taint: bool = False) -> dict[str, object]:
@@ -506,16 +442,15 @@ def up() -> None:
 def add_nodes(kubeconfig: Path) -> None:
     """The same simulated GPU and CPU nodes on another cluster whose KWOK controller manages them (kind in CI)."""
     docs = [node_manifest(n) for n in NODES]
-    result = subprocess.run(
-        [str(BIN / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
-        capture_output=True,
-        text=True,
-        check=False,
+    applied = common.kubectl(
+        kubeconfig,
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+        error=ClusterError,
     )
-    if result.returncode != 0:
-        raise ClusterError(result.stderr.strip())
-    print(result.stdout.strip())
+    print(applied.strip())
 
 
 def down(quiet: bool = False) -> None:
@@ -523,10 +458,7 @@ def down(quiet: bool = False) -> None:
     for component in reversed(COMPONENTS):
         pid = pid_of(component)
         if pid is not None:
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            common.send_signal(pid, signal.SIGTERM, group=True)
             stopped.append((component, pid))
         (PIDS / f"{component}.pid").unlink(missing_ok=True)
     deadline = time.monotonic() + 15
@@ -538,10 +470,7 @@ def down(quiet: bool = False) -> None:
                 break
             time.sleep(0.1)
         if Path(f"/proc/{pid}").exists():
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            common.send_signal(pid, signal.SIGKILL, group=True)
     (STATE / "ports.json").unlink(missing_ok=True)
     try:
         if real_node.teardown(NODE_STATE):

@@ -34,12 +34,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from hack import hub  # noqa: E402
+from hack import common, hub  # noqa: E402
+from hack.common import BIN, KUBECONFIG, STATE  # noqa: E402
 from hack.node import NODE_LINKS_CIDR  # noqa: E402
 
-BIN = ROOT / "bin"
-STATE = ROOT / ".cluster"
-KUBECONFIG = STATE / "kubeconfig"
 WORK = STATE / "demo"
 PY = sys.executable
 NAMESPACE = os.environ.get("SDC_DEMO_NAMESPACE", "sdc-demo")
@@ -66,7 +64,7 @@ DOCUMENTS: list[dict[str, Any]] = [
 QUESTION = "해운대가 있는 항구 도시는 어디인가요?"
 
 
-class DemoError(Exception):
+class DemoError(common.HackError):
     pass
 
 
@@ -80,10 +78,7 @@ def step(title: str) -> None:
 
 
 def run(*argv: str, stdin: str | None = None, check: bool = True) -> str:
-    result = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
-    if check and result.returncode != 0:
-        raise DemoError(f"{' '.join(argv[:4])} ... failed: {result.stderr.strip() or result.stdout.strip()}")
-    return result.stdout
+    return common.run(list(argv), stdin=stdin, check=check, error=DemoError).stdout
 
 
 def streamed(*argv: str) -> None:
@@ -99,7 +94,7 @@ def streamed(*argv: str) -> None:
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
-    return run(str(BIN / "kubectl"), f"--kubeconfig={KUBECONFIG}", *args, stdin=stdin, check=check)
+    return common.kubectl(KUBECONFIG, *args, stdin=stdin, check=check, error=DemoError)
 
 
 def helm(*args: str) -> str:
@@ -107,15 +102,12 @@ def helm(*args: str) -> str:
 
 
 def wait(what: str, check: Callable[[], Any], timeout: float, proc: subprocess.Popen[bytes] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
+    def exited() -> str | None:
         if proc is not None and proc.poll() is not None:
-            raise DemoError(f"{what}: the process exited ({proc.returncode}); see {WORK}")
-        time.sleep(0.5)
-    raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+            return f"{what}: the process exited ({proc.returncode}); see {WORK}"
+        return None
+
+    return common.wait_for(what, check, timeout, exited=exited, error=DemoError)
 
 
 def api_key() -> str:

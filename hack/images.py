@@ -40,11 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from hack import common  # noqa: E402
 from hack import node as real_node  # noqa: E402
+from hack.common import CACHE  # noqa: E402
 
-CACHE = Path(os.environ.get("SDC_TOOLS_CACHE", Path.home() / ".cache" / "sdc-llm"))
 STORAGE = CACHE / "containers"
-NODE_STATE = Path(os.environ.get("SDC_CLUSTER_DIR", ROOT / ".cluster")) / "node"
+NODE_STATE = common.STATE / "node"
 IMAGES_DIR = ROOT / "images"
 DEBIAN_MIRROR = os.environ.get("SDC_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
@@ -55,7 +56,7 @@ SKIP_PARTS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 GENERATED = {"build/ollama/ollama": ["hack/ollama_build.py"]}
 
 
-class ImageError(Exception):
+class ImageError(common.HackError):
     """A failure with a one-line explanation for the user."""
 
 
@@ -313,18 +314,7 @@ def load(tag: str, key: str) -> None:
     if not holder_file.exists():
         raise ImageError("no real node is running here: `make cluster-up` first (or --no-load)")
     holder = int(holder_file.read_text())
-    ctr = [
-        "nsenter",
-        "-t",
-        str(holder),
-        "-m",
-        "-n",
-        "--",
-        "ctr",
-        f"--address={real_node.containerd_socket(NODE_STATE)}",
-        "-n",
-        "k8s.io",
-    ]
+    ctr = common.ctr(holder, real_node.containerd_socket(NODE_STATE))
     if stamp.exists() and stamp.read_text() == key:
         listed = subprocess.run([*ctr, "images", "ls", "-q", f"name=={tag}"], capture_output=True, text=True)
         if listed.stdout.strip() == tag:
@@ -334,17 +324,9 @@ def load(tag: str, key: str) -> None:
     with tempfile.TemporaryDirectory(prefix="sdc-load-", dir=CACHE) as tmp:
         archive = Path(tmp) / "image.tar"
         source = f"containers-storage:[overlay@{STORAGE / 'storage'}+{STORAGE / 'run'}]{tag}"
-        result = subprocess.run(
-            ["skopeo", "copy", "--quiet", source, f"docker-archive:{archive}:{tag}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ImageError(f"skopeo copy {tag} failed: {result.stderr.strip()[-2000:]}")
-        result = subprocess.run([*ctr, "images", "import", str(archive)], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ImageError(f"ctr images import {tag} failed: {result.stderr.strip()[-2000:]}")
+        copy = ["skopeo", "copy", "--quiet", source, f"docker-archive:{archive}:{tag}"]
+        common.run(copy, error=ImageError, what=f"skopeo copy {tag}")
+        common.import_image(holder, real_node.containerd_socket(NODE_STATE), archive, tag, error=ImageError)
     stamps.mkdir(parents=True, exist_ok=True)
     stamp.write_text(key)
     print(f"    loaded {tag} into the node in {time.monotonic() - started:.0f}s", flush=True)

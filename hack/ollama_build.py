@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hack.tools import CACHE, ROOT, ToolError, link, read_versions, require_go, run_go
+from hack.common import CACHE, ROOT
+from hack.tools import ToolError, link, read_versions, require_go, run_go
 
 # The headers llama.cpp includes from its (dropped) vendor/ directory.
 VENDOR_HEADERS = (

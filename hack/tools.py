@@ -27,8 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = ROOT / "hack" / "tool-versions.env"
-BIN = ROOT / "bin"
-CACHE = Path(os.environ.get("SDC_TOOLS_CACHE", Path.home() / ".cache" / "sdc-llm"))
+if str(ROOT) not in sys.path:  # run as a script: make `hack` importable
+    sys.path.insert(0, str(ROOT))
+
+from hack import common  # noqa: E402
+from hack.common import BIN, CACHE  # noqa: E402
 
 K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # The real node's binaries, built from the same wrapper module (hack/node.py runs them).
@@ -52,7 +55,7 @@ APT_PACKAGES = {
 }
 
 
-class ToolError(Exception):
+class ToolError(common.HackError):
     """A failure with a one-line explanation for the user."""
 
 
@@ -180,15 +183,19 @@ def build_wrapped(
     work.mkdir(parents=True, exist_ok=True)
     (work / "go.mod").write_text(wrapper_gomod(upstream, module, version, staging_version))
     for binary, pkg in packages.items():
-        if (out_dir / binary).exists():
-            continue
-        tmp = out_dir / f".{binary}.tmp"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        print(f"==> building {binary} {version} (cold: minutes; cached afterwards)", flush=True)
-        started = time.monotonic()
-        run_go(["build", "-mod=mod", "-v", f"-ldflags={ldflags}", "-o", str(tmp), pkg], work, f"building {binary}")
-        tmp.rename(out_dir / binary)
-        print(f"    built {binary} in {int(time.monotonic() - started)}s", flush=True)
+        if not (out_dir / binary).exists():
+            go_build(work, pkg, binary, version, out_dir, ldflags)
+
+
+def go_build(work: Path, pkg: str, binary: str, version: str, out_dir: Path, ldflags: str) -> None:
+    """`go build` one main package in a wrapper module into out_dir/binary (renamed in place once whole)."""
+    tmp = out_dir / f".{binary}.tmp"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    print(f"==> building {binary} {version} (cold: minutes; cached afterwards)", flush=True)
+    started = time.monotonic()
+    run_go(["build", "-mod=mod", "-v", f"-ldflags={ldflags}", "-o", str(tmp), pkg], work, f"building {binary}")
+    tmp.rename(out_dir / binary)
+    print(f"    built {binary} in {int(time.monotonic() - started)}s", flush=True)
 
 
 def go_install(name: str, pkg: str, version: str, binary: str) -> None:
@@ -234,13 +241,7 @@ def build_with_floors(
     work = CACHE / "wrappers" / f"{name}-{version}"
     work.mkdir(parents=True, exist_ok=True)
     (work / "go.mod").write_text(floors_gomod(module, version, floors))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{binary}.tmp"
-    print(f"==> building {binary} {version} (cold: minutes; cached afterwards)", flush=True)
-    started = time.monotonic()
-    run_go(["build", "-mod=mod", "-v", f"-ldflags={ldflags}", "-o", str(tmp), pkg], work, f"building {binary}")
-    tmp.rename(out_dir / binary)
-    print(f"    built {binary} in {int(time.monotonic() - started)}s", flush=True)
+    go_build(work, pkg, binary, version, out_dir, ldflags)
 
 
 def apt_install(packages: dict[str, str]) -> None:
@@ -286,14 +287,8 @@ def build_pause(version: str) -> None:
         raise ToolError("gcc is needed to build the pause binary (apt-get install gcc libc6-dev)")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".pause.tmp"
-    result = subprocess.run(
-        ["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION={version}", "-o", str(tmp), str(source)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ToolError(f"building pause failed: {result.stderr.strip()}")
+    gcc = ["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION={version}", "-o", str(tmp), str(source)]
+    common.run(gcc, error=ToolError, what="building pause")
     subprocess.run(["strip", str(tmp)], check=False)
     tmp.rename(out_dir / "pause")
 
@@ -328,25 +323,16 @@ def main() -> int:
                 ),
             ]
         )
-        build_wrapped(
-            "kubernetes",
-            "k8s.io/kubernetes",
-            k8s,
-            staging,
-            {b: f"k8s.io/kubernetes/cmd/{b}" for b in K8S_BINARIES},
-            k8s_ldflags,
-        )
+
+        def kubernetes(binaries: tuple[str, ...]) -> None:
+            commands = {b: f"k8s.io/kubernetes/cmd/{b}" for b in binaries}
+            build_wrapped("kubernetes", "k8s.io/kubernetes", k8s, staging, commands, k8s_ldflags)
+
+        kubernetes(K8S_BINARIES)
         real_node = os.environ.get("SDC_REAL_NODE") != "0"
         if real_node:
             apt_install(APT_PACKAGES)
-            build_wrapped(
-                "kubernetes",
-                "k8s.io/kubernetes",
-                k8s,
-                staging,
-                {b: f"k8s.io/kubernetes/cmd/{b}" for b in NODE_BINARIES},
-                k8s_ldflags,
-            )
+            kubernetes(NODE_BINARIES)
             build_pause(k8s)
             go_install("coredns", "github.com/coredns/coredns", v["COREDNS_VERSION"], "coredns")
             build_with_floors(

@@ -85,18 +85,29 @@ class OperatorProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def running_operator(kubectl: Kubectl, kubeconfig: Path, log_dir: Path, endpoints_ns: str) -> Iterator[OperatorProcess]:
-    """The CRD established, the endpoints namespace made, one operator process; its log tail printed at the end.
+def running_operator(
+    kubectl: Kubectl, kubeconfig: Path, log_dir: Path, endpoints_ns: str, **env: str
+) -> Iterator[OperatorProcess]:
+    """The CRD established, the endpoints namespace made, one operator process (`env`: its extra settings);
+    its log tail printed at the end.
 
     A generator for module-scoped fixtures: `yield from running_operator(...)`."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "localllm.yaml"))
     kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
     kubectl("create", "namespace", endpoints_ns, check=False)
-    proc = OperatorProcess(kubeconfig, endpoints_ns, log_dir / "operator.log")
+    proc = OperatorProcess(kubeconfig, endpoints_ns, log_dir / "operator.log", **env)
     proc.start()
     yield proc
     proc.stop()
     print("\n--- operator log tail ---\n" + proc.tail())
+
+
+def tiny(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    """A LocalLLM of the tiny Transformers model on a simulated CPU node; `model` entries are merged in."""
+    model = spec.pop("model", {})
+    body = localllm(name, namespace, runtime="transformers", model="sdc/tiny", gpus=0, **spec)
+    body["spec"]["model"].update(model)
+    return body
 
 
 def localllm(

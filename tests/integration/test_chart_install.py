@@ -144,13 +144,17 @@ def test_install_serve_upgrade_uninstall(kubectl: Kubectl, kubeconfig: Path, tmp
         assert own["spec"]["ingress"][0]["ports"] == [{"port": 11434, "protocol": "TCP"}]
         assert own["spec"]["ingress"][0]["from"] == engines["spec"]["ingress"][0]["from"]
         assert own["spec"]["policyTypes"] == ["Ingress", "Egress"], "egress is on by default"
-        endpoints = wait_until(
-            "the endpoints ConfigMap",
-            lambda: kubectl("get", "configmap", f"{release}-endpoints", "-n", ns, "-o", "json", check=False).startswith(
-                "{"
-            ),
-        )
-        assert endpoints
+
+        def published() -> list[dict[str, object]]:
+            out = kubectl("get", "configmap", f"{release}-endpoints", "-n", ns, "-o", "json", check=False)
+            if not out.startswith("{"):
+                return []
+            return list(json.loads(json.loads(out)["data"]["endpoints.json"])["endpoints"])
+
+        # Published through the chart's RBAC: the ready model, by name and address, in the release's ConfigMap.
+        endpoints = wait_until("gemma2-9b in the endpoints ConfigMap", published)
+        assert {(e["localLLM"], e["runtime"]) for e in endpoints} == {("gemma2-9b", "ollama")}, endpoints
+        assert all(str(e["baseUrl"]).endswith(":11434/v1") for e in endpoints), endpoints
         assert "Forbidden" not in operator.tail(400), operator.tail(40)
     finally:
         operator.stop()

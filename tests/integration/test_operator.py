@@ -12,7 +12,7 @@ import yaml
 from sdc_operator.policy import ALLOW_LABEL
 
 from tests.conftest import ROOT, SIMULATED_NODE_SELECTOR, SIMULATED_TOLERATION, Kubectl, globbed, wait_until
-from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
+from tests.integration.operator_harness import OperatorProcess, localllm, running_operator, wait_phase
 from tests.support.metrics import scrape
 
 ENDPOINTS_NS = "sdc"
@@ -20,17 +20,9 @@ ENDPOINTS_NS = "sdc"
 
 @pytest.fixture(scope="module")
 def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "localllm.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
-    kubectl("create", "namespace", ENDPOINTS_NS, check=False)
     # The tests make LocalLLMs in namespaces of their own: publish them all (by default only ENDPOINTS_NS).
-    proc = OperatorProcess(
-        kubeconfig, ENDPOINTS_NS, tmp_path_factory.mktemp("operator") / "operator.log", SDC_PUBLISH_NAMESPACES='["*"]'
-    )
-    proc.start()
-    yield proc
-    proc.stop()
-    print("\n--- operator log tail ---\n" + proc.tail())
+    log_dir = tmp_path_factory.mktemp("operator")
+    yield from running_operator(kubectl, kubeconfig, log_dir, ENDPOINTS_NS, SDC_PUBLISH_NAMESPACES='["*"]')
 
 
 def published(kubectl: Kubectl) -> list[dict[str, object]]:
@@ -45,17 +37,16 @@ def test_create_to_ready_with_gpus_endpoint_and_publication(
 ) -> None:
     started = time.monotonic()
     kubectl.apply(localllm("gemma", namespace, gpus=2, routing={"weight": 90}))
-    dep = wait_until(
+    wait_until(
         "the Deployment",
         lambda: kubectl("get", "deploy", "gemma", "-n", namespace, "-o", "json", check=False).startswith("{"),
     )
     created_after = time.monotonic() - started
-    assert dep is True
     deployment = kubectl.get("deploy", "gemma", "-n", namespace)
-    owner = kubectl.get("llm", "gemma", "-n", namespace)["metadata"]["uid"]
-    assert [(r["kind"], r["uid"], r.get("controller")) for r in deployment["metadata"]["ownerReferences"]] == [
-        ("LocalLLM", owner, True)
-    ]
+    # The LocalLLM's own child: garbage-collected with it, watched back by the operator.
+    llm_uid = kubectl.get("llm", "gemma", "-n", namespace)["metadata"]["uid"]
+    owners = [(o["kind"], o["name"], o["uid"], o.get("controller")) for o in deployment["metadata"]["ownerReferences"]]
+    assert owners == [("LocalLLM", "gemma", llm_uid, True)]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert "--tensor-parallel-size" in container["args"]

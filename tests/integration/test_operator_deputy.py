@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Kubectl, wait_until
-from tests.integration.operator_harness import OperatorProcess, localllm, running_operator, wait_phase
+from tests.integration.operator_harness import OperatorProcess, running_operator, tiny, wait_phase
 
 ENDPOINTS_NS = "sdc"
 
@@ -26,13 +26,6 @@ ENDPOINTS_NS = "sdc"
 @pytest.fixture(scope="module")
 def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     yield from running_operator(kubectl, kubeconfig, tmp_path_factory.mktemp("operator"), ENDPOINTS_NS)
-
-
-def tiny(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    model = spec.pop("model", {})
-    body = localllm(name, namespace, runtime="transformers", model="sdc/tiny", gpus=0, **spec)
-    body["spec"]["model"].update(model)
-    return body
 
 
 REFUSED: dict[str, dict[str, Any]] = {

@@ -28,6 +28,7 @@ from tests.integration.operator_harness import (
     localllm,
     run_kube,
     running_operator,
+    tiny,
     wait_phase,
 )
 from tests.support.metrics import scrape
@@ -39,13 +40,6 @@ REPAIR_S = 30  # the issue's bound for drift repair
 @pytest.fixture(scope="module")
 def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     yield from running_operator(kubectl, kubeconfig, tmp_path_factory.mktemp("operator"), ENDPOINTS_NS)
-
-
-def tiny(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    model = spec.pop("model", {})
-    body = localllm(name, namespace, runtime="transformers", model="sdc/tiny", gpus=0, **spec)
-    body["spec"]["model"].update(model)
-    return body
 
 
 def foreign_service(name: str, namespace: str) -> dict[str, Any]:

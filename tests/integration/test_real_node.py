@@ -15,9 +15,6 @@ the host (routed into the node's namespace, kube-proxy's rules there).
 
 from __future__ import annotations
 
-import base64
-import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,23 +25,28 @@ import httpx
 import pytest
 
 from hack import hub
-from hack.node import NODE_LINKS_CIDR
-from tests.conftest import ROOT, Kubectl, wait_until
+from tests.conftest import Kubectl, wait_until
+from tests.integration import real_node_setup
 from tests.integration.operator_harness import GROUP_VERSION, REVISION
+from tests.integration.real_node_setup import (
+    CHART,
+    api_key,
+    chart_values,
+    helm,
+    open_to_hub,
+    pods,
+    ready,
+    service_url,
+    start_hub,
+    try_chat,
+    wait_llm_ready,
+)
 from tests.support import tiny_gguf
 
-CHART = ROOT / "charts" / "sdc"
-HELM = str(ROOT / "bin" / "helm")
 REAL_NODE = "sdc-real-node"
 MODEL = "sdc/tiny"
 SLOW_MODEL = "sdc/tiny-slow"  # served at 20 kB/s per download: its 400 kB of weights take about 20 s
 GGUF_REPO = "sdc/tiny-gguf"
-
-
-def helm(kubeconfig: Path, *args: str) -> str:
-    result = subprocess.run([HELM, f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +57,7 @@ def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     gguf.parent.mkdir(parents=True)
     (root / "model.gguf.sha256").write_text(tiny_gguf.write(gguf))
     hub.prepare(root, {MODEL: 0, SLOW_MODEL: 1})
-    for parent in root.parents:  # the hub runs as uid 1000: it must be able to walk to its files
-        if parent == Path("/tmp") or parent == Path("/"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o055)
-    return root
+    return open_to_hub(root)
 
 
 def ollama_llm(name: str, namespace: str, url: str, sha256: str) -> dict[str, Any]:
@@ -88,47 +86,9 @@ def transformers_llm(name: str, namespace: str, model: str = MODEL) -> dict[str,
     }
 
 
-def pods(kubectl: Kubectl, namespace: str, selector: str) -> list[dict[str, Any]]:
-    return list(kubectl.get("pods", "-n", namespace, "-l", selector)["items"])
-
-
-def ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return pod["metadata"].get("deletionTimestamp") is None and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions
-    )
-
-
-def service_url(kubectl: Kubectl, namespace: str, name: str) -> str:
-    svc = kubectl.get("service", name, "-n", namespace)
-    return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
-
-
-def api_key(kubectl: Kubectl, namespace: str, fullname: str) -> str:
-    """The admin key the chart generated: the chat routes answer 401 without one."""
-    encoded = kubectl("get", "secret", f"{fullname}-api-keys", "-n", namespace, "-o", "jsonpath={.data.keys}")
-    return base64.b64decode(encoded).decode().splitlines()[0].split(":", 1)[1]
-
-
-def chat(base: str, provider: str, key: str) -> dict[str, Any]:
-    response = httpx.post(
-        f"{base}/api/v1/chat",
-        json={"message": "안녕하세요", "provider": provider, "max_tokens": 8, "use_rag": False},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 @pytest.fixture
 def release(kubectl: Kubectl, kubeconfig: Path) -> Iterator[tuple[str, str]]:
-    name = f"e2e-{uuid.uuid4().hex[:6]}"
-    yield name, name
-    # Whatever happened: no release, no LocalLLMs, no namespace left behind.
-    kubectl("delete", "llm", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
-    subprocess.run([HELM, f"--kubeconfig={kubeconfig}", "uninstall", name, "-n", name], capture_output=True)
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    yield from real_node_setup.release(kubectl, kubeconfig, f"e2e-{uuid.uuid4().hex[:6]}", "60s")
 
 
 @pytest.mark.timeout(3600)  # a cold run builds the images first (see the `images` fixture)
@@ -136,18 +96,9 @@ def test_chart_and_models_on_real_pods(
     kubectl: Kubectl, kubeconfig: Path, real_node: str, images: None, hub_root: Path, release: tuple[str, str]
 ) -> None:
     name, ns = release
-    # The node enforces NetworkPolicies and this test calls the chat API from the host (the node's link):
-    # the chart's knob for wider chat ingress admits it, beside the release's own pods.
-    host = [{"podSelector": {}}, {"ipBlock": {"cidr": NODE_LINKS_CIDR}}]
-    values = [
-        *hub.chart_values(ns),  # HF_ENDPOINT, and the engines' egress policy opened to the in-cluster hub
-        "--set-json",
-        f"networkPolicy.chatIngressFrom={json.dumps(host)}",
-    ]
-    runtime_image = "ghcr.io/sdc-llm/sdc-runtime:0.1.0"
+    values = chart_values(ns)
     gguf_sha = (hub_root / "model.gguf.sha256").read_text().strip()
-    kubectl("create", "namespace", ns)
-    kubectl.apply(hub.objects(ns, hub_root, runtime_image, REVISION, paced={SLOW_MODEL: 20_000}))
+    start_hub(kubectl, ns, hub_root, paced={SLOW_MODEL: 20_000})
 
     # 1. The chart with its defaults (plus where the hub is), with `--wait`: the orchestrator is Ready with no
     # model yet (it serves, and says so), so the install completes as Argo CD or Flux expect; `helm test`
@@ -168,12 +119,7 @@ def test_chart_and_models_on_real_pods(
     # 2. A Transformers LocalLLM: fetched from the in-cluster hub by the init container, served by sdc-runtime.
     started = time.monotonic()
     kubectl.apply(transformers_llm("tiny", ns))
-    llm = wait_until(
-        "the LocalLLM to be Ready",
-        lambda: (o := kubectl.get("llm", "tiny", "-n", ns)).get("status", {}).get("phase") == "Ready" and o,
-        timeout=300,
-        interval=1,
-    )
+    llm = wait_llm_ready(kubectl, "tiny", ns, timeout=300, interval=1)
     print(f"transformers LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
     (engine,) = [p for p in pods(kubectl, ns, "llm.sdc.dev/localllm=tiny") if ready(p)]
     assert engine["spec"]["nodeName"] == real_node
@@ -216,7 +162,7 @@ def test_chart_and_models_on_real_pods(
     key = api_key(kubectl, ns, fullname)
     auth = {"Authorization": f"Bearer {key}"}
     assert httpx.get(f"{base}/v1/models", timeout=30).status_code == 401, "the chart turns API keys on"
-    answer = wait_until("a chat answer", lambda: _try_chat(base, "transformers", key), timeout=120, interval=2)
+    answer = wait_until("a chat answer", lambda: try_chat(base, "transformers", key), timeout=120, interval=2)
     assert answer["provider"] == "transformers" and not answer["fallback_used"], answer
     models = httpx.get(f"{base}/v1/models", headers=auth, timeout=30).json()
     served = [m["id"] for m in models["data"]]
@@ -243,7 +189,7 @@ def test_chart_and_models_on_real_pods(
     print(f"ollama LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
     (ollama_pod,) = [p for p in pods(kubectl, ns, "llm.sdc.dev/localllm=tiny-ollama") if ready(p)]
     assert ollama_pod["spec"]["nodeName"] == real_node
-    answer = wait_until("an answer from ollama", lambda: _try_chat(base, "ollama", key), timeout=120, interval=2)
+    answer = wait_until("an answer from ollama", lambda: try_chat(base, "ollama", key), timeout=120, interval=2)
     assert answer["provider"] == "ollama" and not answer["fallback_used"], answer
     kubectl("delete", "llm", "tiny-ollama", "-n", ns, "--timeout=120s")
 
@@ -264,7 +210,7 @@ def test_chart_and_models_on_real_pods(
     )
     replacement = [p for p in pods(kubectl, ns, "llm.sdc.dev/localllm=tiny") if ready(p)]
     assert replacement and replacement[0]["metadata"]["uid"] != engine["metadata"]["uid"]
-    assert wait_until("requests to recover", lambda: _try_chat(base, "transformers", key), timeout=120, interval=2)
+    assert wait_until("requests to recover", lambda: try_chat(base, "transformers", key), timeout=120, interval=2)
 
     # 5. helm upgrade with unchanged values restarts no pod.
     helm(kubeconfig, "upgrade", name, str(CHART), "-n", ns, *values, "--wait", "--timeout", "3m")
@@ -291,10 +237,3 @@ def test_chart_and_models_on_real_pods(
     kept = kubectl("get", "pvc", "-n", ns, "-l", selector, "-o", "name").strip()
     assert kept == f"persistentvolumeclaim/{fullname}-orchestrator-data", kept
     kubectl("delete", "pvc", "-n", ns, "-l", selector, "--wait=false")
-
-
-def _try_chat(base: str, provider: str, key: str) -> dict[str, Any] | None:
-    try:
-        return chat(base, provider, key)
-    except (httpx.HTTPError, AssertionError, json.JSONDecodeError):
-        return None

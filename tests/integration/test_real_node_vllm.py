@@ -29,10 +29,22 @@ import httpx
 import pytest
 
 from hack import hub
-from hack.node import NODE_LINKS_CIDR
 from tests.conftest import KUBECTL, Kubectl, wait_until
+from tests.integration import real_node_setup
 from tests.integration.operator_harness import GROUP_VERSION, REVISION
-from tests.integration.test_real_node import CHART, HELM, _try_chat, api_key, helm, pods, ready, service_url
+from tests.integration.real_node_setup import (
+    CHART,
+    api_key,
+    chart_values,
+    helm,
+    open_to_hub,
+    pods,
+    ready,
+    service_url,
+    start_hub,
+    try_chat,
+    wait_llm_ready,
+)
 
 MODEL = "sdc/tiny-vllm"
 LLM = "tiny-vllm"
@@ -41,23 +53,14 @@ PROMPT = " ".join(["서울은 대한민국의 수도입니다. 부산은 항구 
 
 @pytest.fixture
 def release(kubectl: Kubectl, kubeconfig: Path) -> Iterator[tuple[str, str]]:
-    name = f"e2e-vllm-{uuid.uuid4().hex[:6]}"
-    yield name, name
-    # Whatever happened: no release, no LocalLLMs, no namespace left behind.
-    kubectl("delete", "llm", "--all", "-n", name, "--wait=true", "--timeout=120s", check=False)
-    subprocess.run([HELM, f"--kubeconfig={kubeconfig}", "uninstall", name, "-n", name], capture_output=True)
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    yield from real_node_setup.release(kubectl, kubeconfig, f"e2e-vllm-{uuid.uuid4().hex[:6]}", "120s")
 
 
 @pytest.fixture(scope="module")
 def vllm_hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hub-vllm")
     hub.prepare(root, {MODEL: 0}, shapes={MODEL: hub.VLLM_SHAPE})
-    for parent in root.parents:  # the hub runs as uid 1000: it must be able to walk to its files
-        if parent in (Path("/tmp"), Path("/")):
-            break
-        parent.chmod(parent.stat().st_mode | 0o055)
-    return root
+    return open_to_hub(root)
 
 
 def vllm_llm(name: str, namespace: str) -> dict[str, Any]:
@@ -111,14 +114,8 @@ def test_vllm_on_cpu_on_real_pods(
     kubectl: Kubectl, kubeconfig: Path, real_node: str, images: None, vllm_hub_root: Path, release: tuple[str, str]
 ) -> None:
     name, ns = release
-    host = [{"podSelector": {}}, {"ipBlock": {"cidr": NODE_LINKS_CIDR}}]
-    values = [
-        *hub.chart_values(ns),  # HF_ENDPOINT, and the engines' egress policy opened to the in-cluster hub
-        "--set-json",
-        f"networkPolicy.chatIngressFrom={json.dumps(host)}",
-    ]
-    kubectl("create", "namespace", ns)
-    kubectl.apply(hub.objects(ns, vllm_hub_root, "ghcr.io/sdc-llm/sdc-runtime:0.1.0", REVISION))
+    values = chart_values(ns)
+    start_hub(kubectl, ns, vllm_hub_root)
     helm(kubeconfig, "install", name, str(CHART), "-n", ns, *values, "--take-ownership")
     release_pods = f"app.kubernetes.io/instance={name}"
     wait_until(
@@ -162,12 +159,7 @@ def test_vllm_on_cpu_on_real_pods(
     # 1. The vLLM LocalLLM: Ready only through vLLM's own probes.
     started = time.monotonic()
     kubectl.apply(vllm_llm(LLM, ns))
-    llm = wait_until(
-        "the vLLM LocalLLM to be Ready",
-        lambda: (o := kubectl.get("llm", LLM, "-n", ns)).get("status", {}).get("phase") == "Ready" and o,
-        timeout=1200,
-        interval=0.5,
-    )
+    llm = wait_llm_ready(kubectl, LLM, ns, timeout=1200, interval=0.5)
     ready_at = time.time()
     print(f"\nvLLM LocalLLM: kubectl apply -> Ready in {time.monotonic() - started:.1f}s")
     (engine,) = [p for p in pods(kubectl, ns, f"llm.sdc.dev/localllm={LLM}") if ready(p)]
@@ -195,7 +187,7 @@ def test_vllm_on_cpu_on_real_pods(
     served = llm["status"]["servedModelName"]
 
     # 3. Both chat APIs through the in-cluster orchestrator.
-    answer = wait_until("a chat answer from vllm", lambda: _try_chat(base, "vllm", key), timeout=120, interval=2)
+    answer = wait_until("a chat answer from vllm", lambda: try_chat(base, "vllm", key), timeout=120, interval=2)
     assert answer["provider"] == "vllm" and not answer["fallback_used"], answer
     timings = []
     for _ in range(3):  # the same long prompt: vLLM serves its prefix from the cache the 2nd and 3rd time
@@ -249,5 +241,5 @@ def test_vllm_on_cpu_on_real_pods(
     print(f"vLLM pod replaced and Ready in {time.monotonic() - replaced:.1f}s")
     replacement = [p for p in pods(kubectl, ns, f"llm.sdc.dev/localllm={LLM}") if ready(p)]
     assert replacement and replacement[0]["metadata"]["uid"] != engine["metadata"]["uid"]
-    assert wait_until("vllm to answer again", lambda: _try_chat(base, "vllm", key), timeout=120, interval=1)
+    assert wait_until("vllm to answer again", lambda: try_chat(base, "vllm", key), timeout=120, interval=1)
     kubectl("delete", "llm", LLM, "-n", ns, "--timeout=120s")

@@ -22,7 +22,7 @@ from sdc_orchestrator.scaling.client import SCALE_WRITES, ScaleClient
 from sdc_orchestrator.settings import OrchestratorSettings
 
 from tests.conftest import ROOT, Kubectl, wait_until
-from tests.integration.operator_harness import OperatorProcess, localllm, wait_phase
+from tests.integration.operator_harness import OperatorProcess, localllm, running_operator, wait_phase
 from tests.support.fake_openai import FakeBackend
 from tests.support.servers import serve
 
@@ -31,16 +31,9 @@ ENDPOINTS_NS = "sdc"
 
 @pytest.fixture(scope="module")
 def operator(kubectl: Kubectl, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "localllm.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/localllms.llm.sdc.dev", "--timeout=30s")
-    kubectl("create", "namespace", ENDPOINTS_NS, check=False)
-    proc = OperatorProcess(
-        kubeconfig, ENDPOINTS_NS, tmp_path_factory.mktemp("operator") / "operator.log", SDC_PUBLISH_NAMESPACES='["*"]'
-    )
-    proc.start()
-    yield proc
-    proc.stop()
-    print("\n--- operator log tail ---\n" + proc.tail())
+    # The tests make LocalLLMs in namespaces of their own: publish them all (by default only ENDPOINTS_NS).
+    log_dir = tmp_path_factory.mktemp("operator")
+    yield from running_operator(kubectl, kubeconfig, log_dir, ENDPOINTS_NS, SDC_PUBLISH_NAMESPACES='["*"]')
 
 
 def document(kubectl: Kubectl) -> dict[str, Any]:

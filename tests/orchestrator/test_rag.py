@@ -89,3 +89,10 @@ def test_dense_retrieval_fuses_when_an_embedder_is_configured(
     embedded = backends["ollama"][0].embedded
     assert "부산 항구" in embedded, "the question was embedded for dense retrieval"
     assert sum(1 for text in embedded if text != "부산 항구") >= len(CORPUS), "every passage has a vector"
+    # The vectors decide a ranking: "구항" shares no word with Busan's passage, but its vector (the fake embeds
+    # character counts) is nearest Busan's. Without the dense signal Busan is not among the sources.
+    body = httpx.post(f"{base}/api/v1/chat", json={"message": "구항"}, timeout=30).json()
+    assert "busan" in [s["id"] for s in body["sources"]], body["sources"]
+    lexical_only = orchestrator()  # the same documents, no embedder
+    body = httpx.post(f"{lexical_only}/api/v1/chat", json={"message": "구항"}, timeout=30).json()
+    assert "busan" not in [s["id"] for s in body["sources"]], body["sources"]

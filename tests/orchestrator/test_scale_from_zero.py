@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,19 @@ def start(orchestrator_app: Any, document: Path, **env: Any) -> str:
     return str(base)
 
 
+@contextmanager
+def at_zero(
+    orchestrator_app: Any, tmp_path: Path, engine_url: str, delay_s: float, **env: Any
+) -> Iterator[tuple[str, FakeKube]]:
+    """An orchestrator whose model is published at zero replicas, and a Kubernetes API (FakeKube) whose scale
+    patch publishes the engine `delay_s` later; yields the orchestrator's URL and the API."""
+    document = tmp_path / "endpoints.json"
+    document.write_text(json.dumps({"endpoints": [], "unready": [unready()]}))
+    kube = FakeKube(document, engine_url, delay_s=delay_s)
+    with serve(kube.app) as api:
+        yield start(orchestrator_app, document, sdc_scale_api_url=api, **env), kube
+
+
 def chat(client: httpx.Client, base: str, stream: bool) -> tuple[int, dict[str, str], str]:
     body = {"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": "안녕"}]}
     resp = client.post(f"{base}/v1/chat/completions", json=body)
@@ -119,14 +133,13 @@ def chat(client: httpx.Client, base: str, stream: bool) -> tuple[int, dict[str, 
 def test_a_burst_from_zero_is_held_scaled_once_and_served(
     orchestrator_app: Any, tmp_path: Path, engine: tuple[FakeBackend, str]
 ) -> None:
-    document = tmp_path / "endpoints.json"
-    document.write_text(json.dumps({"endpoints": [], "unready": [unready()]}))
     fake, engine_url = engine
-    kube = FakeKube(document, engine_url, delay_s=1.5)
-    with serve(kube.app) as api:
-        base = start(orchestrator_app, document, sdc_scale_api_url=api, sdc_hold_max_wait_s=20)
-        with httpx.Client(timeout=30) as client, ThreadPoolExecutor(24) as pool:
-            results = list(pool.map(lambda i: chat(client, base, stream=i % 2 == 0), range(24)))
+    with (
+        at_zero(orchestrator_app, tmp_path, engine_url, 1.5, sdc_hold_max_wait_s=20) as (base, kube),
+        httpx.Client(timeout=30) as client,
+        ThreadPoolExecutor(24) as pool,
+    ):
+        results = list(pool.map(lambda i: chat(client, base, stream=i % 2 == 0), range(24)))
     assert [status for status, _, _ in results] == [200] * 24
     assert kube.patches == [
         (
@@ -147,14 +160,9 @@ def test_a_burst_from_zero_is_held_scaled_once_and_served(
 def test_a_held_text_completion_stream_gets_keep_alives(
     orchestrator_app: Any, tmp_path: Path, engine: tuple[FakeBackend, str]
 ) -> None:
-    document = tmp_path / "endpoints.json"
-    document.write_text(json.dumps({"endpoints": [], "unready": [unready()]}))
     fake, engine_url = engine
-    kube = FakeKube(document, engine_url, delay_s=1.0)
-    with serve(kube.app) as api:
-        base = start(orchestrator_app, document, sdc_scale_api_url=api)
-        with httpx.Client(timeout=30) as client:
-            resp = client.post(f"{base}/v1/completions", json={"model": MODEL, "prompt": "안녕", "stream": True})
+    with at_zero(orchestrator_app, tmp_path, engine_url, 1.0) as (base, kube), httpx.Client(timeout=30) as client:
+        resp = client.post(f"{base}/v1/completions", json={"model": MODEL, "prompt": "안녕", "stream": True})
     assert resp.status_code == 200 and len(kube.patches) == 1
     assert ": waiting for a replica" in resp.text and "[DONE]" in resp.text
     assert len(fake.completions) == 1
@@ -165,17 +173,15 @@ def test_past_the_bounds_429_and_503_with_retry_after_never_a_hang(
 ) -> None:
     """Nobody brings the replica up: two wait their longest then 503, the third is refused at once (429),
     a held stream ends with an error event; every refusal says when to retry."""
-    document = tmp_path / "endpoints.json"
-    document.write_text(json.dumps({"endpoints": [], "unready": [unready()]}))
     _, engine_url = engine
-    kube = FakeKube(document, engine_url, delay_s=3600)
-    with serve(kube.app) as api:
-        base = start(
-            orchestrator_app, document, sdc_scale_api_url=api, sdc_hold_max_wait_s=1.5, sdc_hold_max_per_model=2
-        )
-        with httpx.Client(timeout=10) as client, ThreadPoolExecutor(3) as pool:
-            results = list(pool.map(lambda _: chat(client, base, stream=False), range(3)))
-            streamed = chat(client, base, stream=True)
+    bounds = {"sdc_hold_max_wait_s": 1.5, "sdc_hold_max_per_model": 2}
+    with (
+        at_zero(orchestrator_app, tmp_path, engine_url, 3600, **bounds) as (base, kube),
+        httpx.Client(timeout=10) as client,
+        ThreadPoolExecutor(3) as pool,
+    ):
+        results = list(pool.map(lambda _: chat(client, base, stream=False), range(3)))
+        streamed = chat(client, base, stream=True)
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [429, 503, 503]
     assert all(int(headers["retry-after"]) >= 1 for _, headers, _ in results)

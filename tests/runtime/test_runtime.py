@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support.metrics import scrape
 from tests.support.servers import runtime_process
 
 pytest.importorskip("torch")
@@ -107,8 +108,16 @@ def test_seed_and_stop_are_honoured(runtime: str) -> None:
 
 
 def test_embeddings(runtime: str) -> None:
-    data = client(runtime).embeddings.create(model="tiny", input=["서울", "부산"]).data
-    assert len(data) == 2 and len(data[0].embedding) == 64
+    c = client(runtime)
+    batch = c.embeddings.create(model="tiny", input=["서울", "부산은 대한민국의 항구 도시입니다", "서울"])
+    vectors = [d.embedding for d in batch.data]
+    assert [d.index for d in batch.data] == [0, 1, 2] and all(len(v) == 64 for v in vectors)
+    assert all(abs(sum(x * x for x in v) - 1.0) < 1e-4 for v in vectors), "unit length"
+    assert max(abs(a - b) for a, b in zip(vectors[0], vectors[1], strict=True)) > 1e-3, "different texts differ"
+    # A text's vector does not depend on what it was batched with (padding is masked out of the mean).
+    alone = c.embeddings.create(model="tiny", input="서울").data[0].embedding
+    assert max(abs(a - b) for a, b in zip(alone, vectors[0], strict=True)) < 1e-4
+    assert batch.usage.prompt_tokens > 0
 
 
 def test_bad_requests(runtime: str) -> None:
@@ -153,9 +162,12 @@ def test_orchestrator_answers_through_the_runtime(runtime: str, tmp_path: Path) 
     settings = OrchestratorSettings(
         llm_service_type="vllm", vllm_host="127.0.0.1", vllm_port=port, sdc_data_dir=tmp_path
     )
+    before = scrape(f"{runtime}/metrics", "vllm:generation_tokens_total")
     with serve(create_app(settings)) as base:
         body = httpx.post(
             f"{base}/api/v1/chat", json={"message": "안녕하세요", "provider": "vllm", "max_tokens": 8}, timeout=60
         ).json()
-    assert body["model"] == "tiny"
-    assert isinstance(body["response"], str)
+    assert body["model"] == "tiny" and body["provider"] == "vllm" and body["fallback_used"] is False
+    assert isinstance(body["response"], str) and body["response"], "the model's words reach the client"
+    generated = scrape(f"{runtime}/metrics", "vllm:generation_tokens_total") - before
+    assert 1 <= generated <= 8, f"the runtime generated {generated} tokens for max_tokens 8"

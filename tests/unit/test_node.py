@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hack import node
+from hack import node, node_config
 
 STATE = Path("/work/x/.cluster/node")
 PKI = Path("/work/x/.cluster/pki")
@@ -258,3 +258,88 @@ def test_a_just_spawned_process_shows_its_own_command_line() -> None:
             proc.kill()
             proc.wait()
         assert cmdline[0].endswith(b"sleep"), cmdline
+
+
+@pytest.mark.parametrize("slot", [0, 5, 9])
+def test_config_files_name_every_file_the_daemons_read_and_only_the_slots_addresses(slot: int) -> None:
+    plan = node.Plan(slot)
+    files = node_config.config_files(STATE, plan, PKI, 6443)
+    names = sorted(str(path.relative_to(STATE)) for path in files)
+    assert names == [
+        "Corefile",
+        "cni/net.d/10-sdc.conflist",
+        "containerd.toml",
+        "coredns.kubeconfig",
+        "kube-proxy.json",
+        "kube-proxy.kubeconfig",
+        "kube-router.kubeconfig",
+        "kubelet.json",
+        "kubelet.kubeconfig",
+        "resolv.conf",
+    ]
+    # Every path the command lines name under the state directory is a file written here (or a directory).
+    argv = node.command_lines(STATE, plan, Path("/bin-dir"))
+    named = {a.split("=", 1)[-1] for args in argv.values() for a in args if a.split("=", 1)[-1].startswith(str(STATE))}
+    assert named - {str(p) for p in files} == {str(STATE / "kubelet")}  # --root-dir, made by the kubelet
+    kubeconfig = json.loads(files[STATE / "kubelet.kubeconfig"])
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://{plan.host_ip}:6443"
+    assert kubeconfig["users"][0]["user"]["client-certificate"] == str(PKI / "node.crt")
+    assert files[STATE / "resolv.conf"] == f"nameserver {plan.bridge_ip}\n"
+    others = {node.Plan(s).node_ip for s in range(10) if s != slot}
+    assert not any(ip in text for text in files.values() for ip in others), "no other slot's address"
+
+
+def test_node_names_are_re_exported_from_the_pure_module() -> None:
+    """cluster.py, images.py, demo.py and the tests read the configuration through hack.node: one object each."""
+    for name in ("Plan", "containerd_config", "command_lines", "NODE_LINKS_CIDR", "oci_archive", "config_files"):
+        assert getattr(node, name) is getattr(node_config, name)
+
+
+def test_node_config_is_pure() -> None:
+    """No process, host or environment access in the configuration module: only what builds text and data."""
+    import ast
+
+    tree = ast.parse(Path(node_config.__file__).read_text())
+    imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+    imported |= {str(n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"__future__", "gzip", "hashlib", "io", "itertools", "json", "tarfile", "dataclasses",
+                        "pathlib", "hack.common"}, imported  # fmt: skip
+
+
+def test_write_configs_writes_config_files_as_they_are(tmp_path: Path) -> None:
+    """node.write_configs (run by `up` before any daemon starts) writes exactly what config_files says."""
+    plan = node.Plan(7)
+    node.write_configs(tmp_path, plan, PKI, 6443)
+    files = node_config.config_files(tmp_path, plan, PKI, 6443)
+    assert all(path.read_text() == text for path, text in files.items())
+    assert (tmp_path / "pod-logs").is_dir()
+
+
+def test_node_certificates_are_issued_by_the_cluster_ca(tmp_path: Path) -> None:
+    """node.certificates, as `cluster.py up` calls it for a real node: every stem, each chaining to the CA."""
+    from hack import common
+
+    common.issue_ca(tmp_path, "/CN=test-ca")
+    node.certificates(tmp_path, node.Plan(3))
+    for stem, (subject, _) in node.node_certificates(node.Plan(3)).items():
+        crt = str(tmp_path / f"{stem}.crt")
+        verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.crt"), crt], capture_output=True)
+        assert verify.returncode == 0, (stem, verify.stderr)
+        shown = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-subject", "-nameopt", "compat"],
+                               capture_output=True, text=True).stdout  # fmt: skip
+        assert shown.strip() == f"subject={subject}", stem
+    kubelet = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "kubelet.crt"), "-noout", "-text"],
+                             capture_output=True, text=True).stdout  # fmt: skip
+    assert "IP Address:10.199.3.2" in kubelet
+
+
+def test_node_wait_names_what_and_quotes_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "containerd.log"
+    log.write_text("".join(f"line {i}\n" for i in range(20)))
+    with pytest.raises(node.NodeError, match=r"waiting for containerd\nline 12\n(.|\n)*line 19$"):
+        node.wait("containerd", lambda: False, 0.1, log)
+
+
+def test_a_failed_image_import_is_a_node_error(tmp_path: Path) -> None:
+    with pytest.raises(node.NodeError, match="ctr images import"):
+        node.import_image(tmp_path, 2**22 + 12345, tmp_path / "pause.oci.tar")  # no such holder process
