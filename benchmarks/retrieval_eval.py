@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/retrieval_eval.py            # tables, ablation, latency, ingestion
     .venv/bin/python benchmarks/retrieval_eval.py --quick    # quality tables only
     .venv/bin/python benchmarks/retrieval_eval.py --tune     # coordinate search of the weights on the dev split
+    .venv/bin/python benchmarks/retrieval_eval.py --dev      # tables for tuning: no held-out test half
+    .venv/bin/python benchmarks/retrieval_eval.py --fingerprint out.jsonl  # every ranking, for refactors
 
 The set (benchmarks/data/ko_passages.tsv, ko_questions.tsv) is company-document
 style: HR rules, IT operations, facilities, finance, security, in topic
@@ -423,12 +425,65 @@ def heldout_section(quick: bool) -> list[str]:
     return parts
 
 
+def dev_tables() -> None:
+    """What tuning may look at: every kind on the own set, fresh, fresh2 and the held-out sets' dev halves
+    (odd rows), service beside Kiwi BM25. The held-out test halves are neither scored nor printed."""
+    own_passages = load_passages()
+    own = service_ranker(build_retriever(own_passages))
+    own_kiwi = bm25_ranker(own_passages, morphemes)
+    sets: list[tuple[str, Ranker, Ranker, list[Question]]] = [
+        ("own", own, own_kiwi, load_questions()),
+        *((name, own, own_kiwi, load_fresh(name)) for name in FRESH_SETS),
+    ]
+    for name in HELDOUT_SETS:
+        passages, questions = load_heldout(name)
+        dev = [q for q in questions if q.split == "dev"]
+        sets.append((f"{name} dev", service_ranker(build_retriever(passages)), bm25_ranker(passages, morphemes), dev))
+    for name, service, kiwi, questions in sets:
+        print(f"{name}\n{kind_table({'Kiwi BM25': evaluate(kiwi, questions), 'service': evaluate(service, questions)})}")
+
+
+def fingerprint(path: Path) -> None:
+    """Every ranking of every set (held-out test halves included) written to `path` as JSON lines, and one
+    sha256 per set printed: a behaviour-preserving change must leave every digest as it was. Compare the
+    digests, not the file: the file holds the held-out test half's results, which are not to be read."""
+    import hashlib
+    import json
+
+    own = build_retriever(load_passages())
+    sets: list[tuple[str, Retriever, list[Question]]] = [
+        ("own", own, load_questions()),
+        *((name, own, load_fresh(name)) for name in FRESH_SETS),
+    ]
+    for name in HELDOUT_SETS:
+        passages, questions = load_heldout(name)
+        sets.append((name, build_retriever(passages), questions))
+    with path.open("w", encoding="utf-8") as out:
+        for name, retriever, questions in sets:
+            digest = hashlib.sha256()
+            for q in questions:
+                hits = retriever.search_sync(q.text, 10)
+                row = [[h.passage.key, round(h.score, 9), h.matched, h.related, h.deciding] for h in hits]
+                line = json.dumps([name, q.text, row], ensure_ascii=False)
+                digest.update(line.encode())
+                out.write(line + "\n")
+            print(f"{name}: {len(questions)} questions, sha256 {digest.hexdigest()}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="quality tables only")
     parser.add_argument("--tune", action="store_true", help="tune the weights on the dev split and print them")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the coordinate search")
+    parser.add_argument("--dev", action="store_true", help="tables for tuning: no held-out test half")
+    parser.add_argument("--fingerprint", type=Path, help="write every ranking here and print a digest per set")
     args = parser.parse_args()
+    if args.dev:
+        dev_tables()
+        return 0
+    if args.fingerprint:
+        fingerprint(args.fingerprint)
+        return 0
     passages, questions = load_passages(), load_questions()
     if args.tune:
         tune(passages, questions, args.rounds)
