@@ -440,7 +440,9 @@ def dev_tables() -> None:
         dev = [q for q in questions if q.split == "dev"]
         sets.append((f"{name} dev", service_ranker(build_retriever(passages)), bm25_ranker(passages, morphemes), dev))
     for name, service, kiwi, questions in sets:
-        print(f"{name}\n{kind_table({'Kiwi BM25': evaluate(kiwi, questions), 'service': evaluate(service, questions)})}")
+        print(
+            f"{name}\n{kind_table({'Kiwi BM25': evaluate(kiwi, questions), 'service': evaluate(service, questions)})}"
+        )
 
 
 def fingerprint(path: Path) -> None:

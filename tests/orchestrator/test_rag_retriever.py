@@ -28,6 +28,30 @@ def test_passages_stored_by_an_older_analyser_are_reanalysed_on_load(tmp_path: P
     assert retriever.search_sync("수원 사업장 주차 등록", 1)[0].passage.doc_id == "old"
 
 
+def test_indexing_reuses_what_prepare_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passage carries its normalized text and details from `prepare` (and through the store), so indexing
+    runs neither the normalizer nor the detail extraction again (issue #28: no cache of derived state)."""
+    from sdc_orchestrator.rag import details
+    from sdc_orchestrator.rag import retriever as module
+
+    doc = module.prepare("trip", "2024년 개정 후 출장비는 나흘까지 지급한다.", {})
+    passage = doc.passages[0]
+    assert "2024년" in passage.normalized and passage.details["year"] == ["2024"]
+    assert passage.details["n:일"] == ["4"], "나흘 is normalized to 4일 before the details are read"
+    DirectoryStore(tmp_path).put(doc)
+
+    def refuse(*_: Any) -> Any:
+        raise AssertionError("indexing analysed a passage again")
+
+    monkeypatch.setattr(module, "normalized", refuse)
+    monkeypatch.setattr(module, "analyze_normalized", refuse)
+    monkeypatch.setattr(details, "extract", refuse)
+    retriever = Retriever(DirectoryStore(tmp_path))  # loaded with the current analyser: nothing re-analysed
+    entry = retriever._entries["trip#0"]
+    assert entry.details.slots["year"] == frozenset({"2024"}) and "나흘" not in passage.normalized
+    assert entry.bigrams and entry.bigrams <= module.bigrams(passage.normalized)
+
+
 def test_replace_and_delete_keep_the_index_consistent() -> None:
     retriever = Retriever(MemoryStore())
     asyncio.run(retriever.upsert("a", PARKING, {"site": "suwon"}))

@@ -99,6 +99,14 @@ class Details:
     def features(self) -> set[str]:
         return {f"{slot}={value}" for slot, values in self.slots.items() for value in values}
 
+    def as_lists(self) -> dict[str, list[str]]:
+        """The details as a Passage stores them (JSON: lists, sorted so a stored file is reproducible)."""
+        return {slot: sorted(values) for slot, values in self.slots.items()}
+
+    @classmethod
+    def from_lists(cls, stored: Mapping[str, Iterable[str]]) -> Details:
+        return cls({slot: frozenset(values) for slot, values in stored.items()})
+
 
 def extract(terms: Iterable[str], text: str) -> Details:
     """Details of an analysed text: `terms` are its analyser terms, `text` its normalized text."""

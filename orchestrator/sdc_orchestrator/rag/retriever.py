@@ -44,8 +44,14 @@ import numpy as np
 
 from sdc_orchestrator.rag import cooccur, details, loanword, semantic, thesaurus
 from sdc_orchestrator.rag.bm25 import BM25Index
-from sdc_orchestrator.rag.korean import Term, analyze, analyzer_version, iter_chunks, normalizer, terms_text
-from sdc_orchestrator.rag.korean import normalized as normalized_text
+from sdc_orchestrator.rag.korean import (
+    Term,
+    analyze_normalized,
+    analyzer_version,
+    iter_chunks,
+    normalized,
+    terms_text,
+)
 from sdc_orchestrator.rag.store import Document, DocumentStore, Passage
 
 Embedder = Callable[[list[str]], Awaitable[list[list[float]] | None]]
@@ -172,11 +178,18 @@ def cosine(a: list[float], b: list[float]) -> float:
 def analyze_passage(
     doc_id: str, index: int, text: str, version: str | None = None, weights: Weights | None = None
 ) -> Passage:
+    """Everything indexing needs of one passage, computed once: its terms and morphemes, its normalized
+    text and its details (the passage keeps them, so `Retriever._index` analyses nothing again)."""
     w = weights or Weights()
-    terms = analyze(text, w.normalize, w.join, w.normalize_details, w.english)
+    # The details and bigrams always read the normalized text; `normalize=False` (the ablation) only
+    # feeds Kiwi the raw text.
+    norm = normalized(text, w.english, w.normalize_details)
+    terms = analyze_normalized(norm if w.normalize else text, w.join)
+    tokens = [t.text for t in terms]
     morphs = sorted({t.morph_id for t in terms if t.morph_id is not None})
     semantic.space().matrix(morphs)  # compute (and cache) new morphemes' vectors here, off the event loop
-    return Passage(doc_id, index, text, [t.text for t in terms], None, morphs, version or analyzer_version())
+    found = details.extract(tokens, norm).as_lists()
+    return Passage(doc_id, index, text, tokens, None, morphs, version or analyzer_version(), norm, found)
 
 
 class IngestionCancelled(Exception):
@@ -269,15 +282,14 @@ class Retriever:
             self.bm25.add(passage.key, passage.text, passage.tokens or None)
             self._skeletons.add(passage.tokens)
             ids, rows = semantic.space().rows(passage.morphs)
-            normalized = normalized_text(passage.text, self.weights.english, self.weights.normalize_details)
-            grams = bigrams(normalized)
+            grams = bigrams(passage.normalized)
             self._bigram_df.update(grams)
             self._entries[passage.key] = _Entry(
                 set(passage.tokens),
                 rows,
                 tuple(ids),
                 semantic.space().mean(ids),
-                details.extract(passage.tokens, normalized),
+                details.Details.from_lists(passage.details),
                 "|".join(set(passage.tokens)),
                 grams,
             )
@@ -358,10 +370,10 @@ class Retriever:
 
     def _query(self, text: str) -> _Query:
         w = self.weights
-        q = _Query(analyze(text, w.normalize, w.join, w.normalize_details, w.english))
-        normalized = normalizer(w.english)(text, w.normalize_details) if w.normalize else text
-        q.details = details.extract([t.text for t in q.terms], normalized)
-        q.bigrams = bigrams(normalized)
+        norm = normalized(text, w.english, w.normalize_details) if w.normalize else text
+        q = _Query(analyze_normalized(norm, w.join))
+        q.details = details.extract([t.text for t in q.terms], norm)
+        q.bigrams = bigrams(norm)
         for term in q.terms:
             weight = w.joined if term.joined else 1.0
             q.weights[term.text] = max(q.weights.get(term.text, 0.0), weight)

@@ -38,6 +38,10 @@ class Passage:
     # `tokens`/`morphs`: passages stored by another analyser version are re-analysed on load.
     morphs: list[int] = field(default_factory=list)
     analyzer: str = ""
+    # What indexing needs besides the tokens, computed once by the analyser (issue #28): the normalized
+    # text (its spacing-blind bigrams) and the typed details (slot -> values: the year, 4일, the revision).
+    normalized: str = ""
+    details: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
