@@ -36,13 +36,13 @@ import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from sdc_orchestrator.rag import cooccur, details, loanword, semantic, thesaurus
+from sdc_orchestrator.rag import cooccur, details, loanword, semantic, signals, thesaurus
 from sdc_orchestrator.rag.bm25 import BM25Index
 from sdc_orchestrator.rag.korean import (
     Term,
@@ -58,7 +58,6 @@ Embedder = Callable[[list[str]], Awaitable[list[list[float]] | None]]
 RRF_K = 60
 EXPAND_TAGS = ("NNG", "NNP", "VV", "VA", "XR")
 DETAIL_TAGS = ("NNP", "SL", "SN", "SH")
-_HANGUL_WORD = re.compile(r"^[가-힣]{2,}$")
 
 
 @dataclass(frozen=True)
@@ -370,10 +369,10 @@ class Retriever:
 
     def _query(self, text: str) -> _Query:
         w = self.weights
-        norm = normalized(text, w.english, w.normalize_details) if w.normalize else text
-        q = _Query(analyze_normalized(norm, w.join))
-        q.details = details.extract([t.text for t in q.terms], norm)
-        q.bigrams = bigrams(norm)
+        flat = normalized(text, w.english, w.normalize_details) if w.normalize else text
+        q = _Query(analyze_normalized(flat, w.join))
+        q.details = details.extract([t.text for t in q.terms], flat)
+        q.bigrams = bigrams(flat)
         for term in q.terms:
             weight = w.joined if term.joined else 1.0
             q.weights[term.text] = max(q.weights.get(term.text, 0.0), weight)
@@ -526,172 +525,132 @@ class Retriever:
         sem: list[tuple[str, float]],
         k: int,
     ) -> list[Hit]:
+        """The candidates of every source, scored by the weighted sum of the signals (signals.py)."""
         w = self.weights
         candidates = list(dict.fromkeys([key for key, _ in lexical] + [key for key, _ in dense + sem]))
         if not candidates:
             return []
-        top_bm25 = lexical[0][1] if lexical else 1.0
-        bm25 = {key: s / top_bm25 for key, s in lexical}
-        cos = dict(dense)
-        # The concepts of the question: its plain terms (joined compounds would count words twice).
-        concepts: dict[str, Term] = {}
-        for term in q.terms:
-            if not term.joined:
-                concepts.setdefault(term.text, term)
-        max_idf = math.log(1 + (len(self.bm25) + 0.5) / 0.5)
-        idf = {t: (self.bm25.idf(t) if self.bm25.df(t) else max_idf) for t in concepts}
-        total_idf = sum(idf.values()) or 1.0
-
-        soft_terms = [
-            (term.text, vec)
-            for term, morph_id in q.semantic
-            if not term.joined and (vec := semantic.space().vector(morph_id)) is not None
-        ]
-        # Soft coverage: every candidate's morphemes against the question's, in one product; the best
-        # similarity per question morpheme is the maximum over each candidate's segment of rows.
-        best_sim: dict[str, list[float]] = {}
-        segment: dict[str, int] = {}
-        sims_all = np.zeros((0, 0), np.float32)
-        if soft_terms and w.soft_floor < 1:
-            with_rows = [key for key in candidates if len(self._entries[key].ids)]
-            if with_rows:
-                lengths = [len(self._entries[key].rows) for key in with_rows]
-                starts = np.cumsum([0, *lengths[:-1]])
-                qmatrix = np.stack([vec for _, vec in soft_terms])
-                rows = np.concatenate([self._entries[key].rows for key in with_rows])
-                # all candidates' morphemes x the question's, on this thread (see `matvec`)
-                sims_all = np.einsum("rd,qd->rq", semantic.space().store()[rows], qmatrix)
-                maxima = np.maximum.reduceat(sims_all, starts, axis=0).tolist()  # Python floats: read often
-                for i, key in enumerate(with_rows):
-                    best_sim[key] = maxima[i]
-                    segment[key] = int(starts[i])
-        cover: dict[str, float] = {}
-        present: dict[str, set[str]] = {}
-        soft_pending: dict[str, list[tuple[str, int]]] = {}  # (question term, its column), labelled at the end
-        thes_hits: dict[str, list[str]] = {}
-        sem_score: dict[str, float] = {}
-        # Joined compounds (개정후, 수원사업장) take part in telling near-duplicates apart, not in coverage.
-        compounds = {t.text for t in q.terms if t.joined and t.text not in concepts}
-        for t in compounds:
-            idf[t] = self.bm25.idf(t) if self.bm25.df(t) else max_idf
-        # Spacing-blind overlap: the idf-weighted share of the question's character bigrams in the passage.
-        gram: dict[str, float] = dict.fromkeys(candidates, 0.0)
-        n_passages = len(self.bm25)
-        # A bigram no passage has counts in the total at `Weights.bigram_absent` of the highest idf, so in a
-        # small corpus the one common bigram a question shares with it (회사) does not make a full match.
-        gram_idf = (
-            {
-                g: math.log(1 + (n_passages - df + 0.5) / (df + 0.5))
-                for g in q.bigrams
-                if (df := self._bigram_df.get(g, 0)) > 0
-            }
-            if w.bigram > 0
-            else {}
+        query = self._coverage_query(q)
+        soft = signals.soft_similarities(
+            semantic.space().store(),
+            {key: self._entries[key].rows for key in candidates if len(self._entries[key].ids)},
+            [vec for _, vec in self._soft_terms(q)] if w.soft_floor < 1 else [],
         )
-        absent = sum(1 for g in q.bigrams if g not in gram_idf)
-        gram_total = sum(gram_idf.values()) + w.bigram_absent * max_idf * absent or 1.0
-        for key in candidates:
-            entry = self._entries[key]
-            found = {t for t in concepts if t in entry.counts}
-            # A question word inside one of the passage's compounds (세종 in 세종캠퍼스, 졸업 in 졸업증명서):
-            # Kiwi keeps some compounds whole in one text and splits them in another.
-            inside = (
-                {t for t in concepts if t not in found and _HANGUL_WORD.match(t) and t in entry.blob}
-                if w.substring > 0
-                else set()
-            )
-            present[key] = found | inside | {t for t in compounds if t in entry.counts}
-            score = sum(idf[t] for t in found) + w.substring * sum(idf[t] for t in inside)
-            found |= inside
-            soft: list[tuple[str, int]] = []
-            # A thesaurus term in the passage covers the question words that fired it, in part.
-            thes: dict[str, tuple[float, str]] = {}
-            for trigger, words, scale in q.synonyms:
-                hit = next((t for word in words for t in word if t in entry.counts), None)
-                if hit is not None:
-                    for t in trigger:
-                        if t in idf and t not in found and w.thesaurus_cover * scale > thes.get(t, (0.0, ""))[0]:
-                            thes[t] = (w.thesaurus_cover * scale, hit)
-            sims = best_sim.get(key)
-            if sims is not None:
-                credit: dict[str, tuple[float, int]] = {}
-                for j, (text, _) in enumerate(soft_terms):
-                    s = sims[j]
-                    if text not in found and s > w.soft_floor and s > credit.get(text, (0.0, 0))[0]:
-                        credit[text] = (s, j)
-                for text, (s, j) in credit.items():
-                    part = (s - w.soft_floor) / (1 - w.soft_floor)
-                    if part > thes.get(text, (0.0, ""))[0]:
-                        thes.pop(text, None)
-                        score += idf[text] * part
-                        soft.append((text, j))
-            score += sum(idf[t] * part for t, (part, _) in thes.items())
-            cover[key] = score / total_idf
-            soft_pending[key] = soft
-            thes_hits[key] = [f"{t}~{hit}" for t, (_, hit) in thes.items()]
-            sem_score[key] = float(entry.mean @ q.mean) if entry.mean is not None and q.mean is not None else 0.0
-            if gram_idf:
-                gram[key] = sum(v for g, v in gram_idf.items() if g in entry.bigrams) / gram_total
-
-        if w.cluster_detail:
-            detail, deciding = self._cluster_detail(
-                q, candidates, bm25, cover, sem_score, concepts, compounds, idf, present
-            )
-        else:
-            detail, deciding = self._pairwise_detail(candidates, bm25, cover, present, idf, total_idf)
-
-        final = {
-            key: w.bm25 * bm25.get(key, 0.0)
-            + w.cover * cover[key]
-            + w.detail * detail[key]
-            + w.semantic * sem_score[key]
-            + w.dense * cos.get(key, 0.0)
-            + w.bigram * gram[key]
+        covered = {
+            key: signals.coverage(query, self._entries[key].counts, self._entries[key].blob, soft.best.get(key))
             for key in candidates
         }
+        grams, grams_total = (
+            signals.bigram_weights(q.bigrams, self._bigram_df, len(self.bm25), w.bigram_absent, self._max_idf())
+            if w.bigram > 0
+            else ({}, 1.0)
+        )
+        values: dict[str, dict[str, float]] = {}
+        bm25, cos = signals.relative_bm25(lexical), dict(dense)
+        for key in candidates:
+            entry = self._entries[key]
+            values[key] = {
+                "bm25": bm25.get(key, 0.0),
+                "cover": covered[key].score,
+                "semantic": signals.cosine(entry.mean, q.mean),
+                "dense": cos.get(key, 0.0),
+                "bigram": signals.bigram_overlap(grams, grams_total, entry.bigrams),
+            }
+        deciding = self._detail(q, query, candidates, values, {key: c.present for key, c in covered.items()})
+        weights = {name: getattr(w, name) for name in signals.SIGNALS}
+        final = {key: signals.weighted_sum(values[key], weights) for key in candidates}
         best = sorted(candidates, key=lambda c: -final[c])[:k]
-
-        def related(key: str) -> list[str]:
-            """Why a hit matched in meaning: the passage morpheme nearest each softly covered question
-            word (found in its segment of `sims_all`), thesaurus matches, CoNg expansions."""
-            entry, start = self._entries[key], segment.get(key, 0)
-            soft = []
-            for text, j in soft_pending[key]:
-                row = int(sims_all[start : start + len(entry.ids), j].argmax())
-                soft.append(f"{text}~{self._vocab.get(entry.ids[row], '')}")
-            expanded = [f"{q.expanded_from[t]}~{t}" for t in q.expanded_from if t in entry.counts]
-            return list(dict.fromkeys(soft + thes_hits[key] + expanded))  # a CoNg match may also be an expansion
-
         return [
             self._hit(
                 key,
                 final[key],
-                [t for t in concepts if t in present[key]],
-                related(key),
+                [t for t in query.concepts if t in covered[key].present],
+                self._related(q, key, covered[key], soft),
                 deciding=tuple(deciding[key]),
             )
             for key in best
         ]
 
+    def _max_idf(self) -> float:
+        """The idf of a term no passage has (the highest there can be)."""
+        return math.log(1 + (len(self.bm25) + 0.5) / 0.5)
+
+    def _soft_terms(self, q: _Query) -> list[tuple[str, np.ndarray]]:
+        """The question's plain words with a CoNg vector (a compound without one: its two halves)."""
+        return [
+            (term.text, vec)
+            for term, morph_id in q.semantic
+            if not term.joined and (vec := semantic.space().vector(morph_id)) is not None
+        ]
+
+    def _coverage_query(self, q: _Query) -> signals.CoverageQuery:
+        w = self.weights
+        concepts = {term.text: term for term in q.terms if not term.joined}
+        # Joined compounds (개정후, 수원사업장) take part in telling near-duplicates apart, not in coverage.
+        compounds = {t.text for t in q.terms if t.joined and t.text not in concepts}
+        max_idf = self._max_idf()
+        idf = {t: (self.bm25.idf(t) if self.bm25.df(t) else max_idf) for t in [*concepts, *compounds]}
+        return signals.CoverageQuery(
+            idf,
+            list(concepts),
+            compounds,
+            q.synonyms,
+            [text for text, _ in self._soft_terms(q)],
+            w.substring,
+            w.thesaurus_cover,
+            w.soft_floor,
+        )
+
+    def _detail(
+        self,
+        q: _Query,
+        query: signals.CoverageQuery,
+        candidates: list[str],
+        values: dict[str, dict[str, float]],
+        present: dict[str, frozenset[str]],
+    ) -> dict[str, list[str]]:
+        """Adds the detail signal to `values`; returns each candidate's deciding terms."""
+        if self.weights.cluster_detail:
+            detail, deciding = self._cluster_detail(q, query, candidates, values, present)
+        else:
+            detail, deciding = self._pairwise_detail(candidates, values, present, query.idf, query.total_idf)
+        for key in candidates:
+            values[key]["detail"] = detail[key]
+        return deciding
+
+    def _related(self, q: _Query, key: str, covered: signals.Coverage, soft: signals.SoftSimilarities) -> list[str]:
+        """Why a hit matched in meaning: the passage morpheme nearest each softly covered question word
+        (found in its segment of the similarities), thesaurus matches, CoNg expansions."""
+        entry, start = self._entries[key], soft.start.get(key, 0)
+        nearest = []
+        for text, j in covered.soft:
+            row = int(soft.all[start : start + len(entry.ids), j].argmax())
+            nearest.append(f"{text}~{self._vocab.get(entry.ids[row], '')}")
+        expanded = [f"{q.expanded_from[t]}~{t}" for t in q.expanded_from if t in entry.counts]
+        return list(dict.fromkeys(nearest + list(covered.thesaurus) + expanded))  # a CoNg match may be an expansion
+
     def _cluster_detail(
         self,
         q: _Query,
+        query: signals.CoverageQuery,
         candidates: list[str],
-        bm25: dict[str, float],
-        cover: dict[str, float],
-        sem_score: dict[str, float],
-        concepts: dict[str, Term],
-        compounds: set[str],
-        idf: dict[str, float],
-        present: dict[str, set[str]],
+        values: dict[str, dict[str, float]],
+        present: dict[str, frozenset[str]],
     ) -> tuple[dict[str, float], dict[str, list[str]]]:
         """The detail signal within the question's cluster: the `Weights.cluster` leading candidates by
         the other signals, each question term and detail weighted by its rarity among them (details.py)."""
         w = self.weights
         lead = sorted(
             candidates,
-            key=lambda c: -(w.bm25 * bm25.get(c, 0.0) + w.cover * cover[c] + w.semantic * sem_score[c]),
+            key=lambda c: (
+                -(w.bm25 * values[c]["bm25"] + w.cover * values[c]["cover"] + w.semantic * values[c]["semantic"])
+            ),
         )[: w.cluster]
+        idf, compounds = query.idf, query.compounds
+        concepts: dict[str, Term] = {}
+        for term in q.terms:
+            if not term.joined:
+                concepts.setdefault(term.text, term)
         # The question's detail words: names (NNP: sites, countries, departments), Latin words and numbers
         # (SL/SN: codes, merged number+unit tokens); its typed details come with q.details.
         terms = {
@@ -719,17 +678,16 @@ class Retriever:
     def _pairwise_detail(
         self,
         candidates: list[str],
-        bm25: dict[str, float],
-        cover: dict[str, float],
-        present: dict[str, set[str]],
-        idf: dict[str, float],
+        values: dict[str, dict[str, float]],
+        present: dict[str, frozenset[str]],
+        idf: Mapping[str, float],
         total_idf: float,
     ) -> tuple[dict[str, float], dict[str, list[str]]]:
         """The earlier detail signal (issue #17), for the ablation: among near-duplicate pairs of the
         leading candidates, the query terms one has and the other lacks."""
         w = self.weights
         # Near-duplicates among the leading candidates: which query terms tell them apart?
-        prelim = sorted(candidates, key=lambda c: -(w.bm25 * bm25.get(c, 0.0) + w.cover * cover[c]))[:10]
+        prelim = sorted(candidates, key=lambda c: -(w.bm25 * values[c]["bm25"] + w.cover * values[c]["cover"]))[:10]
         detail: dict[str, float] = dict.fromkeys(candidates, 0.0)
         deciding: dict[str, list[str]] = {key: [] for key in candidates}
         for key in prelim:
