@@ -8,7 +8,7 @@ the evaluation sets are in benchmarks/data and scored by test_rag_eval.py.
 from __future__ import annotations
 
 import pytest
-from sdc_orchestrator.rag import cooccur, details, loanword
+from sdc_orchestrator.rag import cooccur, details
 from sdc_orchestrator.rag.bm25 import BM25Index
 from sdc_orchestrator.rag.korean import analyze, terms_text
 from sdc_orchestrator.rag.normalize import Normalizer
@@ -174,33 +174,3 @@ def test_cooccurrence_expansion_reaches_an_associated_passage() -> None:
         retriever._replace(prepare(key, text, {}))
     q = retriever._query("경조휴가 며칠")
     assert "사망" in q.weights and q.expanded_from["사망"] in {t.text for t in analyze("경조휴가")}
-
-
-@pytest.mark.parametrize(
-    ("latin", "hangul"),
-    [
-        ("printer", "프린터"),
-        ("monitor", "모니터"),
-        ("cloud", "클라우드"),
-        ("dashboard", "대시보드"),
-        ("scanner", "스캐너"),
-    ],
-)
-def test_loanword_skeletons_match_across_scripts(latin: str, hangul: str) -> None:
-    assert loanword.latin_skeleton(latin) == loanword.hangul_skeleton(hangul)
-
-
-def test_loanwords_match_across_scripts_without_a_list() -> None:
-    retriever = Retriever(MemoryStore())
-    for key, text in {
-        "printer": "사무실 printer 용지는 총무팀에 요청한다.",
-        "copier": "사무실 복합기 토너는 총무팀에 요청한다.",
-        "monitor": "회의실 모니터 대여는 총무팀에 요청한다.",
-    }.items():
-        retriever._replace(prepare(key, text, {}))
-    best = retriever.search_sync("프린터 용지가 떨어지면 어디에 요청하나요?", 1)[0]
-    assert best.passage.doc_id == "printer" and "프린터~printer" in best.related
-    assert retriever.search_sync("monitor 대여", 1)[0].passage.doc_id == "monitor"
-    # acronyms and short words stay out: 서버 / server and 세부 share a skeleton, gpu is not pronounced
-    assert not loanword.SkeletonIndex().other_script("gpu")
-    assert loanword.skeleton("서버") == ("", "")

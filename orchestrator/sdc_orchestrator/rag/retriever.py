@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from sdc_orchestrator.rag import cooccur, details, loanword, semantic, signals, thesaurus
+from sdc_orchestrator.rag import cooccur, details, semantic, signals, thesaurus
 from sdc_orchestrator.rag.bm25 import BM25Index
 from sdc_orchestrator.rag.korean import (
     Term,
@@ -85,9 +85,6 @@ class Weights:
     cooccur_top: int = 3
     cooccur_npmi: float = 0.5
     cooccur_count: int = 2
-    # Issue #27: a question word in one script related to index words of the other with its consonant
-    # skeleton (loanword.py: 프린터 = printer), as a thesaurus match at this weight; 0 switches it off.
-    loanword: float = 1.0
     builtin_groups: bool = True  # the thesaurus's hand-written groups (thesaurus.GROUPS; for the ablation)
     lexicon: bool = True  # the workplace lexicon (rag/lexicon.txt; for the ablation)
     lexicon_weight: float = 0.75  # the lexicon's terms and coverage credit, relative to the hand-written groups
@@ -262,7 +259,6 @@ class Retriever:
         self._vectors = _PassageVectors()
         self._vocab: dict[int, str] = {}
         self._vocab_matrix: tuple[list[str], np.ndarray] | None = None
-        self._skeletons = loanword.SkeletonIndex()
         self._bigram_df: Counter[str] = Counter()
         version = analyzer_version()
         for doc in store.load_all():
@@ -279,7 +275,6 @@ class Retriever:
         for passage in doc.passages:
             self.passages[passage.key] = passage
             self.bm25.add(passage.key, passage.text, passage.tokens or None)
-            self._skeletons.add(passage.tokens)
             ids, rows = semantic.space().rows(passage.morphs)
             grams = bigrams(passage.normalized)
             self._bigram_df.update(grams)
@@ -387,16 +382,6 @@ class Retriever:
                     for t in word:
                         if t not in exact and self.bm25.df(t):
                             q.weights[t] = max(q.weights.get(t, 0.0), w.thesaurus * scale / len(word))
-        if w.loanword > 0:
-            for term in q.terms:
-                if term.joined:
-                    continue
-                others = tuple((o,) for o in sorted(self._skeletons.other_script(term.text)) if self.bm25.df(o))
-                if others:
-                    q.synonyms.append((frozenset({term.text}), others, w.loanword))
-                    for (other,) in others:
-                        if other not in exact:
-                            q.weights[other] = max(q.weights.get(other, 0.0), w.loanword)
         # Each query morpheme with a CoNg vector; a compound without one is looked at as its two halves.
         for term in q.terms:
             if term.morph_id is None or not term.tag.startswith(EXPAND_TAGS):
