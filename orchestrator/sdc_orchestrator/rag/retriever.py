@@ -49,6 +49,7 @@ from sdc_orchestrator.rag.korean import (
     analyze_normalized,
     analyzer_version,
     iter_chunks,
+    morphemes,
     normalized,
     terms_text,
 )
@@ -107,6 +108,14 @@ class Weights:
     bigram_absent: float = 0.1
     bigram: float = 1.0  # weight of the spacing-blind character-bigram overlap (issue #27)
     substring: float = 1.0  # coverage credit of a question word found inside a passage's compound (issue #27)
+    # Issue #27: plain Kiwi BM25 (raw-text morphemes, a second index) fused as a signal: its score relative to
+    # its best (`kiwi_rank=False`) or the reciprocal of its rank; its top `kiwi_candidates` join the candidates.
+    # Issue #27: a one-syllable verb or adjective stem (나다, 내다, 보다, 주다: what colloquial questions are
+    # made of, rare in formal passages, so of high idf) counts at this share of its weight; 1 is off.
+    light: float = 1.0
+    kiwi: float = 0.0
+    kiwi_rank: bool = False
+    kiwi_candidates: int = 10
 
 
 @dataclass(frozen=True)
@@ -185,7 +194,17 @@ def analyze_passage(
     morphs = sorted({t.morph_id for t in terms if t.morph_id is not None})
     semantic.space().matrix(morphs)  # compute (and cache) new morphemes' vectors here, off the event loop
     found = details.extract(tokens, norm).as_lists()
-    return Passage(doc_id, index, text, tokens, None, morphs, version or analyzer_version(), norm, found)
+    plain = morphemes(text) if w.kiwi > 0 else []
+    return Passage(doc_id, index, text, tokens, None, morphs, version or analyzer_version(), norm, found, plain)
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
+def _light(term: Term) -> bool:
+    """A one-syllable verb or adjective stem: 나(다), 내(다), 보(다), 주(다), 크(다)."""
+    return len(term.text) == 1 and term.tag.startswith(("VV", "VA"))
 
 
 class IngestionCancelled(Exception):
@@ -250,6 +269,7 @@ class Retriever:
         self.embedder = embedder
         self.weights = weights or Weights()
         self.bm25 = BM25Index(terms_text)
+        self.kiwi_bm25 = BM25Index(morphemes)
         self.passages: dict[str, Passage] = {}
         self.documents: dict[str, Document] = {}
         self._entries: dict[str, _Entry] = {}
@@ -275,6 +295,8 @@ class Retriever:
         for passage in doc.passages:
             self.passages[passage.key] = passage
             self.bm25.add(passage.key, passage.text, passage.tokens or None)
+            if self.weights.kiwi > 0:
+                self.kiwi_bm25.add(passage.key, passage.text, passage.plain or None)
             ids, rows = semantic.space().rows(passage.morphs)
             grams = bigrams(passage.normalized)
             self._bigram_df.update(grams)
@@ -303,6 +325,7 @@ class Retriever:
                 self._bigram_df.subtract(entry.bigrams)
             self._vectors.drop(passage.key)
             self.bm25.remove(passage.key)
+            self.kiwi_bm25.remove(passage.key)
         self._matrix = None
 
     def _replace(self, doc: Document) -> None:
@@ -360,7 +383,8 @@ class Retriever:
             if not w.rerank:
                 return self._fuse_rrf(q, lexical, dense, k)
             sem = self._semantic(q.mean, n_cand // 2) if w.semantic > 0 else []
-            return self._rerank(q, lexical, dense, sem, k)
+            plain = self.kiwi_bm25.search(query, n_cand) if w.kiwi > 0 else []
+            return self._rerank(q, lexical, dense, sem, k, plain)
 
     def _query(self, text: str) -> _Query:
         w = self.weights
@@ -369,7 +393,7 @@ class Retriever:
         q.details = details.extract([t.text for t in q.terms], flat)
         q.bigrams = bigrams(flat)
         for term in q.terms:
-            weight = w.joined if term.joined else 1.0
+            weight = w.joined if term.joined else w.light if _light(term) else 1.0
             q.weights[term.text] = max(q.weights.get(term.text, 0.0), weight)
         exact = set(q.weights)
         # The hand-written groups at full weight, the broad lexicon scaled by `Weights.lexicon_weight`.
@@ -509,10 +533,18 @@ class Retriever:
         dense: list[tuple[str, float]],
         sem: list[tuple[str, float]],
         k: int,
+        plain: list[tuple[str, float]] | None = None,
     ) -> list[Hit]:
         """The candidates of every source, scored by the weighted sum of the signals (signals.py)."""
         w = self.weights
-        candidates = list(dict.fromkeys([key for key, _ in lexical] + [key for key, _ in dense + sem]))
+        plain = plain or []
+        candidates = list(
+            dict.fromkeys(
+                [key for key, _ in lexical]
+                + [key for key, _ in dense + sem]
+                + [key for key, _ in plain[: w.kiwi_candidates]]
+            )
+        )
         if not candidates:
             return []
         query = self._coverage_query(q)
@@ -532,6 +564,7 @@ class Retriever:
         )
         values: dict[str, dict[str, float]] = {}
         bm25, cos = signals.relative_bm25(lexical), dict(dense)
+        kiwi = signals.reciprocal_rank(plain) if w.kiwi_rank else signals.relative_bm25(plain)
         for key in candidates:
             entry = self._entries[key]
             values[key] = {
@@ -540,6 +573,7 @@ class Retriever:
                 "semantic": signals.cosine(entry.mean, q.mean),
                 "dense": cos.get(key, 0.0),
                 "bigram": signals.bigram_overlap(grams, grams_total, entry.bigrams),
+                "kiwi": kiwi.get(key, 0.0),
             }
         deciding = self._detail(q, query, candidates, values, {key: c.present for key, c in covered.items()})
         weights = {name: getattr(w, name) for name in signals.SIGNALS}
@@ -575,6 +609,10 @@ class Retriever:
         compounds = {t.text for t in q.terms if t.joined and t.text not in concepts}
         max_idf = self._max_idf()
         idf = {t: (self.bm25.idf(t) if self.bm25.df(t) else max_idf) for t in [*concepts, *compounds]}
+        if w.light != 1.0:
+            for t, term in concepts.items():
+                if _light(term):
+                    idf[t] *= w.light
         return signals.CoverageQuery(
             idf,
             list(concepts),
@@ -630,7 +668,15 @@ class Retriever:
             key=lambda c: (
                 -(w.bm25 * values[c]["bm25"] + w.cover * values[c]["cover"] + w.semantic * values[c]["semantic"])
             ),
-        )[: w.cluster]
+        )
+        if "extreme" in q.details.slots:
+            # the largest or smallest of a family: every near-copy of the leading candidate takes part
+            first = self._entries[lead[0]].counts
+            lead = lead[: w.cluster] + [
+                key for key in lead[w.cluster :] if _jaccard(self._entries[key].counts, first) >= w.similar
+            ]
+        else:
+            lead = lead[: w.cluster]
         idf, compounds = query.idf, query.compounds
         concepts: dict[str, Term] = {}
         for term in q.terms:
@@ -653,6 +699,7 @@ class Retriever:
             sum(idf[t] for t in concepts) or 1.0,
             w.conflict,
             w.similar,
+            concepts,
         )
         detail = dict.fromkeys(candidates, 0.0)
         detail.update(found.score)

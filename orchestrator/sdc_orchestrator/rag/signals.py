@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # The signals `weighted_sum` adds, in this order (also the names of their weights in `Weights`).
-SIGNALS = ("bm25", "cover", "detail", "semantic", "dense", "bigram")
+SIGNALS = ("bm25", "cover", "detail", "semantic", "dense", "bigram", "kiwi")
 
 _HANGUL_WORD = re.compile(r"^[가-힣]{2,}$")
 
@@ -36,6 +36,11 @@ def relative_bm25(lexical: Sequence[tuple[str, float]]) -> dict[str, float]:
     """Each candidate's BM25 over the best one's (the list is ranked, best first)."""
     top = lexical[0][1] if lexical else 1.0
     return {key: score / top for key, score in lexical}
+
+
+def reciprocal_rank(ranking: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """1 for the first of a ranking, 1/2 for the second, ...: a rank signal that ignores score scales."""
+    return {key: 1.0 / (rank + 1) for rank, (key, _) in enumerate(ranking)}
 
 
 @dataclass(frozen=True)
@@ -167,4 +172,4 @@ def cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
 
 def weighted_sum(values: Mapping[str, float], weights: Mapping[str, float]) -> float:
     """The reranker's score: each signal in `SIGNALS` times its weight (a missing signal is 0)."""
-    return sum(weights[name] * values.get(name, 0.0) for name in SIGNALS)
+    return sum(weights.get(name, 0.0) * values.get(name, 0.0) for name in SIGNALS)
