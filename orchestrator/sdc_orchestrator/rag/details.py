@@ -306,12 +306,12 @@ def discriminate(
         if f"extreme={side}" in qfeatures:
             price = "price" in query_details.slots.get("extreme_of", frozenset())
             family = _family(candidates, set(words) | set(query_terms), similar)
-            chosen = _extreme({key: candidate_details[key] for key in family}, side, price)
-            for key in chosen:
+            members = _extreme({key: candidate_details[key] for key in family}, side, price)
+            for key in members:
                 held[key].add(f"extreme={side}")
-            if chosen and conflict > 0:
+            if members and conflict > 0:
                 # the question fixes the member: its siblings clash, as a sibling stating another year does
-                for key in family - chosen:
+                for key in family - members:
                     score[key] -= conflict / 2
     weight: dict[str, float] = {}
     for item in (*query_terms, *qfeatures):
