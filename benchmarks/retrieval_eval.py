@@ -225,6 +225,9 @@ _STEPS_27: list[tuple[str, dict[str, Any]]] = [
             "expansion": 0.0,
             "expansion_min": 0.5,
             "bigram": 0.0,
+            "light": 1.0,
+            "cover": 1.0,
+            "extreme": False,
         },
     ),
     ("+ detail normalization (codes, versions, short years, halves, Sino words)", {"normalize_details": True}),
@@ -236,8 +239,56 @@ _STEPS_27: list[tuple[str, dict[str, Any]]] = [
     ("+ question words inside passage compounds", {"substring": 1.0}),
     ("+ English glossary (rag/english.txt)", {"english": True}),
     ("+ CoNg query expansion 0.3", {"expansion": 0.3, "expansion_min": 0.55}),
-    ("+ spacing-blind character bigrams (= service)", {"bigram": 1.0}),
+    ("+ spacing-blind character bigrams (the service at the first stop)", {"bigram": 1.0}),
+    ("+ the largest/smallest of a family (가장 큰, 제일 여럿이)", {"extreme": True}),
+    ("+ light one-syllable verb stems 0.3, coverage 2.0 (= service)", {"light": 0.3, "cover": 2.0}),
 ]
+
+
+_NOT_WORD = re.compile(r"[^가-힣a-z0-9 ]+")
+
+
+def lsa(passages: dict[str, str], sizes: tuple[int, ...], dims: int) -> tuple[dict[str, list[float]], Ranker]:
+    """Corpus-trained dense vectors: LSA (a truncated SVD) of the passages' tf-idf over character n-grams of
+    their normalized words (n-grams in two or more passages). Returns each passage's vector and the
+    embedding of a question (folded in through the same projection). numpy's dense SVD: for a measurement
+    on these sets only; 10,000 passages would need a sparse or randomized SVD."""
+    import math
+    from collections import Counter
+
+    import numpy as np
+    from sdc_orchestrator.rag.korean import normalized
+
+    def grams(text: str) -> Counter[str]:
+        words = _NOT_WORD.sub(" ", normalized(text).lower()).split()
+        return Counter(w[i : i + n] for w in words for n in sizes for i in range(len(w) - n + 1))
+
+    docs = {key: grams(text) for key, text in passages.items()}
+    df = Counter(g for counts in docs.values() for g in counts)
+    vocab = {g: i for i, g in enumerate(g for g, n in df.items() if n >= 2)}
+    idf = np.array([math.log(len(docs) / df[g]) for g in vocab], np.float32)
+
+    def tfidf(counts: Counter[str]) -> np.ndarray:
+        row = np.zeros(len(vocab), np.float32)
+        for g, c in counts.items():
+            if g in vocab:
+                row[vocab[g]] = (1 + math.log(c)) * idf[vocab[g]]
+        return row / max(float(np.linalg.norm(row)), 1e-9)
+
+    matrix = np.stack([tfidf(counts) for counts in docs.values()])
+    _, _, vt = np.linalg.svd(matrix, full_matrices=False)
+    basis = vt[: min(dims, len(docs) - 1)].T
+    vectors = {key: (matrix[i] @ basis).tolist() for i, key in enumerate(docs)}
+    return vectors, lambda text: (tfidf(grams(text)) @ basis).tolist()
+
+
+def lsa_ranker(passages: dict[str, str], sizes: tuple[int, ...], dims: int, weights: Weights) -> Ranker:
+    """The service with LSA vectors as its dense signal (the path a served embedding model takes)."""
+    retriever = build_retriever(passages, weights)
+    vectors, embed = lsa(passages, sizes, dims)
+    for passage in retriever.passages.values():
+        passage.vector = vectors[passage.doc_id]
+    return lambda q: [hit.passage.doc_id for hit in retriever.search_sync(q, 10, embed(q))]  # type: ignore[arg-type]
 
 
 def _cumulative(steps: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Weights]]:
@@ -252,7 +303,12 @@ ABLATION_27: list[tuple[str, Weights]] = [
     *_cumulative(_STEPS_27),
     ("service + corpus co-occurrence expansion 0.2 (cooccur.py)", Weights(cooccur=0.2)),
     ("service + corpus co-occurrence expansion 0.5", Weights(cooccur=0.5)),
+    ("service + plain Kiwi BM25 fused at 0.1 (its top 10 join the candidates)", Weights(kiwi=0.1)),
+    ("service + plain Kiwi BM25 fused at 0.5", Weights(kiwi=0.5)),
+    ("service + plain Kiwi BM25 fused by reciprocal rank at 0.5", Weights(kiwi=0.5, kiwi_rank=True)),
 ]
+# Corpus-trained dense vectors (LSA): (weight of the dense signal, character n-gram sizes, dimensions).
+ABLATION_LSA = [(0.5, (2, 3), 100), (1.0, (2, 3), 100), (0.5, (2,), 50)]
 ABLATION: list[tuple[str, Weights]] = [
     (
         "Kiwi BM25 + normalization (numbers, units, dates, loanwords)",
@@ -395,9 +451,23 @@ def heldout_section(quick: bool) -> list[str]:
         ]
         own_passages, own_questions = load_passages(), load_questions()
         fresh, fresh2 = load_fresh("fresh"), load_fresh("fresh2")
-        for label, weights in ABLATION_27:
-            own = service_ranker(build_retriever(own_passages, weights))
-            ranker = service_ranker(build_retriever(passages, weights))
+        configurations: list[tuple[str, Ranker, Ranker]] = [
+            (
+                label,
+                service_ranker(build_retriever(own_passages, weights)),
+                service_ranker(build_retriever(passages, weights)),
+            )
+            for label, weights in ABLATION_27
+        ]
+        for dense, sizes, dims in ABLATION_LSA:
+            configurations.append(
+                (
+                    f"service + LSA vectors (character {'/'.join(map(str, sizes))}-grams, {dims} dimensions) at {dense}",
+                    lsa_ranker(own_passages, sizes, dims, Weights(dense=dense)),
+                    lsa_ranker(passages, sizes, dims, Weights(dense=dense)),
+                )
+            )
+        for label, own, ranker in configurations:
             held = evaluate(ranker, questions)
             dev = evaluate(ranker, [q for q in questions if q.split == "dev"])
             test = evaluate(ranker, [q for q in questions if q.split == "test"])

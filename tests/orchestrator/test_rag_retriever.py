@@ -153,3 +153,13 @@ def test_semantic_neighbours_follow_ingestion_and_deletion() -> None:
     assert next(key for key, _ in retriever._semantic(q.mean, 2)) == "pw#0"
     asyncio.run(retriever.delete("pw"))
     assert all(key != "pw#0" for key, _ in retriever._semantic(q.mean, 2))
+
+
+def test_one_syllable_verb_stems_weigh_less() -> None:
+    """나(다), 내(다): what colloquial questions are made of and formal passages rarely say (so of high idf)."""
+    retriever = Retriever(MemoryStore())
+    asyncio.run(retriever.upsert("lamp", "고장 난 가로등은 민원 콜센터로 신고한다.", {}))
+    asyncio.run(retriever.upsert("fee", "택배 분실 보상 한도는 한 건에 50만 원이다.", {}))
+    q = retriever._query("택배가 분실 나면 얼마 내요?")
+    assert q.weights["나"] == q.weights["내"] == retriever.weights.light < 1.0 == q.weights["분실"]
+    assert retriever.search_sync("택배가 분실 나면 얼마 내요?", 1)[0].passage.doc_id == "fee"

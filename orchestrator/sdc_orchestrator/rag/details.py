@@ -206,7 +206,7 @@ def is_detail_term(term: str) -> bool:
 
 
 # Slots a question states relative to the family, not as a value a passage could state otherwise.
-_RELATIVE = frozenset({"extreme", "extreme_of"})
+RELATIVE = frozenset({"extreme", "extreme_of"})
 
 
 def _family(candidates: Mapping[str, set[str]], query_terms: Iterable[str], similar: float) -> set[str]:
@@ -323,7 +323,7 @@ def discriminate(
     fixed = [
         slot
         for slot, values in query_details.slots.items()
-        if slot not in _RELATIVE
+        if slot not in RELATIVE
         and any(values & candidate_details[key].slots.get(slot, frozenset()) for key in candidates)
     ]
     for key, terms in candidates.items():
