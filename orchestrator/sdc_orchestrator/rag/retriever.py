@@ -13,7 +13,7 @@ The pipeline, and why each step is there (figures: benchmarks/REPORT.md, "Korean
    상을 당하다 -> 사망) the same way. With an embedding endpoint, the nearest
    passages by cosine join the candidates.
 3. Rerank: a linear score over a few signals that need no calibration
-   between them, each in [0, 1]: BM25 relative to the best candidate; soft
+   between them, each in [0, 1] (one pure function each, `signals.py`): BM25 relative to the best candidate; soft
    coverage (the idf-weighted share of query words a passage contains,
    counting a CoNg-similar morpheme or a thesaurus term as a partial match); the detail signal
    (among near-duplicate candidates, the query words that one of them has and
