@@ -8,7 +8,7 @@ the evaluation sets are in benchmarks/data and scored by test_rag_eval.py.
 from __future__ import annotations
 
 import pytest
-from sdc_orchestrator.rag import cooccur, details, loanword
+from sdc_orchestrator.rag import cooccur, details
 from sdc_orchestrator.rag.bm25 import BM25Index
 from sdc_orchestrator.rag.korean import analyze, terms_text
 from sdc_orchestrator.rag.normalize import Normalizer
@@ -176,31 +176,52 @@ def test_cooccurrence_expansion_reaches_an_associated_passage() -> None:
     assert "사망" in q.weights and q.expanded_from["사망"] in {t.text for t in analyze("경조휴가")}
 
 
+def test_extract_reads_the_largest_or_smallest_asked_for() -> None:
+    assert _details("가장 큰 회의실")["extreme"] == {"max"}
+    assert _details("제일 여럿이 쓰는 방")["extreme"] == {"max"}
+    assert _details("제일 작은 모델")["extreme"] == {"min"}
+    assert _details("가장 싼 요금제") == {"extreme": {"min"}, "extreme_of": {"price"}}
+    assert "extreme" not in _details("최대 50만 원까지 보상한다")  # a limit, not one of a family
+
+
 @pytest.mark.parametrize(
-    ("latin", "hangul"),
+    ("side", "price", "expected"),
     [
-        ("printer", "프린터"),
-        ("monitor", "모니터"),
-        ("cloud", "클라우드"),
-        ("dashboard", "대시보드"),
-        ("scanner", "스캐너"),
+        ("max", False, {"large"}),  # most seats and the most screens
+        ("min", False, {"small"}),
+        ("max", True, {"large"}),  # money alone decides a price question
+        ("min", True, {"medium"}),
     ],
 )
-def test_loanword_skeletons_match_across_scripts(latin: str, hangul: str) -> None:
-    assert loanword.latin_skeleton(latin) == loanword.hangul_skeleton(hangul)
+def test_the_extreme_member_of_a_family(side: str, price: bool, expected: set[str]) -> None:
+    rooms = {
+        "small": {"n:명": {"4"}, "n:대": {"1"}, "n:원": {"20000"}},
+        "medium": {"n:명": {"8"}, "n:대": {"1"}, "n:원": {"10000"}},
+        "large": {"n:명": {"20"}, "n:대": {"2"}, "n:원": {"50000"}},
+    }
+    found = {key: details.Details.from_lists(slots) for key, slots in rooms.items()}
+    assert details._extreme(found, side, price) == expected
 
 
-def test_loanwords_match_across_scripts_without_a_list() -> None:
+SIZES = {
+    "room-s": "소회의실은 최대 4명이 쓸 수 있고 사내 포털에서 하루 전까지 예약한다.",
+    "room-m": "중회의실은 최대 8명이 쓸 수 있고 사내 포털에서 이틀 전까지 예약한다.",
+    "room-l": "대회의실은 최대 20명이 쓸 수 있고 총무팀에 사흘 전까지 신청해 예약한다.",
+    "car": "업무용 차량은 최대 5명이 탈 수 있고 사내 포털에서 하루 전까지 예약한다.",
+}
+
+
+@pytest.mark.parametrize(
+    ("question", "answer"),
+    [
+        ("가장 많이 들어가는 회의실은 어떻게 예약하나요?", "room-l"),
+        ("제일 작은 회의실은 언제까지 예약해요?", "room-s"),
+    ],
+)
+def test_the_largest_or_smallest_sibling_comes_first(question: str, answer: str) -> None:
     retriever = Retriever(MemoryStore())
-    for key, text in {
-        "printer": "사무실 printer 용지는 총무팀에 요청한다.",
-        "copier": "사무실 복합기 토너는 총무팀에 요청한다.",
-        "monitor": "회의실 모니터 대여는 총무팀에 요청한다.",
-    }.items():
+    for key, text in SIZES.items():
         retriever._replace(prepare(key, text, {}))
-    best = retriever.search_sync("프린터 용지가 떨어지면 어디에 요청하나요?", 1)[0]
-    assert best.passage.doc_id == "printer" and "프린터~printer" in best.related
-    assert retriever.search_sync("monitor 대여", 1)[0].passage.doc_id == "monitor"
-    # acronyms and short words stay out: 서버 / server and 세부 share a skeleton, gpu is not pronounced
-    assert not loanword.SkeletonIndex().other_script("gpu")
-    assert loanword.skeleton("서버") == ("", "")
+    hits = retriever.search_sync(question, 3)
+    assert hits[0].passage.doc_id == answer, [(h.passage.doc_id, h.deciding) for h in hits]
+    assert ("가장 큰" if answer == "room-l" else "가장 작은") in hits[0].deciding

@@ -110,9 +110,10 @@ def test_ingestion_is_linear_in_the_text() -> None:
     assert ratio <= 5.5
 
 
-# Issue #27's held-out set (238 questions, frozen before any tuning): measured hit@1 0.87, hit@5 0.94 (Kiwi BM25
-# 0.68 / 0.90; the retriever before issue #27 0.78 / 0.92). Floors three to five questions below.
-HELDOUT_FLOORS = {"heldout3": {"hit1": 0.85, "hit5": 0.93}}
+# Issue #27's held-out set (238 questions, frozen before any tuning): measured hit@1 0.88, hit@5 0.95 (Kiwi BM25
+# 0.68 / 0.90; the retriever before issue #27 0.78 / 0.92; 0.87 / 0.94 at its first stop). Floors two to five
+# questions below.
+HELDOUT_FLOORS = {"heldout3": {"hit1": 0.86, "hit5": 0.94}}
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,8 @@ NORMALIZE = Normalizer()
         pytest.param("CrashLoopBackOff", "crashloopbackoff", id="latin-case"),
         pytest.param("공용 비번", "공용 비밀번호", id="abbreviation"),
         pytest.param("Wi-Fi 와이파이", "wifi wifi", id="hyphen"),
+        pytest.param("택배 한 건당 두 통", "택배 1건당 2통", id="cases-and-copies"),
+        pytest.param("이 건은 보류", "이 건은 보류", id="i-geon-is-this-case"),
     ],
 )
 def test_normalize(text: str, expected: str) -> None:

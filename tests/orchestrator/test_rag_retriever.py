@@ -28,6 +28,30 @@ def test_passages_stored_by_an_older_analyser_are_reanalysed_on_load(tmp_path: P
     assert retriever.search_sync("수원 사업장 주차 등록", 1)[0].passage.doc_id == "old"
 
 
+def test_indexing_reuses_what_prepare_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passage carries its normalized text and details from `prepare` (and through the store), so indexing
+    runs neither the normalizer nor the detail extraction again (issue #28: no cache of derived state)."""
+    from sdc_orchestrator.rag import details
+    from sdc_orchestrator.rag import retriever as module
+
+    doc = module.prepare("trip", "2024년 개정 후 출장비는 나흘까지 지급한다.", {})
+    passage = doc.passages[0]
+    assert "2024년" in passage.normalized and passage.details["year"] == ["2024"]
+    assert passage.details["n:일"] == ["4"], "나흘 is normalized to 4일 before the details are read"
+    DirectoryStore(tmp_path).put(doc)
+
+    def refuse(*_: Any) -> Any:
+        raise AssertionError("indexing analysed a passage again")
+
+    monkeypatch.setattr(module, "normalized", refuse)
+    monkeypatch.setattr(module, "analyze_normalized", refuse)
+    monkeypatch.setattr(details, "extract", refuse)
+    retriever = Retriever(DirectoryStore(tmp_path))  # loaded with the current analyser: nothing re-analysed
+    entry = retriever._entries["trip#0"]
+    assert entry.details.slots["year"] == frozenset({"2024"}) and "나흘" not in passage.normalized
+    assert entry.bigrams and entry.bigrams <= module.bigrams(passage.normalized)
+
+
 def test_replace_and_delete_keep_the_index_consistent() -> None:
     retriever = Retriever(MemoryStore())
     asyncio.run(retriever.upsert("a", PARKING, {"site": "suwon"}))
@@ -129,3 +153,13 @@ def test_semantic_neighbours_follow_ingestion_and_deletion() -> None:
     assert next(key for key, _ in retriever._semantic(q.mean, 2)) == "pw#0"
     asyncio.run(retriever.delete("pw"))
     assert all(key != "pw#0" for key, _ in retriever._semantic(q.mean, 2))
+
+
+def test_one_syllable_verb_stems_weigh_less() -> None:
+    """나(다), 내(다): what colloquial questions are made of and formal passages rarely say (so of high idf)."""
+    retriever = Retriever(MemoryStore())
+    asyncio.run(retriever.upsert("lamp", "고장 난 가로등은 민원 콜센터로 신고한다.", {}))
+    asyncio.run(retriever.upsert("fee", "택배 분실 보상 한도는 한 건에 50만 원이다.", {}))
+    q = retriever._query("택배가 분실 나면 얼마 내요?")
+    assert q.weights["나"] == q.weights["내"] == retriever.weights.light < 1.0 == q.weights["분실"]
+    assert retriever.search_sync("택배가 분실 나면 얼마 내요?", 1)[0].passage.doc_id == "fee"

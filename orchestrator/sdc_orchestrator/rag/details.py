@@ -59,6 +59,12 @@ _ENVIRONMENT = {
 # The newest or the oldest of a family (신형, 최신, 구형): the member with the latest or earliest year.
 _NEWEST = re.compile(r"신형|최신|신제품|새로\s?나온|신모델|요즘\s?나온|최근\s?나온")
 _OLDEST = re.compile(r"구형|구모델|예전\s?모델|옛날\s?모델|이전\s?모델")
+# The largest or the smallest of a family (가장 큰 사이즈, 제일 여럿이 쓰는, 가장 싼): the member with the highest or
+# the lowest numbers among those its siblings state differently; a price word picks the amount of money.
+_MOST = re.compile(r"(?:가장|제일|젤)\s?(?:큰|크|많|여럿|넓|긴|길|높|비싼|비싸|무거)")
+_LEAST = re.compile(r"(?:가장|제일|젤)\s?(?:작|적|좁|짧|낮|싼|저렴|가벼)")
+_PRICE = re.compile(r"(?:가장|제일|젤)\s?(?:비싼|비싸|싼|저렴)")
+_MONEY = "n:원"
 # 당일 (that same day) is one day when the slot is a number of days: a detail alias, not an index term.
 _SAME_DAY = re.compile(r"당일|하루\s?만에")
 
@@ -98,6 +104,14 @@ class Details:
 
     def features(self) -> set[str]:
         return {f"{slot}={value}" for slot, values in self.slots.items() for value in values}
+
+    def as_lists(self) -> dict[str, list[str]]:
+        """The details as a Passage stores them (JSON: lists, sorted so a stored file is reproducible)."""
+        return {slot: sorted(values) for slot, values in self.slots.items()}
+
+    @classmethod
+    def from_lists(cls, stored: Mapping[str, Iterable[str]]) -> Details:
+        return cls({slot: frozenset(values) for slot, values in stored.items()})
 
 
 def extract(terms: Iterable[str], text: str) -> Details:
@@ -154,6 +168,12 @@ def extract(terms: Iterable[str], text: str) -> Details:
         put("recency", "old")
     if _SAME_DAY.search(lowered):
         put("n:일", "1")
+    if _MOST.search(lowered):
+        put("extreme", "max")
+    if _LEAST.search(lowered):
+        put("extreme", "min")
+    if _PRICE.search(lowered):
+        put("extreme_of", "price")
     return Details({slot: frozenset(values) for slot, values in slots.items()})
 
 
@@ -175,12 +195,54 @@ def label(item: str) -> str:
         return slot.split(":", 1)[1] + value if slot.startswith("code:") else value + slot[2:]
     if slot == "revision":
         return "개정 후" if value == "new" else "개정 전"
+    if slot == "extreme":
+        return "가장 큰" if value == "max" else "가장 작은"
     return value
 
 
 def is_detail_term(term: str) -> bool:
     """A number with a unit or a code: `extract` already turns it into a typed detail."""
     return bool(_NUMBER_TERM.match(term) or _CODE_TERM.match(term))
+
+
+# Slots a question states relative to the family, not as a value a passage could state otherwise.
+RELATIVE = frozenset({"extreme", "extreme_of"})
+
+
+def _family(candidates: Mapping[str, set[str]], query_terms: Iterable[str], similar: float) -> set[str]:
+    """The leading candidate (candidates come best first) and its near-copies, less those lacking a question
+    word that most of them have (표준형 중에: the GPU server is a near-copy of the standard ones, not one of them)."""
+    first = candidates[next(iter(candidates))]
+    family = {key for key, terms in candidates.items() if _jaccard(terms, first) >= similar}
+    common = {t for t in query_terms if 2 * sum(t in candidates[key] for key in family) > len(family)}
+    return {key for key in family if common <= candidates[key]}
+
+
+def _extreme(candidates: Mapping[str, Details], side: str, price: bool) -> set[str]:
+    """The candidates holding the highest (`side` "max") or lowest number in most of the numeric slots
+    whose values differ among them: amounts of money only when the question asked about price, every
+    other number otherwise (6인실 over 2인실 and 1인실 for 제일 여럿이 쓰는 병실, L for 가장 큰 가상서버)."""
+    votes: dict[str, int] = {}
+    slots = {slot for d in candidates.values() for slot in d.slots if slot.startswith("n:") or slot in ("days", "pct")}
+    for slot in sorted(slots):
+        if (slot == _MONEY) != price:
+            continue
+        values: dict[str, float] = {}
+        for key, d in candidates.items():
+            numbers = [float(v) for v in d.slots.get(slot, ()) if _NUMBER.match(v)]
+            if numbers:
+                values[key] = max(numbers) if side == "max" else min(numbers)
+        if len(set(values.values())) < 2:
+            continue
+        target = max(values.values()) if side == "max" else min(values.values())
+        for key, value in values.items():
+            if value == target:
+                votes[key] = votes.get(key, 0) + 1
+    most = max(votes.values(), default=0)
+    return {key for key, n in votes.items() if n == most}
+
+
+_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -201,6 +263,7 @@ def discriminate(
     total_idf: float,
     conflict: float = 0.5,
     similar: float = 0.3,
+    words: Iterable[str] = (),
 ) -> Discrimination:
     """Score each candidate by the question details it holds that tell it from its near-copies.
 
@@ -215,7 +278,9 @@ def discriminate(
     year, a number of days, a revision, an environment) for which the candidate states only other
     values, while a cluster member states the question's, costs `conflict` (split over such slots):
     the sibling that says 5일 falls below the one that says 4일 even when it matches more of the
-    question's other words.
+    question's other words. A question for the largest or smallest of a family (`extreme`) credits the
+    family member (near-copies of the leading candidate sharing most of the question's `words`) with the
+    highest or lowest numbers, and its siblings clash.
     """
     score = dict.fromkeys(candidates, 0.0)
     deciding: dict[str, list[str]] = {key: [] for key in candidates}
@@ -237,6 +302,17 @@ def discriminate(
                 for key, year in years.items():
                     if year == chosen:
                         held[key].add(f"recency={side}")
+    for side in ("max", "min"):
+        if f"extreme={side}" in qfeatures:
+            price = "price" in query_details.slots.get("extreme_of", frozenset())
+            family = _family(candidates, set(words) | set(query_terms), similar)
+            members = _extreme({key: candidate_details[key] for key in family}, side, price)
+            for key in members:
+                held[key].add(f"extreme={side}")
+            if members and conflict > 0:
+                # the question fixes the member: its siblings clash, as a sibling stating another year does
+                for key in family - members:
+                    score[key] -= conflict / 2
     weight: dict[str, float] = {}
     for item in (*query_terms, *qfeatures):
         df = sum(item in h for h in held.values())
@@ -247,7 +323,8 @@ def discriminate(
     fixed = [
         slot
         for slot, values in query_details.slots.items()
-        if any(values & candidate_details[key].slots.get(slot, frozenset()) for key in candidates)
+        if slot not in RELATIVE
+        and any(values & candidate_details[key].slots.get(slot, frozenset()) for key in candidates)
     ]
     for key, terms in candidates.items():
         if weight:

@@ -87,12 +87,11 @@ def normalizer(english: bool = True) -> Normalizer:
     return Normalizer(extra)
 
 
-@functools.lru_cache(maxsize=8192)
 def normalized(text: str, english: bool = True, details: bool = True) -> str:
-    """`text` through the normalizer, remembered: ingestion needs a passage's normalized text twice (its
-    analysis in `prepare`, its details and bigrams when indexed), and the lexicon's regex is most of
-    ingestion's CPU; computed twice, the indexing pass kept the GIL busy enough to stall health checks
-    for seconds during a large upload (tests/orchestrator/test_ingest.py)."""
+    """`text` through the shared normalizer. Ingestion calls it once per passage, in `prepare`, and keeps
+    the result on the Passage: the lexicon's regex is most of ingestion's CPU, and a second pass at indexing
+    kept the GIL busy enough to stall health checks for seconds during a large upload
+    (tests/orchestrator/test_ingest.py)."""
     return normalizer(english)(text, details)
 
 
@@ -100,7 +99,8 @@ def analyzer_version() -> str:
     """Changes whenever stored tokens would differ: then the retriever re-analyses on load."""
     from kiwipiepy import __version__ as kiwi_version
 
-    return f"v3/kiwi-{kiwi_version}/lex-{normalizer().lexicon.fingerprint}"
+    # v4: passages carry their normalized text and details (issue #28).
+    return f"v4/kiwi-{kiwi_version}/lex-{normalizer().lexicon.fingerprint}"
 
 
 def morphemes(text: str) -> list[str]:
@@ -131,7 +131,13 @@ def analyze(
     `normalize`, `join`, `details` (normalize.normalize_details) and `english` (the glossary) exist for the
     evaluation's ablation; the service always uses all four.
     """
-    toks = kiwi().tokenize(normalized(text, english, details) if normalize else text)
+    return analyze_normalized(normalized(text, english, details) if normalize else text, join)
+
+
+def analyze_normalized(text: str, join: bool = True) -> list[Term]:
+    """`analyze` of a text already normalized (or deliberately not): what `prepare` calls with the
+    normalized text it keeps, so a passage goes through the normalizer once."""
+    toks = kiwi().tokenize(text)
     terms: list[Term] = []
     prev_noun: tuple[str, int] | None = None  # (form, end offset) of the previous noun, for joining
     i = 0

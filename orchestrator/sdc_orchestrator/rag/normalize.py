@@ -197,11 +197,14 @@ UNITS = {
     "자": "자", "점": "점", "퍼센트": "%", "프로": "%", "%": "%", "기가바이트": "gb", "기가": "gb", "gb": "gb",
     "메가바이트": "mb", "메가": "mb", "mb": "mb", "테라바이트": "tb", "테라": "tb", "tb": "tb",
     "영업일": "영업일", "세대": "세대", "인": "인", "박": "박", "월": "월",
+    "건": "건", "통": "통", "쪽": "쪽", "마리": "마리", "잔": "잔",
 }  # fmt: skip
 # Counters only native numerals take (석 달, 스무 날); a Sino-Korean word before them is something else.
 NATIVE_ONLY = {"날", "달", "해", "사람", "살", "번", "차례", "끼", "켤레", "가지", "군데"}
 # Counters a native numeral may take (not 일, 원, 월: 한 일 is "the work done", not one day).
 NATIVE_UNITS = NATIVE_ONLY | {"권", "명", "시간", "시", "개", "개월", "대", "장", "곳", "주", "주일", "층"}
+# Issue #27: counters of cases, copies, pages, animals, cups (한 건, 두 통, 세 쪽), native or Sino-Korean.
+NATIVE_UNITS |= {"건", "통", "쪽", "마리", "잔"}
 # A lone Sino-Korean digit is also a common syllable (이월, 사원, 이번, 오분): only these units are safe after it.
 SAFE_AFTER_LONE_SINO = {"년", "개월", "시간", "퍼센트"}
 # Counters that may follow a native numeral without a space (석달, 세번); others need the space (세 대 ≠ 세대).

@@ -38,6 +38,13 @@ class Passage:
     # `tokens`/`morphs`: passages stored by another analyser version are re-analysed on load.
     morphs: list[int] = field(default_factory=list)
     analyzer: str = ""
+    # What indexing needs besides the tokens, computed once by the analyser (issue #28): the normalized
+    # text (its spacing-blind bigrams) and the typed details (slot -> values: the year, 4일, the revision).
+    normalized: str = ""
+    details: dict[str, list[str]] = field(default_factory=dict)
+    # Kiwi's content morphemes of the raw text (no normalization, no joining): the plain Kiwi BM25 that the
+    # reranker fuses as one more signal (issue #27), so no kind of question falls below it.
+    plain: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
