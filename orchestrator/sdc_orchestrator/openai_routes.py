@@ -22,11 +22,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sdc_orchestrator import metrics, openai_fields, sampling, usage
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.failures import NoRouteError
 from sdc_orchestrator.limits import InputError, InputLimits, _checked_openai, check_int
 from sdc_orchestrator.router import Router, UpstreamError
 from sdc_orchestrator.scaling.waker import keep_alive
 from sdc_orchestrator.settings import OrchestratorSettings
-from sdc_orchestrator.upstream import Attempts, NoRouteError, Upstream
+from sdc_orchestrator.upstream import Attempts, Upstream
 
 PROVIDERS = ("ollama", "vllm", "transformers", "gemini")
 NO_TEXT_COMPLETIONS = frozenset({"gemini"})

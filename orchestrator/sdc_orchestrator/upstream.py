@@ -29,6 +29,7 @@ import aiohttp
 from sdc_orchestrator import metrics, ollama_native, openai_fields, sse, usage
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.discovery import ModelDiscovery
+from sdc_orchestrator.failures import ClientRequestError, NoRouteError
 from sdc_orchestrator.fitting import FitError, FitHints, Fitter, resolve_name
 from sdc_orchestrator.router import Router, Slot, UpstreamError, by_provider, classify_status
 from sdc_orchestrator.routing.policy import hint
@@ -40,36 +41,11 @@ CHAT_PATH = "chat/completions"  # the default route; others (completions) are re
 if TYPE_CHECKING:
     from sdc_orchestrator.scaling.waker import Waker
 
+__all__ = ["ATTEMPT_ERRORS", "CHAT_PATH", "Attempts", "ClientRequestError", "NoRouteError", "Upstream", "public_error"]
 log = logging.getLogger("sdc_orchestrator.upstream")
 T = TypeVar("T")
 # What one attempt may fail with that another endpoint may not (public_error names it for the client).
 ATTEMPT_ERRORS = (aiohttp.ClientError, OSError, UpstreamError, ValueError, KeyError, TimeoutError, StopAsyncIteration)
-
-
-class NoRouteError(Exception):
-    """Nothing can serve: unknown model or provider, or every attempt failed."""
-
-    def __init__(
-        self, status: int, message: str, tried: list[dict[str, str]] | None = None, retry_after: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.tried = tried or []
-        self.retry_after = retry_after  # seconds, sent as Retry-After (a model scaling from zero)
-
-
-class ClientRequestError(Exception):
-    """The backend refused the request itself (a 4xx that another backend would refuse too).
-
-    `own`: the body is the orchestrator's own words (a request that cannot fit the model, a model the backend
-    does not have, naming what it has), shown as written; a backend's own body is rewritten (backend_errors).
-    """
-
-    def __init__(self, status: int, body: Any, *, own: bool = False) -> None:
-        super().__init__(str(body))
-        self.status = status
-        self.body = body
-        self.own = own
 
 
 @dataclass

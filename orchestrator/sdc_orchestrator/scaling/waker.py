@@ -19,9 +19,9 @@ from typing import Any
 from prometheus_client import Gauge
 
 from sdc_orchestrator.backends import Dormant, EndpointRegistry
+from sdc_orchestrator.failures import NoRouteError
 from sdc_orchestrator.scaling.client import Outcome, ScaleClient
 from sdc_orchestrator.scaling.hold import HoldBook
-from sdc_orchestrator.upstream import NoRouteError
 
 HELD = Gauge("sdc_orchestrator_held_requests", "Requests waiting for a model to scale from zero", ["model"])
 
