@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 
-from sdc_orchestrator import openai_routes, status
-from sdc_orchestrator.api import documents, errors, health, migration, openai, seed
+from sdc_orchestrator import status
+from sdc_orchestrator.api import completions, documents, errors, health, migration, openai, seed
 from sdc_orchestrator.api.attempts import OVERHEAD_HEADER, AttemptsMiddleware
 from sdc_orchestrator.api.deps import USER_HEADER
 from sdc_orchestrator.api.deps import tenant as tenant_of
@@ -71,10 +71,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     app.include_router(documents.router)
     app.include_router(seed.router)
     app.include_router(openai.router)
-    # /v1/completions and /v1/embeddings
-    app.include_router(
-        openai_routes.routes(settings, services.registry, services.router, services.upstream, services.input_limits)
-    )
+    app.include_router(completions.router)  # /v1/completions, /v1/embeddings
     app.include_router(migration.router)
     return app
 

@@ -109,12 +109,17 @@ class Pipeline:
     def with_defaults(self, payload: dict[str, Any]) -> dict[str, Any]:
         return sampling.with_defaults(payload, self.settings)
 
+    def would_hold(self, payload: dict[str, Any]) -> bool:
+        """Whether the model asked for is at zero or starting (its request will be held: scaling/)."""
+        waker = self.upstream.waker
+        return waker is not None and waker.would_hold(payload.get("model"))
+
     async def answer(self, call: Call, provider: str, payload: dict[str, Any]) -> Answer:
         """Complete, account, record (feedback and shadow)."""
         work = self.upstream.complete(provider, payload, call.attempts)
         endpoint, data = await until_disconnected(work, call.disconnected)
         answer = Answer(endpoint, data, "")
-        self._account(endpoint.provider, answer.model, data, call)
+        self.account(endpoint.provider, answer.model, data, call.started, call.attempts.first_provider)
         answer.response_id = self.feedback.answered(endpoint.provider, answer.model, call.route, call.tenant)
         try:
             text = answer.text
@@ -133,8 +138,7 @@ class Pipeline:
         A model at zero or starting: the stream opens now (no response id header: it is not known yet) and
         gets SSE comments while the request is held; otherwise it opens once the backend sent an event.
         """
-        waker = self.upstream.waker
-        if waker is not None and waker.would_hold(payload.get("model")):
+        if self.would_hold(payload):
 
             async def opening() -> tuple[Endpoint, AsyncIterator[bytes]]:
                 opened = await self._open(call, provider, payload)
@@ -151,11 +155,13 @@ class Pipeline:
         self.shadow.skip(call.tenant)  # a streamed text is never assembled here, so never compared
         return Opened(endpoint, model, response_id, _first_token_timed(events, endpoint.provider, call.started))
 
-    def _account(self, provider: str, model: str, data: dict[str, Any], call: Call) -> None:
+    def account(
+        self, provider: str, model: str, data: dict[str, Any], started: float, first: str | None = None
+    ) -> None:
+        """An answer served: its request, latency and tokens; a fallback if `first` (tried first) was another."""
         metrics.REQUESTS.labels(provider, model, "ok").inc()
-        metrics.LATENCY.labels(provider, model).observe(time.perf_counter() - call.started)
+        metrics.LATENCY.labels(provider, model).observe(time.perf_counter() - started)
         usage.count(provider, data.get("usage"))  # in, out and cached tokens (a stream counts in upstream's relay)
-        first = call.attempts.first_provider
         if first and first != provider:
             metrics.FALLBACKS.labels(first, provider).inc()
 

@@ -176,9 +176,10 @@ def test_a_held_seed_chat_stream_gets_keep_alives_then_its_sources_and_answer(
             started = time.monotonic()
             with client.stream("POST", f"{base}/api/v1/chat", json=body) as resp:
                 assert resp.status_code == 200
-                first = next(resp.iter_lines())
+                lines = resp.iter_lines()
+                first = next(lines)
                 first_after = time.monotonic() - started
-                text = first + "\n" + "\n".join(resp.iter_lines())
+                text = first + "\n" + "\n".join(lines)
             assert first.startswith(": waiting for a replica") and first_after < 0.9, (first, first_after)
             assert text.index("event: sources") > text.rindex(": waiting for a replica")
             meta = json.loads(text.split("event: sources\ndata: ", 1)[1].split("\n", 1)[0])

@@ -1,4 +1,4 @@
-"""OpenAI's `/v1/models` and `/v1/chat/completions` (`/v1/completions` and `/v1/embeddings`: openai_routes.py)."""
+"""OpenAI's `/v1/models` and `/v1/chat/completions` (`/v1/completions` and `/v1/embeddings`: api/completions.py)."""
 
 from __future__ import annotations
 
