@@ -101,6 +101,36 @@ def _answer(data: dict[str, Any]) -> str:
     return str(data["choices"][0]["message"].get("content") or "")
 
 
+def _summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p50": None, "p95": None}
+    ordered = sorted(values)
+    return {
+        "mean": round(statistics.fmean(ordered), 4),
+        "p50": round(ordered[len(ordered) // 2], 4),
+        "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 4),
+    }
+
+
+def _per_side(sides: list[Side]) -> dict[str, Any]:
+    return {
+        "providers": dict(Tally(f"{s.provider}:{s.model}" for s in sides)),
+        "latency_s": _summary([s.latency_s for s in sides]),
+        "prompt_tokens": _summary([float(s.prompt_tokens) for s in sides]),
+        "completion_tokens": _summary([float(s.completion_tokens) for s in sides]),
+    }
+
+
+def _recent(pair: Pair) -> dict[str, Any]:
+    return {
+        "primary": f"{pair.primary.provider}:{pair.primary.model}",
+        "shadow": f"{pair.shadow.provider}:{pair.shadow.model}",
+        "similarity": pair.similarity,
+        "primary_latency_s": round(pair.primary.latency_s, 4),
+        "shadow_latency_s": round(pair.shadow.latency_s, 4),
+    }
+
+
 class Shadow:
     def __init__(
         self,
@@ -238,25 +268,6 @@ class Shadow:
         outcomes = self.outcomes if tenant is None else self.tenant_outcomes.get(tenant, Tally())
         in_flight = sum(1 for owner in self._tasks.values() if tenant is None or owner == tenant)
 
-        def summary(values: list[float]) -> dict[str, float | None]:
-            if not values:
-                return {"mean": None, "p50": None, "p95": None}
-            ordered = sorted(values)
-            return {
-                "mean": round(statistics.fmean(ordered), 4),
-                "p50": round(ordered[len(ordered) // 2], 4),
-                "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 4),
-            }
-
-        def per_side(name: str) -> dict[str, Any]:
-            sides: list[Side] = [getattr(p, name) for p in pairs]
-            return {
-                "providers": dict(Tally(f"{s.provider}:{s.model}" for s in sides)),
-                "latency_s": summary([s.latency_s for s in sides]),
-                "prompt_tokens": summary([float(s.prompt_tokens) for s in sides]),
-                "completion_tokens": summary([float(s.completion_tokens) for s in sides]),
-            }
-
         return {
             "shadow_provider": self.provider,
             "enabled": self.enabled,
@@ -266,19 +277,10 @@ class Shadow:
             "outcomes": dict(outcomes),
             "in_flight": in_flight,
             "texts": texts,
-            "similarity": summary([p.similarity for p in pairs]),
-            "primary": per_side("primary"),
-            "shadow": per_side("shadow"),
-            "recent": [
-                {
-                    "primary": f"{p.primary.provider}:{p.primary.model}",
-                    "shadow": f"{p.shadow.provider}:{p.shadow.model}",
-                    "similarity": p.similarity,
-                    "primary_latency_s": round(p.primary.latency_s, 4),
-                    "shadow_latency_s": round(p.shadow.latency_s, 4),
-                }
-                for p in pairs[-20:]
-            ],
+            "similarity": _summary([p.similarity for p in pairs]),
+            "primary": _per_side([p.primary for p in pairs]),
+            "shadow": _per_side([p.shadow for p in pairs]),
+            "recent": [_recent(p) for p in pairs[-20:]],
         }
 
     async def close(self) -> None:

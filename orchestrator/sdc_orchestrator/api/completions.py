@@ -86,14 +86,19 @@ def _texts(value: object, key: str, most: int, limits: InputLimits) -> list[str]
     return texts
 
 
-def check_completion(raw: dict[str, Any], limits: InputLimits) -> dict[str, Any]:
-    core, extras = openai_fields.accept(raw)
-    unknown = sorted(set(core) - COMPLETION_KEYS)
+def _known(body: dict[str, Any], keys: frozenset[str], texts: str, most: int, limits: InputLimits) -> None:
+    """Only `keys`, and the required `texts` field a string or a list of them within the limits."""
+    unknown = sorted(set(body) - keys)
     if unknown:
         raise InputError(f"unknown parameter(s): {', '.join(k[:64] for k in unknown[:5])}")
-    if "prompt" not in core:
-        raise InputError("prompt: required")
-    _texts(core["prompt"], "prompt", MAX_PROMPTS, limits)
+    if texts not in body:
+        raise InputError(f"{texts}: required")
+    _texts(body[texts], texts, most, limits)
+
+
+def check_completion(raw: dict[str, Any], limits: InputLimits) -> dict[str, Any]:
+    core, extras = openai_fields.accept(raw)
+    _known(core, COMPLETION_KEYS, "prompt", MAX_PROMPTS, limits)
     # In completions `logprobs` is a count, not chat's flag; checked here, the rest as chat's fields are.
     check_int(core, "logprobs", 0, 5)
     check_int(core, "best_of", 1, limits.max_n)
@@ -106,12 +111,7 @@ def check_completion(raw: dict[str, Any], limits: InputLimits) -> dict[str, Any]
 
 
 def check_embeddings(raw: dict[str, Any], limits: InputLimits) -> dict[str, Any]:
-    unknown = sorted(set(raw) - EMBEDDING_KEYS)
-    if unknown:
-        raise InputError(f"unknown parameter(s): {', '.join(k[:64] for k in unknown[:5])}")
-    if "input" not in raw:
-        raise InputError("input: required")
-    _texts(raw["input"], "input", MAX_EMBEDDING_INPUTS, limits)
+    _known(raw, EMBEDDING_KEYS, "input", MAX_EMBEDDING_INPUTS, limits)
     if raw.get("encoding_format") not in (None, "float", "base64"):
         raise InputError("encoding_format: must be float or base64")
     check_int(raw, "dimensions", 1, 65536)

@@ -58,6 +58,29 @@ def source(hit: Hit) -> Source:
     )
 
 
+def sampling_of(body: ChatRequest, services: Services) -> dict[str, Any]:
+    """The chat's model and sampling: the caller's, checked, then the guide's defaults."""
+    payload: dict[str, Any] = {"model": body.model}
+    for key in ("temperature", "top_p", "max_tokens"):
+        if getattr(body, key) is not None:
+            payload[key] = getattr(body, key)
+    check_sampling(payload, services.input_limits)
+    return services.pipeline.with_defaults(payload)
+
+
+async def _sourced(opened: Opened, sources: list[Source]) -> AsyncIterator[bytes]:
+    """The seed's stream: the sources first (with the model and response id), then the backend's chunks."""
+    meta = {
+        "sources": [s.model_dump() for s in sources],
+        "model": opened.model,
+        "provider": opened.endpoint.provider,
+        "response_id": opened.response_id,
+    }
+    yield sse.data(meta, "sources")
+    async for chunk in opened.events:
+        yield chunk
+
+
 @router.post("/api/v1/chat", response_model=ChatResponse)
 async def chat(
     body: ChatRequest, request: Request, services: ServicesDep, call: Annotated[Call, call_for("chat")]
@@ -66,12 +89,7 @@ async def chat(
     check_message(body.message, services.settings)
     count_ignored("chat", body)
     provider = pipeline.provider(body.provider)
-    payload: dict[str, Any] = {"model": body.model}
-    for key in ("temperature", "top_p", "max_tokens"):
-        if getattr(body, key) is not None:
-            payload[key] = getattr(body, key)
-    check_sampling(payload, services.input_limits)
-    payload = pipeline.with_defaults(payload)
+    payload = sampling_of(body, services)
     hits = await retrieve(services, call.tenant, body.message, body.use_rag)
     payload["messages"] = rag_messages(body.message, hits)
     call.attempts.user = request.headers.get(USER_HEADER) or body.user
@@ -84,20 +102,7 @@ async def chat(
         return [source(h) for h in (hits if fit.passages_used is None else hits[: fit.passages_used])]
 
     if body.stream:
-
-        async def framed(opened: Opened) -> AsyncIterator[bytes]:
-            """The sources first, then the backend's OpenAI chunks as they come."""
-            meta = {
-                "sources": [s.model_dump() for s in sources()],
-                "model": opened.model,
-                "provider": opened.endpoint.provider,
-                "response_id": opened.response_id,
-            }
-            yield sse.data(meta, "sources")
-            async for chunk in opened.events:
-                yield chunk
-
-        events, headers = await pipeline.stream(call, provider, payload, framed)
+        events, headers = await pipeline.stream(call, provider, payload, lambda opened: _sourced(opened, sources()))
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     answer = await pipeline.answer(call, provider, payload)
     return JSONResponse(
