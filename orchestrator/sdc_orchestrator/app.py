@@ -18,7 +18,6 @@ from sdc_orchestrator import status
 from sdc_orchestrator.api import completions, documents, errors, health, migration, openai, seed
 from sdc_orchestrator.api.attempts import OVERHEAD_HEADER, AttemptsMiddleware
 from sdc_orchestrator.api.deps import USER_HEADER
-from sdc_orchestrator.api.deps import tenant as tenant_of
 from sdc_orchestrator.api.errors import error, safe_text
 from sdc_orchestrator.endpoint_watch import start_endpoint_watch
 from sdc_orchestrator.gateway import GatewayMiddleware
@@ -42,7 +41,6 @@ __all__ = [
     "create_app",
     "error",
     "safe_text",
-    "tenant_of",
 ]
 
 

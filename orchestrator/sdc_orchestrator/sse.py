@@ -44,6 +44,21 @@ def is_done(event: str) -> bool:
     return event.strip() == DONE
 
 
+async def response_events(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """A response body's events (as `events` gives them), read in one loop: a stream's every line passes
+    here, so no generator is stacked on another."""
+    pending: list[str] = []
+    async for raw in resp.content:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if line.strip():
+            pending.append(line)
+        elif pending:
+            yield "\n".join(pending)
+            pending = []
+    if pending:
+        yield "\n".join(pending)
+
+
 async def lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
     """A response body's lines, decoded, line ends removed."""
     async for raw in resp.content:

@@ -361,7 +361,7 @@ class Upstream:
             body = await self._body(endpoint, streamed, attempts.fit, path)
             resp, native = await self._post(endpoint, body, path, lambda opened: attempts.hold(slot, opened))
             try:
-                events = ollama_native.sse_lines(sse.lines(resp)) if native else sse.events(sse.lines(resp))
+                events = ollama_native.sse_lines(sse.lines(resp)) if native else sse.response_events(resp)
                 return resp, await sse.next_event(events), events
             except BaseException:
                 resp.close()

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sdc_orchestrator import openai_fields
-from sdc_orchestrator.api.deps import USER_HEADER, ServicesDep, call_for
+from sdc_orchestrator.api.deps import USER_HEADER, Chat, ServicesDep, chat
 from sdc_orchestrator.api.errors import error
 from sdc_orchestrator.fitting import FitHints
 from sdc_orchestrator.limits import OPENAI_CHAT_SCHEMA, check_openai_chat
-from sdc_orchestrator.pipeline import RESPONSE_ID_HEADER, Call, Opened
+from sdc_orchestrator.pipeline import RESPONSE_ID_HEADER, Opened
 
 PROVIDERS = ("ollama", "vllm", "transformers", "gemini")  # a provider's name as `model`: any of its models
 
@@ -31,19 +31,17 @@ async def models(services: ServicesDep) -> dict[str, Any]:
     }
 
 
-async def _relayed(opened: Opened) -> AsyncIterator[bytes]:
+def _relayed(opened: Opened) -> AsyncIterator[bytes]:
     """The backend's OpenAI chunks as they come (upstream.py frames them)."""
-    async for chunk in opened.events:
-        yield chunk
+    return opened.events
 
 
 @router.post(
     "/v1/chat/completions",
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": OPENAI_CHAT_SCHEMA}}}},
 )
-async def chat_completions(
-    request: Request, services: ServicesDep, call: Annotated[Call, call_for("openai")]
-) -> Response:
+async def chat_completions(request: Request, ctx: Annotated[Chat, chat("openai")]) -> Response:
+    services, call = ctx.services, ctx.call
     try:
         raw = await request.json()
     except (ValueError, RecursionError):

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sdc_orchestrator import sampling, sse
-from sdc_orchestrator.api.deps import USER_HEADER, ServicesDep, call_for
+from sdc_orchestrator.api.deps import USER_HEADER, Chat, chat
 from sdc_orchestrator.api.errors import invalid_field
 from sdc_orchestrator.api_models import (
     ChatRequest,
@@ -23,7 +23,7 @@ from sdc_orchestrator.api_models import (
 )
 from sdc_orchestrator.fitting import FitHints
 from sdc_orchestrator.limits import InputError, check_keywords, check_sampling
-from sdc_orchestrator.pipeline import RESPONSE_ID_HEADER, Call, Opened
+from sdc_orchestrator.pipeline import RESPONSE_ID_HEADER, Opened
 from sdc_orchestrator.rag.prompt import rag_messages
 from sdc_orchestrator.rag.retriever import Hit
 from sdc_orchestrator.services import Services
@@ -82,9 +82,8 @@ async def _sourced(opened: Opened, sources: list[Source]) -> AsyncIterator[bytes
 
 
 @router.post("/api/v1/chat", response_model=ChatResponse)
-async def chat(
-    body: ChatRequest, request: Request, services: ServicesDep, call: Annotated[Call, call_for("chat")]
-) -> Response:
+async def seed_chat(body: ChatRequest, request: Request, ctx: Annotated[Chat, chat("chat")]) -> Response:
+    services, call = ctx.services, ctx.call
     pipeline = services.pipeline
     check_message(body.message, services.settings)
     count_ignored("chat", body)
@@ -121,11 +120,9 @@ async def chat(
 
 @router.post("/api/v1/generate", response_model=GenerateResponse)
 @router.post("/generate", response_model=GenerateResponse, include_in_schema=False)
-async def generate(
-    body: GenerateRequest, request: Request, services: ServicesDep, call: Annotated[Call, call_for("generate")]
-) -> JSONResponse:
+async def generate(body: GenerateRequest, request: Request, ctx: Annotated[Chat, chat("generate")]) -> JSONResponse:
     """The old Gemini service's endpoint: the caller brings its own context."""
-    settings, pipeline = services.settings, services.pipeline
+    call, settings, pipeline = ctx.call, ctx.services.settings, ctx.services.pipeline
     check_message(body.query, settings, "query")
     count_ignored("generate", body)
     context = "\n".join(body.context) if isinstance(body.context, list) else body.context
