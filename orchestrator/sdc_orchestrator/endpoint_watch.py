@@ -19,18 +19,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import ssl
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 
+from sdc_orchestrator.kube_api import SERVICE_ACCOUNT, ApiAccess
 from sdc_orchestrator.settings import OrchestratorSettings
 
+__all__ = ["SERVICE_ACCOUNT", "ApiAccess", "ConfigMapWatch", "document_of", "start_endpoint_watch"]
 log = logging.getLogger("sdc_orchestrator.endpoint_watch")
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 ENDPOINTS_KEY = "endpoints.json"  # sdc_operator.publish.ENDPOINTS_KEY
 WATCH_TIMEOUT_S = 300  # the API server ends a watch after this; we start the next one at once
 BACKOFF_S = (1.0, 2.0, 5.0)
@@ -39,38 +36,6 @@ BACKOFF_S = (1.0, 2.0, 5.0)
 class DocumentSink(Protocol):
     def set_api_document(self, document: str | None) -> None: ...
     def api_down(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class ApiAccess:
-    server: str
-    token_file: Path
-    ca_file: Path
-
-    @classmethod
-    def in_cluster(cls, account: Path = SERVICE_ACCOUNT) -> ApiAccess | None:
-        """The pod's API access, or None where the pod has none (no token mounted, not in a cluster)."""
-        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if not host or not (account / "token").is_file():
-            return None
-        if ":" in host:
-            host = f"[{host}]"
-        return cls(f"https://{host}:{port}", account / "token", account / "ca.crt")
-
-    def client(self) -> aiohttp.ClientSession:
-        context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file.is_file() else None
-        # No total timeout: a watch is silent for as long as nothing changes (the server ends it).
-        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-        # read_bufsize: a watch event is one line holding the whole ConfigMap (up to 1 MiB).
-        return aiohttp.ClientSession(
-            base_url=self.server,
-            connector=aiohttp.TCPConnector(ssl=context or True),
-            timeout=timeout,
-            read_bufsize=2**21,
-        )
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
 
 
 def document_of(configmap: dict[str, Any] | None) -> str | None:
@@ -91,7 +56,10 @@ class ConfigMapWatch:
 
     async def run(self) -> None:
         failures = 0
-        async with self.access.client() as client:
+        # No total timeout: a watch is silent for as long as nothing changes (the server ends it).
+        # read_bufsize: a watch event is one line holding the whole ConfigMap (up to 1 MiB).
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
+        async with self.access.session(timeout, read_bufsize=2**21) as client:
             while True:
                 try:
                     version = await self._list(client)
@@ -114,8 +82,8 @@ class ConfigMapWatch:
 
     async def _list(self, client: aiohttp.ClientSession) -> str:
         params = {"fieldSelector": self.selector}
-        async with client.get(
-            self.path, params=params, headers=self.access.headers(), timeout=aiohttp.ClientTimeout(total=20)
+        async with self.access.request(
+            client, "GET", self.path, params=params, timeout=aiohttp.ClientTimeout(total=20)
         ) as response:
             response.raise_for_status()
             body = await response.json()
@@ -131,7 +99,7 @@ class ConfigMapWatch:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_TIMEOUT_S),
         }
-        async with client.get(self.path, params=params, headers=self.access.headers()) as response:
+        async with self.access.request(client, "GET", self.path, params=params) as response:
             response.raise_for_status()
             async for raw in response.content:  # one JSON event per line
                 if not raw.strip():

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -138,6 +138,23 @@ class Router:
                 groups.append([e if e.weight > 0 else _with_weight(e) for e in by_provider.get(name, [])])
         return groups
 
+    def candidates(
+        self, groups: list[list[Endpoint]], max_attempts: int, user: str | None = None, hint: Hint | None = None
+    ) -> Iterator[Endpoint]:
+        """Endpoints to try, in order: up to `max_attempts` of the first group, then each fallback's.
+
+        Lazy: each one is picked when the previous attempt failed, on the health and load of that moment.
+        """
+        tried: set[str] = set()
+        for index, group in enumerate(groups):
+            per_group = max_attempts if index == 0 else len(group)
+            for _ in range(per_group):
+                endpoint = self.pick(group, tried, user, hint)
+                if endpoint is None:
+                    break
+                tried.add(endpoint.name)
+                yield endpoint
+
     def acquire(self, endpoint: Endpoint) -> Slot:
         self.state(endpoint).in_flight += 1
         if endpoint.origin is not None:
@@ -178,6 +195,15 @@ class Slot:
             return False
         self.outcome = outcome
         return self.router._release(self.endpoint, outcome)
+
+
+def by_provider(endpoints: Iterable[Endpoint], skip: frozenset[str] = frozenset()) -> dict[str, list[Endpoint]]:
+    """Endpoints grouped by provider, in order; `skip`: providers that do not serve the route."""
+    grouped: dict[str, list[Endpoint]] = {}
+    for endpoint in endpoints:
+        if endpoint.provider not in skip:
+            grouped.setdefault(endpoint.provider, []).append(endpoint)
+    return grouped
 
 
 def _with_weight(endpoint: Endpoint) -> Endpoint:

@@ -24,6 +24,10 @@ Texts are not kept unless asked: SDC_SHADOW_KEEP_TEXTS=N keeps the question and
 both answers of the last N pairs (each cut at SDC_SHADOW_TEXT_CHARS) for people
 to read side by side in the report's `texts`; memory stays bounded, and nothing
 is written to disk.
+
+Each pair belongs to the tenant whose chat it copied (gateway.py): a key sees the
+report of its own tenant only; an admin key sees every tenant's, or one with
+`?tenant=` (api/migration.py). The gauges cover every tenant.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from prometheus_client import Counter, Gauge
 
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
 from sdc_orchestrator.fitting import FitError
+from sdc_orchestrator.gateway import DEFAULT_TENANT
 from sdc_orchestrator.rag.korean import morphemes
 from sdc_orchestrator.router import UpstreamError
 
@@ -78,6 +83,7 @@ class Pair:
     shadow: Side
     similarity: float
     at: float
+    tenant: str = DEFAULT_TENANT
 
 
 def side(provider: str, model: str, latency_s: float, data: dict[str, Any]) -> Side:
@@ -93,6 +99,36 @@ def side(provider: str, model: str, latency_s: float, data: dict[str, Any]) -> S
 
 def _answer(data: dict[str, Any]) -> str:
     return str(data["choices"][0]["message"].get("content") or "")
+
+
+def _summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p50": None, "p95": None}
+    ordered = sorted(values)
+    return {
+        "mean": round(statistics.fmean(ordered), 4),
+        "p50": round(ordered[len(ordered) // 2], 4),
+        "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 4),
+    }
+
+
+def _per_side(sides: list[Side]) -> dict[str, Any]:
+    return {
+        "providers": dict(Tally(f"{s.provider}:{s.model}" for s in sides)),
+        "latency_s": _summary([s.latency_s for s in sides]),
+        "prompt_tokens": _summary([float(s.prompt_tokens) for s in sides]),
+        "completion_tokens": _summary([float(s.completion_tokens) for s in sides]),
+    }
+
+
+def _recent(pair: Pair) -> dict[str, Any]:
+    return {
+        "primary": f"{pair.primary.provider}:{pair.primary.model}",
+        "shadow": f"{pair.shadow.provider}:{pair.shadow.model}",
+        "similarity": pair.similarity,
+        "primary_latency_s": round(pair.primary.latency_s, 4),
+        "shadow_latency_s": round(pair.shadow.latency_s, 4),
+    }
 
 
 class Shadow:
@@ -123,40 +159,42 @@ class Shadow:
         self.text_chars = text_chars
         self.texts: deque[dict[str, Any]] = deque(maxlen=keep_texts)  # maxlen 0: nothing is kept
         self.outcomes: Tally[str] = Tally()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tenant_outcomes: dict[str, Tally[str]] = {}
+        self._tasks: dict[asyncio.Task[None], str] = {}  # each copy in flight and its tenant
 
     @property
     def enabled(self) -> bool:
         return bool(self.provider)
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: str, tenant: str) -> None:
         self.outcomes[outcome] += 1
+        self.tenant_outcomes.setdefault(tenant, Tally())[outcome] += 1
         SHADOW_CALLS.labels(outcome).inc()
 
-    def skip(self) -> None:
+    def skip(self, tenant: str = DEFAULT_TENANT) -> None:
         if self.enabled:
-            self._count("skipped")
+            self._count("skipped", tenant)
 
-    def submit(self, payload: dict[str, Any], primary: Side, answer: str) -> None:
+    def submit(self, payload: dict[str, Any], primary: Side, answer: str, tenant: str = DEFAULT_TENANT) -> None:
         """Copy an answered chat to the shadow provider, if the budget allows; never blocks."""
         if not self.provider:
             return
         if primary.provider == self.provider:
-            self._count("same_provider")  # e.g. the primary fell back to the shadow provider
+            self._count("same_provider", tenant)  # e.g. the primary fell back to the shadow provider
             return
         if len(self._tasks) >= self.concurrency:
-            self._count("dropped")
+            self._count("dropped", tenant)
             return
-        task = asyncio.get_running_loop().create_task(self._run(dict(payload), primary, answer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = asyncio.get_running_loop().create_task(self._run(dict(payload), primary, answer, tenant))
+        self._tasks[task] = tenant
+        task.add_done_callback(lambda done: self._tasks.pop(done, None))
 
-    async def _run(self, payload: dict[str, Any], primary: Side, answer: str) -> None:
+    async def _run(self, payload: dict[str, Any], primary: Side, answer: str, tenant: str) -> None:
         endpoints = [e for e in self.registry.for_provider(self.provider or "") if e.weight > 0] or (
             self.registry.for_provider(self.provider or "")
         )
         if not endpoints:
-            self._count("no_endpoint")
+            self._count("no_endpoint", tenant)
             return
         endpoint: Endpoint = endpoints[self.outcomes.total() % len(endpoints)]
         started = time.perf_counter()
@@ -171,32 +209,34 @@ class Shadow:
                         f"{endpoint.base_url}/chat/completions", json=body, headers=headers
                     ) as r:
                         if r.status >= 400:
-                            self._count(f"http_{r.status}")
+                            self._count(f"http_{r.status}", tenant)
                             return
                         data = await r.json(content_type=None)
             latency = time.perf_counter() - started
             text = _answer(data)
         except FitError:
-            self._count("does_not_fit")
+            self._count("does_not_fit", tenant)
             return
         except TimeoutError:
-            self._count("timeout")
+            self._count("timeout", tenant)
             return
         except UpstreamError as err:
-            self._count(f"http_{err.status}" if err.status else "error")
+            self._count(f"http_{err.status}" if err.status else "error", tenant)
             return
         except (aiohttp.ClientError, OSError, ValueError, KeyError, IndexError, TypeError):
-            self._count("error")
+            self._count("error", tenant)
             return
         score = await asyncio.to_thread(similarity, answer, text)
         shadow_side = side(endpoint.provider, str(data.get("model") or body["model"]), latency, data)
-        self.pairs.append(Pair(primary, shadow_side, round(score, 4), time.time()))
+        self.pairs.append(Pair(primary, shadow_side, round(score, 4), time.time(), tenant))
         if self.texts.maxlen:
-            self._keep_texts(payload, primary, shadow_side, answer, text, round(score, 4))
-        self._count("compared")
+            self._keep_texts(payload, primary, shadow_side, answer, text, round(score, 4), tenant)
+        self._count("compared", tenant)
         self._publish()
 
-    def _keep_texts(self, payload: dict[str, Any], primary: Side, shadow: Side, a: str, b: str, score: float) -> None:
+    def _keep_texts(
+        self, payload: dict[str, Any], primary: Side, shadow: Side, a: str, b: str, score: float, tenant: str
+    ) -> None:
         users = [m for m in payload.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
         question = str(users[-1].get("content") or "") if users else ""
         cut = self.text_chars
@@ -209,6 +249,7 @@ class Shadow:
                 "primary_text": a[:cut],
                 "shadow_text": b[:cut],
                 "similarity": score,
+                "tenant": tenant,
             }
         )
 
@@ -220,48 +261,26 @@ class Shadow:
             SHADOW_LATENCY.labels(name).set(report[name]["latency_s"]["mean"] or 0.0)
             SHADOW_TOKENS.labels(name).set(report[name]["completion_tokens"]["mean"] or 0.0)
 
-    def report(self) -> dict[str, Any]:
-        pairs = list(self.pairs)
-
-        def summary(values: list[float]) -> dict[str, float | None]:
-            if not values:
-                return {"mean": None, "p50": None, "p95": None}
-            ordered = sorted(values)
-            return {
-                "mean": round(statistics.fmean(ordered), 4),
-                "p50": round(ordered[len(ordered) // 2], 4),
-                "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 4),
-            }
-
-        def per_side(name: str) -> dict[str, Any]:
-            sides: list[Side] = [getattr(p, name) for p in pairs]
-            return {
-                "providers": dict(Tally(f"{s.provider}:{s.model}" for s in sides)),
-                "latency_s": summary([s.latency_s for s in sides]),
-                "prompt_tokens": summary([float(s.prompt_tokens) for s in sides]),
-                "completion_tokens": summary([float(s.completion_tokens) for s in sides]),
-            }
+    def report(self, tenant: str | None = None) -> dict[str, Any]:
+        """The recent pairs of one tenant, or of every tenant (`None`: an admin's view, and the gauges')."""
+        pairs = [p for p in self.pairs if tenant is None or p.tenant == tenant]
+        texts = [t for t in self.texts if tenant is None or t["tenant"] == tenant]
+        outcomes = self.outcomes if tenant is None else self.tenant_outcomes.get(tenant, Tally())
+        in_flight = sum(1 for owner in self._tasks.values() if tenant is None or owner == tenant)
 
         return {
             "shadow_provider": self.provider,
             "enabled": self.enabled,
+            "tenant": tenant,
+            "tenants": sorted(self.tenant_outcomes) if tenant is None else [tenant],
             "pairs": len(pairs),
-            "outcomes": dict(self.outcomes),
-            "in_flight": len(self._tasks),
-            "texts": list(self.texts),
-            "similarity": summary([p.similarity for p in pairs]),
-            "primary": per_side("primary"),
-            "shadow": per_side("shadow"),
-            "recent": [
-                {
-                    "primary": f"{p.primary.provider}:{p.primary.model}",
-                    "shadow": f"{p.shadow.provider}:{p.shadow.model}",
-                    "similarity": p.similarity,
-                    "primary_latency_s": round(p.primary.latency_s, 4),
-                    "shadow_latency_s": round(p.shadow.latency_s, 4),
-                }
-                for p in pairs[-20:]
-            ],
+            "outcomes": dict(outcomes),
+            "in_flight": in_flight,
+            "texts": texts,
+            "similarity": _summary([p.similarity for p in pairs]),
+            "primary": _per_side([p.primary for p in pairs]),
+            "shadow": _per_side([p.shadow for p in pairs]),
+            "recent": [_recent(p) for p in pairs[-20:]],
         }
 
     async def close(self) -> None:

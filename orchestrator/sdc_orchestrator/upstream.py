@@ -20,19 +20,19 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
-from sdc_orchestrator import metrics, ollama_native, openai_fields, usage
+from sdc_orchestrator import metrics, ollama_native, openai_fields, sse, usage
 from sdc_orchestrator.backends import Endpoint, EndpointRegistry
+from sdc_orchestrator.discovery import ModelDiscovery
+from sdc_orchestrator.failures import ClientRequestError, NoRouteError
 from sdc_orchestrator.fitting import FitError, FitHints, Fitter, resolve_name
-from sdc_orchestrator.router import Router, Slot, UpstreamError, classify_status
-from sdc_orchestrator.routing.policy import Hint, hint
-from sdc_orchestrator.sampling import DEFAULT_MODEL_NAME
-from sdc_orchestrator.sanitize import sse_safe
+from sdc_orchestrator.router import Router, Slot, UpstreamError, by_provider, classify_status
+from sdc_orchestrator.routing.policy import hint
 from sdc_orchestrator.settings import OrchestratorSettings
 from sdc_orchestrator.status import no_model_message
 
@@ -41,33 +41,11 @@ CHAT_PATH = "chat/completions"  # the default route; others (completions) are re
 if TYPE_CHECKING:
     from sdc_orchestrator.scaling.waker import Waker
 
+__all__ = ["ATTEMPT_ERRORS", "CHAT_PATH", "Attempts", "ClientRequestError", "NoRouteError", "Upstream", "public_error"]
 log = logging.getLogger("sdc_orchestrator.upstream")
-
-
-class NoRouteError(Exception):
-    """Nothing can serve: unknown model or provider, or every attempt failed."""
-
-    def __init__(
-        self, status: int, message: str, tried: list[dict[str, str]] | None = None, retry_after: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.tried = tried or []
-        self.retry_after = retry_after  # seconds, sent as Retry-After (a model scaling from zero)
-
-
-class ClientRequestError(Exception):
-    """The backend refused the request itself (a 4xx that another backend would refuse too).
-
-    `own`: the body is the orchestrator's own words (a request that cannot fit the model, a model the backend
-    does not have, naming what it has), shown as written; a backend's own body is rewritten (backend_errors).
-    """
-
-    def __init__(self, status: int, body: Any, *, own: bool = False) -> None:
-        super().__init__(str(body))
-        self.status = status
-        self.body = body
-        self.own = own
+T = TypeVar("T")
+# What one attempt may fail with that another endpoint may not (public_error names it for the client).
+ATTEMPT_ERRORS = (aiohttp.ClientError, OSError, UpstreamError, ValueError, KeyError, TimeoutError, StopAsyncIteration)
 
 
 @dataclass
@@ -111,6 +89,8 @@ def public_error(endpoint: Endpoint, err: BaseException) -> UpstreamError:
         return err
     if isinstance(err, TimeoutError):
         return UpstreamError(endpoint, "timed out", timeout=True)
+    if isinstance(err, StopAsyncIteration):
+        return UpstreamError(endpoint, "stream ended before any event")
     log.warning("attempt on %s failed: %s: %s", endpoint.name, type(err).__name__, err)
     if isinstance(err, aiohttp.ClientConnectionError | OSError):
         return UpstreamError(endpoint, "connection failed")
@@ -120,14 +100,22 @@ def public_error(endpoint: Endpoint, err: BaseException) -> UpstreamError:
 
 
 class Upstream:
+    """The upstream call: which endpoints may answer (groups), then one attempt after another on them.
+
+    `complete` and `stream` share one attempt context (`_each_attempt`): the slot, the attempt timeout, the
+    time spent upstream, and what a failure means (a refusal goes back to the client, anything else cools
+    the endpoint and tries the next). They differ only in what an attempt sends and keeps (`send`).
+    """
+
     def __init__(self, settings: OrchestratorSettings, registry: EndpointRegistry, router: Router) -> None:
         self.settings = settings
         self.registry = registry
         self.router = router
         self._session: aiohttp.ClientSession | None = None
-        self._models: dict[str, str] = {}
-        self._discovery_failed: dict[str, float] = {}
         self.fitter = Fitter(lambda: self.http, self.headers, ollama_num_ctx=settings.ollama_num_ctx)
+        self.discovery = ModelDiscovery(
+            registry, lambda: self.http, self.headers, self.fitter, settings.sdc_model_discovery_retry_s
+        )
         self.waker: Waker | None = None  # scale from zero (scaling/waker.py); None: a model at zero is a 404
 
     @property
@@ -147,95 +135,145 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
 
-    # -- endpoint selection ---------------------------------------------------------------
+    def headers(self, endpoint: Endpoint) -> dict[str, str]:
+        return {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+
+    # -- models (discovery.py) ---------------------------------------------------------------
     async def served_models(self) -> dict[str, str | None]:
         """Endpoint name -> model; asks a backend without a configured model name (failures are remembered)."""
-        out: dict[str, str | None] = {}
-        for endpoint in self.registry.all("chat"):
-            try:
-                out[endpoint.name] = await self.model_of(endpoint)
-            except UpstreamError:
-                out[endpoint.name] = endpoint.model
-        return out
+        return await self.discovery.served()
 
+    def known_model(self, endpoint: Endpoint) -> str:
+        """The endpoint's model if configured or already discovered, else ''."""
+        return self.discovery.known(endpoint)
+
+    async def model_of(self, endpoint: Endpoint) -> str:
+        """The model to ask for (discovery.py)."""
+        return await self.discovery.model_of(endpoint)
+
+    # -- endpoint selection ---------------------------------------------------------------
     async def groups(
         self, provider: str, model: str | None, skip: frozenset[str] = frozenset()
     ) -> list[list[Endpoint]]:
         """The endpoint groups to try; `skip`: providers that do not serve the route (Gemini's /completions)."""
         if provider == "none":  # LLM_SERVICE_TYPE=none: no preferred provider, every published endpoint
             provider = "auto"
-        by_provider: dict[str, list[Endpoint]] = {}
-        for endpoint in self.registry.all("chat"):
-            if endpoint.provider not in skip:
-                by_provider.setdefault(endpoint.provider, []).append(endpoint)
+        grouped = by_provider(self.registry.all("chat"), skip)
         if model and model != "auto":
-
-            async def serving() -> list[Endpoint]:
-                served = await self.served_models()
-                chats = [e for e in self.registry.all("chat") if e.provider not in skip]
-                found = [e for e in chats if self.registry.model_id(e, served.get(e.name)) == model]
-                if not found:  # the name rule: `gemma-2-9b-it` finds `google/gemma-2-9b-it` (fitting.resolve_name)
-                    ids = {e.name: self.registry.model_id(e, served.get(e.name)) or "" for e in chats}
-                    name = resolve_name(model, sorted(set(ids.values()) - {""}))
-                    found = [e for e in chats if name and ids[e.name] == name]
-                return found
-
-            matching = await serving()
-            if not matching and self.waker is not None and (dormant := self.registry.dormant(model)) is not None:
-                # At zero or starting: held until a replica is published ready (429/503 past the bounds).
-                await self.waker.hold(model, dormant, lambda: _nonempty(serving()))
-                matching = await serving()
-            if not matching:
-                raise NoRouteError(404, f"model '{model[:256]}' is not served; GET /v1/models lists the models")
-            by_provider = {**by_provider, "_model": matching}
+            grouped = {**grouped, "_model": await self._serving_or_held(model, skip)}
             provider = "_model"
-        elif provider != "auto" and not by_provider.get(provider):
+        elif provider != "auto" and not grouped.get(provider):
             raise NoRouteError(503, f"provider '{provider}' has no endpoint configured")
-        return self.router.plan_groups(provider, by_provider, self.settings.fallback_order())
+        return self.router.plan_groups(provider, grouped, self.settings.fallback_order())
 
-    def headers(self, endpoint: Endpoint) -> dict[str, str]:
-        return {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    async def _serving(self, model: str, skip: frozenset[str]) -> list[Endpoint]:
+        """The chat endpoints serving `model`; by the name rule (`gemma-2-9b-it` finds `google/gemma-2-9b-it`,
+        fitting.resolve_name) when none has that exact name."""
+        served = await self.served_models()
+        chats = [e for e in self.registry.all("chat") if e.provider not in skip]
+        found = [e for e in chats if self.registry.model_id(e, served.get(e.name)) == model]
+        if not found:
+            ids = {e.name: self.registry.model_id(e, served.get(e.name)) or "" for e in chats}
+            name = resolve_name(model, sorted(set(ids.values()) - {""}))
+            found = [e for e in chats if name and ids[e.name] == name]
+        return found
 
-    def known_model(self, endpoint: Endpoint) -> str:
-        """The endpoint's model if configured or already discovered, else ''."""
-        return endpoint.model or self._models.get(endpoint.name, "")
+    async def _serving_or_held(self, model: str, skip: frozenset[str]) -> list[Endpoint]:
+        matching = await self._serving(model, skip)
+        if not matching and self.waker is not None and (dormant := self.registry.dormant(model)) is not None:
+            # At zero or starting: held until a replica is published ready (429/503 past the bounds).
+            await self.waker.hold(model, dormant, lambda: _nonempty(self._serving(model, skip)))
+            matching = await self._serving(model, skip)
+        if not matching:
+            raise NoRouteError(404, f"model '{model[:256]}' is not served; GET /v1/models lists the models")
+        return matching
 
-    async def model_of(self, endpoint: Endpoint) -> str:
-        """The model to ask for; discovered once per endpoint, and a failed discovery is not retried for a while.
+    # -- the attempt context ----------------------------------------------------------------------
+    async def _each_attempt(
+        self,
+        groups: list[list[Endpoint]],
+        payload: dict[str, Any],
+        attempts: Attempts,
+        send: Callable[[Endpoint, Slot], Awaitable[T]],
+    ) -> tuple[Endpoint, Slot, T]:
+        """Try `send` on each candidate until one succeeds; return it with its slot (still held) and result."""
+        candidates = self.router.candidates(
+            groups, self.settings.sdc_max_attempts, attempts.user, hint(payload.get("messages"))
+        )
+        for endpoint in candidates:
+            attempts.first_provider = attempts.first_provider or endpoint.provider
+            slot = self.router.acquire(endpoint)
+            attempts.hold(slot)
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
+                    result = await send(endpoint, slot)
+            except FitError as exc:
+                slot.release("abandoned")  # the request cannot fit this model: the client's to change
+                raise ClientRequestError(exc.status, exc.body(), own=True) from None
+            except ATTEMPT_ERRORS as exc:
+                err = public_error(endpoint, exc)
+                if not err.retryable:
+                    raise self._refused(slot, err) from None
+                self._record_failure(slot, err, attempts)
+                continue
+            except asyncio.CancelledError:
+                slot.release("abandoned")  # the client left: not the backend's fault
+                raise
+            finally:
+                attempts.upstream_s += time.perf_counter() - started
+            attempts.chosen = endpoint
+            return endpoint, slot, result
+        raise self._exhausted(attempts)
 
-        A configured name is matched to what the backend serves (`gemma-2-9b-it` -> `google/gemma-2-9b-it`).
+    async def _body(
+        self, endpoint: Endpoint, payload: dict[str, Any], fit: FitHints | None, path: str
+    ) -> dict[str, Any]:
+        """What `endpoint` is sent: its model named, fields it does not take dropped, fitted to it (chat only)."""
+        body = openai_fields.for_provider({**payload, "model": await self.model_of(endpoint)}, endpoint.provider)
+        return await self.fitter.fit(endpoint, body, fit) if path == CHAT_PATH else body
+
+    async def _post(
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        path: str = CHAT_PATH,
+        opened: Callable[[aiohttp.ClientResponse], None] | None = None,
+    ) -> tuple[aiohttp.ClientResponse, bool]:
+        """POST; a refusal naming a chat-template rule is learned and the request sent once more, folded.
+
+        Returns the open response (status below 400: the caller reads and closes it) and whether it came
+        from Ollama's own route (ollama_native). `opened` sees every response as it opens, so a cancelled
+        request can close its connection (Attempts.hold).
         """
-        if endpoint.model:
-            return await self.fitter.served_name(endpoint, endpoint.model)
-        if endpoint.name in self._models:
-            return self._models[endpoint.name]
-        if time.monotonic() < self._discovery_failed.get(endpoint.name, 0.0):
-            raise UpstreamError(endpoint, "model discovery failed recently")
-        try:
-            async with self.http.get(
-                f"{endpoint.base_url}/models", headers=self.headers(endpoint), timeout=aiohttp.ClientTimeout(total=3)
-            ) as resp:
-                if resp.status in (404, 405):  # no /v1/models: the guide's default name
-                    self._models[endpoint.name] = DEFAULT_MODEL_NAME
-                    return DEFAULT_MODEL_NAME
-                resp.raise_for_status()
-                data = await resp.json(content_type=None)
-            listed = data.get("data") or []
-            self._models[endpoint.name] = str(listed[0]["id"]) if listed else DEFAULT_MODEL_NAME
-        except (
-            aiohttp.ClientError,
-            OSError,
-            TimeoutError,
-            ValueError,
-            KeyError,
-            IndexError,
-            TypeError,
-            AttributeError,
-        ) as err:
-            log.warning("model discovery on %s failed: %s: %s", endpoint.name, type(err).__name__, err)
-            self._discovery_failed[endpoint.name] = time.monotonic() + self.settings.sdc_model_discovery_retry_s
-            raise UpstreamError(endpoint, "model discovery failed") from None
-        return self._models[endpoint.name]
+        for attempt in range(2):
+            url, sent = self._chat_request(endpoint, body, path)
+            resp = await self.http.post(url, json=sent, headers=self.headers(endpoint))
+            if opened is not None:
+                opened(resp)
+            if resp.status < 400:
+                return resp, sent is not body
+            try:
+                err = await self._status_error(endpoint, resp)
+            finally:
+                resp.release()
+            if (missing := self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)) is not None:
+                raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing, own=True)
+            folded = self.fitter.learn_refusal(endpoint, body, err.body) if attempt == 0 else None
+            if folded is None:
+                raise err
+            body = folded
+        raise AssertionError("unreachable")
+
+    def _chat_request(
+        self, endpoint: Endpoint, body: dict[str, Any], path: str = CHAT_PATH
+    ) -> tuple[str, dict[str, Any]]:
+        """Where a request goes and what is sent: OpenAI's route (`path`), or for a chat Ollama's own route with
+        the context (ollama_native)."""
+        native = self.fitter.native_ollama(endpoint) if path == CHAT_PATH else None
+        if native is None:
+            return f"{endpoint.base_url}/{path}", body
+        return native[0], ollama_native.request(body, native[1])
 
     async def _status_error(self, endpoint: Endpoint, resp: aiohttp.ClientResponse) -> UpstreamError:
         body: Any
@@ -263,24 +301,10 @@ class Upstream:
         if slot.release("failed"):
             metrics.COOLDOWNS.labels(slot.endpoint.name).inc()
 
-    def _refused(self, slot: Slot, err: UpstreamError, exc: BaseException) -> ClientRequestError:
+    def _refused(self, slot: Slot, err: UpstreamError) -> ClientRequestError:
         """A 4xx any backend would give: the backend is fine, the request is not."""
         slot.release("abandoned")
         return ClientRequestError(err.status or 400, err.body, own=err.own)
-
-    async def _candidates(
-        self, groups: list[list[Endpoint]], user: str | None = None, request: Hint | None = None
-    ) -> AsyncIterator[Endpoint]:
-        """Endpoints to try, in order: up to max_attempts of the first group, then each fallback's."""
-        tried: set[str] = set()
-        for index, group in enumerate(groups):
-            per_group = self.settings.sdc_max_attempts if index == 0 else len(group)
-            for _ in range(per_group):
-                endpoint = self.router.pick(group, tried, user, request)
-                if endpoint is None:
-                    break
-                tried.add(endpoint.name)
-                yield endpoint
 
     # -- non-streaming ------------------------------------------------------------------------
     async def complete(
@@ -292,75 +316,33 @@ class Upstream:
         skip: frozenset[str] = frozenset(),
     ) -> tuple[Endpoint, dict[str, Any]]:
         groups = await self.groups(provider, payload.get("model"), skip)
+
+        async def send(endpoint: Endpoint, _: Slot) -> dict[str, Any]:
+            body = await self._body(endpoint, {**payload, "stream": False}, attempts.fit, path)
+            data = await self._chat_once(endpoint, body, path)
+            if not isinstance(data, dict) or not data.get("choices"):
+                raise ValueError("no choices in the answer")
+            return data
+
         try:
             async with asyncio.timeout(self.settings.sdc_total_timeout_s):
-                async for endpoint in self._candidates(groups, attempts.user, hint(payload.get("messages"))):
-                    attempts.first_provider = attempts.first_provider or endpoint.provider
-                    slot = self.router.acquire(endpoint)
-                    attempts.hold(slot)
-                    started = time.perf_counter()
-                    try:
-                        async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
-                            body = openai_fields.for_provider(
-                                {**payload, "model": await self.model_of(endpoint), "stream": False}, endpoint.provider
-                            )
-                            if path == CHAT_PATH:
-                                body = await self.fitter.fit(endpoint, body, attempts.fit)
-                            data: dict[str, Any] = await self._chat_once(endpoint, body, path)
-                            if not isinstance(data, dict) or not data.get("choices"):
-                                raise ValueError("no choices in the answer")
-                    except FitError as exc:
-                        slot.release("abandoned")  # the request cannot fit this model: the client's to change
-                        raise ClientRequestError(exc.status, exc.body(), own=True) from None
-                    except (aiohttp.ClientError, OSError, UpstreamError, ValueError, KeyError, TimeoutError) as exc:
-                        err = public_error(endpoint, exc)
-                        if not err.retryable:
-                            raise self._refused(slot, err, exc) from None
-                        self._record_failure(slot, err, attempts)
-                        continue
-                    except asyncio.CancelledError:
-                        slot.release("abandoned")  # the client left: not the backend's fault
-                        raise
-                    finally:
-                        attempts.upstream_s += time.perf_counter() - started
-                    slot.release("ok")
-                    attempts.chosen = endpoint
-                    return endpoint, data
+                endpoint, slot, data = await self._each_attempt(groups, payload, attempts, send)
         except TimeoutError:
             attempts.tried.append({"endpoint": "*", "provider": "*", "error": "timed out (total request timeout)"})
             raise NoRouteError(504, "the request timed out", attempts.tried) from None
-        raise self._exhausted(attempts)
+        slot.release("ok")
+        return endpoint, data
 
     async def fitted_chat(self, endpoint: Endpoint, body: dict[str, Any]) -> Any:
         """One chat on one endpoint, fitted to its model (a limit is clamped, never refused): the shadow's path."""
         return await self._chat_once(endpoint, await self.fitter.fit(endpoint, body, FitHints(True)))
 
     async def _chat_once(self, endpoint: Endpoint, body: dict[str, Any], path: str = CHAT_PATH) -> Any:
-        """POST a chat; a refusal naming a chat-template rule is learned and the chat sent once more, folded."""
-        for attempt in range(2):
-            url, sent = self._chat_request(endpoint, body, path)
-            async with self.http.post(url, json=sent, headers=self.headers(endpoint)) as resp:
-                if resp.status < 400:
-                    data = await resp.json(content_type=None)
-                    return ollama_native.response(data) if sent is not body else data
-                err = await self._status_error(endpoint, resp)
-            if (missing := self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)) is not None:
-                raise UpstreamError(endpoint, "model not found", status=404, retryable=False, body=missing, own=True)
-            folded = self.fitter.learn_refusal(endpoint, body, err.body) if attempt == 0 else None
-            if folded is None:
-                raise err
-            body = folded
-        raise AssertionError("unreachable")
-
-    def _chat_request(
-        self, endpoint: Endpoint, body: dict[str, Any], path: str = CHAT_PATH
-    ) -> tuple[str, dict[str, Any]]:
-        """Where a request goes and what is sent: OpenAI's route (`path`), or for a chat Ollama's own route with
-        the context (ollama_native)."""
-        native = self.fitter.native_ollama(endpoint) if path == CHAT_PATH else None
-        if native is None:
-            return f"{endpoint.base_url}/{path}", body
-        return native[0], ollama_native.request(body, native[1])
+        """One POST (folded once if a template refuses it), its JSON answer in OpenAI's shape."""
+        resp, native = await self._post(endpoint, body, path)
+        async with resp:
+            data = await resp.json(content_type=None)
+        return ollama_native.response(data) if native else data
 
     # -- streaming -------------------------------------------------------------------------------
     async def stream(
@@ -374,66 +356,26 @@ class Upstream:
         """Open a stream on the first backend that sends an event; return it and the remaining events."""
         groups = await self.groups(provider, payload.get("model"), skip)
         streamed, wants_usage = usage.stream_payload(payload)
-        async for endpoint in self._candidates(groups, attempts.user, hint(payload.get("messages"))):
-            attempts.first_provider = attempts.first_provider or endpoint.provider
-            slot = self.router.acquire(endpoint)
-            attempts.hold(slot)
-            started = time.perf_counter()
-            body = openai_fields.for_provider(dict(streamed), endpoint.provider)
-            resp: aiohttp.ClientResponse | None = None
+
+        async def send(endpoint: Endpoint, slot: Slot) -> tuple[aiohttp.ClientResponse, str, AsyncIterator[str]]:
+            body = await self._body(endpoint, streamed, attempts.fit, path)
+            resp, native = await self._post(endpoint, body, path, lambda opened: attempts.hold(slot, opened))
             try:
-                async with asyncio.timeout(self.settings.sdc_attempt_timeout_s):
-                    body["model"] = await self.model_of(endpoint)
-                    if path == CHAT_PATH:
-                        body = await self.fitter.fit(endpoint, body, attempts.fit)
-                    retried = False
-                    while True:
-                        url, sent = self._chat_request(endpoint, body, path)
-                        resp = await self.http.post(url, json=sent, headers=self.headers(endpoint))
-                        attempts.hold(slot, resp)  # so a cancelled request closes this connection too
-                        if resp.status < 400:
-                            break
-                        err = await self._status_error(endpoint, resp)
-                        resp.release()
-                        missing = self.fitter.missing_model(endpoint, body.get("model"), err.status, err.body)
-                        if missing is not None:
-                            raise UpstreamError(
-                                endpoint, "model not found", status=404, retryable=False, body=missing, own=True
-                            )
-                        folded = None if retried else self.fitter.learn_refusal(endpoint, body, err.body)
-                        if folded is None:
-                            raise err
-                        body, retried = folded, True  # the template refused a rule now learned: once more, folded
-                    lines = ollama_native.sse_lines(_lines(resp)) if sent is not body else _lines(resp)
-                    first = await _next_event(lines)
-            except FitError as exc:
-                attempts.upstream_s += time.perf_counter() - started
-                slot.release("abandoned")
-                raise ClientRequestError(exc.status, exc.body(), own=True) from None
-            except (aiohttp.ClientError, OSError, UpstreamError, TimeoutError, StopAsyncIteration) as exc:
-                attempts.upstream_s += time.perf_counter() - started
-                if resp is not None:
-                    resp.close()
-                err = (
-                    public_error(endpoint, exc)
-                    if not isinstance(exc, StopAsyncIteration)
-                    else UpstreamError(endpoint, "stream ended before any event")
-                )
-                if not err.retryable:
-                    raise self._refused(slot, err, exc) from None
-                self._record_failure(slot, err, attempts)
-                continue
-            attempts.upstream_s += time.perf_counter() - started
-            attempts.chosen = endpoint
-            return endpoint, self._relay(slot, resp, first, lines, attempts, wants_usage)
-        raise self._exhausted(attempts)
+                events = ollama_native.sse_lines(sse.lines(resp)) if native else sse.response_events(resp)
+                return resp, await sse.next_event(events), events
+            except BaseException:
+                resp.close()
+                raise
+
+        endpoint, slot, (resp, first, events) = await self._each_attempt(groups, payload, attempts, send)
+        return endpoint, self._relay(slot, resp, first, events, attempts, wants_usage)
 
     async def _relay(
         self,
         slot: Slot,
         resp: aiohttp.ClientResponse,
         first: str,
-        lines: AsyncIterator[str],
+        events: AsyncIterator[str],
         attempts: Attempts,
         wants_usage: bool = True,
     ) -> AsyncIterator[bytes]:
@@ -450,49 +392,39 @@ class Upstream:
                 if reported is not None:
                     usage.count(endpoint.provider, reported)
                 if wants_usage or not usage_only:
-                    yield f"{sse_safe(event)}\n\n".encode()
-                if event.strip() == "data: [DONE]":
+                    yield sse.frame(event)
+                if sse.is_done(event):
                     outcome = "ok"
                     return
                 try:
-                    event = await asyncio.wait_for(_next_event(lines), self.settings.sdc_attempt_timeout_s)
+                    event = await asyncio.wait_for(sse.next_event(events), self.settings.sdc_attempt_timeout_s)
                 except StopAsyncIteration:
                     break
             raise UpstreamError(endpoint, "the backend closed the stream before [DONE]")
         except (aiohttp.ClientError, OSError, UpstreamError, TimeoutError) as exc:
             outcome = "failed"
             err = public_error(endpoint, exc)
-            message = f"{endpoint.provider} backend {endpoint.name} failed mid-stream: {err}"
             metrics.ATTEMPT_ERRORS.labels(endpoint.provider, "mid_stream").inc()
-            yield f"data: {json.dumps({'error': {'message': message, 'type': 'upstream_error'}})}\n\n".encode()
+            yield sse.error(f"{endpoint.provider} backend {endpoint.name} failed mid-stream: {err}", "upstream_error")
         finally:
-            if outcome == "ok":
-                resp.release()
-                slot.release("ok")
-            else:
-                resp.close()  # a broken or abandoned stream's connection must not be reused
-                if slot.release("failed" if outcome == "failed" else "abandoned"):
-                    metrics.COOLDOWNS.labels(endpoint.name).inc()
-            model = self.known_model(endpoint)
-            label = {"ok": "ok", "failed": "stream_error"}.get(outcome, "client_closed")
-            metrics.REQUESTS.labels(endpoint.provider, model, label).inc()
-            metrics.STREAMS.labels(endpoint.provider, label).inc()
-            if outcome == "ok":
-                metrics.LATENCY.labels(endpoint.provider, model).observe(time.perf_counter() - attempts.started)
+            self._stream_ended(slot, resp, outcome, attempts)
+
+    def _stream_ended(self, slot: Slot, resp: aiohttp.ClientResponse, outcome: str, attempts: Attempts) -> None:
+        endpoint = slot.endpoint
+        if outcome == "ok":
+            resp.release()
+            slot.release("ok")
+        else:
+            resp.close()  # a broken or abandoned stream's connection must not be reused
+            if slot.release("failed" if outcome == "failed" else "abandoned"):
+                metrics.COOLDOWNS.labels(endpoint.name).inc()
+        model = self.known_model(endpoint)
+        label = {"ok": "ok", "failed": "stream_error"}.get(outcome, "client_closed")
+        metrics.REQUESTS.labels(endpoint.provider, model, label).inc()
+        metrics.STREAMS.labels(endpoint.provider, label).inc()
+        if outcome == "ok":
+            metrics.LATENCY.labels(endpoint.provider, model).observe(time.perf_counter() - attempts.started)
 
 
 async def _nonempty(found: Any) -> bool:
     return bool(await found)
-
-
-async def _lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    async for raw in resp.content:
-        yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
-
-
-async def _next_event(lines: AsyncIterator[str]) -> str:
-    """The next non-empty SSE line (`data: ...`); raises StopAsyncIteration at the end."""
-    while True:
-        line = await lines.__anext__()
-        if line.strip():
-            return line

@@ -271,3 +271,32 @@ def test_streamed_chat_carries_a_response_id_and_is_not_shadowed(orchestrator: C
     rated = httpx.post(f"{base}/api/v1/feedback", json={"response_id": header, "rating": 1}, timeout=10)
     assert rated.json()["model"] == "google/gemma-2-9b-it"
     assert httpx.get(f"{base}/api/v1/shadow/report", timeout=30).json()["outcomes"] == {"skipped": 1}
+
+
+def test_the_shadow_report_is_split_by_tenant(orchestrator: Callable[..., str], tmp_path: Path) -> None:
+    """A key sees its own tenant's comparisons only; an admin key sees every tenant's, or one with ?tenant=."""
+    keys = tmp_path / "tenant-keys"
+    keys.write_text("alice@acme:acme-secret\nbob@globex:globex-secret\nops:ops-secret\n")
+    base = orchestrator(sdc_shadow_provider="gemini", sdc_api_keys_file=keys, sdc_admin_key_names="ops")
+    acme, globex, ops = ({"Authorization": f"Bearer {k}-secret"} for k in ("acme", "globex", "ops"))
+
+    def report(headers: dict[str, str], query: str = "") -> httpx.Response:
+        return httpx.get(f"{base}/api/v1/shadow/report{query}", headers=headers, timeout=30)
+
+    for headers, times in ((acme, 2), (globex, 1)):
+        for _ in range(times):
+            chat = {"message": "대한민국의 수도는?", "use_rag": False}
+            assert httpx.post(f"{base}/api/v1/chat", json=chat, headers=headers, timeout=10).status_code == 200
+    wait_for(lambda: report(ops).json()["pairs"] == 3)
+    assert report(acme).json()["pairs"] == 2 and report(acme).json()["tenant"] == "acme"
+    assert report(acme).json()["outcomes"] == {"compared": 2}
+    assert report(globex).json()["pairs"] == 1 and report(globex).json()["tenants"] == ["globex"]
+    everyone = report(ops).json()
+    assert everyone["tenant"] is None and everyone["tenants"] == ["acme", "globex"]
+    assert report(ops, "?tenant=globex").json()["pairs"] == 1
+    assert report(ops, "?tenant=nobody").json()["pairs"] == 0
+    assert report(acme, "?tenant=acme").json()["pairs"] == 2, "its own tenant, named, is fine"
+    refused = report(acme, "?tenant=globex")
+    assert refused.status_code == 403 and "tenant 'acme'" in refused.json()["error"]["message"]
+    bad = report(ops, "?tenant=../x")
+    assert bad.status_code == 400 and "tenant" in bad.json()["error"]["message"]

@@ -168,6 +168,36 @@ def test_a_held_text_completion_stream_gets_keep_alives(
     assert len(fake.completions) == 1
 
 
+def test_a_held_seed_chat_stream_gets_keep_alives_then_its_sources_and_answer(
+    orchestrator_app: Any, tmp_path: Path, engine: tuple[FakeBackend, str]
+) -> None:
+    """/api/v1/chat streamed for a model at zero: the 200 at once, comments while held, then the sources event
+    (naming the replica's model and a response id that feedback accepts) and the answer."""
+    document = tmp_path / "endpoints.json"
+    document.write_text(json.dumps({"endpoints": [], "unready": [unready()]}))
+    fake, engine_url = engine
+    kube = FakeKube(document, engine_url, delay_s=1.0)
+    with serve(kube.app) as api:
+        base = start(orchestrator_app, document, sdc_scale_api_url=api)
+        body = {"message": "안녕", "model": MODEL, "stream": True, "use_rag": False}
+        with httpx.Client(timeout=30) as client:
+            started = time.monotonic()
+            with client.stream("POST", f"{base}/api/v1/chat", json=body) as resp:
+                assert resp.status_code == 200
+                lines = resp.iter_lines()
+                first = next(lines)
+                first_after = time.monotonic() - started
+                text = first + "\n" + "\n".join(lines)
+            assert first.startswith(": waiting for a replica") and first_after < 0.9, (first, first_after)
+            assert text.index("event: sources") > text.rindex(": waiting for a replica")
+            meta = json.loads(text.split("event: sources\ndata: ", 1)[1].split("\n", 1)[0])
+            assert meta["model"] == MODEL and meta["provider"] == "transformers"
+            assert "깨어났습니다" in text and text.rstrip().endswith("data: [DONE]")
+            rated = client.post(f"{base}/api/v1/feedback", json={"response_id": meta["response_id"], "rating": 1})
+            assert rated.status_code == 200, rated.text
+    assert len(kube.patches) == 1 and fake.calls == 1
+
+
 def test_past_the_bounds_429_and_503_with_retry_after_never_a_hang(
     orchestrator_app: Any, tmp_path: Path, engine: tuple[FakeBackend, str]
 ) -> None:

@@ -10,12 +10,13 @@ The field manager is `sdc-autoscaler`: the operator's status names it when it sa
 from __future__ import annotations
 
 import logging
-import ssl
 from pathlib import Path
 from typing import Literal
 
 import aiohttp
 from prometheus_client import Counter
+
+from sdc_orchestrator.kube_api import ApiAccess
 
 log = logging.getLogger("sdc_orchestrator.scaling")
 # The same name the operator reads from a LocalLLM's managedFields (sdc_operator.spec.AUTOSCALER_MANAGER):
@@ -32,29 +33,28 @@ Outcome = Literal["scaled", "already", "failed"]
 
 class ScaleClient:
     def __init__(self, api_url: str, token_file: Path | None = None, ca_file: Path | None = None) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.token_file = token_file
-        self.ca_file = ca_file
+        self.access = ApiAccess(api_url.rstrip("/"), token_file, ca_file)
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def api_url(self) -> str:
+        return self.access.server
+
+    @property
+    def token_file(self) -> Path | None:
+        return self.access.token_file
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self.access.ca_file
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            ssl_context: ssl.SSLContext | bool = True
-            if self.ca_file is not None and self.ca_file.exists():
-                ssl_context = ssl.create_default_context(cafile=str(self.ca_file))
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(ssl=ssl_context)
-            )
+            self._session = self.access.session(aiohttp.ClientTimeout(total=10))
         return self._session
 
-    def _headers(self, content_type: str) -> dict[str, str]:
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
-        if self.token_file is not None and self.token_file.exists():  # the projected token rotates: read each time
-            headers["Authorization"] = f"Bearer {self.token_file.read_text().strip()}"
-        return headers
-
-    def _url(self, namespace: str, name: str) -> str:
-        return f"{self.api_url}/apis/{GROUP_VERSION}/namespaces/{namespace}/localllms/{name}/scale"
+    def _path(self, namespace: str, name: str) -> str:
+        return f"/apis/{GROUP_VERSION}/namespaces/{namespace}/localllms/{name}/scale"
 
     async def set_replicas(self, namespace: str, name: str, expected: int, replicas: int) -> Outcome:
         """spec.replicas `expected` -> `replicas`, only if it is still `expected`; never raises."""
@@ -67,11 +67,13 @@ class ScaleClient:
         direction = "up" if replicas > expected else "down"
         outcome: Outcome
         try:
-            async with self._http().patch(
-                self._url(namespace, name),
+            async with self.access.request(
+                self._http(),
+                "PATCH",
+                self._path(namespace, name),
+                content_type="application/json-patch+json",
                 params={"fieldManager": FIELD_MANAGER},
                 json=patch,
-                headers=self._headers("application/json-patch+json"),
             ) as resp:
                 text = await resp.text()
                 if resp.status < 300:

@@ -11,17 +11,17 @@ restarts while holding, its connections close: clients get an error, never a han
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from prometheus_client import Gauge
 
+from sdc_orchestrator import sse
 from sdc_orchestrator.backends import Dormant, EndpointRegistry
+from sdc_orchestrator.failures import NoRouteError
 from sdc_orchestrator.scaling.client import Outcome, ScaleClient
 from sdc_orchestrator.scaling.hold import HoldBook
-from sdc_orchestrator.upstream import NoRouteError
 
 HELD = Gauge("sdc_orchestrator_held_requests", "Requests waiting for a model to scale from zero", ["model"])
 
@@ -116,12 +116,11 @@ async def keep_alive(opening: Awaitable[Any], every_s: float) -> AsyncIterator[b
             done, _ = await asyncio.wait({task}, timeout=every_s)
             if done:
                 break
-            yield b": waiting for a replica (scaling from zero)\n\n"
+            yield sse.comment("waiting for a replica (scaling from zero)")
         try:
             _, events = task.result()
         except NoRouteError as err:
-            error = {"error": {"message": str(err), "code": err.status, "type": "scale_from_zero"}}
-            yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+            yield sse.error(str(err), "scale_from_zero", code=err.status) + sse.frame(sse.DONE)
             return
         async for chunk in events:
             yield chunk
