@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,37 +27,10 @@ from typing import Any
 import pytest
 from sdc_operator.settings import OLLAMA_VERSION
 
-from tests.support import tiny_gguf
+from tests.support.ollama_serve import OLLAMA, exporter, ollama
 
-ROOT = Path(__file__).resolve().parents[2]
-CACHED = Path(os.environ.get("SDC_TOOLS_CACHE", Path.home() / ".cache" / "sdc-llm"))
-OLLAMA = next(
-    (p for p in (ROOT / "bin" / "ollama", CACHED / "tools" / f"ollama-v{OLLAMA_VERSION}" / "ollama") if p.exists()),
-    ROOT / "bin" / "ollama",
-)
 pytestmark = pytest.mark.skipif(not OLLAMA.exists(), reason="bin/ollama is missing: run `make ollama`")
 SYSTEM = "the world hello a " * 12  # ~240 tokens of the tiny vocabulary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(port: int, path: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing answered on {port}{path}")
-        time.sleep(0.1)
 
 
 @dataclass
@@ -92,52 +62,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    work = tmp_path_factory.mktemp("ollama-exporter")
-    upstream, proxy = free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(work),
-        "OLLAMA_MODELS": str(work / "models"),
-        "OLLAMA_HOST": f"127.0.0.1:{upstream}",
-        "OLLAMA_NUM_PARALLEL": "1",
-        "OLLAMA_DEBUG": "1",  # the runner logs how much of each prompt it reused: the estimate's reference
-        "OLLAMA_KEEP_ALIVE": "10m",
-        # Room for a long answer: a request that must stay in flight for a second generates thousands of tokens.
-        "OLLAMA_CONTEXT_LENGTH": "8192",
-    }
-    log = work / "ollama.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen([str(OLLAMA), "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    exporter = None
-    try:
-        wait_http(upstream, "/api/version")
-        tiny_gguf.write(work / "tiny.gguf", context=8192)
-        (work / "Modelfile").write_text(f"FROM {work / 'tiny.gguf'}\nPARAMETER num_thread 1\nPARAMETER num_predict 8\n")
-        created = subprocess.run(
-            [str(OLLAMA), "create", "tiny", "-f", str(work / "Modelfile")], env=env, capture_output=True, timeout=120
-        )
-        assert created.returncode == 0, created.stderr
-        exporter = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sdc_runtime.ollama_exporter",
-                "--listen",
-                f"127.0.0.1:{proxy}",
-                "--upstream",
-                f"127.0.0.1:{upstream}",
-                "--context",
-                "8192",
-            ],
-            env={**os.environ, "OLLAMA_NUM_PARALLEL": "1", "PYTHONPATH": str(ROOT / "runtime")},
-        )
-        wait_http(proxy, "/metrics")
-        yield Stack(proxy, log)
-    finally:
-        for proc in (exporter, server):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
+    with ollama(tmp_path_factory.mktemp("ollama-exporter")) as server, exporter(server.port) as proxy:
+        yield Stack(proxy, server.log)
 
 
 # Greedy decoding of the random tiny model never samples its end token, so the answer runs its full length:
