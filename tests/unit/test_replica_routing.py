@@ -187,6 +187,38 @@ def test_herd_protection_spreads_a_burst_between_scrapes() -> None:
     assert sum(1 for n in in_flight.values() if n) >= 3, in_flight
 
 
+def test_requests_that_finished_since_the_scrape_do_not_count_as_load() -> None:
+    """A replica that answered its last five requests quickly is not loaded: a conversation's next turn stays."""
+    pods = [replica(i) for i in range(4)]
+    chooser = policy({p.name: reading() for p in pods})
+    history = messages(DOC_A, "첫 질문")
+    holder = chooser.choose(pods, lambda _e: 0, hint(history))
+    for turn in range(5):  # each answered before the next is asked: nothing stays in flight
+        history = [*history, {"role": "assistant", "content": "답"}, {"role": "user", "content": f"{turn}번 질문"}]
+        assert chooser.choose(pods, lambda _e: 0, hint(history)).name == holder.name, turn
+    assert chooser.load(holder, 0) == 0  # five sent since the scrape, none of them still there
+
+
+def test_a_conversation_queues_on_its_only_holder_rather_than_start_over() -> None:
+    """Nobody within the bound holds the history: its holder may go over by up to SLACK x the share it holds."""
+    pods = [replica(i) for i in range(4)]
+    chooser = policy({p.name: reading() for p in pods})
+    history = messages(DOC_A, "질문")
+    keys = hint(history)
+    chooser.index.record(pods[0].name, keys.keys)
+    in_flight = {pods[0].name: 3, pods[1].name: 0, pods[2].name: 0, pods[3].name: 0}
+    # Bound 1.25 x 0.75 + 2 = 2.94 < 3; it holds all of the prompt: stretched to 4.94.
+    assert chooser.choose(pods, lambda e: in_flight[e.name], keys).name == pods[0].name
+    in_flight[pods[0].name] = 7  # past the stretch too (4.19 + 2): recomputing is now cheaper than the queue
+    assert chooser.choose(pods, lambda e: in_flight[e.name], keys).name != pods[0].name
+    # A prefix already held by a replica within the bound: the bound applies as before, no stretch.
+    spread = policy({p.name: reading() for p in pods})
+    spread.index.record(pods[0].name, keys.keys)
+    spread.index.record(pods[1].name, keys.keys[:2])
+    in_flight[pods[0].name] = 3
+    assert spread.choose(pods, lambda e: in_flight[e.name], keys).name == pods[1].name
+
+
 def test_router_picks_the_model_by_weight_then_the_replica() -> None:
     router = Router(rng=random.Random(3), replicas=policy())  # noqa: S311 - reproducible choices
     gemma = [replica(i) for i in range(4)]

@@ -10,13 +10,17 @@ load, as in consistent hashing with bounded loads (Mirrokni et al.; KubeAI):
 
 1. Each replica's load is its engine's queue, running batch and KV-cache use
    from the last scrape (scrape.py), plus the requests this router sent it
-   since that scrape (herd protection: a burst between two scrapes sees
-   its own effect at once), and never less than the router's own in-flight
-   count. A replica without a fresh reading is scored on the in-flight count
+   since that scrape and may still be there (herd protection: a burst between
+   two scrapes sees its own effect at once; at most the router's in-flight
+   count, since finished requests are gone), and never less than the router's
+   own in-flight count. A replica without a fresh reading is scored on the in-flight count
    alone: still routed to, never dropped.
 2. The bound is (1 + EPSILON) x the mean load + SLACK. Among the replicas
    within it, the one with the longest cached prefix wins ("affinity");
-   equal matches go to the less loaded, then by chance.
+   equal matches go to the less loaded, then by chance. When no replica
+   within the bound holds any of the prompt, the one that holds most of it
+   may exceed the bound by SLACK x the share it holds: a few requests queued
+   behind it cost less than recomputing a whole conversation elsewhere.
 3. No replica within the bound holds any of the prompt: a prefix nobody has
    yet goes by rendezvous hashing of its first block to the first replica in
    its order within the bound ("hash"), so concurrent first requests of a
@@ -80,9 +84,12 @@ class ReplicaPolicy:
         reading = self.scraper.signals(endpoint.name) if endpoint.metrics_url else None
         if reading is None:
             return float(in_flight)
-        requests = max(
-            float(in_flight), reading.running + reading.waiting + self.sent_since_scrape.get(endpoint.name, 0)
-        )
+        # Herd protection counts the requests sent since the scrape that may still be in the engine: no more
+        # than the router has in flight there now. Counting every request sent (finished ones too) made a
+        # replica that answers fast, such as one holding a conversation's history, look loaded for up to a
+        # scrape interval, and pushed follow-up turns off the replica that had their prefix.
+        since = min(self.sent_since_scrape.get(endpoint.name, 0), in_flight)
+        requests = max(float(in_flight), reading.running + reading.waiting + since)
         return requests + reading.waiting + KV_WEIGHT * reading.kv_usage  # a waiting request counts twice
 
     def choose(self, replicas: Sequence[Endpoint], in_flight: Callable[[Endpoint], int], request: Hint) -> Endpoint:
@@ -93,6 +100,14 @@ class ReplicaPolicy:
         keys = request.keys
         matches = [self.index.match(e.name, keys) for e in replicas] if keys else [0] * len(replicas)
         best = max((matches[i] for i in within), default=0)
+        if best == 0 and any(matches):
+            # No replica within the bound holds any of the prompt, so leaving its holder means computing all of
+            # it again (a conversation's whole history): the holder may go over the bound by up to `slack`
+            # requests in proportion to the share of the prompt it holds. Still bounded, and only for a prefix
+            # that one replica alone holds: once a hot prefix has spilled to a second replica, the bound applies.
+            holder = max(range(len(replicas)), key=lambda i: (matches[i], -loads[i]))
+            if loads[holder] <= bound + self.slack * matches[holder] / len(keys):
+                within, best = [*within, holder], matches[holder]
         if best > 0:
             chosen = min((i for i in within if matches[i] == best), key=lambda i: (loads[i], self.rng.random()))
             reason = "affinity"
