@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from sdc_operator.settings import OLLAMA_VERSION
 
-from tests.support.ollama_serve import OLLAMA, exporter, ollama
+from tests.support.ollama_serve import OLLAMA, exporter, free_port, ollama
 
 pytestmark = pytest.mark.skipif(not OLLAMA.exists(), reason="bin/ollama is missing: run `make ollama`")
 SYSTEM = "the world hello a " * 12  # ~240 tokens of the tiny vocabulary
@@ -199,3 +199,15 @@ def test_hostile_requests_get_4xx_naming_the_problem(stack: Stack) -> None:
         assert '"error"' in answer
     status, _ = stack.call("/api/version")  # and the proxy still serves
     assert status == 200
+
+
+def test_an_unreachable_ollama_is_a_502_naming_it_and_metrics_still_answer() -> None:
+    with exporter(free_port()) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/api/chat", json.dumps(chat("hello")))
+        resp = conn.getresponse()
+        assert resp.status == 502 and "ollama at 127.0.0.1" in json.loads(resp.read())["error"]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/metrics")
+        page = conn.getresponse().read().decode()
+        assert 'vllm:num_requests_running{model_name="tiny:latest"} 0' in page  # the failed request is not in flight
