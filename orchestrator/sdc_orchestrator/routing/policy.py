@@ -110,8 +110,8 @@ class ReplicaPolicy:
             # A conversation's next turn whose history no replica within the bound holds: leaving its holder
             # means computing all of it again, so the holder may go over the bound by up to `slack` requests
             # in proportion to the share of the prompt it holds. Only for follow-up turns: a conversation has
-            # one request in flight at a time, so this cannot herd; a hot document (many requests at once)
-            # is better spilled, which puts its prefix on a second replica. The holder's load is judged
+            # one request in flight at a time, and the stretch stays bounded; a hot document (many requests at
+            # once) is better spilled, which puts its prefix on a second replica. The holder's load is judged
             # settled: the requests it was sent since the scrape include this conversation's own earlier
             # turns, all answered, which the herd count would still hold against it for up to a second.
             holder = max(range(len(replicas)), key=lambda i: (matches[i], -loads[i]))
