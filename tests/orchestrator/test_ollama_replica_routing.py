@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from tests.support.ollama_serve import OLLAMA, exporter, ollama
 
@@ -38,12 +39,21 @@ def metrics(port: int) -> dict[str, float]:
 
 
 def ask(client: httpx.Client, base: str, doc: str) -> httpx.Response:
-    body = {
-        "model": "tiny",
-        "messages": [{"role": "system", "content": doc}, {"role": "user", "content": "hello"}],
-        "max_tokens": 4,
-    }
+    # No model name: the one model's set is chosen by weight. (Naming it makes the orchestrator list every
+    # replica's /v1/models first, and the stopped one answers that only at its timeout.)
+    body = {"messages": [{"role": "system", "content": doc}, {"role": "user", "content": "hello"}], "max_tokens": 4}
     return client.post(f"{base}/v1/chat/completions", json=body)
+
+
+def failed_attempts() -> float:
+    """Failed attempts on Ollama endpoints so far, of every kind (timeout, connect, http_<status>)."""
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "sdc_orchestrator_attempt_errors"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("provider") == "ollama"
+    )
 
 
 def queue_on(port: int) -> None:
@@ -104,6 +114,7 @@ def test_an_ollama_replica_with_a_queue_gets_no_new_prompts(orchestrator_app: St
                     time.sleep(0.1)
                 assert metrics(port_a)["vllm:num_requests_running"] == 1
                 time.sleep(2.5)  # the orchestrator scrapes once a second
+                failed_before = failed_attempts()
                 busy = Counter(ask(client, base, f"another document {i} " * 8).headers[REPLICA] for i in range(12))
                 page = client.get(f"{base}/metrics").text
             finally:
@@ -111,6 +122,8 @@ def test_an_ollama_replica_with_a_queue_gets_no_new_prompts(orchestrator_app: St
             for thread in waiting:
                 thread.join(timeout=60)
         assert busy == {"sdc/tiny/tiny-b": 12}, busy
+        # Answered by B on the first attempt: none was sent to A and failed over after A's attempt timeout.
+        assert failed_attempts() == failed_before
         load_a = next(
             float(line.rsplit(" ", 1)[1])
             for line in page.splitlines()
