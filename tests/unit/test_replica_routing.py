@@ -188,7 +188,7 @@ def test_herd_protection_spreads_a_burst_between_scrapes() -> None:
 
 
 def test_a_conversation_stays_on_its_replica_however_many_turns_it_answered_since_the_scrape() -> None:
-    """Six quick turns before any scrape: six requests sent, none of them still there, so no load."""
+    """Six quick turns before any scrape: the herd count says 6 requests, none of them is still there."""
     pods = [replica(i) for i in range(4)]
     chooser = policy({p.name: reading() for p in pods})
     history = messages(DOC_A, "첫 질문")
@@ -196,7 +196,7 @@ def test_a_conversation_stays_on_its_replica_however_many_turns_it_answered_sinc
     for turn in range(5):  # each answered before the next is asked: nothing stays in flight
         history = [*history, {"role": "assistant", "content": "답"}, {"role": "user", "content": f"{turn}번 질문"}]
         assert chooser.choose(pods, lambda _e: 0, hint(history)).name == holder.name, turn
-    assert chooser.load(holder, 0) == 0 and chooser.sent_since_scrape[holder.name] == 6
+    assert chooser.load(holder, 0) == 6 and chooser.load(holder, 0, settled=True) == 0
 
 
 def test_a_conversation_queues_on_its_only_holder_rather_than_start_over() -> None:

@@ -10,18 +10,18 @@ load, as in consistent hashing with bounded loads (Mirrokni et al.; KubeAI):
 
 1. Each replica's load is its engine's queue, running batch and KV-cache use
    from the last scrape (scrape.py), plus the requests this router sent it
-   since that scrape that may still be there (herd protection: a burst
-   between two scrapes sees its own effect at once; at most the router's
-   in-flight count, as answered requests are gone), and never less than the
-   router's own in-flight count. A replica without a fresh reading is scored on the in-flight count
+   since that scrape (herd protection: a burst between two scrapes sees
+   its own effect at once), and never less than the router's own in-flight
+   count. A replica without a fresh reading is scored on the in-flight count
    alone: still routed to, never dropped.
 2. The bound is (1 + EPSILON) x the mean load + SLACK. Among the replicas
    within it, the one with the longest cached prefix wins ("affinity");
    equal matches go to the less loaded, then by chance. A conversation's
    follow-up turn (an assistant message in its history) whose history no
    replica within the bound holds may go to the replica that holds most of
-   it up to SLACK x that share over the bound: a few requests queued there
-   cost less than recomputing the whole conversation elsewhere.
+   it up to SLACK x that share over the bound (its load counted without the
+   requests it already answered since the scrape): a few requests queued
+   there cost less than recomputing the whole conversation elsewhere.
 3. No replica within the bound holds any of the prompt: a prefix nobody has
    yet goes by rendezvous hashing of its first block to the first replica in
    its order within the bound ("hash"), so concurrent first requests of a
@@ -86,16 +86,15 @@ class ReplicaPolicy:
     def _scraped(self, name: str) -> None:
         self.sent_since_scrape.pop(name, None)
 
-    def load(self, endpoint: Endpoint, in_flight: int) -> float:
+    def load(self, endpoint: Endpoint, in_flight: int, settled: bool = False) -> float:
+        """The replica's load in requests. `settled`: count only the requests sent since the scrape that may
+        still be there (at most the router's in-flight count), not every one sent."""
         reading = self.scraper.signals(endpoint.name) if endpoint.metrics_url else None
         if reading is None:
             return float(in_flight)
-        # Herd protection counts the requests sent since the scrape that may still be in the engine: no more
-        # than the router has in flight there now. Counting every one sent (the answered ones too) made a
-        # replica that answers fast look loaded for up to a scrape interval: it pushed a conversation's
-        # next turn off the replica holding its history, and raised the mean so far that a replica with a
-        # real queue came back within the bound.
-        since = min(self.sent_since_scrape.get(endpoint.name, 0), in_flight)
+        since = self.sent_since_scrape.get(endpoint.name, 0)
+        if settled:
+            since = min(since, in_flight)
         requests = max(float(in_flight), reading.running + reading.waiting + since)
         return requests + reading.waiting + KV_WEIGHT * reading.kv_usage  # a waiting request counts twice
 
@@ -112,9 +111,12 @@ class ReplicaPolicy:
             # means computing all of it again, so the holder may go over the bound by up to `slack` requests
             # in proportion to the share of the prompt it holds. Only for follow-up turns: a conversation has
             # one request in flight at a time, and the stretch stays bounded; a hot document (many requests at
-            # once) is better spilled, which puts its prefix on a second replica.
+            # once) is better spilled, which puts its prefix on a second replica. The holder's load is judged
+            # settled: the requests it was sent since the scrape include this conversation's own earlier
+            # turns, all answered, which the herd count would still hold against it for up to a second.
             holder = max(range(len(replicas)), key=lambda i: (matches[i], -loads[i]))
-            if loads[holder] <= bound + self.slack * matches[holder] / len(keys):
+            settled = self.load(replicas[holder], in_flight(replicas[holder]), settled=True)
+            if settled <= bound + self.slack * matches[holder] / len(keys):
                 within, best = [*within, holder], matches[holder]
         if best > 0:
             chosen = min((i for i in within if matches[i] == best), key=lambda i: (loads[i], self.rng.random()))
