@@ -39,8 +39,7 @@ def metrics(port: int) -> dict[str, float]:
 
 
 def ask(client: httpx.Client, base: str, doc: str) -> httpx.Response:
-    # No model name: the one model's set is chosen by weight. (Naming it makes the orchestrator list every
-    # replica's /v1/models first, and the stopped one answers that only at its timeout.)
+    # No model name: the one model's set is chosen by weight, nothing but the chat goes to a replica.
     body = {"messages": [{"role": "system", "content": doc}, {"role": "user", "content": "hello"}], "max_tokens": 4}
     return client.post(f"{base}/v1/chat/completions", json=body)
 
