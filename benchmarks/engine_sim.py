@@ -347,6 +347,9 @@ class Result:
     ttft: list[float] = field(default_factory=list)
     ttft_followup: list[float] = field(default_factory=list)  # multi-turn: turns after the first
     failed: int = 0
+    # Per request, the prefill no router can save (what the ceiling's engine missed, at the prefill rate): a
+    # floor under TTFT that holds for any policy, before any queueing.
+    floor: list[float] = field(default_factory=list)
     per_replica: Counter[int] = field(default_factory=Counter)
     # The ceiling: one engine with an unbounded cache that saw every request (no router can beat it).
     oracle: Engine = field(default_factory=lambda: Engine(cache_blocks=1 << 40))
@@ -368,7 +371,10 @@ async def call(
     result.per_replica[replica] += 1
     text_in = prompt_text(messages)
     result.oracle.queries += len(text_in)
-    result.oracle.hits += result.oracle.lookup_and_fill(text_in)
+    oracle_hit = result.oracle.lookup_and_fill(text_in)
+    result.oracle.hits += oracle_hit
+    if started - result.started >= WARM_UP_S:
+        result.floor.append((len(text_in) - oracle_hit) * PREFILL_S_PER_CHAR)
     try:
         async with asyncio.timeout(CLIENT_TIMEOUT_S):
             async with http.post(f"{url}/v1/chat/completions", json={"messages": messages, "stream": True}) as resp:
@@ -452,6 +458,7 @@ class Row:
     failed: int
     ceiling: float = 0.0
     followup_p90_ms: float | None = None
+    floor_p90_ms: float = 0.0
     slow_share: float | None = None  # slow-replica: the share of replica 0, four times slower than the rest
 
 
@@ -553,6 +560,7 @@ async def run_workload(
                         result.failed,
                         result.ceiling(),
                         percentile(result.ttft_followup, 90) * 1000 if multi else None,
+                        percentile(result.floor, 90) * 1000,
                         result.per_replica[0] / total if workload == "slow-replica" and total else None,
                     )
                 )
@@ -582,7 +590,7 @@ async def main_async(sizes: Sequence[int], seconds: float, workloads: Sequence[s
 
 def report(rows: list[Row], seconds: float) -> str:
     headers = ["workload", "replicas", "policy", "requests", "hit rate", "ceiling", "TTFT p50 ms", "TTFT p90 ms"]
-    headers += ["top share"]
+    headers += ["p90 floor ms", "top share"]
     body = [
         [
             r.workload,
@@ -593,6 +601,7 @@ def report(rows: list[Row], seconds: float) -> str:
             round(r.ceiling, 3),
             r.ttft_p50_ms,
             r.ttft_p90_ms,
+            round(r.floor_p90_ms, 1),
             round(r.top_share, 3),
             r.failed,
         ]
@@ -605,7 +614,8 @@ def report(rows: list[Row], seconds: float) -> str:
         rr = next(x for x in rows if (x.workload, x.replicas, x.policy) == (r.workload, r.replicas, "round-robin"))
         line = (
             f"- {r.workload}, {r.replicas} replicas: hit rate {r.hit_rate:.2f} vs round-robin {rr.hit_rate:.2f} "
-            f"(ceiling {r.ceiling:.2f}); TTFT p90 {r.ttft_p90_ms / rr.ttft_p90_ms:.2f}x round-robin's; {r.failed} failed"
+            f"(ceiling {r.ceiling:.2f}); TTFT p90 {r.ttft_p90_ms / rr.ttft_p90_ms:.2f}x round-robin's "
+            f"(no router below {r.floor_p90_ms / rr.ttft_p90_ms:.2f}x); {r.failed} failed"
         )
         if r.slow_share is not None and rr.slow_share is not None:
             ll = next(x for x in rows if (x.workload, x.replicas, x.policy) == (r.workload, r.replicas, "least-load"))
@@ -627,10 +637,13 @@ def report(rows: list[Row], seconds: float) -> str:
             "real HTTP server on loopback with vLLM's metric names, a prefix cache holding a third of the distinct "
             f"prompts, {MAX_RUNNING} requests running and at most {MAX_WAITING} waiting (503 past that). Hit rate: "
             "the engines' own counters over the whole run; ceiling: what one engine with an unbounded cache would "
-            "hit on the same requests (each document's first request and each question are misses for anyone). "
+            "hit on the same requests (each document's first request and each question are misses for anyone); "
+            "p90 floor: the 90th percentile of the prefill that engine could not save, a TTFT no router can beat "
+            "even with no queueing (a multi-turn conversation's first turn is a cold document for any router, "
+            "and first turns are one request in six). "
             f"TTFT: the client's, for requests sent after a {WARM_UP_S:.0f} s warm-up (the same arrivals for every "
-            "policy). Routing as in the orchestrator (`Router.pick`, one scrape a second). A multi-turn "
-            "conversation's first turn is a cold document for any router: the follow-up turns are also given apart.",
+            "policy). Routing as in the orchestrator (`Router.pick`, one scrape a second). The multi-turn "
+            "follow-up turns are also given apart.",
             "",
             table([*headers, "failed"], body),
             "",

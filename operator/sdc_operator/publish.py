@@ -39,9 +39,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ENDPOINTS_KEY = "endpoints.json"
-# Runtimes whose engine serves Prometheus metrics on its API port (builders/observability.py); Ollama does
-# not, so its replicas carry no metricsUrl and the orchestrator scores them on its own counts.
-METRICS_RUNTIMES = ("vllm", "transformers")
+# Runtimes whose pods serve Prometheus metrics in vLLM's names on their API port: vLLM and sdc-runtime
+# themselves, Ollama through its pod's exporter sidecar (builders/ollama.py).
+METRICS_RUNTIMES = ("vllm", "transformers", "ollama")
 Key = tuple[str, str]
 
 

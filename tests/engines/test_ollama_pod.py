@@ -3,8 +3,9 @@
 The LocalLLM imports a tiny GGUF from a URL served on this machine (how a
 cluster without internet serves Ollama models), so the pod runs exactly what a
 node would: the fetch init container, the Ollama init script, the serving
-container as uid 1000 with HOME on the pod's emptyDir, its readiness (exec) and
-liveness (HTTP) probes. A second pod on the same cache then names the model by
+container as uid 1000 with HOME on the pod's emptyDir on loopback, its readiness
+and liveness (exec) probes, and the exporter sidecar that owns the pod's API
+port: every request goes through it, and its /metrics counts them. A second pod on the same cache then names the model by
 tag only: its init container must find it cached instead of pulling (the pod's
 network namespace has no way off the machine, so a pull would fail).
 """
@@ -28,7 +29,11 @@ from tests.support import tiny_gguf
 from tests.support.local_pod import LocalPod
 
 ROOT = Path(__file__).resolve().parents[2]
-OLLAMA = ROOT / "bin" / "ollama"
+CACHED = Path(os.environ.get("SDC_TOOLS_CACHE", Path.home() / ".cache" / "sdc-llm"))
+OLLAMA = next(
+    (p for p in (ROOT / "bin" / "ollama", CACHED / "tools" / f"ollama-v{OLLAMA_VERSION}" / "ollama") if p.exists()),
+    ROOT / "bin" / "ollama",
+)
 FILE_PORT = 8765  # inside the pod's own network namespace: nothing else listens there
 
 pytestmark = [
@@ -47,13 +52,15 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The executables the pod's images would carry, readable by uid 1000."""
     bin_dir = tmp_path_factory.mktemp("images")
     shutil.copy(OLLAMA.resolve(), bin_dir / "ollama")
-    fetcher = bin_dir / "sdc-fetch-url"  # the fetcher image's console script, on the system Python
-    fetcher.write_text(
-        f"#!{shutil.which('python3', path='/usr/bin:/bin') or sys.executable}\n"
-        f"import sys\nsys.path.insert(0, {str(ROOT / 'runtime')!r})\n"
-        "from sdc_runtime.fetch_url import main\nmain()\n"
-    )
-    fetcher.chmod(0o755)
+    # The fetcher image's console scripts, on the system Python (the standard library is all they need).
+    for script, module in (("sdc-fetch-url", "fetch_url"), ("sdc-ollama-exporter", "ollama_exporter")):
+        path = bin_dir / script
+        path.write_text(
+            f"#!{shutil.which('python3', path='/usr/bin:/bin') or sys.executable}\n"
+            f"import sys\nsys.path.insert(0, {str(ROOT / 'runtime')!r})\n"
+            f"from sdc_runtime.{module} import main\nmain()\n"
+        )
+        path.chmod(0o755)
     bin_dir.chmod(0o755)
     open_to_pod(bin_dir)
     return bin_dir
@@ -100,10 +107,12 @@ def test_ollama_pod_serves_a_model_imported_from_a_url(
         assert json.loads(fetched.stdout.strip().splitlines()[-1])["event"] == "done"
         created = local.run_init(script)
         assert created.returncode == 0, created.stdout + created.stderr
-        main = pod["containers"][0]
+        main, exporter = pod["containers"]
         local.start(main, work / "ollama.log")
+        local.start(exporter, work / "exporter.log")
         local.wait_probe(main, "livenessProbe", timeout=30)
         local.wait_probe(main, "readinessProbe", timeout=30)
+        local.wait_probe(exporter, "readinessProbe", timeout=30)
         status, version = local.http("GET", 11434, "/api/version")
         assert status == 200 and json.loads(version)["version"] == OLLAMA_VERSION
         status, shown = local.http("POST", 11434, "/api/show", {"model": "team/tiny:v1"})
@@ -122,6 +131,12 @@ def test_ollama_pod_serves_a_model_imported_from_a_url(
             {"model": "team/tiny:v1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
         )
         assert status == 200 and json.loads(completion)["choices"][0]["message"]["role"] == "assistant", completion
+        status, page = local.http("GET", 11434, "/metrics")
+        counted = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if "{" in line}
+        assert status == 200 and counted["vllm:request_success_total"] == 2, page
+        assert counted["vllm:prefix_cache_queries_total"] > 0 and counted["vllm:num_requests_running"] == 0, page
+        status, _ = local.http("GET", 11435, "/api/version")
+        assert status == 200, "ollama itself listens on loopback, behind the exporter"
         assert (work / "tmp" / ".ollama").is_dir(), "ollama keeps its key under HOME, on the pod's emptyDir"
         assert (cache / "ollama" / "blobs" / f"sha256-{sha}").stat().st_uid == 1000
     finally:
@@ -134,7 +149,7 @@ def test_ollama_pod_serves_a_model_imported_from_a_url(
         (script,) = again["initContainers"]
         result = second.run_init(script)
         assert result.returncode == 0 and "is in the cache" in result.stdout, result.stdout + result.stderr
-        main = again["containers"][0]
+        main = again["containers"][0]  # the engine alone: its readiness is its own
         second.start(main, tmp_path / "ollama2.log")
         second.wait_probe(main, "readinessProbe", timeout=30)
     finally:

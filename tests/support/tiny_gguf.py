@@ -40,14 +40,16 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def write(path: Path, *, seed: int = 0, embd: int = 64, layers: int = 2, heads: int = 4, ff: int = 128) -> str:
+def write(
+    path: Path, *, seed: int = 0, embd: int = 64, layers: int = 2, heads: int = 4, ff: int = 128, context: int = 512
+) -> str:
     """Write the model to `path`; returns its sha256."""
     rng = np.random.default_rng(seed)
     tokens, scores, types = vocabulary()
     vocab = len(tokens)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("sdc-tiny")
-    writer.add_context_length(512)
+    writer.add_context_length(context)
     writer.add_embedding_length(embd)
     writer.add_block_count(layers)
     writer.add_feed_forward_length(ff)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sdc_operator.builders.common import MODEL_HASH, SPEC_HASH, LocalLLM
+from sdc_operator.builders.service import service
 from sdc_operator.builders.workload import deployment, desired_children, engine_parts, engine_port
 from sdc_operator.plan import source_errors
 from sdc_operator.settings import OperatorSettings
@@ -203,11 +204,13 @@ def containers(obj: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]
             lambda c, i, p: c["command"] == ["ollama"] and c["args"] == ["serve"],
         ),
         (
-            "ollama's private pull server listens on loopback, the serving one on every address",
+            "ollama listens on loopback: the private pull server, and the serving one behind its exporter",
             {"runtime": "ollama", "model": {"name": "gemma2:9b"}},
             lambda c, i, p: (
                 {"name": "OLLAMA_HOST", "value": "127.0.0.1:11434"} in i[0]["env"]
-                and {"name": "OLLAMA_HOST", "value": "0.0.0.0:11434"} in c["env"]
+                and [e["value"] for e in c["env"] if e["name"] == "OLLAMA_HOST"] == ["127.0.0.1:11435"]
+                and "ports" not in c
+                and c["livenessProbe"]["exec"]["command"] == ["ollama", "list"]
             ),
         ),
         (
@@ -356,6 +359,27 @@ def test_cpu_vllm_engine_env_overrides_the_derived_values() -> None:
 def test_engine_port_is_the_port_the_pod_serves(spec: dict[str, Any]) -> None:
     llm = make(spec)
     assert engine_port(llm.spec.runtime) == engine_parts(llm, SETTINGS).port
+
+
+def test_ollama_pod_serves_its_api_port_through_the_exporter() -> None:
+    """The Service's named port is the exporter's; it forwards to ollama on loopback and knows its sequences."""
+    spec = {
+        "runtime": "ollama",
+        "model": {"name": "gemma2:9b", "parameters": {"num_ctx": "4096"}},
+        "engine": {"env": [{"name": "OLLAMA_NUM_PARALLEL", "value": "4"}, {"name": "OLLAMA_DEBUG", "value": "1"}]},
+    }
+    llm = make(spec)
+    deployed = deployment(llm, SETTINGS)
+    pod = deployed["spec"]["template"]["spec"]
+    engine, exporter = pod["containers"]
+    assert engine["name"] == "ollama" and exporter["name"] == "ollama-exporter"
+    assert exporter["image"] == SETTINGS.fetcher_image and exporter["command"] == ["sdc-ollama-exporter"]
+    assert exporter["args"] == ["--listen", "0.0.0.0:11434", "--upstream", "127.0.0.1:11435"]
+    assert exporter["ports"] == [{"name": "http", "containerPort": 11434, "protocol": "TCP"}]
+    assert service(llm, engine_parts(llm, SETTINGS).port)["spec"]["ports"][0]["targetPort"] == "http"
+    assert env_of(exporter) == {"OLLAMA_CONTEXT_LENGTH": "4096", "OLLAMA_NUM_PARALLEL": "4"}
+    assert exporter["securityContext"]["runAsNonRoot"] and exporter["resources"]["limits"]["memory"] == "192Mi"
+    assert deployed["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "11434"
 
 
 def test_children_are_owned_and_hashed() -> None:

@@ -101,10 +101,10 @@ def llm_of(runtime: str, pool: str | None = None) -> dict[str, Any]:
             [(None, "http://gemma.sdc.svc:8000/v1", None)],
         ),
         (
-            "ollama serves no metrics: a replica without metricsUrl",
+            "ollama's metrics come from its pod's exporter, on the same port",
             "ollama",
             [pod("gemma-a", "10.0.0.1")],
-            [("gemma-a", "http://10.0.0.1:8000/v1", None)],
+            [("gemma-a", "http://10.0.0.1:8000/v1", "http://10.0.0.1:8000/metrics")],
         ),
         (
             "an IPv6 pod IP is bracketed",

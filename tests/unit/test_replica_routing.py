@@ -187,6 +187,40 @@ def test_herd_protection_spreads_a_burst_between_scrapes() -> None:
     assert sum(1 for n in in_flight.values() if n) >= 3, in_flight
 
 
+def test_a_conversation_stays_on_its_replica_however_many_turns_it_answered_since_the_scrape() -> None:
+    """Six quick turns before any scrape: the herd count says 6 requests, none of them is still there."""
+    pods = [replica(i) for i in range(4)]
+    chooser = policy({p.name: reading() for p in pods})
+    history = messages(DOC_A, "첫 질문")
+    holder = chooser.choose(pods, lambda _e: 0, hint(history))
+    for turn in range(5):  # each answered before the next is asked: nothing stays in flight
+        history = [*history, {"role": "assistant", "content": "답"}, {"role": "user", "content": f"{turn}번 질문"}]
+        assert chooser.choose(pods, lambda _e: 0, hint(history)).name == holder.name, turn
+    assert chooser.load(holder, 0) == 6 and chooser.load(holder, 0, settled=True) == 0
+
+
+def test_a_conversation_queues_on_its_only_holder_rather_than_start_over() -> None:
+    """A follow-up turn whose history nobody within the bound holds: its holder may go over by up to
+    SLACK x the share of the prompt it holds. A single-turn prompt (a hot document) spills as before."""
+    pods = [replica(i) for i in range(4)]
+    chooser = policy({p.name: reading() for p in pods})
+    history = [*messages(DOC_A, "질문"), {"role": "assistant", "content": "답"}, {"role": "user", "content": "또"}]
+    keys = hint(history)
+    assert keys.follow_up and not hint(messages(DOC_A)).follow_up
+    chooser.index.record(pods[0].name, keys.keys)
+    in_flight = {pods[0].name: 3, pods[1].name: 0, pods[2].name: 0, pods[3].name: 0}
+    # Bound 1.25 x 0.75 + 2 = 2.94 < 3; it holds all of the prompt: stretched to 4.94.
+    assert chooser.choose(pods, lambda e: in_flight[e.name], keys).name == pods[0].name
+    in_flight[pods[0].name] = 7  # past the stretch too (4.19 + 2): recomputing is now cheaper than the queue
+    assert chooser.choose(pods, lambda e: in_flight[e.name], keys).name != pods[0].name
+    # The same load on a single-turn prompt's holder: spilled, so a hot document gets a second replica.
+    single = hint(messages(DOC_A))
+    hot = policy({p.name: reading() for p in pods})
+    hot.index.record(pods[0].name, single.keys)
+    in_flight[pods[0].name] = 3
+    assert hot.choose(pods, lambda e: in_flight[e.name], single).name != pods[0].name
+
+
 def test_router_picks_the_model_by_weight_then_the_replica() -> None:
     router = Router(rng=random.Random(3), replicas=policy())  # noqa: S311 - reproducible choices
     gemma = [replica(i) for i in range(4)]

@@ -1,10 +1,11 @@
 """What lets Prometheus find a model server's own metrics.
 
 vLLM and sdc-runtime serve Prometheus metrics on their API port (`/metrics`:
-tokens, queue, KV-cache use, time to first token); Ollama has none (the
-orchestrator's per-provider figures stand in for it). The pod template carries
-the runtime as a label, which the chart's PodMonitor selects on, and the
-`prometheus.io/*` annotations that annotation-based scrape configs use.
+tokens, queue, KV-cache use, time to first token); Ollama has none of its own,
+and its pod's exporter sidecar serves them on the same port, in vLLM's names
+(builders/ollama.py). The pod template carries the runtime as a label, which
+the chart's PodMonitor selects on, and the `prometheus.io/*` annotations that
+annotation-based scrape configs use.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sdc_operator import GROUP
 from sdc_operator.builders.common import LocalLLM, labels
 
 RUNTIME_LABEL = f"{GROUP}/runtime"
-SERVES_METRICS = ("vllm", "transformers")
+SERVES_METRICS = ("vllm", "transformers", "ollama")
 
 
 def pod_metadata(llm: LocalLLM, port: int) -> dict[str, Any]:

@@ -16,6 +16,14 @@ The serving container's readiness (`ollama show`) only passes for a model that
 is really there. Names and parameters travel in environment variables, never
 through the shell's parser. `ollama serve` takes no arguments (engine.args is
 refused at admission).
+
+Metrics: Ollama serves none, so the pod's API port belongs to a sidecar,
+`sdc-ollama-exporter` (runtime/sdc_runtime/ollama_exporter.py, in the
+runtime/fetcher image): a small reverse proxy that forwards every request to
+`ollama serve` on loopback (ENGINE_PORT) and serves GET /metrics in vLLM's
+names (queue, running, KV use, prefix-cache counters), so the orchestrator
+scores Ollama replicas on their engine's state like vLLM's and sdc-runtime's.
+The Service's named port `http` is the proxy's: nothing reaches Ollama past it.
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ from sdc_operator.builders.resources import engine_resources
 from sdc_operator.settings import OperatorSettings
 from sdc_operator.spec import LocalLLMSpec
 
-PORT = 11434
+PORT = 11434  # the pod's API port: the exporter's, in front of ollama
+ENGINE_PORT = 11435  # `ollama serve`, on loopback only
+EXPORTER_CONTAINER = "ollama-exporter"
 FETCH_CONTAINER = "model-fetch"
 MODELS_DIR = f"{MODEL_MOUNT}/ollama"
 PULL_SCRIPT = """set -eu
@@ -81,6 +91,35 @@ def fetch_container(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]
     }
 
 
+def exporter_container(llm: LocalLLM, settings: OperatorSettings, context: int) -> dict[str, Any]:
+    """The metrics proxy on the pod's API port; it needs ollama's sequences per model and their length."""
+    spec = llm.spec
+    parameters = dict(spec.model.parameters)
+    env = [{"name": "OLLAMA_CONTEXT_LENGTH", "value": str(parameters.get("num_ctx") or context)}]
+    env += [e for e in env_list(spec) if e["name"] == "OLLAMA_NUM_PARALLEL"]  # the user's, as ollama reads it
+    return {
+        "name": EXPORTER_CONTAINER,
+        "image": settings.fetcher_image,
+        "command": ["sdc-ollama-exporter"],
+        "args": ["--listen", f"0.0.0.0:{PORT}", "--upstream", f"127.0.0.1:{ENGINE_PORT}"],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        # Its own page: the proxy's health, not ollama's (the engine container's probes are ollama's).
+        "readinessProbe": {"httpGet": {"path": "/metrics", "port": PORT}, "periodSeconds": 10, "timeoutSeconds": 2},
+        "livenessProbe": {
+            "httpGet": {"path": "/metrics", "port": PORT},
+            "periodSeconds": 15,
+            "failureThreshold": 4,
+            "timeoutSeconds": 5,
+        },
+        # One Python event loop relaying bytes: little CPU, tens of MiB (no CPU limit: throttling would
+        # slow every stream it relays).
+        "resources": {"requests": {"cpu": "50m", "memory": "48Mi"}, "limits": {"memory": "192Mi"}},
+        "securityContext": container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
 def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
     spec = llm.spec
     image = spec.engine.image or settings.ollama_image
@@ -120,23 +159,25 @@ def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         "image": image,
         "command": ["ollama"],
         "args": ["serve"],
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": [*base_env, {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{PORT}"}, *env_list(spec)],
+        # Loopback only: every request comes through the exporter (ours last, though OLLAMA_HOST is refused
+        # in engine.env at admission anyway).
+        "env": [*base_env, *env_list(spec), {"name": "OLLAMA_HOST", "value": f"127.0.0.1:{ENGINE_PORT}"}],
         "resources": engine_resources(spec, settings),
         "volumeMounts": mounts,
+        # The CLI is a client of the server in the same container (its OLLAMA_HOST names it): `show` passes
+        # once the model is there, `list` as long as the server answers (the kubelet cannot reach loopback).
         "readinessProbe": {
-            # The CLI is a client of the server in the same container (OLLAMA_HOST 0.0.0.0 reaches it).
             "exec": {"command": ["ollama", "show", spec.served_name]},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/api/version", "port": PORT},
+            "exec": {"command": ["ollama", "list"]},
             "periodSeconds": 15,
             "failureThreshold": 4,
             "timeoutSeconds": 5,
         },
         "securityContext": container_security(),
     }
-    return EngineParts(container, PORT, inits)
+    return EngineParts(container, PORT, inits, sidecars=[exporter_container(llm, settings, context)])

@@ -1,4 +1,4 @@
-"""What a runtime contributes to the pod: its container, init containers, volumes, port."""
+"""What a runtime contributes to the pod: its container, init containers, sidecars, volumes, port."""
 
 from __future__ import annotations
 
@@ -12,3 +12,5 @@ class EngineParts:
     port: int
     init_containers: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
+    # Containers beside the engine (Ollama's metrics proxy); the engine's container stays the first.
+    sidecars: list[dict[str, Any]] = field(default_factory=list)

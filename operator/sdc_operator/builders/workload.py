@@ -85,7 +85,7 @@ def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
         "enableServiceLinks": False,
         "securityContext": pod_security(),
         "initContainers": parts.init_containers,
-        "containers": [parts.container],
+        "containers": [parts.container, *parts.sidecars],
         "volumes": [
             {"name": "model-cache", "persistentVolumeClaim": model_claim(llm)},
             {"name": "tmp", "emptyDir": {}},

@@ -16,7 +16,12 @@ load, as in consistent hashing with bounded loads (Mirrokni et al.; KubeAI):
    alone: still routed to, never dropped.
 2. The bound is (1 + EPSILON) x the mean load + SLACK. Among the replicas
    within it, the one with the longest cached prefix wins ("affinity");
-   equal matches go to the less loaded, then by chance.
+   equal matches go to the less loaded, then by chance. A conversation's
+   follow-up turn (an assistant message in its history) whose history no
+   replica within the bound holds may go to the replica that holds most of
+   it up to SLACK x that share over the bound (its load counted without the
+   requests it already answered since the scrape): a few requests queued
+   there cost less than recomputing the whole conversation elsewhere.
 3. No replica within the bound holds any of the prompt: a prefix nobody has
    yet goes by rendezvous hashing of its first block to the first replica in
    its order within the bound ("hash"), so concurrent first requests of a
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sdc_orchestrator.backends import Endpoint
@@ -47,17 +52,22 @@ KV_WEIGHT = 2.0  # a full KV cache counts as two more requests: the engine is ab
 
 @dataclass(frozen=True)
 class Hint:
-    """What the policy knows of a request: its prompt's block keys and its first block's stable hash."""
+    """What the policy knows of a request: its prompt's block keys, its first block's stable hash, and
+    whether it continues a conversation (an assistant turn in its messages)."""
 
     keys: tuple[int, ...] = ()
     stable: str | None = None
+    follow_up: bool = False
 
 
 def hint(messages: object) -> Hint:
     text = render(messages)
     if not text:
         return Hint()
-    return Hint(block_keys(text), stable_key(text))
+    follow_up = isinstance(messages, list) and any(
+        isinstance(m, Mapping) and m.get("role") == "assistant" for m in messages
+    )
+    return Hint(block_keys(text), stable_key(text), follow_up)
 
 
 @dataclass
@@ -76,13 +86,16 @@ class ReplicaPolicy:
     def _scraped(self, name: str) -> None:
         self.sent_since_scrape.pop(name, None)
 
-    def load(self, endpoint: Endpoint, in_flight: int) -> float:
+    def load(self, endpoint: Endpoint, in_flight: int, settled: bool = False) -> float:
+        """The replica's load in requests. `settled`: count only the requests sent since the scrape that may
+        still be there (at most the router's in-flight count), not every one sent."""
         reading = self.scraper.signals(endpoint.name) if endpoint.metrics_url else None
         if reading is None:
             return float(in_flight)
-        requests = max(
-            float(in_flight), reading.running + reading.waiting + self.sent_since_scrape.get(endpoint.name, 0)
-        )
+        since = self.sent_since_scrape.get(endpoint.name, 0)
+        if settled:
+            since = min(since, in_flight)
+        requests = max(float(in_flight), reading.running + reading.waiting + since)
         return requests + reading.waiting + KV_WEIGHT * reading.kv_usage  # a waiting request counts twice
 
     def choose(self, replicas: Sequence[Endpoint], in_flight: Callable[[Endpoint], int], request: Hint) -> Endpoint:
@@ -93,6 +106,18 @@ class ReplicaPolicy:
         keys = request.keys
         matches = [self.index.match(e.name, keys) for e in replicas] if keys else [0] * len(replicas)
         best = max((matches[i] for i in within), default=0)
+        if best == 0 and request.follow_up and any(matches):
+            # A conversation's next turn whose history no replica within the bound holds: leaving its holder
+            # means computing all of it again, so the holder may go over the bound by up to `slack` requests
+            # in proportion to the share of the prompt it holds. Only for follow-up turns: a conversation has
+            # one request in flight at a time, and the stretch stays bounded; a hot document (many requests at
+            # once) is better spilled, which puts its prefix on a second replica. The holder's load is judged
+            # settled: the requests it was sent since the scrape include this conversation's own earlier
+            # turns, all answered, which the herd count would still hold against it for up to a second.
+            holder = max(range(len(replicas)), key=lambda i: (matches[i], -loads[i]))
+            settled = self.load(replicas[holder], in_flight(replicas[holder]), settled=True)
+            if settled <= bound + self.slack * matches[holder] / len(keys):
+                within, best = [*within, holder], matches[holder]
         if best > 0:
             chosen = min((i for i in within if matches[i] == best), key=lambda i: (loads[i], self.rng.random()))
             reason = "affinity"
