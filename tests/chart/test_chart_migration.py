@@ -48,7 +48,7 @@ def test_model_pods_dcgm_and_the_cost_panel() -> None:
     )
     podmonitor = kinds(docs, "PodMonitor")[0]
     assert podmonitor["spec"]["namespaceSelector"] == {"any": True}
-    assert podmonitor["spec"]["selector"]["matchExpressions"][0]["values"] == ["vllm", "transformers"]
+    assert podmonitor["spec"]["selector"]["matchExpressions"][0]["values"] == ["vllm", "transformers", "ollama"]
     dcgm = next(d for d in kinds(docs, "ServiceMonitor") if d["metadata"]["name"].endswith("dcgm"))
     assert dcgm["spec"]["namespaceSelector"] == {"matchNames": ["gpu-operator"]}
     dashboard = json.loads(kinds(docs, "ConfigMap")[0]["data"]["sdc.json"])

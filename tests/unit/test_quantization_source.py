@@ -95,20 +95,20 @@ def test_model_from_a_volume_skips_the_download() -> None:
 
 
 @pytest.mark.parametrize(
-    ("runtime", "name", "scraped"),
+    ("runtime", "name", "scraped", "port"),
     [
-        ("vllm", "google/gemma-2-9b-it", True),
-        ("transformers", "google/gemma-2-9b-it", True),
-        ("ollama", "gemma2:9b", False),
+        ("vllm", "google/gemma-2-9b-it", True, "8000"),
+        ("transformers", "google/gemma-2-9b-it", True, "8000"),
+        ("ollama", "gemma2:9b", True, "11434"),  # its exporter sidecar (sdc-ollama-exporter) owns Ollama's port
     ],
 )
-def test_model_pods_say_where_their_metrics_are(runtime: str, name: str, scraped: bool) -> None:
+def test_model_pods_say_where_their_metrics_are(runtime: str, name: str, scraped: bool, port: str) -> None:
     meta = pod_of(make(runtime, name))["metadata"]
     assert meta["labels"]["llm.sdc.dev/runtime"] == runtime
     annotations = meta.get("annotations", {})
     assert (annotations.get("prometheus.io/scrape") == "true") is scraped
     if scraped:
-        assert annotations["prometheus.io/path"] == "/metrics" and annotations["prometheus.io/port"] == "8000"
+        assert annotations["prometheus.io/path"] == "/metrics" and annotations["prometheus.io/port"] == port
 
 
 def test_download_and_load_durations_from_pod_status() -> None:
