@@ -110,7 +110,7 @@ class Batch:
             history = {self.cache_field: past_cache(hits, past, width)} if past else {}
             out = self.model(
                 input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
+                attention_mask=self._prefill_mask(mask, past).to(self.device),
                 position_ids=positions.to(self.device),
                 use_cache=True,
                 logits_to_keep=1,
@@ -144,6 +144,25 @@ class Batch:
             grow_in_place(cache)
         else:
             self._place(newcomers, layer_kv(cache), mask)
+
+    def _prefill_mask(self, mask: Any, past: int) -> Any:
+        """The prefill's attention mask: the 2D one, or for SDPA with padding or a past, its 4D form ready-made.
+
+        Given a padded 2D mask, Transformers builds the 4D one with vmapped mask functions: on CPU a
+        third of a small prefill (22 -> 16 ms for 2 rows of 30 tokens), paid at every join. Query i (column
+        `past + i`) sees the real columns up to its own. A padding query sees nothing real before it, and
+        SDPA must not get a fully masked row (NaNs reach the real rows through that position's keys and
+        values in the next layer): it sees every column instead, as Transformers' own fix does; its output
+        is never read.
+        """
+        import torch
+
+        if not self.sdpa or (not past and bool(mask.all())):
+            return mask  # eager adds its mask, and an unpadded prompt is plain causal (Transformers skips the mask)
+        width = mask.shape[1] - past
+        causal = torch.arange(mask.shape[1])[None, :] <= (past + torch.arange(width))[:, None]
+        full = causal[None, None] & mask.bool()[:, None, None, :]
+        return full | ~full.any(-1, keepdim=True)
 
     def live(self) -> int:
         """Rows still generating (placeholders of ended rows not counted)."""
