@@ -82,45 +82,19 @@ class Batch:
         """Prefill the newcomers together and add them to the batch.
 
         A newcomer whose prompt starts with cached blocks (`prefix_cache.py`) gets their keys and values
-        as its past and prefills only the rest. The newcomers' past is right-aligned on `past` columns
-        and their remaining prompts left-padded on `width` columns, so a row's history may hold padding
-        between its cached prefix and its suffix: the 2D mask and per-row position ids carry that, as
-        they carry left padding.
+        as its past and prefills only the rest (`_prefill`).
         """
-        import torch
-
         prefix = self.prefix_cache
         use_prefix = prefix.enabled and self.joinable
         try:
             hits = [prefix.lookup(r.prompt_ids) if use_prefix else [] for r in newcomers]
-            cached = [len(h) * BLOCK for h in hits]
-            past = max(cached)
-            suffixes = [r.prompt_ids[c:] for r, c in zip(newcomers, cached, strict=True)]
-            width = max(len(s) for s in suffixes)
-            ids = torch.tensor([[self.pad] * (width - len(s)) + s for s in suffixes])
-            mask = torch.tensor(
-                [
-                    [0] * (past - c) + [1] * c + [0] * (width - len(s)) + [1] * len(s)
-                    for s, c in zip(suffixes, cached, strict=True)
-                ]
-            )
-            positions = torch.tensor(
-                [[0] * (width - len(s)) + list(range(c, c + len(s))) for s, c in zip(suffixes, cached, strict=True)]
-            )
-            history = {self.cache_field: past_cache(hits, past, width)} if past else {}
-            out = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=self._prefill_mask(mask, past).to(self.device),
-                position_ids=positions.to(self.device),
-                use_cache=True,
-                logits_to_keep=1,
-                **history,
-            )
+            out, mask = self._prefill(newcomers, hits)
         except Exception as err:
             log.exception("prefill failed")
             for row in newcomers:
                 self._finish(row, "error", err)
             return
+        cached = [len(h) * BLOCK for h in hits]
         stats = self.stats
         for row, c in zip(newcomers, cached, strict=True):
             row.position = len(row.prompt_ids)
@@ -130,7 +104,6 @@ class Batch:
                 stats.prefix_hits.inc(c)
             row.generator = generator_for(row.params, out.logits.device)
         self._emit(newcomers, out.logits[:, -1, :])
-        mask = mask.to(self.device)
         cache = getattr(out, self.cache_field)
         padded = not bool(mask.all())
         if not self.rows:
@@ -138,12 +111,46 @@ class Batch:
             if not self.joinable:
                 prefix.clear()  # sliding or hybrid layers: a prefix's KV is not a plain run of columns
         if self.joinable and prefix.enabled:
-            self._keep_prefixes(newcomers, cache, cached, past + width)
+            self._keep_prefixes(newcomers, cache, cached, mask.shape[1])
         if not self.rows:
             self.rows, self.cache, self.mask, self.padded = newcomers, cache, mask, padded
             grow_in_place(cache)
         else:
             self._place(newcomers, layer_kv(cache), mask)
+
+    def _prefill(self, newcomers: list[Row], hits: list[list[Block]]) -> tuple[Any, Any]:
+        """One forward over the newcomers' uncached prompt tokens: the model's output and their history's 2D mask.
+
+        The newcomers' past (their cached blocks) is right-aligned on `past` columns and their remaining
+        prompts left-padded on `width` columns, so a row's history may hold padding between its cached
+        prefix and its suffix: the 2D mask and per-row position ids carry that, as they carry left padding.
+        """
+        import torch
+
+        cached = [len(h) * BLOCK for h in hits]
+        past = max(cached)
+        suffixes = [r.prompt_ids[c:] for r, c in zip(newcomers, cached, strict=True)]
+        width = max(len(s) for s in suffixes)
+        ids = torch.tensor([[self.pad] * (width - len(s)) + s for s in suffixes])
+        mask = torch.tensor(
+            [
+                [0] * (past - c) + [1] * c + [0] * (width - len(s)) + [1] * len(s)
+                for s, c in zip(suffixes, cached, strict=True)
+            ]
+        )
+        positions = torch.tensor(
+            [[0] * (width - len(s)) + list(range(c, c + len(s))) for s, c in zip(suffixes, cached, strict=True)]
+        )
+        history = {self.cache_field: past_cache(hits, past, width)} if past else {}
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=self._prefill_mask(mask, past).to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=True,
+            logits_to_keep=1,
+            **history,
+        )
+        return out, mask.to(self.device)
 
     def _prefill_mask(self, mask: Any, past: int) -> Any:
         """The prefill's attention mask: the 2D one, or for SDPA with padding or a past, its 4D form ready-made.
