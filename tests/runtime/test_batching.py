@@ -217,7 +217,7 @@ def test_rows_joining_at_different_steps_decode_as_they_would_alone(engine: Engi
 
 def test_growing_cache_layer_matches_the_plain_one() -> None:
     import torch
-    from sdc_runtime.engine import _growing_layer_class
+    from sdc_runtime.kv_cache import growing_layer_class as _growing_layer_class
     from transformers.cache_utils import DynamicLayer
 
     torch.manual_seed(0)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from sdc_runtime.engine import Engine
+from sdc_runtime.prompt import ChatTokenizer
 from sdc_runtime.server import create_app
 
 from tests.support.servers import serve
@@ -230,6 +231,6 @@ def test_chat_prompt_tokenizes_as_the_transformers_tokenizer(engine: Engine) -> 
     for content in contents:
         messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]
         expected: list[int] = []
-        for text, is_content in engine._chat_pieces(messages):
+        for text, is_content in ChatTokenizer(tok).pieces(messages):
             expected += tok(text, add_special_tokens=False, split_special_tokens=is_content)["input_ids"]
         assert engine.chat_prompt(messages) == expected

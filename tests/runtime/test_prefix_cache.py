@@ -156,3 +156,22 @@ def test_churn_rows_take_ended_rows_slots_and_decode_as_alone(engines: tuple[Eng
         assert cached.reused_slots > before, "a newcomer took an ended row's slot"
 
     run(scenario())
+
+
+def test_ready_made_prefill_mask_gives_transformers_own_logits(engines: tuple[Engine, Engine]) -> None:
+    # A padded prefill hands SDPA its 4D mask ready-made (Transformers would build it per join): the
+    # real positions' logits must be exactly those Transformers computes from the 2D mask.
+    import torch
+
+    _, plain = engines
+    batch = plain.scheduler.batch
+    assert batch is not None and batch.sdpa, "the tiny model runs SDPA, the path the ready-made mask is for"
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1], [1] * 8, [0] * 7 + [1], [0, 0, 1, 1, 1, 1, 1, 1]])
+    ids = torch.randint(3, plain.model.config.vocab_size, mask.shape, generator=torch.Generator().manual_seed(1))
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        ours = plain.model(input_ids=ids, attention_mask=batch._prefill_mask(mask, 0), position_ids=positions).logits
+        theirs = plain.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    real = mask.bool()
+    assert torch.equal(ours[real], theirs[real])
+    assert batch._prefill_mask(torch.ones(2, 5, dtype=torch.long), 0).dim() == 2, "unpadded: plain causal"
