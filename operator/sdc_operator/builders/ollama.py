@@ -126,10 +126,12 @@ def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         "volumeMounts": mounts,
         "readinessProbe": {
             # The CLI is a client of the server in the same container (OLLAMA_HOST 0.0.0.0 reaches it).
+            # Every 3 s (was 10): a pod's Ready waits for the next run, part of a scale from zero (#24);
+            # still 30 s of failures before a busy pod is taken out.
             "exec": {"command": ["ollama", "show", spec.served_name]},
-            "periodSeconds": 10,
+            "periodSeconds": 3,
             "timeoutSeconds": 5,
-            "failureThreshold": 3,
+            "failureThreshold": 10,
         },
         "livenessProbe": {
             "httpGet": {"path": "/api/version", "port": PORT},
