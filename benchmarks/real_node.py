@@ -213,6 +213,7 @@ class PodClock:
 
     def __init__(self, release: Release, llm: str, port: int, probe: bool = True) -> None:
         self.release, self.port, self.probe = release, port, probe
+        self.llm = llm
         self.pods: dict[str, PodTimes] = {}
         self.lock = threading.Lock()
         self._probing: set[str] = set()
@@ -270,7 +271,9 @@ class PodClock:
 
     def _document(self, kind: str, cm: dict[str, Any], at: float) -> None:
         doc = json.loads(cm.get("data", {}).get("endpoints.json") or "{}")
-        named = {str(e.get("replica")) for e in doc.get("endpoints", [])}
+        named = {str(e.get("replica")) for e in doc.get("endpoints", []) if e.get("localLLM") == self.llm}
+        for name in named:  # pods published before this clock started
+            self._times(name)
         with self.lock:
             pods = list(self.pods.values())
         for t in pods:

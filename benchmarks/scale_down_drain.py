@@ -17,6 +17,7 @@ import json
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,16 @@ def two_replicas(release: Release, llm: str) -> list[dict[str, Any]]:
 async def keep_busy(release: Release, model: str, stop: asyncio.Event, answers: list[Answer]) -> None:
     async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10)) as client:
 
-        async def client_loop() -> None:
+        async def client_loop(i: int) -> None:
+            n = 0
             while not stop.is_set():
-                answers.append(await one_stream(client, release, model, PROMPT, MAX_TOKENS))
+                # Prompts of their own (a new first block each): the router spreads unseen prefixes over
+                # both replicas, where one repeated prompt would stay with the replica that cached it.
+                n += 1
+                prompt = f"{i}-{n}-{uuid.uuid4().hex[:8]}번 질문. {PROMPT}"
+                answers.append(await one_stream(client, release, model, prompt, MAX_TOKENS))
 
-        await asyncio.gather(*(client_loop() for _ in range(CLIENTS)))
+        await asyncio.gather(*(client_loop(i) for i in range(CLIENTS)))
 
 
 def scale_down_under_load(release: Release, llm: str, model: str, port: int) -> dict[str, Any]:
