@@ -71,7 +71,11 @@ def two_replicas(release: Release, llm: str) -> list[dict[str, Any]]:
 
     def published() -> list[dict[str, Any]] | None:
         pods = [p for p in release.pods(f"llm.sdc.dev/localllm={llm}") if pod_ready(p)]
-        raw = release.kubectl("get", "configmap", f"{release.fullname}-endpoints", "-n", release.ns, "-o", "json")
+        raw = release.kubectl(
+            "get", "configmap", f"{release.fullname}-endpoints", "-n", release.ns, "-o", "json", check=False
+        )
+        if not raw.startswith("{"):  # not published yet
+            return None
         doc = json.loads(json.loads(raw)["data"].get("endpoints.json") or "{}")
         named = {e.get("replica") for e in doc.get("endpoints", [])}
         ok = len(pods) == 2 and all(p["metadata"]["name"] in named for p in pods)
