@@ -13,6 +13,7 @@ operator's Deployment: the operator then rolls the engine pods). Writes benchmar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from benchmarks.scale_from_zero import TINY, prepare_hub
 from tests.conftest import Kubectl, wait_until
 
 CLIENTS = 6
+SERVICE_CLIENTS = 2
 PROMPT = "부산은 어떤 도시인가요? 자세히 설명해 주세요."
 MAX_TOKENS = 48  # long enough that requests are mid-stream when the pod is told to stop
 
@@ -86,30 +88,41 @@ def two_replicas(release: Release, llm: str) -> list[dict[str, Any]]:
     return list(pods)
 
 
-async def keep_busy(release: Release, model: str, stop: asyncio.Event, answers: list[Answer]) -> None:
+async def keep_busy(
+    release: Release, model: str, stop: asyncio.Event, answers: list[Answer], direct: list[Answer], service: str
+) -> None:
+    """CLIENTS through the orchestrator, SERVICE_CLIENTS straight at the LocalLLM's Service (kube-proxy picks
+    the pod: clients of the engine that do not go through the orchestrator)."""
+    via_service = dataclasses.replace(release, base=service, key="")
     async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10)) as client:
 
-        async def client_loop(i: int) -> None:
+        async def client_loop(i: int, target: Release, out: list[Answer]) -> None:
             n = 0
             while not stop.is_set():
                 # Prompts of their own (a new first block each): the router spreads unseen prefixes over
                 # both replicas, where one repeated prompt would stay with the replica that cached it.
                 n += 1
                 prompt = f"{i}-{n}-{uuid.uuid4().hex[:8]}번 질문. {PROMPT}"
-                answers.append(await one_stream(client, release, model, prompt, MAX_TOKENS))
+                out.append(await one_stream(client, target, model, prompt, MAX_TOKENS))
 
-        await asyncio.gather(*(client_loop(i) for i in range(CLIENTS)))
+        await asyncio.gather(
+            *(client_loop(i, release, answers) for i in range(CLIENTS)),
+            *(client_loop(100 + i, via_service, direct) for i in range(SERVICE_CLIENTS)),
+        )
 
 
 def scale_down_under_load(release: Release, llm: str, model: str, port: int) -> dict[str, Any]:
     """2 -> 1 while CLIENTS streams run; every answer counted."""
     clock = PodClock(release, llm, port, probe=False)
     answers: list[Answer] = []
+    direct: list[Answer] = []
+    svc = release.kubectl.get("service", llm, "-n", release.ns)
+    service = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
     load = load_average()
 
     async def scenario() -> float:
         stop = asyncio.Event()
-        task = asyncio.create_task(keep_busy(release, model, stop, answers))
+        task = asyncio.create_task(keep_busy(release, model, stop, answers, direct, service))
         await asyncio.sleep(8)  # both replicas busy
         scaled = time.time()
         await asyncio.to_thread(release.kubectl, "scale", "llm", llm, "-n", release.ns, "--replicas=1")
@@ -138,6 +151,9 @@ def scale_down_under_load(release: Release, llm: str, model: str, port: int) -> 
         "failed": len(failed),
         "errors": Counter(f"{a.status} {a.error[:120]}" for a in failed).most_common(3),
         "per_replica": Counter(a.replica.rsplit("/", 1)[-1] for a in answers),
+        "service_requests": len(direct),
+        "service_failed": sum(a.status != 200 for a in direct),
+        "service_errors": Counter(f"{a.status} {a.error[:120]}" for a in direct if a.status != 200).most_common(3),
         "victim_finished_after_mark": len(after_mark),
         "victim_sent_after_mark": len(sent_after_mark),
         "unpublished_after_mark_s": (victim.unpublished or float("nan")) - (victim.terminating or float("nan")),
@@ -184,6 +200,8 @@ def report(results: dict[int, dict[str, Any]]) -> str:
             r["requests"],
             r["failed"],
             "; ".join(f"{n}x {e}" for e, n in r["errors"]) or "-",
+            f"{r['service_requests']} / {r['service_failed']}",
+            "; ".join(f"{n}x {e}" for e, n in r["service_errors"]) or "-",
             r["victim_finished_after_mark"],
             f"{r['unpublished_after_mark_s']:.2f}",
             f"{r['gone_after_mark_s']:.1f}",
@@ -196,7 +214,8 @@ def report(results: dict[int, dict[str, Any]]) -> str:
             "## Scale-down with requests in flight (`benchmarks/scale_down_drain.py`)",
             "",
             f"Machine: {machine()}. sdc-runtime's tiny model at two replicas on the real node, {CLIENTS} clients "
-            f"keeping streamed chats ({MAX_TOKENS} tokens) in flight through the in-cluster orchestrator while "
+            f"keeping streamed chats ({MAX_TOKENS} tokens) in flight through the in-cluster orchestrator and "
+            f"{SERVICE_CLIENTS} straight at the LocalLLM's Service while "
             "`kubectl scale llm --replicas=1` removes one pod. Preset by the operator's SDC_ENGINE_DRAIN_SECONDS.",
             "",
             table(
@@ -205,6 +224,8 @@ def report(results: dict[int, dict[str, Any]]) -> str:
                     "requests",
                     "failed",
                     "errors",
+                    "straight at the Service: requests / failed",
+                    "their errors",
                     "answered by the leaving pod after its mark",
                     "unpublished after the mark (s)",
                     "pod gone after the mark (s)",

@@ -230,7 +230,8 @@ def two_vllm(release: Release, hub_root: Path) -> tuple[dict[str, str], str, str
             "vllm",
             TINY_VLLM,
             replicas=2,
-            resources={"gpus": 0, "cpu": "1", "memory": "6Gi"},
+            # Two on the real node's 2 cores beside the chart's pods: 600m each (one OpenMP thread).
+            resources={"gpus": 0, "cpu": "600m", "memory": "6Gi"},
             engine={"maxModelLen": 4096},
         )
     )
@@ -305,7 +306,7 @@ def report(rows: list[dict[str, Any]], docs: int, per_doc: int, clients: int) ->
         [
             "## Two real vLLM CPU replicas, shared-prefix Korean RAG (`benchmarks/vllm_prefix_real.py`)",
             "",
-            f"Machine: {machine()}. Two pods of one vLLM LocalLLM (the CPU image, a tiny Llama, max-model-len 4096) "
+            f"Machine: {machine()}. Two pods of one vLLM LocalLLM (the CPU image, a tiny Llama, max-model-len 4096, 600m CPU and 6Gi each) "
             f"on the real node; {docs} documents ({PASSAGES_PER_DOC} passages each, the system message) x {per_doc} "
             f"questions from {clients} clients, closed loop, {MAX_TOKENS} tokens per answer. Hit rate: the engines' "
             "own counters (vllm:prefix_cache_hits_total / queries_total, deltas over both pods, tokens). Load "
