@@ -6,7 +6,7 @@
 The issue's workload on real engines: 24 Korean documents (passages of benchmarks/data, the document as
 the system message) x 6 questions each, sent by 4 clients (closed loop: each sends its next request when
 its answer is done), in one shuffled order that every policy replays. Two replicas of one vLLM LocalLLM
-(`vllm serve` of the CPU image, a tiny Llama from the in-cluster hub) on the real node; the requests go
+(`vllm serve` of the CPU image, a random Llama of 4 layers x 512 from the in-cluster hub) on the real node; the requests go
 from this machine to the pods:
 
 - service: the LocalLLM's Service (kube-proxy picks the pod: what the orchestrator did before #23)
@@ -50,10 +50,15 @@ from sdc_orchestrator.routing.scrape import Scraper
 from benchmarks.common import machine, percentile, table, write_report
 from benchmarks.engine_sim import SYSTEM, passages, questions
 from benchmarks.real_node import Release, cluster_kubeconfig, load_average, localllm, new_release, pod_ready
-from benchmarks.scale_from_zero import TINY_VLLM, prepare_hub
+from benchmarks.scale_from_zero import prepare_hub
+from hack import hub
 from tests.conftest import Kubectl, wait_until
 
 LLM = "rag"
+# A model big enough that prefill costs what a cache hit saves (the hub's vLLM test model, 2 layers of 256,
+# prefilled 1,500 tokens in a few ms: TTFT was all noise). Random weights; only the shape matters here.
+RAG_MODEL = "sdc/rag-vllm"
+RAG_SHAPE = {"hidden_size": 512, "heads": 16, "kv_heads": 4, "layers": 4}
 PORT = 8000
 MAX_TOKENS = 8
 PASSAGES_PER_DOC = 8
@@ -228,7 +233,7 @@ def two_vllm(release: Release, hub_root: Path) -> tuple[dict[str, str], str, str
             LLM,
             release.ns,
             "vllm",
-            TINY_VLLM,
+            RAG_MODEL,
             replicas=2,
             # Two on the real node's 2 cores beside the chart's pods: 600m each (one OpenMP thread).
             resources={"gpus": 0, "cpu": "600m", "memory": "6Gi"},
@@ -245,7 +250,7 @@ def two_vllm(release: Release, hub_root: Path) -> tuple[dict[str, str], str, str
     svc = release.kubectl.get("service", LLM, "-n", release.ns)
     service = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
     llm = release.kubectl.get("llm", LLM, "-n", release.ns)
-    return pods, service, str(llm["status"].get("servedModelName") or TINY_VLLM)
+    return pods, service, str(llm["status"].get("servedModelName") or RAG_MODEL)
 
 
 async def measure(
@@ -306,7 +311,7 @@ def report(rows: list[dict[str, Any]], docs: int, per_doc: int, clients: int) ->
         [
             "## Two real vLLM CPU replicas, shared-prefix Korean RAG (`benchmarks/vllm_prefix_real.py`)",
             "",
-            f"Machine: {machine()}. Two pods of one vLLM LocalLLM (the CPU image, a tiny Llama, max-model-len 4096, 600m CPU and 6Gi each) "
+            f"Machine: {machine()}. Two pods of one vLLM LocalLLM (the CPU image, a random Llama of 4 layers x 512, max-model-len 4096, 600m CPU and 6Gi each) "
             f"on the real node; {docs} documents ({PASSAGES_PER_DOC} passages each, the system message) x {per_doc} "
             f"questions from {clients} clients, closed loop, {MAX_TOKENS} tokens per answer. Hit rate: the engines' "
             "own counters (vllm:prefix_cache_hits_total / queries_total, deltas over both pods, tokens). Load "
@@ -346,6 +351,7 @@ def main() -> int:
     kubectl = Kubectl(kubeconfig)
     with tempfile.TemporaryDirectory(prefix="sdc-rag-hub-") as tmp:
         hub_root = prepare_hub(Path(tmp))
+        hub.prepare(hub_root, {RAG_MODEL: 1}, shapes={RAG_MODEL: RAG_SHAPE})
         release = new_release(kubectl, kubeconfig, "rag")
         try:
             release.install(hub_root)
