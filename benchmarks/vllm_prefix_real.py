@@ -6,8 +6,8 @@
 The issue's workload on real engines: 24 Korean documents (passages of benchmarks/data, the document as
 the system message) x 6 questions each, sent by 4 clients (closed loop: each sends its next request when
 its answer is done), in one shuffled order that every policy replays. Two replicas of one vLLM LocalLLM
-(`vllm serve` of the CPU image, a random Llama of 4 layers x 512 from the in-cluster hub) on the real node; the requests go
-from this machine to the pods:
+(`vllm serve` of the CPU image, a random Llama of 4 layers x 512 from the in-cluster hub) on the real
+node; the requests go from this machine to the pods:
 
 - service: the LocalLLM's Service (kube-proxy picks the pod: what the orchestrator did before #23)
 - least-load: the pod with the fewest requests in flight from here (random ties)
