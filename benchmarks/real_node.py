@@ -93,7 +93,7 @@ class Release:
 
     @property
     def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
     def install(self, hub_root: Path) -> None:
         values = [
