@@ -4,8 +4,8 @@ What the simulated tests cannot show: the chart's orchestrator, in its pod, hold
 sdc-runtime LocalLLM at zero, asks for one replica exactly once (counted in the API server's audit log
 when the cluster runs with SDC_CLUSTER_AUDIT=1, else in the orchestrator's own metric), and sends them all
 to the real pod once it is Ready: none lost, no 5xx. Then the same LocalLLM at two replicas is scaled to
-one while six clients keep streams in flight: the leaving pod's preStop pause (the operator's default)
-lets it leave the published replicas before its engine stops, so no request fails.
+one while six clients keep streams in flight through the orchestrator: the leaving pod leaves the published
+replicas within its preStop pause (the operator's default), before its engine stops, and no request fails.
 
 The harness is shared with `make bench` (benchmarks/scale_from_zero.py, benchmarks/scale_down_drain.py),
 which prints the time to first answer from zero and its split.
@@ -80,6 +80,9 @@ def test_scale_down_with_requests_in_flight_loses_none(release: Release) -> None
     print(f"\n2 -> 1 under load: {result}")
     assert result["requests"] >= 20, "the clients barely ran"
     assert result["failed"] == 0, result["errors"]
+    # Clients straight at the Service are measured, not asserted: a keep-alive connection kube-proxy pinned
+    # to the leaving pod can be closed by its engine's shutdown as the next request goes out (REPORT.md).
+    assert result["service_requests"] > 0
     # The leaving pod left the published replicas while its engine still served (the preStop pause).
     assert result["unpublished_after_mark_s"] < scale_down_drain_pause(), result
     assert len(result["per_replica"]) == 2, "both replicas served before the scale-down"
