@@ -226,8 +226,13 @@ async def run_policy(
     return outcome, hits / queries if queries else float("nan"), load
 
 
-def two_vllm(release: Release, hub_root: Path) -> tuple[dict[str, str], str, str]:
-    """The vLLM LocalLLM at two Ready replicas: {pod: ip}, its Service URL, the served model name."""
+def two_vllm(release: Release, hub_root: Path, kv_blocks: int = 0) -> tuple[dict[str, str], str, str]:
+    """The vLLM LocalLLM at two Ready replicas: {pod: ip}, its Service URL, the served model name.
+    `kv_blocks` > 0: each engine's KV cache held to that many blocks of 128 tokens (caches smaller than the
+    working set, as in the issue's measurement)."""
+    engine: dict[str, Any] = {"maxModelLen": 4096}
+    if kv_blocks:
+        engine["args"] = ["--block-size=128", f"--num-gpu-blocks-override={kv_blocks}"]
     release.kubectl.apply(
         localllm(
             LLM,
@@ -237,7 +242,7 @@ def two_vllm(release: Release, hub_root: Path) -> tuple[dict[str, str], str, str
             replicas=2,
             # Two on the real node's 2 cores beside the chart's pods: 600m each (one OpenMP thread).
             resources={"gpus": 0, "cpu": "600m", "memory": "6Gi"},
-            engine={"maxModelLen": 4096},
+            engine=engine,
         )
     )
     ready = wait_until(
@@ -343,6 +348,7 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=6)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="leave the release installed (iterating)")
+    parser.add_argument("--kv-blocks", type=int, default=0, help="each engine's KV cache in 128-token blocks")
     args = parser.parse_args()
     kubeconfig = cluster_kubeconfig()
     if kubeconfig is None:
@@ -355,7 +361,7 @@ def main() -> int:
         release = new_release(kubectl, kubeconfig, "rag")
         try:
             release.install(hub_root)
-            pods, service, model = two_vllm(release, hub_root)
+            pods, service, model = two_vllm(release, hub_root, args.kv_blocks)
             rows = asyncio.run(measure(pods, service, model, release.ns, args.docs, args.questions, args.clients))
         finally:
             if not args.keep:
