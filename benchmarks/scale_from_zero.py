@@ -16,7 +16,8 @@ request). The split, each step timed by watch events as they arrive here:
     schedule   pod created -> bound to the node
     image      bound -> first container running (sandbox; the image was already on the node: kubelet's event)
     download   the init container fetching the model from the in-cluster hub (0 when none: Ollama pulls itself)
-    engine     serving container running -> its /health answers (probed from here every 0.1 s)
+    engine     serving container running -> its /health answers (probed from here every 0.1 s; Ollama
+               has no /health: its engine step runs to Ready and readiness reads 0)
     readiness  /health answers -> pod Ready (the kubelet's probe period)
     publish    pod Ready -> the operator's endpoints document names the pod
     route      published -> the first token at a client (the orchestrator's watch, its hold poll, generation)
