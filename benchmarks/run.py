@@ -26,7 +26,7 @@ SCRIPTS = [
     # each says so and skips when it is not up.
     ("scale_from_zero", ["benchmarks/scale_from_zero.py", "transformers", "vllm", "ollama"]),
     ("scale_down_drain", ["benchmarks/scale_down_drain.py"]),
-    ("vllm_prefix_real", ["benchmarks/vllm_prefix_real.py"]),
+    ("vllm_prefix_real", ["benchmarks/vllm_prefix_real.py", "--kv-blocks", "96"]),
 ]
 
 
