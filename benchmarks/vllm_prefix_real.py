@@ -1,7 +1,7 @@
 """Two real vLLM CPU replicas under a shared-prefix Korean RAG workload: the Service, least-load and ours (#23, 5a).
 
     python hack/cluster.py up && python hack/images.py   # the real node, the vLLM CPU image on it
-    python benchmarks/vllm_prefix_real.py [--docs 24] [--questions 6] [--clients 4]
+    python benchmarks/vllm_prefix_real.py [--docs 24] [--questions 6] [--clients 4] [--kv-blocks 96]
 
 The issue's workload on real engines: 24 Korean documents (passages of benchmarks/data, the document as
 the system message) x 6 questions each, sent by 4 clients (closed loop: each sends its next request when
@@ -18,9 +18,10 @@ Reported per policy: the engines' own prefix-cache hit rate (deltas of vllm:pref
 vllm:prefix_cache_queries_total summed over both pods, in tokens), TTFT p50/p90 as the client saw it
 (streamed), the largest share one pod got, failures, and the load average. Each policy gets documents of
 its own (the same passages, a different document number in the first block), so no policy is served
-from the cache an earlier one filled. The engines' caches are vLLM's CPU default (1 GiB of KV each):
-they hold every document here, so round-robin's misses are each document's first visit to each pod,
-where the issue's simulated caches (engine_sim.py) held a third of the prompts.
+from the cache an earlier one filled. Without --kv-blocks the engines' caches are vLLM's CPU default
+(1 GiB of KV each): they hold every document, so round-robin's misses are only each document's first visit
+to each pod. `--kv-blocks 96` (what `make bench` runs) holds each cache to 96 blocks of 128 tokens, about a
+third of the documents' tokens: the issue's setting (engine_sim.py's simulated caches likewise).
 
 Skips (exit 0 with a message) without the cluster's real node. Writes benchmarks/out/vllm_prefix_real.md.
 """
