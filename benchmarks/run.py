@@ -22,6 +22,11 @@ SCRIPTS = [
     ("retrieval", ["benchmarks/retrieval_eval.py"]),
     ("routing", ["benchmarks/engine_sim.py"]),
     ("route_decision", ["benchmarks/route_decision.py"]),
+    # On the local cluster's real node (`python hack/cluster.py up`, SDC_CLUSTER_AUDIT=1 to count API writes);
+    # each says so and skips when it is not up.
+    ("scale_from_zero", ["benchmarks/scale_from_zero.py", "transformers", "vllm", "ollama"]),
+    ("scale_down_drain", ["benchmarks/scale_down_drain.py"]),
+    ("vllm_prefix_real", ["benchmarks/vllm_prefix_real.py", "--kv-blocks", "96"]),
 ]
 
 

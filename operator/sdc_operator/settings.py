@@ -99,6 +99,13 @@ class OperatorSettings(BaseSettings):
         description="Field managers (an HPA acts as kube-controller-manager) whose Deployment replicas the operator "
         "leaves alone instead of reverting.",
     )
+    engine_drain_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=300,
+        description="Seconds an engine pod keeps serving after it is marked for deletion (its preStop pause), "
+        "while it leaves the Service and the published replicas; 0: no pause (SIGTERM at once).",
+    )
     api_timeout_s: float = Field(default=20, gt=0, description="Timeout of every Kubernetes API call.")
     service_creation_concurrency: int = Field(
         default=4,

@@ -110,10 +110,11 @@ class Autoscale:
     target_waiting: float = 4.0
 
 
-def published_autoscaling(path: Path) -> dict[str, Autoscale]:
-    """`name` -> autoscaling of the published entries that carry it (an older operator publishes none)."""
+def published_autoscaling(path: Path | str) -> dict[str, Autoscale]:
+    """`name` -> autoscaling of the published entries that carry it (an older operator publishes none);
+    `path` a file or the document's text."""
     out = {}
-    for item in json.loads(path.read_text()).get("endpoints", []):
+    for item in json.loads(path.read_text() if isinstance(path, Path) else path).get("endpoints", []):
         auto = item.get("autoscaling")
         if isinstance(auto, dict) and item.get("name"):
             out[str(item["name"])] = Autoscale(
@@ -125,9 +126,12 @@ def published_autoscaling(path: Path) -> dict[str, Autoscale]:
     return out
 
 
-def published_unready(path: Path, namespaces: frozenset[str] | None = None, pool: str | None = None) -> list[Dormant]:
-    """The `unready` entries meant for this release; a document without them (an older operator) has none."""
-    data = json.loads(path.read_text())
+def published_unready(
+    path: Path | str, namespaces: frozenset[str] | None = None, pool: str | None = None
+) -> list[Dormant]:
+    """The `unready` entries meant for this release; a document without them (an older operator) has none;
+    `path` a file or the document's text."""
+    data = json.loads(path.read_text() if isinstance(path, Path) else path)
     out = []
     for item in data.get("unready") or []:
         namespace = str(item.get("namespace") or "")
@@ -200,18 +204,19 @@ class EndpointRegistry:
 
     def set_api_document(self, document: str | None) -> None:
         """The ConfigMap's endpoints document as the API has it now (None: the ConfigMap or key is gone)."""
+        namespaces, pool = self.settings.route_namespaces(), self.settings.sdc_route_pool
         try:
-            published = (
-                published_endpoints(document, self.settings.route_namespaces(), self.settings.sdc_route_pool)
-                if document is not None
-                else []
-            )
+            published = published_endpoints(document, namespaces, pool) if document is not None else []
+            # The models at zero and the autoscaling bounds come from the same document: without them a
+            # request for a model at zero was a 404 and idle models never scaled down once the watch ran.
+            unready = published_unready(document, namespaces, pool) if document is not None else []
+            autoscaling = published_autoscaling(document) if document is not None else {}
         except (ValueError, KeyError, TypeError) as err:
             log.warning("ignoring an unreadable endpoints document from the API: %s", err)
             return
         if not self._from_api or published != self._published:
             log.info("endpoints from the API: %d published", len(published))
-        self._published, self._from_api = published, True
+        self._published, self._unready, self._autoscaling, self._from_api = published, unready, autoscaling, True
 
     def api_down(self) -> None:
         """The watch stopped: the mounted file (reread at once) serves until it is back."""

@@ -137,3 +137,58 @@ def test_no_watch_without_a_name_or_api_access(tmp_path: Path) -> None:
         assert start_endpoint_watch(named, registry) is None  # not in a pod: no token, no watch
 
     asyncio.run(check())
+
+
+def test_models_at_zero_and_autoscaling_come_through_the_watch(tmp_path: Path) -> None:
+    """Found on the real node: with the watch on (the chart's default), only `endpoints` was taken from the
+    API's document, so a model at zero (the `unready` key) was a 404 instead of being held and woken, and
+    the autoscaler never saw any model's bounds."""
+    mounted = tmp_path / "endpoints.json"
+    mounted.write_text(json.dumps({"endpoints": []}))
+    token = tmp_path / "token"
+    token.write_text("token\n")
+    asleep = {
+        "endpoints": [
+            {
+                **json.loads(document("awake"))["endpoints"][0],
+                "autoscaling": {"minReplicas": 0, "maxReplicas": 2, "scaleDownDelaySeconds": 60},
+            }
+        ],
+        "unready": [
+            {
+                "name": f"{NS}/asleep",
+                "namespace": NS,
+                "localLLM": "asleep",
+                "runtime": "transformers",
+                "model": "sdc/tiny",
+                "replicas": 0,
+                "atZero": True,
+                "phase": "Pending",
+            }
+        ],
+    }
+    api = FakeApi(json.dumps(asleep))
+    settings = OrchestratorSettings(
+        llm_service_type="none", sdc_endpoints_file=mounted, sdc_namespace=NS, sdc_endpoints_configmap=NAME
+    )
+    registry = EndpointRegistry(settings)
+    assert registry.dormant("sdc/tiny") is None
+
+    async def scenario(base: str) -> None:
+        task = start_endpoint_watch(settings, registry, ApiAccess(base, token, tmp_path / "no-ca.crt"))
+        assert task is not None
+        try:
+            await until(lambda: registry.dormant("sdc/tiny") is not None)
+            dormant = registry.dormant("sdc/tiny")
+            assert dormant is not None and (dormant.local_llm, dormant.at_zero) == ("asleep", True)
+            assert (auto := registry.autoscaling(f"{NS}/awake")) is not None and auto.min_replicas == 0
+            # Woken: the model leaves `unready` through the next event.
+            api.events.put({"type": "MODIFIED", "object": configmap(document("awake"), "2")})
+            await until(lambda: registry.dormant("sdc/tiny") is None)
+            assert registry.autoscaling(f"{NS}/awake") is None
+        finally:
+            task.cancel()
+            api.events.put(None)
+
+    with serve(api.app) as base:
+        asyncio.run(scenario(base))

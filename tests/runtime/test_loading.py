@@ -106,3 +106,29 @@ def test_quantization_on_cpu_is_a_clear_startup_error(tiny_model_dir: Path) -> N
     )
     assert out.returncode == 2
     assert "needs a CUDA GPU" in out.stderr
+
+
+def test_a_loaded_engine_is_warmed_up_before_it_says_so(tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Scale from zero (#24): the held requests all land on the first forward passes of a fresh pod; torch's
+    lazy set-up is paid before /health reports the model loaded, and a warm-up failure never fails the load."""
+    import logging
+
+    from sdc_runtime.engine import Engine
+
+    engine = Engine(tiny_model_dir, options=LoadOptions(device="cpu"))
+    with caplog.at_level(logging.INFO, logger="sdc_runtime.engine"):
+        engine.load()
+    assert engine.loaded.is_set()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("warmed up in") for m in messages), messages
+    # A model whose forward pass fails still loads (warm-up skipped, said so).
+    broken = Engine(tiny_model_dir, options=LoadOptions(device="cpu"))
+
+    def no_template(_messages: object) -> list[int]:
+        raise RuntimeError("no template")
+
+    broken.chat_prompt = no_template  # type: ignore[method-assign,assignment]
+    with caplog.at_level(logging.INFO, logger="sdc_runtime.engine"):
+        broken.load()
+    assert broken.loaded.is_set()
+    assert any("warm-up skipped: no template" in r.getMessage() for r in caplog.records)

@@ -464,3 +464,22 @@ def test_allow_list() -> None:
     assert "not an allowed source" in source_errors(other, strict)[0]
     ollama = LocalLLMSpec.model_validate({"runtime": "ollama", "model": {"name": "llama3:8b"}})
     assert source_errors(ollama, strict)
+
+
+@pytest.mark.parametrize(
+    ("drain", "want_hook", "want_grace"),
+    [
+        (None, {"preStop": {"sleep": {"seconds": 10}}}, 70),  # the default
+        (0, None, 60),  # turned off: SIGTERM at once, the in-flight time kept
+        (25, {"preStop": {"sleep": {"seconds": 25}}}, 85),
+    ],
+)
+def test_engine_pods_drain_before_they_stop(drain: int | None, want_hook: Any, want_grace: int) -> None:
+    """Scale-down (#24): the engine keeps serving while it leaves the endpoints; the grace period covers the
+    pause and the requests still running after SIGTERM. Every runtime alike."""
+    settings = SETTINGS if drain is None else OperatorSettings(engine_drain_seconds=drain)
+    for spec in (vllm(), cpu_vllm(memory="8Gi", cpu="2"), {"runtime": "transformers", "model": {"name": "sdc/tiny"}}):
+        pod = deployment(make(spec), settings)["spec"]["template"]["spec"]
+        container, _ = containers(deployment(make(spec), settings))
+        assert container.get("lifecycle") == want_hook, spec
+        assert pod["terminationGracePeriodSeconds"] == want_grace

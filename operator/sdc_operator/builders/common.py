@@ -139,6 +139,9 @@ def env_list(spec: LocalLLMSpec) -> list[dict[str, Any]]:
     return out
 
 
+STARTUP_PERIOD_S = 2
+
+
 def http_probe(path: str, port: int, *, period: int, failures: int, initial: int = 0) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": port},
@@ -180,9 +183,15 @@ def openai_server_container(
             *(extra_mounts or []),
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-        # Loading weights can take many minutes: only the startup probe runs until it is done.
-        "startupProbe": http_probe("/health", port, period=10, failures=startup_failures),
-        "readinessProbe": http_probe("/health", port, period=5, failures=3),
+        # Loading weights can take many minutes: only the startup probe runs until it is done
+        # (`startup_failures` counts 10 s periods: the same budget at a shorter period). Short periods
+        # because a pod's Ready waits for the startup probe's next run and then the readiness probe's: at
+        # 10 s and 5 s that was up to 15 s of a scale from zero (#24) spent after the engine could serve;
+        # /health is cheap. The readiness probe still needs 16 s of failures to take a busy pod out.
+        "startupProbe": http_probe(
+            "/health", port, period=STARTUP_PERIOD_S, failures=startup_failures * 10 // STARTUP_PERIOD_S
+        ),
+        "readinessProbe": http_probe("/health", port, period=2, failures=8),
         "livenessProbe": http_probe("/health", port, period=15, failures=4),
         "securityContext": container_security(),
         # The log's tail becomes the termination message: a CUDA out-of-memory reaches the status (status.py).

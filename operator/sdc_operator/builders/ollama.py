@@ -167,10 +167,12 @@ def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         # The CLI is a client of the server in the same container (its OLLAMA_HOST names it): `show` passes
         # once the model is there, `list` as long as the server answers (the kubelet cannot reach loopback).
         "readinessProbe": {
+            # Every 3 s (was 10): a pod's Ready waits for the next run, part of a scale from zero (#24);
+            # still 30 s of failures before a busy pod is taken out.
             "exec": {"command": ["ollama", "show", spec.served_name]},
-            "periodSeconds": 10,
+            "periodSeconds": 3,
             "timeoutSeconds": 5,
-            "failureThreshold": 3,
+            "failureThreshold": 10,
         },
         "livenessProbe": {
             "exec": {"command": ["ollama", "list"]},

@@ -34,6 +34,24 @@ from sdc_operator.builders.transformers import transformers_parts
 from sdc_operator.builders.vllm import vllm_parts
 from sdc_operator.settings import OperatorSettings
 
+# Drain on scale-down (#24): when a pod is deleted (scale-down, rollout), the kubelet first runs the preStop
+# hook and only then sends SIGTERM. For settings.engine_drain_seconds (10 by default) the engine keeps
+# serving while the pod, now terminating, leaves the Service's endpoints (kube-proxy) and the operator's
+# published replicas (publish.pod_ready excludes a pod with a deletionTimestamp; the orchestrator follows the
+# ConfigMap through its watch within about a second), so no new request goes to an engine that has stopped
+# listening. SIGTERM then stops the engine's HTTP server gracefully (uvicorn: no new connections, in-flight
+# requests finish); the grace period leaves IN_FLIGHT_SECONDS beyond the pause for the requests still
+# running before SIGKILL. The `sleep` action is the kubelet's own (GA in v1.34, on by default since v1.30):
+# no shell needed in the engine image.
+IN_FLIGHT_SECONDS = 60
+
+
+def drain_on_stop(container: dict[str, Any], seconds: int) -> dict[str, Any]:
+    """A serving container with its preStop pause (none when `seconds` is 0)."""
+    if seconds <= 0 or "lifecycle" in container:
+        return container
+    return {**container, "lifecycle": {"preStop": {"sleep": {"seconds": seconds}}}}
+
 
 @dataclass(frozen=True)
 class RuntimeEntry:
@@ -85,13 +103,15 @@ def deployment(llm: LocalLLM, settings: OperatorSettings) -> dict[str, Any]:
         "enableServiceLinks": False,
         "securityContext": pod_security(),
         "initContainers": parts.init_containers,
-        "containers": [parts.container, *parts.sidecars],
+        # The pause on every serving container: Ollama's exporter sidecar takes its traffic, so it must
+        # outlive the unpublishing as the engine does.
+        "containers": [drain_on_stop(c, settings.engine_drain_seconds) for c in (parts.container, *parts.sidecars)],
         "volumes": [
             {"name": "model-cache", "persistentVolumeClaim": model_claim(llm)},
             {"name": "tmp", "emptyDir": {}},
             *parts.volumes,
         ],
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": settings.engine_drain_seconds + IN_FLIGHT_SECONDS,
     }
     if sched.node_selector:
         pod["nodeSelector"] = dict(sched.node_selector)
