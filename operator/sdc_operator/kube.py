@@ -288,7 +288,7 @@ async def pod_log_tail(namespace: str, pod: str, container: str, *, lines: int, 
             params=params,
             headers=_headers(None, accept="text/plain"),
         ) as response:
-            raw = await response.content.read(limit_bytes)
+            raw = await response.read()  # bounded by limitBytes on the server's side
             if response.status >= 400:
                 raise ApiError(response.status, _status_message(raw, response.reason or str(response.status)))
     except (aiohttp.ClientError, TimeoutError, OSError) as err:

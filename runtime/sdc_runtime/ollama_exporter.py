@@ -215,6 +215,18 @@ class Proxy:
         self.tracker = tracker
         self.upstream = upstream
         self.max_body = max_body
+        self.active = 0  # exchanges forwarded to ollama and not yet answered in full
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until no exchange is in flight (at most `timeout_s`); whether that happened."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         carry = b""
@@ -278,6 +290,8 @@ class Proxy:
             await self.metrics(writer, keep)
             return keep, b""
         flight = self.tracker.start(path, body) if method == "POST" else None
+        self.active += 1
+        self.idle.clear()
         # Watch the client while Ollama works: EOF means it went away (drop the request upstream too);
         # a byte means it sent its next request early (kept for the next head).
         watch: asyncio.Task[bytes] = asyncio.ensure_future(reader.read(1))
@@ -295,6 +309,9 @@ class Proxy:
             finally:
                 up_writer.close()
         finally:
+            self.active -= 1
+            if not self.active:
+                self.idle.set()
             if flight is not None:
                 self.tracker.finish(flight)
             if not watch.done():
@@ -410,6 +427,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="tokens per sequence, as OLLAMA_CONTEXT_LENGTH (default: that variable, else 4096)",
     )
     parser.add_argument("--max-body-bytes", type=int, default=32 << 20)
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=45.0,
+        help="at SIGTERM: stop accepting, then wait this long for the answers in flight (default 45 s; the pod's "
+        "grace period and ollama's own later stop cover it)",
+    )
     return parser.parse_args(argv)
 
 
@@ -436,6 +460,12 @@ async def serve(args: argparse.Namespace, ready: Callable[[int], None] | None = 
             loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+        # Drain: no new connection, the answers in flight finish (returning from here would cancel every
+        # client task: asyncio.run cancels what is left). The pod's engine container stops later (its own
+        # longer preStop pause), so ollama is still there to finish them.
+        server.close()
+        if not await proxy.drained(args.drain_timeout):
+            log.warning("stopping with %d answers still in flight after %.0fs", proxy.active, args.drain_timeout)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -211,3 +211,43 @@ def test_an_unreachable_ollama_is_a_502_naming_it_and_metrics_still_answer() -> 
         conn.request("GET", "/metrics")
         page = conn.getresponse().read().decode()
         assert 'vllm:num_requests_running{model_name="tiny:latest"} 0' in page  # the failed request is not in flight
+
+
+def test_at_sigterm_the_exporter_stops_accepting_and_finishes_the_answers_in_flight(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A pod's stop (#24's drain): after its pause the exporter gets SIGTERM while a long answer streams. The
+    answer reaches its end (asyncio.run would otherwise cancel the relay mid-stream), a new connection is
+    refused at once, and the exporter exits when the answer is done."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.ollama_serve import ROOT, wait_http
+
+    with ollama(tmp_path_factory.mktemp("ollama-drain")) as server:
+        port = free_port()
+        args = ["--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{server.port}", "--drain-timeout", "30"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sdc_runtime.ollama_exporter", *args],
+            env={**os.environ, "PYTHONPATH": str(ROOT / "runtime")},
+        )
+        try:
+            wait_http(port, "/metrics")
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            long = {"model": "tiny", "prompt": "hello", "stream": True, "options": LONG}
+            conn.request("POST", "/api/generate", json.dumps(long))
+            resp = conn.getresponse()
+            resp.readline()  # streaming
+            proc.terminate()
+            time.sleep(0.3)
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            assert proc.poll() is None, "the exporter waits for the answer in flight"
+            lines = resp.read().splitlines()
+            assert lines and json.loads(lines[-1])["done"] is True, lines[-1:]
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)

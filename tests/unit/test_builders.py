@@ -374,7 +374,7 @@ def test_ollama_pod_serves_its_api_port_through_the_exporter() -> None:
     engine, exporter = pod["containers"]
     assert engine["name"] == "ollama" and exporter["name"] == "ollama-exporter"
     assert exporter["image"] == SETTINGS.fetcher_image and exporter["command"] == ["sdc-ollama-exporter"]
-    assert exporter["args"] == ["--listen", "0.0.0.0:11434", "--upstream", "127.0.0.1:11435"]
+    assert exporter["args"][:4] == ["--listen", "0.0.0.0:11434", "--upstream", "127.0.0.1:11435"]
     assert exporter["ports"] == [{"name": "http", "containerPort": 11434, "protocol": "TCP"}]
     assert service(llm, engine_parts(llm, SETTINGS).port)["spec"]["ports"][0]["targetPort"] == "http"
     assert env_of(exporter) == {"OLLAMA_CONTEXT_LENGTH": "4096", "OLLAMA_NUM_PARALLEL": "4"}
@@ -483,3 +483,24 @@ def test_engine_pods_drain_before_they_stop(drain: int | None, want_hook: Any, w
         container, _ = containers(deployment(make(spec), settings))
         assert container.get("lifecycle") == want_hook, spec
         assert pod["terminationGracePeriodSeconds"] == want_grace
+
+
+@pytest.mark.parametrize(("drain", "engine_pause", "exporter_pause"), [(None, 60, 10), (0, None, None), (25, 75, 25)])
+def test_ollama_outlives_its_exporters_drain(
+    drain: int | None, engine_pause: int | None, exporter_pause: int | None
+) -> None:
+    """`ollama serve` drops its connections at SIGTERM: the exporter (which takes the traffic) gets the common
+    pause and then drains for up to 45 s; ollama is stopped only after that, within the grace period."""
+    settings = SETTINGS if drain is None else OperatorSettings(engine_drain_seconds=drain)
+    pod = deployment(make({"runtime": "ollama", "model": {"name": "gemma2:9b"}}), settings)["spec"]["template"]["spec"]
+    engine, exporter = pod["containers"]
+
+    def pause(container: dict[str, Any]) -> int | None:
+        hook = container.get("lifecycle")
+        return None if hook is None else int(hook["preStop"]["sleep"]["seconds"])
+
+    assert (pause(engine), pause(exporter)) == (engine_pause, exporter_pause)
+    drain_s = float(exporter["args"][exporter["args"].index("--drain-timeout") + 1])
+    if drain != 0:  # the exporter has drained before ollama gets its SIGTERM
+        assert (exporter_pause or 0) + drain_s <= (engine_pause or 0)
+    assert (engine_pause or 0) < pod["terminationGracePeriodSeconds"]

@@ -41,6 +41,10 @@ PORT = 11434  # the pod's API port: the exporter's, in front of ollama
 ENGINE_PORT = 11435  # `ollama serve`, on loopback only
 EXPORTER_CONTAINER = "ollama-exporter"
 FETCH_CONTAINER = "model-fetch"
+# At a pod's stop (#24's drain; the grace period is the pause + 60 s): the exporter drains for up to 45 s after
+# the pause, and ollama, which drops its connections at SIGTERM, is stopped 50 s after the pause.
+EXPORTER_DRAIN_S = 45
+OLLAMA_OUTLIVES_S = 50
 MODELS_DIR = f"{MODEL_MOUNT}/ollama"
 PULL_SCRIPT = """set -eu
 ollama serve >/tmp/ollama-pull.log 2>&1 &
@@ -101,7 +105,17 @@ def exporter_container(llm: LocalLLM, settings: OperatorSettings, context: int) 
         "name": EXPORTER_CONTAINER,
         "image": settings.fetcher_image,
         "command": ["sdc-ollama-exporter"],
-        "args": ["--listen", f"0.0.0.0:{PORT}", "--upstream", f"127.0.0.1:{ENGINE_PORT}"],
+        "args": [
+            "--listen",
+            f"0.0.0.0:{PORT}",
+            "--upstream",
+            f"127.0.0.1:{ENGINE_PORT}",
+            "--drain-timeout",
+            str(EXPORTER_DRAIN_S),
+            # Far above any prompt the orchestrator sends (64,000 characters and tools), far below its memory.
+            "--max-body-bytes",
+            str(8 << 20),
+        ],
         "env": env,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         # Its own page: the proxy's health, not ollama's (the engine container's probes are ollama's).
@@ -182,4 +196,9 @@ def ollama_parts(llm: LocalLLM, settings: OperatorSettings) -> EngineParts:
         },
         "securityContext": container_security(),
     }
+    if settings.engine_drain_seconds > 0:
+        # `ollama serve` drops every open connection at SIGTERM, so it must outlive the exporter's drain: the
+        # exporter gets the common pause, then stops accepting and waits for the answers in flight (up to
+        # EXPORTER_DRAIN_S); ollama gets its SIGTERM only after that, inside the pod's grace period.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.engine_drain_seconds + OLLAMA_OUTLIVES_S}}}
     return EngineParts(container, PORT, inits, sidecars=[exporter_container(llm, settings, context)])
