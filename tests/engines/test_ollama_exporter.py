@@ -241,7 +241,7 @@ def test_at_sigterm_the_exporter_stops_accepting_and_finishes_the_answers_in_fli
             resp.readline()  # streaming
             proc.terminate()
             time.sleep(0.3)
-            with pytest.raises(OSError):
+            with pytest.raises(ConnectionRefusedError):
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
             assert proc.poll() is None, "the exporter waits for the answer in flight"
             lines = resp.read().splitlines()
