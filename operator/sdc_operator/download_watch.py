@@ -29,6 +29,7 @@ TAIL_BYTES = 16 * 1024
 # The init containers that print progress lines: sdc-fetch-model (Hugging Face runtimes) and sdc-fetch-url
 # (Ollama's model.url). Ollama's own pull/import step prints none.
 PROGRESS_CONTAINERS = (DOWNLOAD_CONTAINER, FETCH_CONTAINER)
+_warned: set[Key] = set()  # (namespace, pod) whose log could not be read, warned about once
 
 
 def running_downloads(pods_by_key: Iterable[tuple[Key, list[dict[str, Any]]]]) -> dict[Key, tuple[str, str]]:
@@ -56,8 +57,10 @@ async def poll_once(
     for key, (pod, container) in running.items():
         try:
             tail = await kube.pod_log_tail(key[0], pod, container, lines=TAIL_LINES, limit_bytes=TAIL_BYTES)
-        except kube.ApiError as err:
-            log.debug("no download log for %s/%s: %s", key[0], pod, err)
+        except kube.ApiError as err:  # said once per pod: a missing pods/log grant would otherwise be silent
+            if (key[0], pod) not in _warned:
+                _warned.add((key[0], pod))
+                log.warning("cannot read the download log of %s/%s (progress not shown): %s", key[0], pod, err)
             continue
         reading = latest(tail)
         if reading is not None and reading != progress.get(key):

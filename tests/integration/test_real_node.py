@@ -137,12 +137,20 @@ def test_chart_and_models_on_real_pods(
     # 2b. A slow download shows its progress in the status (read from the download step's log), and the
     # figures leave the status when the download ends.
     kubectl.apply(transformers_llm("tiny-slow", ns, SLOW_MODEL))
-    seen = wait_until(
-        "download progress in the status",
-        lambda: (st := kubectl.get("llm", "tiny-slow", "-n", ns).get("status", {})).get("download") and st,
-        timeout=120,
-        interval=0.5,
-    )
+    statuses: list[dict[str, Any]] = []
+
+    def progress_shown() -> dict[str, Any] | None:
+        statuses.append(kubectl.get("llm", "tiny-slow", "-n", ns).get("status", {}))
+        return statuses[-1] if statuses[-1].get("download") else None
+
+    try:
+        seen = wait_until("download progress in the status", progress_shown, timeout=120, interval=0.5)
+    except AssertionError:
+        phases = [(s.get("phase"), s.get("message")) for s in statuses]
+        print("statuses seen:", [p for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]])
+        print(kubectl("logs", "-n", ns, "-l", "app.kubernetes.io/name=sdc-operator", "--tail=60", check=False))
+        print(kubectl("logs", "-n", ns, "-l", "llm.sdc.dev/localllm=tiny-slow", "-c", "model-download", check=False))
+        raise
     print(f"while downloading: {seen['message']}; {seen['download']}")
     assert seen["phase"] == "Downloading" and "% (" in seen["message"], seen
     progress = seen["download"]
