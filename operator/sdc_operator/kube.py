@@ -286,7 +286,7 @@ async def pod_log_tail(namespace: str, pod: str, container: str, *, lines: int, 
         async with _session().get(
             _configuration().host.rstrip("/") + path,
             params=params,
-            headers=_headers(None, accept="text/plain"),
+            headers=_headers(None, accept="*/*"),  # the API server refuses Accept: text/plain (406)
         ) as response:
             raw = await response.read()  # bounded by limitBytes on the server's side
             if response.status >= 400:
