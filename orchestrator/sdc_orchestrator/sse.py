@@ -9,7 +9,7 @@ kin, which JSON leaves raw, would otherwise cut an event in two for a reader tha
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -44,19 +44,9 @@ def is_done(event: str) -> bool:
     return event.strip() == DONE
 
 
-async def response_events(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """A response body's events (as `events` gives them), read in one loop: a stream's every line passes
-    here, so no generator is stacked on another."""
-    pending: list[str] = []
-    async for raw in resp.content:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if line.strip():
-            pending.append(line)
-        elif pending:
-            yield "\n".join(pending)
-            pending = []
-    if pending:
-        yield "\n".join(pending)
+def response_events(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """A response body's events, read straight from its byte lines (one generator per stream)."""
+    return events(resp.content)
 
 
 async def lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
@@ -65,13 +55,13 @@ async def lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
         yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
-async def events(source: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The events of a stream of lines: the lines of each event joined by `\\n`, split on blank lines.
-
-    A stream that ends without a last blank line still gives its last event.
+async def events(source: AsyncIterable[bytes | str]) -> AsyncIterator[str]:
+    """The events of a stream of lines (raw bytes are decoded): the lines of each event joined by `\\n`,
+    split on blank lines. A stream that ends without a last blank line still gives its last event.
     """
     pending: list[str] = []
-    async for line in source:
+    async for raw in source:
+        line = (raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw).rstrip("\r\n")
         if line.strip():
             pending.append(line)
         elif pending:

@@ -43,6 +43,19 @@ def test_lines_are_grouped_into_events(lines: list[str], events: list[str]) -> N
     assert asyncio.run(_events(lines)) == events
 
 
+def test_byte_lines_as_a_response_body_gives_them_are_decoded_and_grouped() -> None:
+    """What `response_events` reads: aiohttp's byte lines, CRLF-ended, one multi-byte character included."""
+
+    async def run() -> list[str]:
+        async def source() -> AsyncIterator[bytes]:
+            for line in (b"event: note\r\n", 'data: {"t": "가"}\r\n'.encode(), b"\r\n", b"data: [DONE]\n"):
+                yield line
+
+        return [event async for event in sse.events(source())]
+
+    assert asyncio.run(run()) == ['event: note\ndata: {"t": "가"}', "data: [DONE]"]
+
+
 def test_frame_escapes_line_separators_and_ends_with_one_blank_line() -> None:
     assert sse.frame('data: {"t": "a\u2028b"}') == b'data: {"t": "a\\u2028b"}\n\n'
     assert sse.comment("waiting") == b": waiting\n\n"
