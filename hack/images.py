@@ -306,6 +306,38 @@ def build(name: str, tag: str, base: str) -> str:
     return key
 
 
+def image_bytes(tag: str) -> int:
+    """The image's size: the sum of its layers as its manifest gives them (0 when unknown)."""
+    info = image_info(tag) or {}
+    try:
+        manifest = json.loads(str(info.get("Manifest") or "{}"))
+        return sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
+def room_needed(size: int) -> int:
+    """Free bytes a load needs at its peak: the archive skopeo writes, containerd's copy of the
+    layers and their unpacked snapshot, with a GiB to spare."""
+    return 3 * size + 2**30
+
+
+def make_room(tag: str, needed: int) -> None:
+    """Fail before a load that cannot fit, after deleting the image stores of idle node slots; a
+    load that runs out of disk half way leaves a broken image behind and says only ENOSPC."""
+    if shutil.disk_usage(CACHE).free >= needed:
+        return
+    for removed in real_node.reclaim_idle_stores():
+        print(f"    removed the idle node image store {removed} to make room for {tag}")
+    free = shutil.disk_usage(CACHE).free
+    if free < needed:
+        raise ImageError(
+            f"loading {tag} needs about {needed / 1e9:.1f} GB free under {CACHE}, {free / 1e9:.1f} GB is: "
+            f"free some (`df -h {CACHE}`; another real-node cluster's image store is {CACHE / 'node'}/slot-N, "
+            "kept while it runs)"
+        )
+
+
 def load(tag: str, key: str) -> None:
     """Copy the image into the real node's containerd (k8s.io namespace), unless it is already there."""
     stamps = real_node.image_store(real_node.Plan(int((NODE_STATE / "slot").read_text()))) / "loaded"
@@ -320,6 +352,10 @@ def load(tag: str, key: str) -> None:
         if listed.stdout.strip() == tag:
             print(f"    {tag}: already on the node")
             return
+    make_room(tag, room_needed(image_bytes(tag)))
+    # The image this one replaces goes first (synchronously, with its content and snapshots): the node
+    # would otherwise hold both until containerd's garbage collector ran.
+    subprocess.run([*ctr, "images", "rm", "--sync", tag], capture_output=True, check=False)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sdc-load-", dir=CACHE) as tmp:
         archive = Path(tmp) / "image.tar"

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -45,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hack import common
-from hack.common import HackError, read_cmdline
+from hack.common import CACHE, HackError, read_cmdline
 from hack.node_config import (
     COREDNS_RBAC,
     DAEMONS,
@@ -74,12 +75,14 @@ from hack.node_config import (
     dns_query,
     enforcing,
     host_rules,
+    idle_stores,
     image_store,
     kube_proxy_config,
     kubelet_config,
     node_certificates,
     oci_archive,
     rules_to_delete,
+    stale_claim,
 )
 from hack.tools import APT_PACKAGES  # the packages `make tools` installs: one list
 
@@ -117,6 +120,7 @@ __all__ = [
     "dns_ready",
     "enforcing",
     "host_rules",
+    "idle_stores",
     "image_store",
     "issue",
     "kube_proxy_config",
@@ -125,6 +129,7 @@ __all__ = [
     "oci_archive",
     "preflight",
     "read_cmdline",
+    "reclaim_idle_stores",
     "rules_to_delete",
     "setup_network",
     "start_enforcer",
@@ -199,21 +204,69 @@ def preflight(bin_dir: Path) -> None:
 
 
 def claim_slot(state: Path) -> Plan:
-    """Reuse this cluster's slot, else take the first free one (creating its netns claims it atomically)."""
+    """Reuse this cluster's slot, else take the first free one (creating its netns claims it atomically).
+
+    A claim whose cluster is gone (its state directory deleted or given another slot, nothing running in
+    the namespace: a clone removed without `cluster-down`) is released first, so a new cluster takes the
+    lowest slot and finds the images that slot's store already holds.
+    """
     saved = state / "slot"
     if saved.exists():
         plan = Plan(int(saved.read_text()))
-        if Path(f"/run/netns/{plan.netns}").exists():
-            return plan
-        if run("ip", "netns", "add", plan.netns, check=False).returncode == 0:
+        if (
+            Path(f"/run/netns/{plan.netns}").exists()
+            or run("ip", "netns", "add", plan.netns, check=False).returncode == 0
+        ):
+            record_claim(plan, state)
             return plan
     for slot in SLOTS:
         plan = Plan(slot)
+        if claim_is_stale(plan):
+            print(f"==> releasing node slot {slot}: the cluster that claimed it is gone", flush=True)
+            release_stale_claim(plan)
         if run("ip", "netns", "add", plan.netns, check=False).returncode == 0:
             state.mkdir(parents=True, exist_ok=True)
             saved.write_text(str(slot))
+            record_claim(plan, state)
             return plan
     raise NodeError("no free node slot (10 clusters with real nodes on this machine?)")
+
+
+def claim_file(plan: Plan) -> Path:
+    return CACHE / "node" / "claims" / f"slot-{plan.slot}"
+
+
+def record_claim(plan: Plan, state: Path) -> None:
+    claim_file(plan).parent.mkdir(parents=True, exist_ok=True)
+    claim_file(plan).write_text(str(state.resolve()))
+
+
+def claim_is_stale(plan: Plan) -> bool:
+    netns = Path(f"/run/netns/{plan.netns}")
+    if not netns.exists():
+        return False
+    try:
+        owner: Path | None = Path(claim_file(plan).read_text().strip())
+    except OSError:
+        owner = None
+    owner_slot = None
+    if owner is not None:
+        try:
+            owner_slot = (owner / "slot").read_text().strip()
+        except OSError:
+            owner_slot = None
+    busy = bool(run("ip", "netns", "pids", plan.netns, check=False).stdout.strip()) or bool(cgroup_pids(plan))
+    return stale_claim(plan.slot, owner is not None, owner_slot, busy, time.time() - netns.stat().st_mtime)
+
+
+def release_stale_claim(plan: Plan) -> None:
+    """What `teardown` undoes for a live cluster (namespace, link, rules, cgroups), for a dead one's slot."""
+    orphan = CACHE / "node" / "claims" / f"orphan-{plan.slot}"
+    orphan.mkdir(parents=True, exist_ok=True)
+    (orphan / "slot").write_text(str(plan.slot))
+    teardown(orphan)
+    shutil.rmtree(orphan, ignore_errors=True)
+    claim_file(plan).unlink(missing_ok=True)
 
 
 def setup_network(plan: Plan, api_port: int) -> None:
@@ -321,6 +374,33 @@ def start_in_node(name: str, argv: list[str], holder: int, cgroup: Path, logs: P
 def import_image(state: Path, holder: int, archive: Path) -> None:
     """`ctr images import` into the node's containerd (k8s.io namespace, where the kubelet looks)."""
     common.import_image(holder, containerd_socket(state), archive, str(archive), error=NodeError)
+
+
+def reclaim_idle_stores() -> list[str]:
+    """Delete the image stores of slots no running cluster holds; returns what was removed, with sizes.
+
+    Each slot keeps its own containerd content and snapshots (~26 GB with the engine images): a second
+    cluster on another slot (a CI clone beside a developer's cluster) loads everything again, and a slot
+    left behind keeps its copy for ever. Called when a load would not fit (hack/images.py).
+    """
+    root = CACHE / "node"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    stores: list[tuple[int, bool, bool]] = []
+    for path in sorted(root.glob("slot-*")):
+        try:
+            slot = int(path.name.removeprefix("slot-"))
+        except ValueError:
+            continue
+        claimed = Path(f"/run/netns/{Plan(slot).netns}").exists()
+        mounted = any(m == str(path) or m.startswith(f"{path}/") for m in mounts)
+        stores.append((slot, claimed, mounted))
+    removed: list[str] = []
+    for slot in idle_stores(stores):
+        path = image_store(Plan(slot))
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+        removed.append(f"{path.name} ({size / 1e9:.1f} GB)")
+    return removed
 
 
 def teardown(state: Path) -> list[str]:

@@ -147,6 +147,29 @@ def image_store(plan: Plan) -> Path:
     return CACHE / "node" / f"slot-{plan.slot}"
 
 
+def stale_claim(slot: int, recorded: bool, owner_slot: str | None, busy: bool, age_s: float) -> bool:
+    """Whether a slot's claim (its network namespace) outlived the cluster that made it.
+
+    Anything running in it keeps it. Otherwise it is stale when the claim names a cluster whose state no
+    longer says this slot (deleted, or brought down and up elsewhere), or when no claim was ever recorded
+    and the namespace is over a minute old (a cluster records its claim right after creating it).
+    """
+    if busy:
+        return False
+    if recorded:
+        return owner_slot != str(slot)
+    return age_s > 60
+
+
+def idle_stores(stores: list[tuple[int, bool, bool]]) -> list[int]:
+    """The slots whose image stores may be deleted to make room: (slot, claimed, mounted) each.
+
+    A claimed slot (its network namespace exists) belongs to a running cluster; a store with a mount
+    under it is still in use by something (rm -r would reach into the mounted tree): both are kept.
+    """
+    return [slot for slot, claimed, mounted in stores if not claimed and not mounted]
+
+
 def containerd_socket(state: Path) -> Path:
     return state / "containerd" / "containerd.sock"
 

@@ -343,3 +343,27 @@ def test_node_wait_names_what_and_quotes_the_log(tmp_path: Path) -> None:
 def test_a_failed_image_import_is_a_node_error(tmp_path: Path) -> None:
     with pytest.raises(node.NodeError, match="ctr images import"):
         node.import_image(tmp_path, 2**22 + 12345, tmp_path / "pause.oci.tar")  # no such holder process
+
+
+def test_only_stores_no_cluster_holds_and_nothing_mounts_are_idle() -> None:
+    # (slot, claimed by a running cluster's netns, something mounted under it)
+    stores = [(0, True, True), (1, False, False), (2, True, False), (3, False, True), (4, False, False)]
+    assert node_config.idle_stores(stores) == [1, 4]
+    assert node_config.idle_stores([]) == []
+
+
+@pytest.mark.parametrize(
+    ("recorded", "owner_slot", "busy", "age_s", "stale"),
+    [
+        (True, "2", False, 5.0, False),  # its cluster's state still names the slot: it comes back to it
+        (True, None, False, 5.0, True),  # the state directory is gone (a clone deleted without cluster-down)
+        (True, "0", False, 5.0, True),  # that cluster now runs on another slot
+        (True, None, True, 900.0, False),  # something still runs in the namespace
+        (False, None, False, 5.0, False),  # just created by a cluster that has not recorded its claim yet
+        (False, None, False, 120.0, True),  # never recorded, long ago (before claims were recorded)
+    ],
+)
+def test_a_claim_is_stale_only_when_its_cluster_is_gone(
+    recorded: bool, owner_slot: str | None, busy: bool, age_s: float, stale: bool
+) -> None:
+    assert node_config.stale_claim(2, recorded, owner_slot, busy, age_s) is stale
