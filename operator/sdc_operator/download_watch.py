@@ -8,19 +8,23 @@ only), and when the progress moved stores it for the status writer and asks
 for a status write (debounced like every other). Nothing is written when
 nothing downloads. A log that cannot be read leaves the status as it was
 (the phase and "downloading the model (since ...)" still come from the pod).
+With several operator replicas, only the one Kopf's peering leaves active reads
+and writes progress (a paused replica's handlers write nothing either).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sdc_operator import kube
 from sdc_operator.builders.download import DOWNLOAD_CONTAINER
 from sdc_operator.builders.ollama import FETCH_CONTAINER
 from sdc_operator.download_progress import DownloadProgress, latest
+from sdc_operator.peering import outranked
 
 log = logging.getLogger("sdc_operator.download_watch")
 Key = tuple[str, str]
@@ -54,6 +58,7 @@ async def poll_once(
     running = running_downloads(pods_by_key)
     for key in [k for k in progress if k not in running]:
         del progress[key]  # the download ended (or its pod went): the status no longer shows progress
+    _warned.intersection_update((key[0], pod) for key, (pod, _) in running.items())  # ended pods: forgotten
     for key, (pod, container) in running.items():
         try:
             tail = await kube.pod_log_tail(key[0], pod, container, lines=TAIL_LINES, limit_bytes=TAIL_BYTES)
@@ -80,11 +85,27 @@ async def watch_downloads(
     progress: dict[Key, DownloadProgress],
     refresh: Callable[[Key], None],
     interval_s: float,
+    active: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
-    """Forever: a round every `interval_s` (the operator cancels it at shutdown)."""
+    """Forever: a round every `interval_s` (the operator cancels it at shutdown). `active` (with peering)
+    says whether this replica is the one that acts; it is asked only while something downloads."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await poll_once(pods_by_key(indexes.get("pod_index")), progress, refresh)
+            pods = pods_by_key(indexes.get("pod_index"))
+            if active is not None and running_downloads(pods) and not await active():
+                progress.clear()  # the active replica reports progress; ours would go stale
+                continue
+            await poll_once(pods, progress, refresh)
         except Exception:  # a round that fails must not end the task: the next one tries again
             log.exception("download progress round failed")
+
+
+async def peering_active(name: str, namespaces: list[str], priority: int) -> bool:
+    """This replica is not outranked by a live peer in the peering object(s). An unreadable object
+    counts as active: the status writes would fail the same way, and Kopf itself pauses on a clash."""
+    try:
+        peers = await kube.peering_status(name, namespaces)
+    except kube.ApiError:
+        return True
+    return not outranked(peers, priority, datetime.datetime.now(datetime.UTC))

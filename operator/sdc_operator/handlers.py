@@ -22,6 +22,7 @@ memo (`state`), never in module globals.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -29,7 +30,7 @@ import kopf
 
 from sdc_operator import GROUP, PLURAL, VERSION, kube, publisher, status_writer, timings
 from sdc_operator.builders.common import OWNER_LABEL
-from sdc_operator.download_watch import watch_downloads
+from sdc_operator.download_watch import peering_active, watch_downloads
 from sdc_operator.indexes import CHILD_INDEXES, CHILD_RESOURCES, one, projection, remember
 from sdc_operator.plan import manually_deleted, owns
 from sdc_operator.reconcile import drifted
@@ -86,8 +87,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     state = memo["sdc_state"] = State(settings_, flush_status=status_writer.flush, flush_publish=publisher.flush)
     if settings_.download_progress_interval_s:
         # Kept in the memo: the loop holds only a weak reference to a task.
+        active = (
+            None
+            if settings_.standalone
+            else functools.partial(
+                peering_active, settings_.peering_name, settings_.watch_namespaces, settings.peering.priority
+            )
+        )
         memo["sdc_download_watch"] = asyncio.get_running_loop().create_task(
-            watch_downloads(state.indexes, state.downloads, state.refresh, settings_.download_progress_interval_s)
+            watch_downloads(
+                state.indexes, state.downloads, state.refresh, settings_.download_progress_interval_s, active
+            )
         )
     if not settings_.standalone:
         await kube.ensure_peering(settings_.peering_name, settings_.watch_namespaces)
@@ -172,7 +182,10 @@ async def child_changed(
     uid = str(llm["metadata"]["uid"])
     repair = ""
     if event.get("type") == "DELETED":
-        if manually_deleted(child, uid, owner):
+        child_uid = str(child["metadata"].get("uid") or "")
+        if child_uid in state.pruned:
+            state.pruned.discard(child_uid)  # our own prune (reconcile._prune), not a person's deletion
+        elif manually_deleted(child, uid, owner):
             repair = f"{child['kind']} {child['metadata']['name']} was deleted"
     elif child.get("kind") in CHILD_INDEXES and owns(child, uid, owner) and drifted(state, llm, child):
         repair = f"{child['kind']} {child['metadata']['name']} was changed by hand"

@@ -29,3 +29,24 @@ def priority_clash(peers: dict[str, Any], priority: int, now: datetime.datetime,
         if seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now:
             clash.append(peer_id)
     return clash
+
+
+def outranked(peers: dict[str, Any], priority: int, now: datetime.datetime) -> bool:
+    """A live peer has a higher priority than this replica: Kopf pauses this one's handlers.
+
+    Work the operator does outside Kopf's handlers (the download progress watcher) asks this too,
+    so that a paused replica does not write what the active one writes.
+    """
+    for info in peers.values():
+        if not isinstance(info, dict):
+            continue
+        try:
+            seen = datetime.datetime.fromisoformat(str(info["lastseen"]))
+            higher = int(info.get("priority", -1)) > priority
+        except (KeyError, ValueError, TypeError):
+            continue
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=datetime.UTC)
+        if higher and seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now:
+            return True
+    return False

@@ -62,7 +62,7 @@ async def _reconcile(state: State, key: Key, body: dict[str, Any], idx: dict[str
         return
     await _read_unindexed(key[0], view.desired, observed)
     actions = await _apply_planned(state, key, body, view.desired, observed, reason)
-    await _prune(key, view.desired, observed, str(body["metadata"].get("uid") or ""))
+    await _prune(state, key, view.desired, observed, str(body["metadata"].get("uid") or ""))
     state.apply_errors.pop(key, None)
     state.refresh(key)
     if actions.conflicts:
@@ -86,12 +86,18 @@ async def _take_down(state: State, key: Key, uid: str, observed: Observed) -> No
         raise ReferenceRefusedError("; ".join(state.reference_errors[key]))
 
 
-async def _prune(key: Key, desired: list[dict[str, Any]], observed: Observed, uid: str) -> None:
+async def _prune(state: State, key: Key, desired: list[dict[str, Any]], observed: Observed, uid: str) -> None:
     """Children of a pruned kind this LocalLLM owns and no longer wants (its NetworkPolicy once the chart
-    covers the namespace or policies are off) are deleted, by UID."""
+    covers the namespace or policies are off) are deleted, by UID; the UID is remembered so that the
+    deletion's own event is not taken for a hand deletion to repair."""
     namespace, name = key
     for kind, child_name, child_uid in stale_children(desired, observed, uid, name):
-        await kube.delete(kind, namespace, child_name, uid=child_uid)
+        state.pruned.add(child_uid)
+        try:
+            await kube.delete(kind, namespace, child_name, uid=child_uid)
+        except kube.ApiError:
+            state.pruned.discard(child_uid)
+            raise
         log.info("deleted %s/%s of %s/%s: no longer wanted", kind, child_name, namespace, name)
 
 

@@ -67,6 +67,8 @@ class State:
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)  # failed reconciles being retried
     handled: dict[Key, tuple[str, int]] = field(default_factory=dict)  # uid, generation last reconciled
     downloads: dict[Key, DownloadProgress] = field(default_factory=dict)  # running downloads' newest progress
+    # UIDs of children this operator deleted itself (pruned): their DELETED events are no hand deletion.
+    pruned: set[str] = field(default_factory=set)
     # The parsed spec and desired children of each LocalLLM's current generation: every child event's drift
     # check and every status computation needs them, and they change only with the spec.
     specs: dict[Key, SpecView] = field(default_factory=dict)

@@ -11,6 +11,7 @@ tests/integration/test_network_policy.py's subject (the real node); here the pod
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,10 @@ def test_a_policy_no_longer_wanted_is_deleted(
     try:
         wait_until("the operator's policy to go", lambda: policy(kubectl, "np", namespace) is None, timeout=60)
         assert kubectl.get("deployment", "np", "-n", namespace)["metadata"]["name"] == "np", "the rest stays"
+        time.sleep(3)  # the deletion's own watch event arrives after the delete call returned
+        log = (tmp_path / "b.log").read_text()
+        assert "NetworkPolicy np was deleted" not in log, "the operator took its own prune for a hand deletion"
+        assert policy(kubectl, "np", namespace) is None, "and did not put the policy back"
     finally:
         second.stop()
         print("\n--- operator log tail ---\n" + second.tail())

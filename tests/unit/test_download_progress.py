@@ -106,3 +106,41 @@ def test_running_downloads_picks_one_pod_per_model_whose_download_runs() -> None
         ]
     )
     assert got == {("ns", "a"): ("a-2", "model-download"), ("ns", "c"): ("c-1", "model-fetch")}
+
+
+def test_a_replica_peering_pauses_neither_reads_logs_nor_keeps_progress() -> None:
+    """With a live higher-priority peer the watcher drops what it held and asks for no status write
+    (no log is read: nothing here answers one, so a read would log a failed round instead)."""
+    import asyncio
+
+    from sdc_operator import download_watch
+
+    pods = {("ns", "a"): [_pod("a-1", "running")]}
+    progress = {("ns", "a"): DownloadProgress(bytes_done=1, bytes_total=2, files_done=0, files_total=1, percent=50.0)}
+    refreshed: list[object] = []
+    asked: list[bool] = []
+
+    async def paused() -> bool:
+        asked.append(True)
+        return False
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            download_watch.watch_downloads({"pod_index": pods}, progress, refreshed.append, 0.01, paused)
+        )
+        await asyncio.sleep(0.1)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert asked, "the watcher asks whether it is the active replica while a download runs"
+    assert progress == {} and refreshed == []
+
+
+def test_warnings_about_unreadable_logs_are_forgotten_with_their_pods() -> None:
+    import asyncio
+
+    from sdc_operator import download_watch
+
+    download_watch._warned.update({("ns", "gone-1"), ("ns", "gone-2")})
+    asyncio.run(download_watch.poll_once([(("ns", "b"), [_pod("b-1", "waiting")])], {}, lambda key: None))
+    assert not {("ns", "gone-1"), ("ns", "gone-2")} & download_watch._warned

@@ -18,7 +18,7 @@ from sdc_operator.backoff import namespace_terminating, repair_delay, retry_afte
 from sdc_operator.builders.common import LocalLLM
 from sdc_operator.builders.workload import desired_children
 from sdc_operator.debounce import Debouncer, run_delay
-from sdc_operator.peering import priority_clash
+from sdc_operator.peering import outranked, priority_clash
 from sdc_operator.plan import REPLICA_MANAGERS, drift, list_replacements, manually_deleted, owns, plan, yield_fields
 from sdc_operator.policy import policy_errors
 from sdc_operator.settings import OperatorSettings
@@ -403,6 +403,20 @@ def peer(priority: int, seconds_ago: int, lifetime: int = 30) -> dict[str, Any]:
 )
 def test_priority_clash(case: str, peers: dict[str, Any], clash: list[str]) -> None:
     assert (case, priority_clash(peers, 200, NOW, "me@host/")) == (case, clash)
+
+
+@pytest.mark.parametrize(
+    ("case", "peers", "paused"),
+    [
+        ("alone", {}, False),
+        ("this replica itself and a lower live peer", {"me": peer(200, 1), "b": peer(100, 5)}, False),
+        ("a live higher peer", {"b": peer(300, 5)}, True),
+        ("a higher peer gone silent", {"b": peer(300, 60)}, False),
+        ("a malformed entry", {"b": {"priority": "x", "lastseen": "never"}, "c": "junk"}, False),
+    ],
+)
+def test_outranked_means_a_live_peer_with_a_higher_priority(case: str, peers: dict[str, Any], paused: bool) -> None:
+    assert (case, outranked(peers, 200, NOW)) == (case, paused)
 
 
 def test_debouncer_coalesces_a_burst_into_one_run_with_the_latest_state() -> None:
