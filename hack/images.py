@@ -306,20 +306,23 @@ def build(name: str, tag: str, base: str) -> str:
     return key
 
 
-def image_bytes(tag: str) -> int:
-    """The image's size: the sum of its layers as its manifest gives them (0 when unknown)."""
+def image_layers(tag: str) -> dict[str, int]:
+    """The image's layers (uncompressed: their digests are what containerd stores them by) and sizes,
+    as its manifest gives them (empty when unknown)."""
     info = image_info(tag) or {}
     try:
         manifest = json.loads(str(info.get("Manifest") or "{}"))
-        return sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
-    except (ValueError, TypeError, AttributeError):
-        return 0
+        return {str(layer["digest"]): int(layer.get("size", 0)) for layer in manifest.get("layers", [])}
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return {}
 
 
-def room_needed(size: int) -> int:
-    """Free bytes a load needs at its peak: the archive skopeo writes, containerd's copy of the
-    layers and their unpacked snapshot, with a GiB to spare."""
-    return 3 * size + 2**30
+def room_needed(layers: dict[str, int], on_node: set[str]) -> int:
+    """Free bytes a load needs at its peak: the archive skopeo writes (every layer), and for each layer
+    the node does not hold yet its copy in containerd's content store and its unpacked snapshot; a GiB
+    to spare. (A rebuild that changed only the code layer needs about the archive alone.)"""
+    new = sum(size for digest, size in layers.items() if digest not in on_node)
+    return sum(layers.values()) + 2 * new + 2**30
 
 
 def make_room(tag: str, needed: int) -> None:
@@ -352,10 +355,8 @@ def load(tag: str, key: str) -> None:
         if listed.stdout.strip() == tag:
             print(f"    {tag}: already on the node")
             return
-    make_room(tag, room_needed(image_bytes(tag)))
-    # The image this one replaces goes first (synchronously, with its content and snapshots): the node
-    # would otherwise hold both until containerd's garbage collector ran.
-    subprocess.run([*ctr, "images", "rm", "--sync", tag], capture_output=True, check=False)
+    listed_content = subprocess.run([*ctr, "content", "ls", "-q"], capture_output=True, text=True, check=False)
+    make_room(tag, room_needed(image_layers(tag), set(listed_content.stdout.split())))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sdc-load-", dir=CACHE) as tmp:
         archive = Path(tmp) / "image.tar"

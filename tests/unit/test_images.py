@@ -94,3 +94,11 @@ def test_image_requirements_are_the_base_plus_the_extra() -> None:
 )
 def test_normalize_names_like_the_kubelet(reference: str, qualified: str) -> None:
     assert images.normalize(reference) == qualified
+
+
+def test_a_load_needs_room_for_the_archive_and_for_the_layers_the_node_lacks() -> None:
+    gib = 2**30
+    layers = {"sha256:torch": 5 * gib, "sha256:code": gib // 2}
+    assert images.room_needed(layers, set()) == (5 * gib + gib // 2) * 3 + gib
+    assert images.room_needed(layers, {"sha256:torch"}) == (5 * gib + gib // 2) + 2 * (gib // 2) + gib
+    assert images.room_needed({}, set()) == gib
