@@ -238,6 +238,7 @@ _STEPS_27: list[tuple[str, dict[str, Any]]] = [
             "bigram": 0.0,
             "light": 1.0,
             "extreme": False,
+            "prf": 0.0,
         },
     ),
     ("+ detail normalization (codes, versions, short years, halves, Sino words)", {"normalize_details": True}),
@@ -252,8 +253,12 @@ _STEPS_27: list[tuple[str, dict[str, Any]]] = [
     ("+ spacing-blind character bigrams (the service at the first stop)", {"bigram": 1.0}),
     ("+ the largest/smallest of a family (가장 큰, 제일 여럿이)", {"extreme": True}),
     (
-        "+ light one-syllable verb stems at 0.3 (= service; every row has the counters 건, 통, 쪽, 마리, 잔)",
+        "+ light one-syllable verb stems at 0.3 (every row has the counters 건, 통, 쪽, 마리, 잔)",
         {"light": 0.3},
+    ),
+    (
+        "+ pseudo-relevance feedback for weak questions (what 2 of the 3 best hits share; = service)",
+        {"prf": 1.0},
     ),
 ]
 
@@ -319,6 +324,10 @@ ABLATION_27: list[tuple[str, Weights]] = [
     ("service + plain Kiwi BM25 fused at 0.1 (its top 10 join the candidates)", Weights(kiwi=0.1)),
     ("service + plain Kiwi BM25 fused at 0.5", Weights(kiwi=0.5)),
     ("service + plain Kiwi BM25 fused by reciprocal rank at 0.5", Weights(kiwi=0.5, kiwi_rank=True)),
+    ("service, feedback from any of the 3 best hits (prf_agree 1)", Weights(prf_agree=1)),
+    ("service, feedback free to reorder the first hit (prf_keep off)", Weights(prf_keep=False)),
+    ("service, feedback for every question (weak 1.01)", Weights(weak=1.01)),
+    ("service + plain Kiwi BM25 at 0.3 for weak questions only", Weights(kiwi_weak=0.3)),
 ]
 # Corpus-trained dense vectors (LSA): (weight of the dense signal, character n-gram sizes, dimensions).
 ABLATION_LSA = [(0.5, (2, 3), 100), (1.0, (2, 3), 100), (0.5, (2,), 50)]
