@@ -453,7 +453,8 @@ def heldout_section(quick: bool) -> list[str]:
         kiwi, service = bm25_ranker(passages, morphemes), service_ranker(build_retriever(passages))
         parts += [
             f"Held-out set `{name}` ({len(passages)} passages, {len(questions)} questions; "
-            f"`benchmarks/data/{HELDOUT_SETS[name][1]}`): odd data rows are its dev half, even rows its test half.",
+            f"`benchmarks/data/{HELDOUT_SETS[name][1]}`): odd data rows are its dev half, even rows its test half"
+            + (" (a guard set: neither half was tuned on)." if name in GUARD_SETS else "."),
             "",
         ]
         for label, part in (

@@ -20,7 +20,9 @@ The pipeline, and why each step is there (figures: benchmarks/REPORT.md, "Korean
    its near-duplicates lack: the year, 개정 후, the site, the model number);
    and cosine similarity when vectors exist. The weights (`Weights`) were tuned
    on the dev half of the evaluation set (`benchmarks/retrieval_eval.py --tune`)
-   and checked on the other half.
+   and checked on the other half. A weak question (its best hit holds less than half of its idf exactly: a
+   paraphrase) is reranked once more with pseudo-relevance feedback: the terms that two of the three best hits
+   share join its BM25 query, and the best hit keeps its place (`Retriever._second_pass`).
 4. Each hit says why: the query terms it matched, the related (CoNg or thesaurus) matches,
    and the deciding terms that separated it from its near-duplicates.
 
