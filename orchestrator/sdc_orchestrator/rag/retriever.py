@@ -125,8 +125,8 @@ class Weights:
     # `weak` of the question's idf exactly (a paraphrase sharing few words with its passage). `prf`:
     # pseudo-relevance feedback, the `prf_terms` best terms that `prf_agree` of the `prf_docs` best hits share
     # join the BM25 query at up to this weight (heldout3 dev paraphrase hit@5 0.80 -> 0.85; every set's hit@1
-    # and hit@5 as before; without `prf_agree` or `prf_keep` it gained more on dev and lost on own, fresh and
-    # fresh2); `kiwi_weak`: plain Kiwi BM25 fused at this weight in that pass only (measured, off: it lost).
+    # and hit@5 as before; without `prf_agree` it gained more on dev and lost hit@5 on own and fresh2, without
+    # `prf_keep` it lost hit@1 on dev and fresh); `kiwi_weak`: plain Kiwi BM25 fused at this weight in that pass only (measured, off: it lost).
     weak: float = 0.5
     prf: float = 1.0
     prf_docs: int = 3
