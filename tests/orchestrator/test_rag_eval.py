@@ -113,7 +113,10 @@ def test_ingestion_is_linear_in_the_text() -> None:
 # Issue #27's held-out set (238 questions, frozen before any tuning): measured hit@1 0.88, hit@5 0.95 (Kiwi BM25
 # 0.68 / 0.90; the retriever before issue #27 0.78 / 0.92; 0.87 / 0.94 at its first stop). Floors two to five
 # questions below.
-HELDOUT_FLOORS = {"heldout3": {"hit1": 0.86, "hit5": 0.94}}
+# heldout4 (184 questions over heldout3's passages, written from the passages alone and frozen before this round's
+# retrieval changes), scored with the code as it was at the freeze ("untuned"): hit@1 0.86, hit@5 0.92 (Kiwi BM25
+# 0.72 / 0.86; paraphrase 0.39 / 0.58 against 0.14 / 0.36).
+HELDOUT_FLOORS = {"heldout3": {"hit1": 0.86, "hit5": 0.94}, "heldout4": {"hit1": 0.84, "hit5": 0.91}}
 
 
 @pytest.fixture(scope="module")
