@@ -1,0 +1,104 @@
+"""The ceiling of prefix-cache hit rates (benchmarks/cache_ceiling.py) on traces small enough to check by hand."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from benchmarks import cache_ceiling as cc
+
+# Blocks of 2 tokens. A document is its first block(s); a "question" is what follows.
+A = [1, 1, 9]  # one full block (1 1) and a partial one
+B = [2, 2, 9]
+C = [3, 3, 9]
+
+
+def test_hittable_leaves_the_last_token_to_the_engine() -> None:
+    five, four = cc.prompts([[1, 2, 3, 4, 5], [1, 2, 3, 4]], 2)
+    assert five.keys[0] == four.keys[0] and five.keys[1] == four.keys[1]
+    assert five.hittable == 2  # tokens 1-4 cached, the fifth computed
+    assert four.hittable == 1  # whole prompt cached: vLLM still recomputes its last block (n - 1 tokens)
+
+
+def test_keys_are_chained_so_a_shared_later_block_after_a_different_head_is_no_hit() -> None:
+    x, y = cc.prompts([[1, 2, 3, 4], [9, 9, 3, 4]], 2)
+    assert x.keys[1] != y.keys[1]
+    assert cc.unbounded([x, y]).hits == (0, 0)
+
+
+def test_unbounded_by_hand() -> None:
+    trace = cc.prompts([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [1, 2, 3, 4], [1, 2, 7, 7, 7]], 2)
+    tally = cc.unbounded(trace)
+    assert tally.hits == (0, 4, 2, 2)
+    assert tally.rate == pytest.approx(8 / 19)
+    assert tally.misses() == [5, 1, 2, 3]
+
+
+def test_belady_keeps_what_comes_back_soonest_and_bypasses_the_rest() -> None:
+    # A B C A B C with room for two blocks in all: keep A and B, never C: 2 hits of 2 tokens. LRU keeps
+    # the last two seen and hits nothing.
+    trace = cc.prompts([A, B, C, A, B, C], 2)
+    tally = cc.union_belady(trace, 2)
+    assert tally.hits == (0, 0, 0, 2, 2, 0)
+    assert tally.rate == pytest.approx(4 / 18)
+    assert cc.lru_replay(trace, [0] * 6, 1, 2).hits == (0,) * 6
+    # Room for everything: the bound is the unbounded cache's.
+    assert cc.union_belady(trace, 3) == cc.unbounded(trace)
+    assert cc.union_belady(trace, 0).rate == 0.0
+
+
+def test_lru_replay_frees_tails_first_so_a_prompts_head_survives() -> None:
+    x, y = cc.prompts([[1, 1, 2, 2, 7], [5, 5, 7]], 2)
+    # An engine of 3 blocks: x takes 3 (two full, one partial); y takes 2, so one cached block must go.
+    # x's tail (its second block) goes, its head stays: x again hits one block.
+    tally = cc.lru_replay([x, y, x], [0, 0, 0], 1, 3)
+    assert tally.hits == (0, 0, 2)
+
+
+def test_lru_replay_counts_blocks_an_answer_fills() -> None:
+    x, y = cc.prompts([[1, 1, 7], [5, 5, 7]], 2)
+    # 3 tokens + 1 generated = 2 full blocks each: the block the answer filled is cached too, and freed
+    # first (the tail), so it is what y evicts from an engine of 3 blocks; of 2, y evicts everything.
+    assert cc.lru_replay([x, y, x], [0, 0, 0], 1, 3, generated=1).hits == (0, 0, 2)
+    assert cc.lru_replay([x, y, x], [0, 0, 0], 1, 2, generated=1).hits == (0, 0, 0)
+    with pytest.raises(ValueError, match="does not fit"):
+        cc.lru_replay([x], [0], 1, 1, generated=1)
+
+
+def test_by_document_splits_documents_in_equal_shares_of_requests() -> None:
+    trace = cc.prompts([A, A, A, B, C, B, C], 2)
+    assignment = cc.by_document(trace, 2)
+    assert assignment[:3] == [0, 0, 0]  # A, the largest, alone on one replica (3 requests)
+    assert set(assignment[3:]) == {1}  # B and C (2 + 2) on the other
+    # Each on its own replica of one block's room: every repeat hits.
+    trace = cc.prompts([A, B, A, B], 2)
+    assert cc.lru_replay(trace, cc.by_document(trace, 2), 2, 2).hits == (0, 0, 2, 2)
+    assert cc.lru_replay(trace, [0, 0, 0, 0], 2, 2).hits == (0, 0, 0, 0)
+
+
+def test_no_assignment_beats_the_bounds() -> None:
+    """Exhaustively, on small random traces: every assignment of requests to 2 replicas replayed through
+    LRU engines stays under Belady over the union of the caches, which stays under the unbounded cache."""
+    rng = random.Random(3)  # noqa: S311 - a fixed trace, not a secret
+    docs = [[d, d, d, d, 9] for d in range(1, 5)]  # two full blocks each
+    for _ in range(20):
+        trace = cc.prompts([[*rng.choice(docs)[:-1], rng.randrange(50, 99)] for _ in range(8)], 2)
+        unbounded = cc.unbounded(trace).rate
+        for per_replica in (3, 4, 6):
+            bound = cc.union_belady(trace, 2 * per_replica).rate
+            assert bound <= unbounded + 1e-12
+            best = max(
+                cc.lru_replay(trace, list(assignment), 2, per_replica).rate
+                for assignment in itertools.product((0, 1), repeat=len(trace))
+            )
+            assert best <= bound + 1e-12
+
+
+def test_floor_is_the_nearest_rank_percentile_of_what_even_the_ceiling_prefills() -> None:
+    trace = cc.prompts([A, A, A, A, B], 2)
+    tally = cc.unbounded(trace)
+    assert tally.misses() == [3, 1, 1, 1, 3]
+    assert cc.floor_p(tally, 50) == 1
+    assert cc.floor_p(tally, 90) == 3
