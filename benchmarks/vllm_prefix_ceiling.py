@@ -54,15 +54,20 @@ MEASURED = {"service": (0.37, 160.0, 689.0), "least-load": (0.42, 232.0, 793.0),
 Messages = list[dict[str, str]]
 
 
-def tokenizer_encode() -> Callable[[Messages], list[int]]:
-    """The engines' tokenizer (sdc_runtime.tiny's: a byte-level BPE trained on a fixed corpus, the same in
-    every build) and chat template, rendered and encoded as vLLM's chat endpoint does."""
-    from sdc_runtime.tiny import make_tiny_model
+def tokenizer_encode(model_dir: Path | None = None) -> Callable[[Messages], list[int]]:
+    """The engines' tokenizer and chat template, rendered and encoded as vLLM's chat endpoint does: the
+    model's own directory (the hub's copy, what the pods load), or a fresh sdc_runtime.tiny build (a
+    byte-level BPE trained on a fixed corpus: the same tokenizer in every build)."""
     from transformers import AutoTokenizer
 
-    with tempfile.TemporaryDirectory(prefix="sdc-ceiling-") as tmp:
-        make_tiny_model(Path(tmp), hidden_size=32, heads=1, kv_heads=1, layers=1, max_positions=4096)
-        tok = AutoTokenizer.from_pretrained(tmp)
+    if model_dir is None:
+        from sdc_runtime.tiny import make_tiny_model
+
+        with tempfile.TemporaryDirectory(prefix="sdc-ceiling-") as tmp:
+            make_tiny_model(Path(tmp), hidden_size=32, heads=1, kv_heads=1, layers=1, max_positions=4096)
+            tok = AutoTokenizer.from_pretrained(tmp)
+    else:
+        tok = AutoTokenizer.from_pretrained(model_dir)
 
     def encode(messages: Messages) -> list[int]:
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
