@@ -22,7 +22,8 @@ Three figures bracket what routing can do over R replicas of C blocks each:
 - `lru_replay`: an achievable figure, a given assignment (request -> replica) through vLLM-like engines
   (an LRU free queue; a finished request's blocks freed tail first, so heads outlive tails; its partial
   last block, which has no hash, reused first), one request at a time. `by_document`: the oracle's simple
-  router for single-turn RAG, documents (first block) split across replicas in equal numbers of requests.
+  router for single-turn RAG, documents (first block) split across replicas in equal numbers of requests;
+  `best_split`: the best of many such splits.
 
 When `lru_replay` of some assignment equals an upper bound, that bound is the ceiling exactly.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import random
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -168,19 +170,40 @@ def lru_replay(
     return _tally(trace, hits)
 
 
-def by_document(trace: Sequence[Prompt], replicas: int) -> list[int]:
+def by_document(trace: Sequence[Prompt], replicas: int, order: Sequence[int] | None = None) -> list[int]:
     """The requests' replicas when whole documents (a prompt's first block) are split across replicas in
-    equal shares of requests: the largest documents first, each to the replica with the fewest requests."""
+    equal shares of requests: the largest documents first (or in `order`, a permutation of the documents
+    by first appearance), each to the replica with the fewest requests so far."""
     counts: dict[int, int] = {}
     for p in trace:
         first = p.keys[0] if p.keys else -1
         counts[first] = counts.get(first, 0) + 1
+    documents = list(counts)
+    if order is None:
+        documents.sort(key=lambda d: (-counts[d], d))
+    else:
+        documents = [documents[i] for i in order]
     load = [0] * replicas
     home: dict[int, int] = {}
-    for first, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+    for first in documents:
         r = min(range(replicas), key=lambda j: (load[j], j))
-        home[first], load[r] = r, load[r] + n
+        home[first], load[r] = r, load[r] + counts[first]
     return [home[p.keys[0] if p.keys else -1] for p in trace]
+
+
+def best_split(
+    trace: Sequence[Prompt], replicas: int, blocks: int, generated: int, tries: int, rng: random.Random
+) -> Tally:
+    """The best `lru_replay` over `tries` random equal splits of the documents (and `by_document`'s own):
+    an achievable hit rate, found by search (so a lower bound on the best router's)."""
+    documents = len({p.keys[0] if p.keys else -1 for p in trace})
+    best = lru_replay(trace, by_document(trace, replicas), replicas, blocks, generated)
+    for _ in range(tries):
+        order = rng.sample(range(documents), documents)
+        tally = lru_replay(trace, by_document(trace, replicas, order), replicas, blocks, generated)
+        if tally.rate > best.rate:
+            best = tally
+    return best
 
 
 def floor_p(tally: Tally, pct: float) -> int:

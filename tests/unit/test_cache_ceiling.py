@@ -78,6 +78,18 @@ def test_by_document_splits_documents_in_equal_shares_of_requests() -> None:
     assert cc.lru_replay(trace, [0, 0, 0, 0], 2, 2).hits == (0, 0, 0, 0)
 
 
+def test_best_split_finds_the_split_that_keeps_what_comes_back() -> None:
+    # Engines of 2 blocks: a request takes both (one full, one partial), so a replica keeps only its last
+    # document. A and B apart (3 requests each), C with one of them: C's replica loses one repeat to it.
+    # Every split hits 3 of the 4 repeats at best (6 tokens); all of them stay under the bound.
+    trace = cc.prompts([A, B, A, C, B, A, B], 2)
+    best = cc.best_split(trace, 2, 2, 0, 20, random.Random(1))  # noqa: S311 - a fixed search
+    assert best.rate >= cc.lru_replay(trace, cc.by_document(trace, 2), 2, 2).rate
+    assert best.rate <= cc.union_belady(trace, 4).rate
+    assert sum(best.hits) == 2 * 3
+    assert sum(cc.lru_replay(trace, [0] * 7, 2, 2).hits) == 0  # all on one replica: every request evicts
+
+
 def test_no_assignment_beats_the_bounds() -> None:
     """Exhaustively, on small random traces: every assignment of requests to 2 replicas replayed through
     LRU engines stays under Belady over the union of the caches, which stays under the unbounded cache."""
