@@ -92,7 +92,8 @@ def trace(policy: str, encode: Callable[[Messages], list[int]]) -> tuple[list[Me
 class Running:
     index: int
     keyed: list[int]  # its blocks that carry a prefix key (shared, cached once full)
-    private: int  # blocks without a key (the partial last one)
+    private: int  # blocks without a key (the partial last one, and those the answer fills)
+    answered: list[int]  # keys no prompt shares, for the blocks the answer fills: cached when it finishes
     decode_left: int
     new: bool = True
 
@@ -112,6 +113,7 @@ class Engine:
     busy: bool = False
     queries: int = 0
     hits: int = 0
+    junk: int = 0
 
     def in_use(self) -> int:
         return len(self.refs) + self.private
@@ -138,11 +140,17 @@ class Engine:
             self.free.popitem(last=False)
         self.queries += p.tokens
         self.hits += hit * p.block
-        return Running(index, keyed, private, MAX_TOKENS - 1), p.tokens - hit * p.block
+        answered = []
+        for _ in range(len(p.keys), (p.tokens + MAX_TOKENS) // p.block):
+            self.junk -= 1
+            answered.append(self.junk)
+        return Running(index, keyed, private, answered, MAX_TOKENS - 1), p.tokens - hit * p.block
 
     def finish(self, r: Running) -> None:
         self.private -= r.private
-        for key in reversed(r.keyed):  # tail first: heads outlive tails
+        for key in reversed(r.answered):  # the tail: freed first, evicted first
+            self.free[key] = None
+        for key in reversed(r.keyed):  # then the prompt, tail first: heads outlive tails
             self.refs[key] -= 1
             if self.refs[key] == 0:
                 del self.refs[key]
@@ -190,6 +198,7 @@ def simulate(
     kv_blocks: int,
     seed: int = 7,
     prefill_s: float = PREFILL_S,
+    clients: int = CLIENTS,
 ) -> SimResult:
     rng = random.Random(seed)
     now = 0.0
@@ -277,7 +286,7 @@ def simulate(
         e.running = still
         step(r)
 
-    for c in range(CLIENTS):
+    for c in range(clients):
         at(0.001 * c, "client", 0)
     at(rng.uniform(0, 1.0), "scrape", 0)
     while events:
