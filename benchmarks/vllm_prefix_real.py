@@ -253,17 +253,18 @@ async def first_token_s(client: httpx.AsyncClient, url: str, model: str, message
 
 
 async def prefill_line(
-    client: httpx.AsyncClient, pods: dict[str, str], model: str, encode: Encode
+    client: httpx.AsyncClient, urls: dict[str, str], model: str, encode: Encode, rounds: int = SOLO_ROUNDS
 ) -> tuple[float, float]:
     """TTFT = a + b x (prompt tokens the engine computes), fitted (least squares) to requests sent one at a
-    time to an idle pod: a document no policy uses, cold, then the same document with another question."""
+    time to an idle pod ({name: base URL}): a document no policy uses, cold, then the same document with
+    another question."""
     samples: list[tuple[float, float]] = []
-    for r in range(SOLO_ROUNDS):
-        for name, ip in pods.items():
+    for r in range(rounds):
+        for name, url in urls.items():
             pair = workload(f"solo {name} {r}", 1, 2, seed=r)
             computed = cache_ceiling.unbounded(cache_ceiling.prompts([encode(m) for m in pair], BLOCK)).misses()
             for messages, tokens in zip(pair, computed, strict=True):
-                samples.append((float(tokens), await first_token_s(client, f"http://{ip}:{PORT}", model, messages)))
+                samples.append((float(tokens), await first_token_s(client, url, model, messages)))
     n = len(samples)
     mx, my = sum(x for x, _ in samples) / n, sum(y for _, y in samples) / n
     sxx = sum((x - mx) ** 2 for x, _ in samples)
@@ -324,7 +325,8 @@ async def measure(
                     f"http://{ip}:{PORT}/v1/chat/completions",
                     json={"model": model, "messages": warm, "max_tokens": 2},
                 )
-        line = await prefill_line(client, pods, model, encode) if kv_blocks and encode else None
+        urls = {name: f"http://{ip}:{PORT}" for name, ip in pods.items()}
+        line = await prefill_line(client, urls, model, encode) if kv_blocks and encode else None
         if line is not None:
             print(json.dumps({"prefill_ms": line[0] * 1000, "prefill_ms_per_token": line[1] * 1000}), flush=True)
         for policy in POLICIES:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
+from pathlib import Path
 
+import httpx
 import pytest
 
 from benchmarks import cache_ceiling as cc
@@ -150,3 +153,41 @@ def test_no_simulated_policy_beats_the_bound() -> None:
     for policy in SIM_POLICIES:
         for seed in range(3):
             assert simulate(messages, trace, policy, 13, seed).hit_rate <= bound + 1e-12, policy
+
+
+def test_the_floor_is_timed_by_a_line_fitted_to_a_real_servers_first_tokens(tmp_path: Path) -> None:
+    """vllm_prefix_real's floor: solo requests (a cold document, then the same one with another question)
+    streamed from real HTTP engines (engine_sim's, whose prefill time is per uncached character), the line
+    fitted to their first tokens; the report carries the ceiling and the floor beside the measured p90."""
+    pytest.importorskip("transformers")
+    from sdc_runtime.tiny import make_tiny_model
+
+    from benchmarks import vllm_prefix_real as real
+    from benchmarks.engine_sim import PREFILL_S_PER_CHAR, fleet_in_thread, prompt_text
+    from benchmarks.vllm_prefix_ceiling import tokenizer_encode
+
+    encode = tokenizer_encode(make_tiny_model(tmp_path / "tok", hidden_size=32, heads=1, kv_heads=1, layers=1))
+    with fleet_in_thread(2) as fleet:
+
+        async def fit() -> tuple[float, float]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await real.prefill_line(client, dict(enumerate(fleet.urls)), "sim", encode, rounds=1)
+
+        intercept, per_token = asyncio.run(fit())
+    # These engines prefill per uncached character: a cold document takes hundreds of milliseconds, a warm
+    # one a few. The line rises, and at a cold document's size it says what such a prefill takes.
+    assert per_token > 0
+    cold = real.workload("solo 0 0", 1, 2, seed=0)[0]
+    expected = len(prompt_text(cold)) * PREFILL_S_PER_CHAR
+    assert 0.5 * expected < intercept + per_token * len(encode(cold)) < 2 * expected
+    rows = [
+        {"policy": "service", "requests": 144, "hit_rate": 0.37, "ttft_p50_ms": 160.0, "ttft_p90_ms": 689.0,
+         "top_share": None, "failed": 0, "seconds": 19.0, "load": "1 1 1", "ceiling": 0.734,
+         "floor_p90_tokens": 979, "floor_p90_ms": 400.0},
+        {"policy": "ours", "requests": 144, "hit_rate": 0.65, "ttft_p50_ms": 102.0, "ttft_p90_ms": 384.0,
+         "top_share": 0.53, "failed": 0, "seconds": 15.0, "load": "1 1 1", "ceiling": 0.736,
+         "floor_p90_tokens": 976, "floor_p90_ms": 399.0},
+    ]  # fmt: skip
+    text = real.report(rows, 24, 6, 4)
+    assert "| ceiling (any router) | TTFT p90 floor ms (vs the Service) |" in text
+    assert "| 0.74 | 399 (976 tokens, 0.58x) |" in text
