@@ -27,6 +27,8 @@ SCRIPTS = [
     ("scale_from_zero", ["benchmarks/scale_from_zero.py", "transformers", "vllm", "ollama"]),
     ("scale_down_drain", ["benchmarks/scale_down_drain.py"]),
     ("vllm_prefix_real", ["benchmarks/vllm_prefix_real.py", "--kv-blocks", "96"]),
+    # No cluster: vllm_prefix_real's ceiling and floor computed offline, and the policies in a vLLM-like simulation.
+    ("vllm_prefix_ceiling", ["benchmarks/vllm_prefix_ceiling.py"]),
 ]
 
 

@@ -23,6 +23,12 @@ from the cache an earlier one filled. Without --kv-blocks the engines' caches ar
 to each pod. `--kv-blocks 96` (what `make bench` runs) holds each cache to 96 blocks of 128 tokens, about a
 third of the documents' tokens: the issue's setting (engine_sim.py's simulated caches likewise).
 
+With --kv-blocks, each row also gives the ceiling on its own trace (benchmarks/cache_ceiling.py: the best
+hit rate any router could reach, Belady over both caches; tokens by the pods' own tokenizer) and the TTFT
+p90 floor: the prefill that even the ceiling must do at the 90th percentile (every document's first
+request is cold for any router), timed by a line fitted to requests sent one at a time to an idle pod
+(a cold document, then the same document with another question) before the policies run.
+
 Skips (exit 0 with a message) without the cluster's real node. Writes benchmarks/out/vllm_prefix_real.md.
 """
 
@@ -48,10 +54,12 @@ from sdc_orchestrator.router import Router
 from sdc_orchestrator.routing.policy import ReplicaPolicy, hint
 from sdc_orchestrator.routing.scrape import Scraper
 
+from benchmarks import cache_ceiling
 from benchmarks.common import machine, percentile, table, write_report
 from benchmarks.engine_sim import SYSTEM, passages, questions
 from benchmarks.real_node import Release, cluster_kubeconfig, load_average, localllm, new_release, pod_ready
 from benchmarks.scale_from_zero import prepare_hub
+from benchmarks.vllm_prefix_ceiling import tokenizer_encode
 from hack import hub
 from tests.conftest import Kubectl, wait_until
 
@@ -64,6 +72,9 @@ PORT = 8000
 MAX_TOKENS = 8
 PASSAGES_PER_DOC = 8
 POLICIES = ("service", "least-load", "ours")
+BLOCK = 128  # tokens per KV block with --kv-blocks (--block-size=128)
+SOLO_ROUNDS = 3
+Encode = Callable[[list[dict[str, str]]], list[int]]
 
 
 @dataclass
@@ -227,6 +238,40 @@ async def run_policy(
     return outcome, hits / queries if queries else float("nan"), load
 
 
+async def first_token_s(client: httpx.AsyncClient, url: str, model: str, messages: list[dict[str, str]]) -> float:
+    body = {"model": model, "messages": messages, "max_tokens": 2, "stream": True}
+    sent = time.perf_counter()
+    first: float | None = None
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():  # read to the end: the engine finishes it, nothing aborted
+            if first is None and line.startswith("data: ") and line != "data: [DONE]":
+                first = time.perf_counter() - sent
+    if first is None:
+        raise RuntimeError("the stream ended before its first token")
+    return first
+
+
+async def prefill_line(
+    client: httpx.AsyncClient, urls: dict[str, str], model: str, encode: Encode, rounds: int = SOLO_ROUNDS
+) -> tuple[float, float]:
+    """TTFT = a + b x (prompt tokens the engine computes), fitted (least squares) to requests sent one at a
+    time to an idle pod ({name: base URL}): a document no policy uses, cold, then the same document with
+    another question."""
+    samples: list[tuple[float, float]] = []
+    for r in range(rounds):
+        for name, url in urls.items():
+            pair = workload(f"solo {name} {r}", 1, 2, seed=r)
+            computed = cache_ceiling.unbounded(cache_ceiling.prompts([encode(m) for m in pair], BLOCK)).misses()
+            for messages, tokens in zip(pair, computed, strict=True):
+                samples.append((float(tokens), await first_token_s(client, url, model, messages)))
+    n = len(samples)
+    mx, my = sum(x for x, _ in samples) / n, sum(y for _, y in samples) / n
+    sxx = sum((x - mx) ** 2 for x, _ in samples)
+    slope = sum((x - mx) * (y - my) for x, y in samples) / sxx if sxx else 0.0
+    return my - slope * mx, slope
+
+
 def two_vllm(release: Release, hub_root: Path, kv_blocks: int = 0) -> tuple[dict[str, str], str, str]:
     """The vLLM LocalLLM at two Ready replicas: {pod: ip}, its Service URL, the served model name.
     `kv_blocks` > 0: each engine's KV cache held to that many blocks of 128 tokens (caches smaller than the
@@ -260,7 +305,15 @@ def two_vllm(release: Release, hub_root: Path, kv_blocks: int = 0) -> tuple[dict
 
 
 async def measure(
-    pods: dict[str, str], service: str, model: str, namespace: str, docs: int, per_doc: int, clients: int
+    pods: dict[str, str],
+    service: str,
+    model: str,
+    namespace: str,
+    docs: int,
+    per_doc: int,
+    clients: int,
+    kv_blocks: int = 0,
+    encode: Encode | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10)) as client:
@@ -272,8 +325,21 @@ async def measure(
                     f"http://{ip}:{PORT}/v1/chat/completions",
                     json={"model": model, "messages": warm, "max_tokens": 2},
                 )
+        urls = {name: f"http://{ip}:{PORT}" for name, ip in pods.items()}
+        line = await prefill_line(client, urls, model, encode) if kv_blocks and encode else None
+        if line is not None:
+            print(json.dumps({"prefill_ms": line[0] * 1000, "prefill_ms_per_token": line[1] * 1000}), flush=True)
         for policy in POLICIES:
             requests = workload(policy, docs, per_doc, seed=11)
+            bounds: dict[str, Any] = {"ceiling": None, "floor_p90_tokens": None, "floor_p90_ms": None}
+            if line is not None and encode is not None:
+                prompts = cache_ceiling.prompts([encode(m) for m in requests], BLOCK)
+                floor = cache_ceiling.floor_p(cache_ceiling.unbounded(prompts), 90)
+                bounds = {
+                    "ceiling": cache_ceiling.union_belady(prompts, 2 * kv_blocks).rate,
+                    "floor_p90_tokens": floor,
+                    "floor_p90_ms": (line[0] + line[1] * floor) * 1000,
+                }
             started = time.monotonic()
             outcome, hit_rate, load = await run_policy(
                 client, policy, requests, pods, service, model, clients, namespace
@@ -290,6 +356,7 @@ async def measure(
                 "errors": dict(outcome.errors),
                 "seconds": time.monotonic() - started,
                 "load": load,
+                **bounds,
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -310,6 +377,8 @@ def report(rows: list[dict[str, Any]], docs: int, per_doc: int, clients: int) ->
             r["failed"],
             f"{r['seconds']:.0f}",
             r["load"],
+            f"{r['ceiling']:.2f}" if r.get("ceiling") is not None else "-",
+            _floor(r, service),
         ]
         for r in rows
     ]
@@ -335,12 +404,28 @@ def report(rows: list[dict[str, Any]], docs: int, per_doc: int, clients: int) ->
                     "failed",
                     "run (s)",
                     "load",
+                    "ceiling (any router)",
+                    "TTFT p90 floor ms (vs the Service)",
                 ],
                 body,
             ),
             "",
+            "Ceiling and floor (with --kv-blocks): benchmarks/cache_ceiling.py on each policy's own trace, "
+            "tokenized by the pods' tokenizer; the floor is the prefill of the tokens that even the ceiling "
+            "computes at the 90th percentile (a whole cold document: 24 of the 144 requests are documents' "
+            "first), timed by the line fitted to solo requests on idle pods. No router's TTFT p90 is below it.",
+            "",
         ]
     )
+
+
+def _floor(row: dict[str, Any], service: dict[str, Any] | None) -> str:
+    if row.get("floor_p90_ms") is None:
+        return "-"
+    text = f"{row['floor_p90_ms']:.0f} ({row['floor_p90_tokens']} tokens"
+    if service:
+        text += f", {row['floor_p90_ms'] / service['ttft_p90_ms']:.2f}x"
+    return text + ")"
 
 
 def main() -> int:
@@ -363,7 +448,21 @@ def main() -> int:
         try:
             release.install(hub_root)
             pods, service, model = two_vllm(release, hub_root, args.kv_blocks)
-            rows = asyncio.run(measure(pods, service, model, release.ns, args.docs, args.questions, args.clients))
+            # The pods' own tokenizer (the hub's copy of the model), for the ceiling and the floor.
+            encode = tokenizer_encode(hub_root / "models" / RAG_MODEL) if args.kv_blocks else None
+            rows = asyncio.run(
+                measure(
+                    pods,
+                    service,
+                    model,
+                    release.ns,
+                    args.docs,
+                    args.questions,
+                    args.clients,
+                    args.kv_blocks,
+                    encode,
+                )
+            )
         finally:
             if not args.keep:
                 release.uninstall()

@@ -201,7 +201,8 @@ def test_a_conversation_stays_on_its_replica_however_many_turns_it_answered_sinc
 
 def test_a_conversation_queues_on_its_only_holder_rather_than_start_over() -> None:
     """A follow-up turn whose history nobody within the bound holds: its holder may go over by up to
-    SLACK x the share of the prompt it holds. A single-turn prompt (a hot document) spills as before."""
+    SLACK x the share of the prompt it holds. A single-turn prompt's holder by SINGLE_STRETCH (one request)
+    only: past that a hot document spills."""
     pods = [replica(i) for i in range(4)]
     chooser = policy({p.name: reading() for p in pods})
     history = [*messages(DOC_A, "질문"), {"role": "assistant", "content": "답"}, {"role": "user", "content": "또"}]
@@ -213,12 +214,38 @@ def test_a_conversation_queues_on_its_only_holder_rather_than_start_over() -> No
     assert chooser.choose(pods, lambda e: in_flight[e.name], keys).name == pods[0].name
     in_flight[pods[0].name] = 7  # past the stretch too (4.19 + 2): recomputing is now cheaper than the queue
     assert chooser.choose(pods, lambda e: in_flight[e.name], keys).name != pods[0].name
-    # The same load on a single-turn prompt's holder: spilled, so a hot document gets a second replica.
+    # A single-turn prompt's holder: 3 in flight is within 2.94 + 1 x 1.0, it stays; 5 is past 3.56 + 1.
     single = hint(messages(DOC_A))
     hot = policy({p.name: reading() for p in pods})
     hot.index.record(pods[0].name, single.keys)
     in_flight[pods[0].name] = 3
+    assert hot.choose(pods, lambda e: in_flight[e.name], single).name == pods[0].name
+    in_flight[pods[0].name] = 5
     assert hot.choose(pods, lambda e: in_flight[e.name], single).name != pods[0].name
+    # Without the stretch (the policy before #23 5a's ceiling) the holder of 3 is left.
+    strict = policy({p.name: reading() for p in pods})
+    strict.single_stretch = 0.0
+    strict.index.record(pods[0].name, single.keys)
+    in_flight[pods[0].name] = 3
+    assert strict.choose(pods, lambda e: in_flight[e.name], single).name != pods[0].name
+
+
+def test_a_documents_holder_is_judged_on_what_it_still_has_in_flight() -> None:
+    """Questions about one document answered quickly, before any scrape: the herd count says 6 requests
+    went to its holder, none of them is still there; the seventh stays (on two replicas, where the holder
+    alone makes the mean, the unsettled count pushed it out: single_stretch 0, the policy before)."""
+    pods = [replica(i) for i in range(2)]
+    chooser = policy({p.name: reading() for p in pods})
+    holder = chooser.choose(pods, lambda _e: 0, hint(messages(DOC_A, "첫 질문")))
+    chooser.sent_since_scrape[holder.name] = 6
+    in_flight = {p.name: 0 for p in pods}
+    # Loads 6 and 0: bound 1.25 x 3 + 2 = 5.75 < 6; settled, the holder has 0.
+    assert chooser.choose(pods, lambda e: in_flight[e.name], hint(messages(DOC_A, "다른 질문"))).name == holder.name
+    strict = policy({p.name: reading() for p in pods})
+    strict.single_stretch = 0.0
+    strict.index.record(holder.name, hint(messages(DOC_A, "첫 질문")).keys)
+    strict.sent_since_scrape[holder.name] = 6
+    assert strict.choose(pods, lambda e: in_flight[e.name], hint(messages(DOC_A, "다른 질문"))).name != holder.name
 
 
 def test_router_picks_the_model_by_weight_then_the_replica() -> None:

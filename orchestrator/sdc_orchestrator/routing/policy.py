@@ -16,12 +16,14 @@ load, as in consistent hashing with bounded loads (Mirrokni et al.; KubeAI):
    alone: still routed to, never dropped.
 2. The bound is (1 + EPSILON) x the mean load + SLACK. Among the replicas
    within it, the one with the longest cached prefix wins ("affinity");
-   equal matches go to the less loaded, then by chance. A conversation's
-   follow-up turn (an assistant message in its history) whose history no
-   replica within the bound holds may go to the replica that holds most of
-   it up to SLACK x that share over the bound (its load counted without the
-   requests it already answered since the scrape): a few requests queued
-   there cost less than recomputing the whole conversation elsewhere.
+   equal matches go to the less loaded, then by chance. A request whose
+   prompt no replica within the bound holds may still go to the replica
+   that holds most of it, up to a stretch x that share over the bound (its
+   load counted without the requests it already answered since the scrape):
+   a conversation's follow-up turn (an assistant message in its history) by
+   SLACK, any other request by SINGLE_STRETCH, one request. A few requests
+   queued there cost less than recomputing the whole prompt elsewhere and
+   keeping a second copy of it, which evicts other prompts.
 3. No replica within the bound holds any of the prompt: a prefix nobody has
    yet goes by rendezvous hashing of its first block to the first replica in
    its order within the bound ("hash"), so concurrent first requests of a
@@ -48,6 +50,12 @@ from sdc_orchestrator.routing.scrape import Scraper
 EPSILON = 0.25
 SLACK = 2.0  # requests: at low load (mean 0 or 1) affinity should still win over a one-request difference
 KV_WEIGHT = 2.0  # a full KV cache counts as two more requests: the engine is about to queue or preempt
+# A single-turn prompt's holder may be this many requests (x the share of the prompt it holds) over the bound.
+# Less than a follow-up's SLACK: many requests of one hot document can be in flight at once, and past one
+# request's worth of queue it is better spilled (its prefix then lives on a second replica). On two vLLM
+# replicas whose caches hold about half of 24 documents (#23 5a, simulated: vllm_prefix_ceiling.py), leaving
+# the holder over a queue that had already been answered cost 0.013 of hit rate and 38 ms of TTFT p90.
+SINGLE_STRETCH = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class ReplicaPolicy:
     rng: random.Random = field(default_factory=random.Random)
     epsilon: float = EPSILON
     slack: float = SLACK
+    single_stretch: float = SINGLE_STRETCH
     sent_since_scrape: dict[str, int] = field(default_factory=dict)
     labelled: set[str] = field(default_factory=set)  # replicas with a load gauge series, removed when they go
 
@@ -106,17 +115,20 @@ class ReplicaPolicy:
         keys = request.keys
         matches = [self.index.match(e.name, keys) for e in replicas] if keys else [0] * len(replicas)
         best = max((matches[i] for i in within), default=0)
-        if best == 0 and request.follow_up and any(matches):
-            # A conversation's next turn whose history no replica within the bound holds: leaving its holder
-            # means computing all of it again, so the holder may go over the bound by up to `slack` requests
-            # in proportion to the share of the prompt it holds. Only for follow-up turns: a conversation has
-            # one request in flight at a time, and the stretch stays bounded; a hot document (many requests at
-            # once) is better spilled, which puts its prefix on a second replica. The holder's load is judged
-            # settled: the requests it was sent since the scrape include this conversation's own earlier
-            # turns, all answered, which the herd count would still hold against it for up to a second.
+        if best == 0 and (request.follow_up or self.single_stretch > 0) and any(matches):
+            # A prompt whose prefix no replica within the bound holds: leaving its holder means computing all
+            # of it again (and a second copy in another cache), so the holder may go over the bound in
+            # proportion to the share of the prompt it holds: by up to `slack` requests for a conversation's
+            # next turn (one request in flight at a time per conversation, so the stretch stays bounded), by
+            # `single_stretch` for any other (a hot document has many requests at once: past that it is
+            # better spilled, which puts its prefix on a second replica; 0 turns this off for them). The
+            # holder's load is judged settled: the requests it was sent since the scrape include answered
+            # ones (a conversation's own earlier turns, a document's earlier questions), which the herd count
+            # would still hold against it for up to a second.
             holder = max(range(len(replicas)), key=lambda i: (matches[i], -loads[i]))
             settled = self.load(replicas[holder], in_flight(replicas[holder]), settled=True)
-            if settled <= bound + self.slack * matches[holder] / len(keys):
+            stretch = self.slack if request.follow_up else self.single_stretch
+            if settled <= bound + stretch * matches[holder] / len(keys):
                 within, best = [*within, holder], matches[holder]
         if best > 0:
             chosen = min((i for i in within if matches[i] == best), key=lambda i: (loads[i], self.rng.random()))
