@@ -9,10 +9,16 @@ with no server and no client, for two layouts of the cache:
 - `fixed`: rows that started together with one prompt and decode 64 tokens (the fixed-length figure):
   the cache grows from the prompt's ~30 columns to ~94, no padding;
 - `mixed`: rows of different ages as churn leaves them (the mixed-length figure): requests of
-  16-256 tokens make the longest row's history ~250-300 columns, and the younger rows are padded to it.
+  16-256 tokens make the longest row's history ~250-300 columns, and the younger rows are padded to it;
+  beside it, 16 rows holding the same real cells with no padding (what a ragged layout could save).
 
-Layouts alternate within each round, so a change of the shared machine's load touches them alike;
-figures are medians over rounds. Run: `python benchmarks/runtime_steps.py`.
+It also times a prompt's prefill alone (the 1-client case, once per request) and a join into the
+slots of rows that ended (the 16-client case), and gives the mixed ceiling with each request's prefill
+spread over its answer's tokens.
+
+Times are this thread's CPU time (`time.thread_time`: the batch runs in it), which other processes'
+load moves far less than the wall clock; layouts alternate within each round, and figures are medians
+over rounds. Run: `python benchmarks/runtime_steps.py`.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ PROMPT = "쿠버네티스에서 GPU 노드를 사용해 언어 모델을 서비�
 # Ages (tokens generated so far) of the rows of a churned 16-row batch: requests of 16..256 tokens,
 # caught at various points; the oldest sets the cache's width.
 MIXED_AGES = (230, 200, 180, 150, 120, 100, 90, 70, 60, 45, 40, 30, 20, 12, 6, 2)
+MIXED_TOKENS = (16, 32, 64, 128, 256)  # runtime_bench.py's answer lengths
+# 16 rows of one age holding as many real cells as MIXED_AGES (ages 85 on average), with no padding:
+# what the mixed step would cost if the cache paid for no padding.
+UNPADDED = "mixed's real cells unpadded, 16 rows (age 85)"
 
 
 class Steps:
@@ -83,21 +93,26 @@ class Steps:
         with torch.inference_mode():
             batch = self.batch(ages)
             real = float(batch.mask.float().mean())
-            started = time.perf_counter()
+            started = time.thread_time()
             for _ in range(steps):
                 batch.step()
-            return (time.perf_counter() - started) * 1000 / steps, real
+            return (time.thread_time() - started) * 1000 / steps, real
 
-    def join_ms(self, rows: int) -> float:
-        """One join of `rows` newcomers into a 15-row mixed batch (prefill, first token, placement)."""
+    def join_ms(self, rows: int, into: tuple[int, ...] = MIXED_AGES) -> float:
+        """One join of `rows` newcomers (prefill, first token, placement) into a batch of rows aged `into`.
+
+        As under churn, the newcomers take the slots of as many rows that just ended (the oldest ones).
+        """
         import torch
 
         with torch.inference_mode():
-            batch = self.batch(MIXED_AGES[:15])
+            batch = self.batch(into) if into else self.engine._new_batch()
+            for row in batch.rows[:rows] if into else []:
+                batch._finish(row, "length")
             newcomers = self.rows(rows)
-            started = time.perf_counter()
+            started = time.thread_time()
             batch.admit(newcomers)
-            return (time.perf_counter() - started) * 1000
+            return (time.thread_time() - started) * 1000
 
 
 def main() -> None:
@@ -113,7 +128,7 @@ def main() -> None:
         "fixed, 16 rows": (0,) * 16,
         "mixed, 1 row (age 120)": (120,),
         "mixed, 16 rows": MIXED_AGES,
-        "same real cells unpadded, 16 rows (age 85)": (85,) * 16,
+        UNPADDED: (85,) * 16,
     }
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_tiny_model(Path(tmp) / "bench-model", hidden_size=256, layers=4, max_positions=1024)
@@ -122,26 +137,39 @@ def main() -> None:
         figures: dict[str, list[float]] = {name: [] for name in layouts}
         real: dict[str, float] = {}
         joins: dict[int, list[float]] = {1: [], 2: []}
+        alone: list[float] = []
         for _ in range(max(1, args.rounds)):
             for name, ages in layouts.items():
                 ms, real[name] = steps.step_ms(ages, 64)
                 figures[name].append(ms)
             for n in joins:
                 joins[n].append(steps.join_ms(n))
+            alone.append(steps.join_ms(1, into=()))
         load_after = os.getloadavg()[0]
     step = {name: median(values) for name, values in figures.items()}
     rows = [[name, f"{step[name]:.2f}", f"{real[name] * 100:.0f} %"] for name in layouts]
     fixed = 16 * step["fixed, 1 row"] / step["fixed, 16 rows"]
     mixed = 16 * step["mixed, 1 row (age 120)"] / step["mixed, 16 rows"]
-    print(f"load average (1 min) {load_before:.1f} -> {load_after:.1f}; medians of {args.rounds} rounds\n")
+    unpadded = 16 * step["mixed, 1 row (age 120)"] / step[UNPADDED]
+    # With prefill (mixed: every prompt distinct): each request's prompt is prefilled once, alone at 1
+    # client, joining the batch at 16; spread over the answer's tokens (99 on average).
+    mean = sum(MIXED_TOKENS) / len(MIXED_TOKENS)
+    first, join = median(alone), median(joins[2]) / 2
+    mixed_all = (step["mixed, 1 row (age 120)"] + first / mean) / (step["mixed, 16 rows"] / 16 + join / mean)
+    unpadded_all = (step["mixed, 1 row (age 120)"] + first / mean) / (step[UNPADDED] / 16 + join / mean)
+    print(f"load average (1 min) {load_before:.1f} -> {load_after:.1f}; CPU ms, medians of {args.rounds} rounds\n")
     print(table(["layout", "ms per step", "real cells"], rows))
     print(
-        f"\nceiling of 16 vs 1 from steps alone: fixed {fixed:.2f}x, mixed {mixed:.2f}x "
-        "(16 x step(1) / step(16); joins, HTTP and the client come on top)"
+        f"\nprefill of one prompt alone {first:.1f} ms; a join into ended slots of a 16-row batch: 1 newcomer "
+        f"{median(joins[1]):.1f} ms, 2 newcomers {median(joins[2]):.1f} ms"
     )
     print(
-        f"join of 1 newcomer {median(joins[1]):.1f} ms, of 2 {median(joins[2]):.1f} ms "
-        "(prefill of ~30 prompt tokens each, first token, placement into a 15-row batch)"
+        f"ceiling of 16 vs 1, steps alone (16 x step(1) / step(16)): fixed {fixed:.2f}x, mixed {mixed:.2f}x; "
+        f"mixed with no padding (the same real cells in a rectangle): {unpadded:.2f}x"
+    )
+    print(
+        f"mixed with each request's prefill (16 rows live at every step, no HTTP, no client): {mixed_all:.2f}x; "
+        f"with no padding as well: {unpadded_all:.2f}x"
     )
 
 
