@@ -7,7 +7,7 @@ those steps on the bench's model (random Llama, hidden 256, 4 layers), on the sc
 with no server and no client, for two layouts of the cache:
 
 - `fixed`: rows that started together with one prompt and decode 64 tokens (the fixed-length figure):
-  the cache grows from the prompt's ~30 columns to ~94, no padding;
+  the cache grows from the prompt's ~75 columns to ~140, no padding;
 - `mixed`: rows of different ages as churn leaves them (the mixed-length figure): requests of
   16-256 tokens make the longest row's history ~250-300 columns, and the younger rows are padded to it;
   beside it, 16 rows holding the same real cells with no padding (what a ragged layout could save).
@@ -34,7 +34,7 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # as runtime_bench.py: one torch thread
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import median, table
+from benchmarks.common import machine, median, table, versions, write_report
 
 PROMPT = "쿠버네티스에서 GPU 노드를 사용해 언어 모델을 서비스하는 방법을 설명해 주세요."
 # Ages (tokens generated so far) of the rows of a churned 16-row batch: requests of 16..256 tokens,
@@ -115,7 +115,7 @@ class Steps:
             return (time.thread_time() - started) * 1000
 
 
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
@@ -157,20 +157,30 @@ def main() -> None:
     first, join = median(alone), median(joins[2]) / 2
     mixed_all = (step["mixed, 1 row (age 120)"] + first / mean) / (step["mixed, 16 rows"] / 16 + join / mean)
     unpadded_all = (step["mixed, 1 row (age 120)"] + first / mean) / (step[UNPADDED] / 16 + join / mean)
-    print(f"load average (1 min) {load_before:.1f} -> {load_after:.1f}; CPU ms, medians of {args.rounds} rounds\n")
-    print(table(["layout", "ms per step", "real cells"], rows))
-    print(
-        f"\nprefill of one prompt alone {first:.1f} ms; a join into ended slots of a 16-row batch: 1 newcomer "
-        f"{median(joins[1]):.1f} ms, 2 newcomers {median(joins[2]):.1f} ms"
+    text = "\n".join(
+        [
+            "## sdc-runtime's decode step in process (the ceiling of the mixed-length figure)",
+            "",
+            f"Machine: {machine()}. {versions('torch', 'transformers')}. The bench's model (random Llama, hidden 256, "
+            f"4 layers), OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, the scheduler's `Batch` driven directly (no "
+            f"server, no client); CPU ms of the thread, medians of {args.rounds} rounds; load average (1 min) "
+            f"{load_before:.1f} at the start, {load_after:.1f} at the end. Command: `python benchmarks/runtime_steps.py`",
+            "",
+            table(["layout", "ms per step", "real cells"], rows),
+            "",
+            f"Prefill of one prompt alone {first:.1f} ms; a join into ended slots of a 16-row batch: 1 newcomer "
+            f"{median(joins[1]):.1f} ms, 2 newcomers {median(joins[2]):.1f} ms.",
+            "",
+            f"Ceiling of 16 vs 1 from the steps alone (16 x step(1 row) / step(16 rows)): fixed {fixed:.2f}x, mixed "
+            f"{mixed:.2f}x; mixed with no padding (the same real cells, unpadded) {unpadded:.2f}x. With each request's "
+            f"prefill spread over its answer's tokens (99 on average), 16 rows live at every step, no HTTP and no "
+            f"client: mixed {mixed_all:.2f}x, and {unpadded_all:.2f}x with no padding as well.",
+            "",
+        ]
     )
-    print(
-        f"ceiling of 16 vs 1, steps alone (16 x step(1) / step(16)): fixed {fixed:.2f}x, mixed {mixed:.2f}x; "
-        f"mixed with no padding (the same real cells in a rectangle): {unpadded:.2f}x"
-    )
-    print(
-        f"mixed with each request's prefill (16 rows live at every step, no HTTP, no client): {mixed_all:.2f}x; "
-        f"with no padding as well: {unpadded_all:.2f}x"
-    )
+    print(text)
+    write_report("runtime_steps", text)
+    return text
 
 
 if __name__ == "__main__":
