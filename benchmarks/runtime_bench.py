@@ -14,7 +14,8 @@ Three questions, side by side in one run on the same model:
 - throughput under churn: 1 and 16 clients sending back to back, non-streamed, each request's
   max_tokens drawn from 16/32/64/128/256 (seeded), every prompt distinct (a request number opens it,
   so no prompt block is shared and the prefix cache saves nothing: this measures joining and
-  leaving, not caching); aggregate tokens/s of the requests finished within a fixed window;
+  leaving, not caching); aggregate tokens/s of the requests finished within a fixed window, and of every
+  token the server generated in it (its `vllm:generation_tokens_total`, unfinished answers included);
 - the prefix cache: time to first token of a request with a fresh 500-token system prompt, then of
   another request with the same system prompt and another question.
 Both sides of the single-stream pair run the same prompt ids, greedy, exactly MAX_TOKENS new tokens
