@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out"
 SCRIPTS = [
     ("runtime", ["benchmarks/runtime_bench.py"]),
+    ("runtime_steps", ["benchmarks/runtime_steps.py"]),
     ("orchestrator", ["benchmarks/orchestrator_overhead.py"]),
     ("failover", ["benchmarks/failover_load.py", "--concurrency", "32", "--seconds", "60"]),
     ("operator", ["benchmarks/operator_scale.py"]),

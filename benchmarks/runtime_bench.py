@@ -14,7 +14,8 @@ Three questions, side by side in one run on the same model:
 - throughput under churn: 1 and 16 clients sending back to back, non-streamed, each request's
   max_tokens drawn from 16/32/64/128/256 (seeded), every prompt distinct (a request number opens it,
   so no prompt block is shared and the prefix cache saves nothing: this measures joining and
-  leaving, not caching); aggregate tokens/s of the requests finished within a fixed window;
+  leaving, not caching); aggregate tokens/s of the requests finished within a fixed window, and of every
+  token the server generated in it (its `vllm:generation_tokens_total`, unfinished answers included);
 - the prefix cache: time to first token of a request with a fresh 500-token system prompt, then of
   another request with the same system prompt and another question.
 Both sides of the single-stream pair run the same prompt ids, greedy, exactly MAX_TOKENS new tokens
@@ -256,11 +257,29 @@ async def short_during_long(base: str) -> dict[str, float]:
     return sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
 
 
-async def mixed_lengths(base: str) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+async def generated_tokens(client: httpx.AsyncClient, base: str) -> float:
+    """The server's `vllm:generation_tokens_total` (every token it has generated, answers unfinished included)."""
+    resp = await client.get(f"{base}/metrics")
+    resp.raise_for_status()
+    for line in resp.text.splitlines():
+        if line.startswith("vllm:generation_tokens_total{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise RuntimeError("the server exports no vllm:generation_tokens_total")
+
+
+Mixed = tuple[dict[int, list[float]], dict[int, list[float]], dict[int, list[float]]]
+
+
+async def mixed_lengths(base: str) -> Mixed:
     """Aggregate tokens/s at 1 and 16 clients, each sending back to back; rounds alternate the two.
 
     Each request's max_tokens comes from a seeded draw, so both client counts see the same mix; a
-    window's figure counts the completion tokens of the requests that finished inside it.
+    window's figure counts the completion tokens of the requests that finished inside it. That
+    leaves out the tokens of the answers still running at the window's end: one answer at 1 client,
+    16 at 16 clients, and the answer running at a given moment is a long one more often than not
+    (a 256-token answer is running 16 times as long as a 16-token one), so the 16-client figure
+    loses more (about 16 x 90 tokens a window). The server's own counter, read at the window's
+    start and end, counts every token generated inside it: the second figure.
     """
     import random
 
@@ -270,6 +289,12 @@ async def mixed_lengths(base: str) -> tuple[dict[int, list[float]], dict[int, li
     # Tokens per CPU second of the server and this client: the work per token, which a shared
     # machine's load moves far less than the wall clock (it shows what batching saves).
     per_cpu: dict[int, list[float]] = {n: [] for n in MIXED_CLIENTS}
+    generated: dict[int, list[float]] = {n: [] for n in MIXED_CLIENTS}
+
+    async def window_count(client: httpx.AsyncClient, deadline: float) -> float:
+        start = await generated_tokens(client, base)
+        await asyncio.sleep(deadline - time.perf_counter())
+        return await generated_tokens(client, base) - start
 
     async def client_loop(client: httpx.AsyncClient, deadline: float, done: list[int]) -> None:
         while True:
@@ -283,14 +308,17 @@ async def mixed_lengths(base: str) -> tuple[dict[int, list[float]], dict[int, li
 
     async with contextlib.AsyncExitStack() as stack:
         clients = {n: await stack.enter_async_context(_client(n)) for n in MIXED_CLIENTS}
+        counter_client = await stack.enter_async_context(_client(1))  # not the measured clients' pools
         for _ in range(ROUNDS):
             for n, client in clients.items():
                 done: list[int] = []
                 started, cpu = time.perf_counter(), time.process_time() + _children_cpu_s()
+                counted = asyncio.create_task(window_count(counter_client, started + MIXED_SECONDS))
                 await asyncio.gather(*(client_loop(client, started + MIXED_SECONDS, done) for _ in range(n)))
                 rounds[n].append(sum(done) / MIXED_SECONDS)
                 per_cpu[n].append(sum(done) / max(1e-9, time.process_time() + _children_cpu_s() - cpu))
-    return rounds, per_cpu
+                generated[n].append(await counted / MIXED_SECONDS)
+    return rounds, per_cpu, generated
 
 
 def _prefix_text(tok: Any, trial: int) -> str:
@@ -473,8 +501,9 @@ def _waits_text(label: str, waits: dict[str, float]) -> list[str]:
     ]
 
 
-def _mixed_text(label: str, result: tuple[dict[int, list[float]], dict[int, list[float]]]) -> list[str]:
-    rounds, per_cpu = result
+def _mixed_text(label: str, result: Mixed) -> list[str]:
+    rounds, per_cpu, generated = result
+    one_generated = generated[MIXED_CLIENTS[0]]
     one, one_cpu = rounds[MIXED_CLIENTS[0]], per_cpu[MIXED_CLIENTS[0]]
     rows = [
         [
@@ -486,6 +515,9 @@ def _mixed_text(label: str, result: tuple[dict[int, list[float]], dict[int, list
             " ".join(f"{f:.0f}" for f in figures),
             f"{median(per_cpu[n]):.0f}",
             f"{median(per_cpu[n]) / median(one_cpu):.2f}x",
+            median(generated[n]),
+            f"{median(generated[n]) / median(one_generated):.2f}x",
+            f"{median([a / b for a, b in zip(generated[n], one_generated, strict=True)]):.2f}x",
         ]
         for n, figures in rounds.items()
     ]
@@ -494,7 +526,10 @@ def _mixed_text(label: str, result: tuple[dict[int, list[float]], dict[int, list
         f"{'/'.join(map(str, MIXED_TOKENS))} (seeded), every prompt distinct; tokens of the requests finished "
         f"within each {MIXED_SECONDS:.0f} s window; median of {ROUNDS} rounds alternating the client counts. "
         "Tokens per CPU s divides them by the CPU seconds the server and this client spent in the window "
-        "(the work per token, which other processes' load moves far less than the wall clock):",
+        "(the work per token, which other processes' load moves far less than the wall clock). Generated "
+        "tokens/s reads the server's `vllm:generation_tokens_total` at each window's start and end: every token "
+        "made inside the window, the answers still running at its end included (the finished-requests figure "
+        "leaves out one running answer at 1 client and 16 at 16, see `mixed_lengths`):",
         "",
         table(
             [
@@ -506,6 +541,9 @@ def _mixed_text(label: str, result: tuple[dict[int, list[float]], dict[int, list
                 "rounds",
                 "tokens per CPU s",
                 "vs 1 client (CPU)",
+                "generated tokens/s (median)",
+                "vs 1 client (medians)",
+                "vs 1 client (within rounds)",
             ],
             rows,
         ),
