@@ -11,7 +11,6 @@ from collections.abc import Hashable
 from typing import Any
 
 import pytest
-
 from sdc_operator.debounce import Debouncer
 from sdc_operator.triggers import first_replica_ready, serving_began
 
