@@ -97,8 +97,9 @@ class Release:
 
     def install(self, hub_root: Path) -> None:
         values = [
-            "--set",
-            f"operator.hfEndpoint={hub.url(self.ns)}",
+            # The hub as the engines' model source, and their egress to it: the chart's engine egress policy
+            # (on by default) admits only DNS and public HTTPS, and without this every download was refused.
+            *hub.chart_values(self.ns),
             "--set-json",
             f"networkPolicy.chatIngressFrom={json.dumps(HOST_FROM)}",
             "--set-json",

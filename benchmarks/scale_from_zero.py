@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -63,6 +64,8 @@ RELEASE_VALUES = [
     "--set",
     "orchestrator.scaleFromZero.maxWaitSeconds=1200",
 ]
+# SDC_ZERO_WAKES: bursts per runtime (the first cold, the rest warm); more give a spread, not one figure.
+WAKES = max(1, int(os.environ.get("SDC_ZERO_WAKES", "2")))
 STEPS = ("ask", "operator", "schedule", "image", "download", "engine", "readiness", "publish", "route")
 
 
@@ -204,6 +207,8 @@ def one_wake(release: Release, runtime: Runtime, llm: str, model: str) -> dict[s
         "all_first_tokens_s": (firsts[-1] - t0) if firsts else float("nan"),
         "first_after_ready_s": first - pod.ready,
         "last_first_after_ready_s": (firsts[-1] - pod.ready) if firsts else float("nan"),
+        # The whole burst answered (the last stream's end), from Ready: what a bounded release may cost.
+        "all_done_after_ready_s": max(a.done for a in ok) - pod.ready if ok else float("nan"),
         "image_present": pod.image_present,
         "split": split,
         "load": load,
@@ -217,6 +222,7 @@ def to_zero(release: Release, llm: str) -> None:
 
 
 def measure(release: Release, runtime: Runtime, hub_root: Path, wakes: int = 2) -> list[dict[str, Any]]:
+    """`wakes` bursts: the first with the model not yet cached, the others with it cached."""
     release.kubectl.apply(zero_llm(runtime.name, release, hub_root))
     results = []
     for i in range(wakes):
@@ -245,6 +251,8 @@ def report(results: dict[str, list[dict[str, Any]]]) -> str:
                     f"{r['first_answer_s']:.1f}",
                     f"{r['first_after_ready_s']:.2f}",
                     f"{r['all_first_tokens_s']:.1f}",
+                    f"{r['last_first_after_ready_s']:.2f}",
+                    f"{r['all_done_after_ready_s']:.2f}",
                     r["load"],
                 ]
             )
@@ -270,6 +278,8 @@ def report(results: dict[str, list[dict[str, Any]]]) -> str:
                     "first answer from zero (s)",
                     "first token after Ready (s)",
                     "last first token (s)",
+                    "last first token after Ready (s)",
+                    "all answered after Ready (s)",
                     "load",
                 ],
                 rows,
@@ -298,7 +308,7 @@ def main(argv: list[str]) -> int:
             release.extra_values = RELEASE_VALUES
             try:
                 release.install(hub_root)
-                results[name] = measure(release, RUNTIMES[name], hub_root)
+                results[name] = measure(release, RUNTIMES[name], hub_root, WAKES)
             finally:
                 release.uninstall()
     write_report("scale_from_zero", report(results))

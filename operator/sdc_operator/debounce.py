@@ -13,6 +13,11 @@ Everything runs on the operator's one event loop (no threads, no locks): a
 trigger schedules a timer unless one is pending for the key, and a key never
 runs twice at once, so a run always sees the latest state and an older run
 cannot overwrite a newer one.
+
+`trigger_now` skips the wait for the one change somebody is waiting on: a
+model's first ready replica, with requests held for it (scale from zero). A
+pending timer is cancelled and the key runs at once (or right after its
+current run), with the same latest state.
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ class Debouncer:
         self.min_interval_s = min_interval_s
         self.run = run
         self._last_start: dict[Hashable, float] = {}
-        self._pending: set[Hashable] = set()
+        self._pending: dict[Hashable, asyncio.TimerHandle] = {}
         self._running: dict[Hashable, asyncio.Task[None]] = {}
         self._again: set[Hashable] = set()
+        self._again_now: set[Hashable] = set()  # runs again at once, not after the delay
         self._tasks: set[asyncio.Task[None]] = set()
 
     def trigger(self, key: Hashable) -> None:
@@ -51,13 +57,25 @@ class Debouncer:
             return
         if key in self._pending:
             return
-        self._pending.add(key)
         loop = asyncio.get_running_loop()
         last = self._last_start.get(key)
-        loop.call_later(run_delay(loop.time(), last, self.delay_s, self.min_interval_s), self._start, key)
+        delay = run_delay(loop.time(), last, self.delay_s, self.min_interval_s)
+        self._pending[key] = loop.call_later(delay, self._start, key)
+
+    def trigger_now(self, key: Hashable) -> None:
+        """Run `run(key)` at once, without the delay or the minimum interval (a pending run is brought
+        forward, a current one is followed at once by another with the newer state)."""
+        if key in self._running:
+            self._again.add(key)
+            self._again_now.add(key)
+            return
+        handle = self._pending.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+        self._start(key)
 
     def _start(self, key: Hashable) -> None:
-        self._pending.discard(key)
+        self._pending.pop(key, None)
         now = asyncio.get_running_loop().time()
         if self.min_interval_s > 0:
             self._last_start[key] = now
@@ -77,7 +95,11 @@ class Debouncer:
             self._running.pop(key, None)
             if key in self._again:
                 self._again.discard(key)
-                self.trigger(key)
+                if key in self._again_now:
+                    self._again_now.discard(key)
+                    self.trigger_now(key)
+                else:
+                    self.trigger(key)
 
     @property
     def idle(self) -> bool:

@@ -37,7 +37,7 @@ from sdc_operator.reconcile import drifted
 from sdc_operator.retry import reconcile_or_retry
 from sdc_operator.settings import OperatorSettings
 from sdc_operator.state import Key, State, spec_version
-from sdc_operator.triggers import spec_pending
+from sdc_operator.triggers import first_replica_ready, spec_pending
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -193,7 +193,23 @@ async def child_changed(
         logger.warning(f"{repair}; repairing it")
         await reconcile_or_retry(state, llm, idx, repair)
         return
-    state.refresh((namespace, owner))
+    key = (namespace, owner)
+    if _first_replica(state, key, llm, child, event, uid):
+        state.refresh_now(key)  # requests may be held for this model (scale from zero): no coalescing delay
+        return
+    state.refresh(key)
+
+
+def _first_replica(
+    state: State, key: Key, llm: dict[str, Any], child: dict[str, Any], event: dict[str, Any], uid: str
+) -> bool:
+    """The LocalLLM's own Deployment reports its first ready replica (`triggers.first_replica_ready`)."""
+    if event.get("type") == "DELETED" or child.get("kind") != "Deployment" or child["metadata"]["name"] != key[1]:
+        return False
+    if not owns(child, uid, key[1]):
+        return False
+    shown = state.last_status.get(key, llm.get("status"))
+    return first_replica_ready(shown, int(child["status"].get("readyReplicas") or 0))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -7,7 +7,8 @@ Everything runs on Kopf's event loop, so no table needs a lock of its own; the
 per-LocalLLM locks serialise a reconcile against its retries.
 
 Status and endpoint writes are coalesced per key (`Debouncer`): `refresh` and
-`publish_soon` only schedule them. What the flushes do is wired in at the start
+`publish_soon` only schedule them (`refresh_now` and `publish_now`, for a model's
+first ready replica, skip the wait). What the flushes do is wired in at the start
 (`handlers.configure`: the status writer and the publisher); a State made alone,
 as in tests of the reconciler, schedules flushes that write nothing.
 """
@@ -97,9 +98,18 @@ class State:
         """Schedule a status recomputation; bursts of child events collapse into one write."""
         self.status_debouncer.trigger(key)
 
+    def refresh_now(self, key: Key) -> None:
+        """Recompute and write the status at once (a model's first ready replica: `triggers.first_replica_ready`)."""
+        self.status_debouncer.trigger_now(key)
+
     def publish_soon(self) -> None:
         """Schedule a write of the endpoints ConfigMap (coalesced; written only when its content changes)."""
         self.publish_debouncer.trigger("endpoints")
+
+    def publish_now(self) -> None:
+        """Write the endpoints ConfigMap at once: a model just became publishable (`triggers.serving_began`),
+        and requests held for it (scale from zero) wait on this write."""
+        self.publish_debouncer.trigger_now("endpoints")
 
     def forget(self, key: Key) -> None:
         """A deleted LocalLLM leaves no state behind in this process."""

@@ -27,7 +27,7 @@ from sdc_operator.plan import REPLICA_MANAGERS, owns
 from sdc_operator.spec import Condition
 from sdc_operator.state import Key, State, spec_view
 from sdc_operator.status import Observed, derive_status, status_patch
-from sdc_operator.triggers import event_due
+from sdc_operator.triggers import event_due, serving_began
 
 log = logging.getLogger("sdc_operator")
 
@@ -140,7 +140,10 @@ async def write_status(state: State, key: Hashable) -> None:
     state.written[(namespace, name)] = (status, version)
     metrics.STATUS_WRITES.inc()
     await _announce(state, (namespace, name), body, status, current.get("phase"))
-    state.publish_soon()
+    if serving_began(current, status):
+        state.publish_now()  # its first ready replica: requests held for it (scale from zero) wait on this
+    else:
+        state.publish_soon()
 
 
 async def _announce(state: State, key: Key, body: dict[str, Any], status: dict[str, Any], shown: str | None) -> None:

@@ -1,9 +1,13 @@
-"""Which observations call for work: a new spec to reconcile, a phase change worth an Event.
+"""Which observations call for work: a new spec to reconcile, a phase change worth an Event, a model's first
+ready replica that cannot wait for the coalesced writes.
 
 Pure functions over what a watch event shows and what this process last handled.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 EVENT_PHASES = ("Ready", "Failed", "Degraded")
 
@@ -27,3 +31,36 @@ def spec_pending(handled: tuple[str, int] | None, uid: str, generation: int) -> 
     reconciles each object once (a converged one plans no writes), later ones only on a new spec.
     """
     return handled != (uid, generation)
+
+
+SERVING_PHASES = ("Ready", "Degraded")  # the phases the publisher lists under `endpoints` (publish.endpoint_entry)
+
+
+def _ready_count(status: Mapping[str, Any] | None) -> int:
+    try:
+        return int((status or {}).get("readyReplicas") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def first_replica_ready(shown: Mapping[str, Any] | None, deployment_ready: int) -> bool:
+    """Whether a Deployment event brings a LocalLLM its first ready replica: the status this process last
+    computed (else the one the object shows) counts none ready, and the Deployment now counts one or more.
+
+    Such a status is written at once, not after the coalescing delay and the per-model interval: requests
+    held for a model at zero wait on exactly this change (scale from zero), and it happens once per wake,
+    so skipping the wait costs no extra writes. Every other change keeps the coalescing.
+    """
+    return deployment_ready > 0 and _ready_count(shown) == 0
+
+
+def serving_began(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool:
+    """Whether a status write makes a LocalLLM publishable (listed under `endpoints`) that was not: it moved
+    into a serving phase with an endpoint. The endpoints document is then written at once, without the
+    coalescing delay; a model already serving, or one that stops, waits for the next coalesced write."""
+
+    def serving(status: Mapping[str, Any] | None) -> bool:
+        status = status or {}
+        return status.get("phase") in SERVING_PHASES and bool(status.get("endpoint"))
+
+    return serving(after) and not serving(before)

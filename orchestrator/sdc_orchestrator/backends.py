@@ -18,6 +18,7 @@ in two namespaces never becomes one routing pool.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -200,6 +201,9 @@ class EndpointRegistry:
         self._autoscaling: dict[str, Autoscale] = {}
         self._mtime: float | None = None
         self._from_api = False  # a live watch feeds _published; the file waits until it is down
+        # Set (and replaced) at every document from the API: requests held for a model at zero wake on it
+        # at once instead of at their next poll (scaling/waker.py).
+        self._changed = asyncio.Event()
         self.refresh()
 
     def set_api_document(self, document: str | None) -> None:
@@ -217,6 +221,17 @@ class EndpointRegistry:
         if not self._from_api or published != self._published:
             log.info("endpoints from the API: %d published", len(published))
         self._published, self._unready, self._autoscaling, self._from_api = published, unready, autoscaling, True
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self, timeout_s: float) -> None:
+        """Return when the API delivers the next document, or after `timeout_s` (the mounted file is only
+        reread when asked: a caller that polls it comes back at least this often)."""
+        event = self._changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return
 
     def api_down(self) -> None:
         """The watch stopped: the mounted file (reread at once) serves until it is back."""

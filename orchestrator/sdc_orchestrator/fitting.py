@@ -30,6 +30,7 @@ the whole context cannot hold), nor drops passages.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -128,13 +129,25 @@ class Fitter:
         self._headers = headers
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._profiles: dict[str, Profile] = {}
+        self._lessons: dict[str, asyncio.Future[Profile]] = {}  # profiles being learned, one per endpoint
 
     # -- learning -------------------------------------------------------------------------
     async def profile(self, endpoint: Endpoint, model: str | None = None) -> Profile:
-        """The endpoint's profile, learned on first use (Gemini: nothing to learn, nothing asked)."""
+        """The endpoint's profile, learned on first use (Gemini: nothing to learn, nothing asked).
+
+        One lesson per endpoint at a time: the requests held for a model at zero all reach its new replica
+        at once, and each asking its /v1/models before its chat put dozens of requests in front of the
+        first prefill. The others await the one lesson (shielded: a client that leaves does not end it)."""
         known = self._profiles.get(endpoint.name)
         if known is not None and not (known.failed and time.monotonic() - known.learned_at > LEARN_RETRY_S):
             return known
+        lesson = self._lessons.get(endpoint.name)
+        if lesson is None:
+            lesson = self._lessons[endpoint.name] = asyncio.ensure_future(self._learn_profile(endpoint, model))
+            lesson.add_done_callback(lambda _: self._lessons.pop(endpoint.name, None))
+        return await asyncio.shield(lesson)
+
+    async def _learn_profile(self, endpoint: Endpoint, model: str | None) -> Profile:
         profile = Profile(learned_at=time.monotonic())
         if endpoint.provider != "gemini":
             try:

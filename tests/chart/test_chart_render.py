@@ -238,6 +238,21 @@ def test_value_combinations(case: str, sets: list[str], check: Any) -> None:
     assert check(render(*sets)), case
 
 
+@pytest.mark.parametrize(
+    ("sets", "expected"), [([], 10), (["operator.engineDrainSeconds=0"], 0), (["operator.engineDrainSeconds=45"], 45)]
+)
+def test_engine_drain_seconds_reach_the_operator(
+    sets: list[str], expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engines' preStop pause (#24's drain) is a chart value: the operator reads what the chart renders."""
+    from sdc_operator.settings import OperatorSettings
+
+    env = env_of(operator_of(render(*sets)))
+    assert env["SDC_ENGINE_DRAIN_SECONDS"] == str(expected)
+    monkeypatch.setenv("SDC_ENGINE_DRAIN_SECONDS", env["SDC_ENGINE_DRAIN_SECONDS"])
+    assert OperatorSettings().engine_drain_seconds == expected
+
+
 def test_models_render_as_localllms() -> None:
     docs = render(
         "models[0].name=gemma",
@@ -269,6 +284,8 @@ def test_models_render_as_localllms() -> None:
         ("invalid routing namespace", ["routing.namespaces={Team_A}"], "namespaces"),
         ("invalid pool", ["routing.pool=Gold Pool"], "pool"),
         ("negative rate limit", ["orchestrator.limits.rateLimitRpm=-1"], "rateLimitRpm"),
+        ("negative drain", ["operator.engineDrainSeconds=-1"], "engineDrainSeconds"),
+        ("drain past the operator's bound", ["operator.engineDrainSeconds=301"], "engineDrainSeconds"),
         (
             "models before the CRD exists",
             ["models[0].name=x", "models[0].spec.runtime=ollama", "models[0].spec.model.name=x"],

@@ -24,9 +24,13 @@ from benchmarks.real_node import AUDIT_LOG, Release, new_release
 from tests.conftest import Kubectl
 
 # The first token after the pod is Ready: the target is 1 s; this 2-core machine, shared with
-# builds, measured 2-5 s for the first of 64 released at once (REPORT.md). The bound here catches a
-# routing regression (the orchestrator polling the file: 60-90 s), not the machine's load.
+# builds, measured 0.4-1.2 s for the first of 64 released at once (REPORT.md), 2-5 s under heavier load. The
+# bound here catches a routing regression (the orchestrator polling the file: 60-90 s), not the machine's load.
 FIRST_TOKEN_AFTER_READY_S = 15
+# Pod Ready -> the endpoints document names it: a model's first ready replica is written at once (0.03-0.07 s
+# measured); the coalesced path it skips took 1.0 s every time (status, then endpoints, 0.5 s each), up to
+# 2.4 s when the model's status had been written within its minimum interval.
+PUBLISH_AFTER_READY_S = 0.9
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +74,7 @@ def test_64_requests_across_zero_to_one(release: Release) -> None:
         assert result["writes"] == 1, result["writers"]
     assert scale_writes_counted_by_orchestrator(release) - before == 1
     assert 0 <= result["first_after_ready_s"] < FIRST_TOKEN_AFTER_READY_S, result["split"]
+    assert result["split"]["publish"] < PUBLISH_AFTER_READY_S, result["split"]
 
 
 @pytest.mark.timeout(1800)

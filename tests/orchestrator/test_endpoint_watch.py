@@ -192,3 +192,46 @@ def test_models_at_zero_and_autoscaling_come_through_the_watch(tmp_path: Path) -
 
     with serve(api.app) as base:
         asyncio.run(scenario(base))
+
+
+def test_a_held_request_wakes_at_the_watch_event_not_at_its_next_poll(tmp_path: Path) -> None:
+    """Scale from zero: the document naming the new replica releases the held requests as it arrives (the hold
+    used to poll every 0.25 s); here the poll is 30 s, so only the wake-up can release them in time."""
+    from sdc_orchestrator.scaling.waker import Waker
+
+    waking: dict[str, Any] = {"name": f"{NS}/m", "namespace": NS, "localLLM": "m", "runtime": "vllm", "model": "m"}
+    waking.update({"replicas": 1, "atZero": False, "phase": "Starting"})
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    api = FakeApi(json.dumps({"endpoints": [], "unready": [waking]}))
+    settings = OrchestratorSettings(llm_service_type="none", sdc_namespace=NS, sdc_endpoints_configmap=NAME)
+    registry = EndpointRegistry(settings)
+    waker = Waker(registry, None, max_held=8, max_wait_s=60, poll_s=30)
+
+    async def served() -> bool:
+        return models(registry) == ["m"]
+
+    async def scenario(base: str) -> list[float]:
+        task = start_endpoint_watch(settings, registry, ApiAccess(base, token, tmp_path / "no-ca.crt"))
+        assert task is not None
+        try:
+            await until(lambda: registry.dormant("m") is not None)
+            dormant = registry.dormant("m")
+            assert dormant is not None
+
+            async def held() -> float:
+                await waker.hold("m", dormant, served)
+                return time.monotonic()
+
+            holders = [asyncio.create_task(held()) for _ in range(4)]
+            await asyncio.sleep(0.2)  # all four polled once and wait
+            sent = time.monotonic()
+            api.events.put({"type": "MODIFIED", "object": configmap(document("m"), "2")})
+            return [t - sent for t in await asyncio.wait_for(asyncio.gather(*holders), 10)]
+        finally:
+            task.cancel()
+            api.events.put(None)
+
+    with serve(api.app) as base:
+        released = asyncio.run(scenario(base))
+    assert max(released) < 1.0, released

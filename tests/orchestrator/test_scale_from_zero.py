@@ -155,6 +155,8 @@ def test_a_burst_from_zero_is_held_scaled_once_and_served(
     assert all(": waiting for a replica" in text and "깨어났습니다" in text and "[DONE]" in text for text in streams)
     assert all("깨어났습니다" in json.loads(text)["choices"][0]["message"]["content"] for _, _, text in results[1::2])
     assert fake.calls == 24
+    # The 24 released at once learn the new replica's /v1/models once, not each before its chat.
+    assert fake.model_calls == 1
 
 
 def test_a_held_text_completion_stream_gets_keep_alives(

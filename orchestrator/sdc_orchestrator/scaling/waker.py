@@ -1,10 +1,11 @@
 """Hold a request for a model at zero until a replica is published ready, asking for one once per burst.
 
 Upstream.groups calls `hold` when no ready endpoint serves the requested model but the operator publishes
-it as `unready` (backends.Dormant). The request waits (bounded: hold.py), polling the published document,
-which the operator rewrites when the new pod is Ready; then it is routed as any other. A stream is opened
-at once with SSE comments (`: ...`) every few seconds while it waits (`keep_alive`), so proxies and clients
-do not time out; a stream that then cannot be served ends with an error event. If the orchestrator
+it as `unready` (backends.Dormant). The request waits (bounded: hold.py) for the published document, which
+the operator rewrites when the new pod is Ready: woken at once by the API watch's next document
+(`EndpointRegistry.changed`), else at its next poll of the mounted file; then it is routed as any other. A
+stream is opened at once with SSE comments (`: ...`) every few seconds while it waits (`keep_alive`), so
+proxies and clients do not time out; a stream that then cannot be served ends with an error event. If the orchestrator
 restarts while holding, its connections close: clients get an error, never a hang.
 """
 
@@ -95,7 +96,7 @@ class Waker:
                         "(scaling from zero); retry later",
                         retry_after=self.book.retry_after(key),
                     )
-                await asyncio.sleep(self.poll_s)
+                await self.registry.changed(self.poll_s)  # the next document from the API, or the next poll
         finally:
             self.book.leave(key)
             HELD.labels(key).dec()
