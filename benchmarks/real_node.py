@@ -300,10 +300,11 @@ class PodClock:
                 t.image_present = all("already present" in m for m in messages)
 
 
-def audit_scale_writes(namespace: str, name: str, since: float) -> list[tuple[float, str, str]]:
-    """Writes to LocalLLM `name`'s /scale subresource since `since`: (time, verb, user), from the audit log."""
+def audit_scale_writes(namespace: str, name: str, since: float) -> list[tuple[float, str, str]] | None:
+    """Writes to LocalLLM `name`'s /scale subresource since `since`: (time, verb, user), from the audit log;
+    None when the cluster keeps none (not started with SDC_CLUSTER_AUDIT=1): unknown, not zero."""
     if not AUDIT_LOG.exists():
-        return []
+        return None
     out = []
     with AUDIT_LOG.open() as f:
         for line in f:
