@@ -437,6 +437,9 @@ def teardown(state: Path) -> list[str]:
         (state / "pids" / f"{name}.pid").unlink(missing_ok=True)
     (state / "holder.pid").unlink(missing_ok=True)
     saved.unlink()
+    # The claim's record goes with the claim: a record left behind would make the next cluster's fresh
+    # namespace look stale (an old owner) in the moment before that cluster records its own.
+    claim_file(plan).unlink(missing_ok=True)
     return done
 
 
