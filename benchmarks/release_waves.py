@@ -78,6 +78,8 @@ async def burst(release: Release, model: str, wave: int, gap: float | None) -> d
                 gate.set()
         answers = await asyncio.gather(*tasks)
     firsts = sorted((first or done) - t0 for status, first, done in answers if status == 200)
+    if not firsts:
+        raise RuntimeError(f"no request of the burst was answered: statuses {sorted({a[0] for a in answers})}")
     return {
         "wave": wave,
         "gap": "first token" if gap is None else gap,

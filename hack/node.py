@@ -36,13 +36,15 @@ Standard library plus openssl and the host tools.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hack import common
@@ -208,28 +210,42 @@ def claim_slot(state: Path) -> Plan:
 
     A claim whose cluster is gone (its state directory deleted or given another slot, nothing running in
     the namespace: a clone removed without `cluster-down`) is released first, so a new cluster takes the
-    lowest slot and finds the images that slot's store already holds.
+    lowest slot and finds the images that slot's store already holds. All of it runs under one lock per
+    machine: two clusters starting at once never both release the same stale slot and both take it.
     """
     saved = state / "slot"
-    if saved.exists():
-        plan = Plan(int(saved.read_text()))
-        if (
-            Path(f"/run/netns/{plan.netns}").exists()
-            or run("ip", "netns", "add", plan.netns, check=False).returncode == 0
-        ):
-            record_claim(plan, state)
-            return plan
-    for slot in SLOTS:
-        plan = Plan(slot)
-        if claim_is_stale(plan):
-            print(f"==> releasing node slot {slot}: the cluster that claimed it is gone", flush=True)
-            release_stale_claim(plan)
-        if run("ip", "netns", "add", plan.netns, check=False).returncode == 0:
-            state.mkdir(parents=True, exist_ok=True)
-            saved.write_text(str(slot))
-            record_claim(plan, state)
-            return plan
+    with claims_lock():
+        if saved.exists():
+            plan = Plan(int(saved.read_text()))
+            if Path(f"/run/netns/{plan.netns}").exists() and claim_owner(plan) not in (None, state.resolve()):
+                saved.unlink()  # another cluster holds that slot now (this state outlived a reboot): not ours
+            elif (
+                Path(f"/run/netns/{plan.netns}").exists()
+                or run("ip", "netns", "add", plan.netns, check=False).returncode == 0
+            ):
+                record_claim(plan, state)
+                return plan
+        for slot in SLOTS:
+            plan = Plan(slot)
+            if claim_is_stale(plan):
+                print(f"==> releasing node slot {slot}: the cluster that claimed it is gone", flush=True)
+                release_stale_claim(plan)
+            if run("ip", "netns", "add", plan.netns, check=False).returncode == 0:
+                state.mkdir(parents=True, exist_ok=True)
+                saved.write_text(str(slot))
+                record_claim(plan, state)
+                return plan
     raise NodeError("no free node slot (10 clusters with real nodes on this machine?)")
+
+
+@contextlib.contextmanager
+def claims_lock() -> Iterator[None]:
+    """One process at a time claims, releases or reclaims slots on this machine."""
+    lock_path = CACHE / "node" / "claims" / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def claim_file(plan: Plan) -> Path:
@@ -241,14 +257,19 @@ def record_claim(plan: Plan, state: Path) -> None:
     claim_file(plan).write_text(str(state.resolve()))
 
 
+def claim_owner(plan: Plan) -> Path | None:
+    """The state directory recorded as holding the slot (None: no record)."""
+    try:
+        return Path(claim_file(plan).read_text().strip())
+    except OSError:
+        return None
+
+
 def claim_is_stale(plan: Plan) -> bool:
     netns = Path(f"/run/netns/{plan.netns}")
     if not netns.exists():
         return False
-    try:
-        owner: Path | None = Path(claim_file(plan).read_text().strip())
-    except OSError:
-        owner = None
+    owner = claim_owner(plan)
     owner_slot = None
     if owner is not None:
         try:
@@ -260,13 +281,16 @@ def claim_is_stale(plan: Plan) -> bool:
 
 
 def release_stale_claim(plan: Plan) -> None:
-    """What `teardown` undoes for a live cluster (namespace, link, rules, cgroups), for a dead one's slot."""
-    orphan = CACHE / "node" / "claims" / f"orphan-{plan.slot}"
+    """What `teardown` undoes for a live cluster (namespace, link, rules, cgroups), for a dead one's slot
+    (called under `claims_lock`)."""
+    orphan = CACHE / "node" / "claims" / f"orphan-{plan.slot}-{os.getpid()}"
     orphan.mkdir(parents=True, exist_ok=True)
     (orphan / "slot").write_text(str(plan.slot))
-    teardown(orphan)
-    shutil.rmtree(orphan, ignore_errors=True)
-    claim_file(plan).unlink(missing_ok=True)
+    claim_file(plan).unlink(missing_ok=True)  # the orphan's teardown must not see the dead owner's record
+    try:
+        teardown(orphan, locked=True)
+    finally:
+        shutil.rmtree(orphan, ignore_errors=True)
 
 
 def setup_network(plan: Plan, api_port: int) -> None:
@@ -381,34 +405,57 @@ def reclaim_idle_stores() -> list[str]:
 
     Each slot keeps its own containerd content and snapshots (~26 GB with the engine images): a second
     cluster on another slot (a CI clone beside a developer's cluster) loads everything again, and a slot
-    left behind keeps its copy for ever. Called when a load would not fit (hack/images.py).
+    left behind keeps its copy for ever. Called when a load would not fit (hack/images.py). Under
+    `claims_lock` (no cluster claims a slot meanwhile) each idle store is renamed out of the slot's name
+    first, so a cluster that claims the slot later starts on an empty store, never on a half-deleted one.
     """
     root = CACHE / "node"
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    stores: list[tuple[int, bool, bool]] = []
-    for path in sorted(root.glob("slot-*")):
-        try:
-            slot = int(path.name.removeprefix("slot-"))
-        except ValueError:
-            continue
-        claimed = Path(f"/run/netns/{Plan(slot).netns}").exists()
-        mounted = any(m == str(path) or m.startswith(f"{path}/") for m in mounts)
-        stores.append((slot, claimed, mounted))
     removed: list[str] = []
-    for slot in idle_stores(stores):
-        path = image_store(Plan(slot))
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
-        removed.append(f"{path.name} ({size / 1e9:.1f} GB)")
+    doomed: list[Path] = []
+    with claims_lock():
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        stores: dict[int, Path] = {}
+        for path in sorted(root.glob("slot-*")):
+            suffix = path.name.removeprefix("slot-")
+            if suffix.isdigit() and path == image_store(Plan(int(suffix))):
+                stores[int(suffix)] = path
+        states = [
+            (
+                slot,
+                Path(f"/run/netns/{Plan(slot).netns}").exists(),
+                any(m == str(path) or m.startswith(f"{path}/") for m in mounts),
+            )
+            for slot, path in stores.items()
+        ]
+        for slot in idle_stores(states):
+            target = root / f"reclaim-{slot}-{os.getpid()}"
+            stores[slot].rename(target)
+            doomed.append(target)
+            removed.append(stores[slot].name)
+    for index, target in enumerate(doomed):
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file() and not f.is_symlink())
+        subprocess.run(["rm", "-rf", "--one-file-system", str(target)], check=False)
+        removed[index] += f" ({size / 1e9:.1f} GB)"
     return removed
 
 
-def teardown(state: Path) -> list[str]:
-    """Kill the node's cgroup tree, delete its namespace, tagged firewall rules and cgroups. Idempotent."""
+def teardown(state: Path, locked: bool = False) -> list[str]:
+    """Kill the node's cgroup tree, delete its namespace, tagged firewall rules and cgroups. Idempotent.
+
+    Only a slot this state holds: when the slot's claim names another cluster's state (this state file
+    outlived a reboot and the slot was taken since), only this state's own file goes.
+    """
+    if not locked:
+        with claims_lock():
+            return teardown(state, locked=True)
     saved = state / "slot"
     if not saved.exists():
         return []
     plan = Plan(int(saved.read_text()))
+    owner = claim_owner(plan)
+    if owner is not None and owner != state.resolve():
+        saved.unlink(missing_ok=True)
+        return [f"nothing: slot {plan.slot} is held by {owner}"]
     done: list[str] = []
     deadline = time.monotonic() + 20
     while (pids := cgroup_pids(plan) - {os.getpid()}) and time.monotonic() < deadline:
@@ -436,7 +483,7 @@ def teardown(state: Path) -> list[str]:
     for name in (*NODE_COMPONENTS, "pv-permissions", "holder"):
         (state / "pids" / f"{name}.pid").unlink(missing_ok=True)
     (state / "holder.pid").unlink(missing_ok=True)
-    saved.unlink()
+    saved.unlink(missing_ok=True)
     # The claim's record goes with the claim: a record left behind would make the next cluster's fresh
     # namespace look stale (an old owner) in the moment before that cluster records its own.
     claim_file(plan).unlink(missing_ok=True)

@@ -183,8 +183,9 @@ async def child_changed(
     repair = ""
     if event.get("type") == "DELETED":
         child_uid = str(child["metadata"].get("uid") or "")
-        if child_uid in state.pruned:
-            state.pruned.discard(child_uid)  # our own prune (reconcile._prune), not a person's deletion
+        pruned = state.pruned.get((namespace, owner), set())
+        if child_uid in pruned:
+            pruned.discard(child_uid)  # our own prune (reconcile._prune), not a person's deletion
         elif manually_deleted(child, uid, owner):
             repair = f"{child['kind']} {child['metadata']['name']} was deleted"
     elif child.get("kind") in CHILD_INDEXES and owns(child, uid, owner) and drifted(state, llm, child):

@@ -43,10 +43,11 @@ def outranked(peers: dict[str, Any], priority: int, now: datetime.datetime) -> b
         try:
             seen = datetime.datetime.fromisoformat(str(info["lastseen"]))
             higher = int(info.get("priority", -1)) > priority
-        except (KeyError, ValueError, TypeError):
+            lifetime = datetime.timedelta(seconds=int(info.get("lifetime", 60)))
+        except (KeyError, ValueError, TypeError, OverflowError):
             continue
         if seen.tzinfo is None:
             seen = seen.replace(tzinfo=datetime.UTC)
-        if higher and seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now:
+        if higher and seen + lifetime > now:
             return True
     return False

@@ -92,11 +92,11 @@ async def _prune(state: State, key: Key, desired: list[dict[str, Any]], observed
     deletion's own event is not taken for a hand deletion to repair."""
     namespace, name = key
     for kind, child_name, child_uid in stale_children(desired, observed, uid, name):
-        state.pruned.add(child_uid)
+        state.pruned.setdefault(key, set()).add(child_uid)
         try:
             await kube.delete(kind, namespace, child_name, uid=child_uid)
         except kube.ApiError:
-            state.pruned.discard(child_uid)
+            state.pruned.get(key, set()).discard(child_uid)
             raise
         log.info("deleted %s/%s of %s/%s: no longer wanted", kind, child_name, namespace, name)
 

@@ -69,7 +69,7 @@ class State:
     handled: dict[Key, tuple[str, int]] = field(default_factory=dict)  # uid, generation last reconciled
     downloads: dict[Key, DownloadProgress] = field(default_factory=dict)  # running downloads' newest progress
     # UIDs of children this operator deleted itself (pruned): their DELETED events are no hand deletion.
-    pruned: set[str] = field(default_factory=set)
+    pruned: dict[Key, set[str]] = field(default_factory=dict)
     # The parsed spec and desired children of each LocalLLM's current generation: every child event's drift
     # check and every status computation needs them, and they change only with the spec.
     specs: dict[Key, SpecView] = field(default_factory=dict)
@@ -127,6 +127,7 @@ class State:
             self.handled,
             self.specs,
             self.downloads,
+            self.pruned,
         ):
             table.pop(key, None)
         if (task := self.retries.pop(key, None)) is not None:

@@ -224,10 +224,16 @@ class EndpointRegistry:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def changed(self, timeout_s: float) -> None:
-        """Return when the API delivers the next document, or after `timeout_s` (the mounted file is only
-        reread when asked: a caller that polls it comes back at least this often)."""
-        event = self._changed
+    def next_change(self) -> asyncio.Event:
+        """The event the API's next document sets. Taken before a check that awaits (and passed to
+        `changed` after it), a document that arrives during the check still wakes the caller at once."""
+        return self._changed
+
+    async def changed(self, timeout_s: float, event: asyncio.Event | None = None) -> None:
+        """Return when the API delivers the next document (after `event` was taken: `next_change`), or
+        after `timeout_s` (the mounted file is only reread when asked: a caller that polls it comes back
+        at least this often)."""
+        event = event or self._changed
         try:
             await asyncio.wait_for(event.wait(), timeout_s)
         except TimeoutError:

@@ -367,3 +367,16 @@ def test_a_claim_is_stale_only_when_its_cluster_is_gone(
     recorded: bool, owner_slot: str | None, busy: bool, age_s: float, stale: bool
 ) -> None:
     assert node_config.stale_claim(2, recorded, owner_slot, busy, age_s) is stale
+
+
+def test_teardown_leaves_a_slot_another_cluster_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state file that outlived a reboot names a slot another cluster has claimed since: teardown must not
+    kill that cluster's node or delete its namespace; only the stale state file goes."""
+    monkeypatch.setattr(node, "CACHE", tmp_path / "cache")
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    (ours / "slot").write_text("7")
+    node.record_claim(node.Plan(7), theirs)
+    assert node.teardown(ours) == [f"nothing: slot 7 is held by {theirs.resolve()}"]
+    assert not (ours / "slot").exists()
+    assert node.claim_owner(node.Plan(7)) == theirs.resolve(), "the holder's claim record stays"

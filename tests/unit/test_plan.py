@@ -413,6 +413,7 @@ def test_priority_clash(case: str, peers: dict[str, Any], clash: list[str]) -> N
         ("a live higher peer", {"b": peer(300, 5)}, True),
         ("a higher peer gone silent", {"b": peer(300, 60)}, False),
         ("a malformed entry", {"b": {"priority": "x", "lastseen": "never"}, "c": "junk"}, False),
+        ("a malformed lifetime", {"b": {**peer(300, 5), "lifetime": "soon"}}, False),
     ],
 )
 def test_outranked_means_a_live_peer_with_a_higher_priority(case: str, peers: dict[str, Any], paused: bool) -> None:

@@ -78,6 +78,7 @@ class Waker:
             self._ask(dormant)
             deadline = self.clock() + self.book.max_wait_s
             while True:
+                change = self.registry.next_change()  # before `ready()` awaits: a document meanwhile counts
                 if await ready():
                     self.book.served(key)
                     self._writes.pop(key, None)
@@ -96,7 +97,7 @@ class Waker:
                         "(scaling from zero); retry later",
                         retry_after=self.book.retry_after(key),
                     )
-                await self.registry.changed(self.poll_s)  # the next document from the API, or the next poll
+                await self.registry.changed(self.poll_s, change)  # the next document from the API, or the next poll
         finally:
             self.book.leave(key)
             HELD.labels(key).dec()
