@@ -31,8 +31,9 @@ import kopf
 from sdc_operator import GROUP, PLURAL, VERSION, kube, publisher, status_writer, timings
 from sdc_operator.builders.common import OWNER_LABEL
 from sdc_operator.download_watch import peering_active, watch_downloads
-from sdc_operator.indexes import CHILD_INDEXES, CHILD_RESOURCES, one, projection, remember
+from sdc_operator.indexes import CHILD_INDEXES, CHILD_RESOURCES, every, one, projection, remember
 from sdc_operator.plan import manually_deleted, owns
+from sdc_operator.publish import pod_ready
 from sdc_operator.reconcile import drifted
 from sdc_operator.retry import reconcile_or_retry
 from sdc_operator.settings import OperatorSettings
@@ -204,13 +205,20 @@ async def child_changed(
 def _first_replica(
     state: State, key: Key, llm: dict[str, Any], child: dict[str, Any], event: dict[str, Any], uid: str
 ) -> bool:
-    """The LocalLLM's own Deployment reports its first ready replica (`triggers.first_replica_ready`)."""
-    if event.get("type") == "DELETED" or child.get("kind") != "Deployment" or child["metadata"]["name"] != key[1]:
+    """The LocalLLM's own Deployment and pods report its first ready replica (`triggers.first_replica_ready`),
+    on whichever of their events arrives second."""
+    if event.get("type") == "DELETED" or child.get("kind") not in ("Deployment", "Pod"):
         return False
-    if not owns(child, uid, key[1]):
+    idx = state.indexes
+    deployment = next(
+        (d for d in every(idx["deployment_index"], key) if d["metadata"]["name"] == key[1] and owns(d, uid, key[1])),
+        None,
+    )
+    if deployment is None:
         return False
     shown = state.last_status.get(key, llm.get("status"))
-    return first_replica_ready(shown, int(child["status"].get("readyReplicas") or 0))
+    ready_count = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    return first_replica_ready(shown, ready_count, any(pod_ready(p) for p in every(idx["pod_index"], key)))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -43,15 +43,18 @@ def _ready_count(status: Mapping[str, Any] | None) -> int:
         return 0
 
 
-def first_replica_ready(shown: Mapping[str, Any] | None, deployment_ready: int) -> bool:
-    """Whether a Deployment event brings a LocalLLM its first ready replica: the status this process last
-    computed (else the one the object shows) counts none ready, and the Deployment now counts one or more.
+def first_replica_ready(shown: Mapping[str, Any] | None, deployment_ready: int, pod_ready: bool = True) -> bool:
+    """Whether a Deployment or Pod event brings a LocalLLM its first ready replica: the status this process
+    last computed (else the one the object shows) counts none ready, the Deployment now counts one or more,
+    and the pod index already shows a Ready pod. The two watches deliver in either order: a status written
+    from the Deployment's count alone would describe a pod whose Ready event has not arrived (its download
+    step still running: ModelCached Unknown beside phase Ready), so the later of the two events fires it.
 
     Such a status is written at once, not after the coalescing delay and the per-model interval: requests
     held for a model at zero wait on exactly this change (scale from zero), and it happens once per wake,
     so skipping the wait costs no extra writes. Every other change keeps the coalescing.
     """
-    return deployment_ready > 0 and _ready_count(shown) == 0
+    return deployment_ready > 0 and pod_ready and _ready_count(shown) == 0
 
 
 def serving_began(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool:

@@ -147,20 +147,23 @@ def test_a_policy_no_longer_wanted_is_deleted(
 ) -> None:
     first = start_operator(kubectl, kubeconfig, tmp_path / "a.log", SDC_ENGINE_NETWORK_POLICY=json.dumps(VALUES))
     try:
-        kubectl.apply(tiny("np", namespace))
-        wait_until("its policy", lambda: policy(kubectl, "np", namespace), timeout=60)
+        kubectl.apply(tiny("unwanted", namespace))
+        wait_until("its policy", lambda: policy(kubectl, "unwanted", namespace), timeout=60)
     finally:
         first.stop()
     # The release's values changed: this namespace is now the chart's (it renders the namespace-wide policy).
     covered = {**VALUES, "chartNamespaces": [ENDPOINTS_NS, namespace]}
     second = start_operator(kubectl, kubeconfig, tmp_path / "b.log", SDC_ENGINE_NETWORK_POLICY=json.dumps(covered))
     try:
-        wait_until("the operator's policy to go", lambda: policy(kubectl, "np", namespace) is None, timeout=60)
-        assert kubectl.get("deployment", "np", "-n", namespace)["metadata"]["name"] == "np", "the rest stays"
+        wait_until("the operator's policy to go", lambda: policy(kubectl, "unwanted", namespace) is None, timeout=60)
+        assert kubectl.get("deployment", "unwanted", "-n", namespace)["metadata"]["name"] == "unwanted", (
+            "the rest stays"
+        )
         time.sleep(3)  # the deletion's own watch event arrives after the delete call returned
         log = (tmp_path / "b.log").read_text()
-        assert "NetworkPolicy np was deleted" not in log, "the operator took its own prune for a hand deletion"
-        assert policy(kubectl, "np", namespace) is None, "and did not put the policy back"
+        # (a name of its own: the other tests' namespaces, deleted without waiting, log their teardown here)
+        assert "NetworkPolicy unwanted was deleted" not in log, "the operator took its own prune for a hand deletion"
+        assert policy(kubectl, "unwanted", namespace) is None, "and did not put the policy back"
     finally:
         second.stop()
         print("\n--- operator log tail ---\n" + second.tail())

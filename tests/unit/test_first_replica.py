@@ -36,6 +36,15 @@ def test_first_replica_ready_only_on_zero_to_one(
     assert first_replica_ready(shown, deployment_ready) is expected
 
 
+def test_first_replica_waits_for_the_pod_index_to_show_a_ready_pod() -> None:
+    """The Deployment's count can arrive before the pod's Ready event (and the other way round): a status
+    written then would show phase Ready beside a download step still running. The later event fires it."""
+    starting = {"phase": "Starting", "readyReplicas": 0}
+    assert first_replica_ready(starting, 1, pod_ready=False) is False  # the Deployment's event came first
+    assert first_replica_ready(starting, 0, pod_ready=True) is False  # the pod's event came first
+    assert first_replica_ready(starting, 1, pod_ready=True) is True  # whichever came second
+
+
 @pytest.mark.parametrize(
     ("before", "after", "expected"),
     [
