@@ -7,7 +7,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-WHEELS := $(or $(SDC_TOOLS_CACHE),$(HOME)/.cache/sdc-llm)/wheels
 export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv tools ollama cluster-up cluster-down cluster-status images test test-unit test-integration fuzz lint crds demo bench clean
@@ -17,16 +16,10 @@ help: ## List the targets
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "==> installing Python dependencies into $(VENV) (first run downloads torch: several GB, kept in $(WHEELS))"
+	@echo "==> installing Python dependencies into $(VENV) (first run downloads torch: several GB, cached by pip)"
 	$(PY) -m pip install -q --upgrade pip
-	@mkdir -p $(WHEELS)
-	@# pip's own HTTP cache keeps nothing where the index answers uncacheable (as here): the pinned wheels and
-	@# the build backend are kept in a wheelhouse instead and installed from it alone; it is filled only when
-	@# a wheel is missing (the first run, a changed pin). Not -q then: each package is named as pip collects it,
-	@# so the minutes of a cold download are never silent.
-	$(PY) -m pip install -q --no-index --find-links $(WHEELS) -c requirements/constraints.txt -e '.[dev]' 2>/dev/null || { \
-	  $(PY) -m pip download --progress-bar off -d $(WHEELS) -c requirements/constraints.txt '.[dev]' 'hatchling>=1.25' 'editables~=0.3' && \
-	  $(PY) -m pip install --progress-bar off --no-index --find-links $(WHEELS) -c requirements/constraints.txt -e '.[dev]'; }
+	@# Not -q: each package is named as pip collects it, so the minutes of a cold install are never silent.
+	$(PY) -m pip install --progress-bar off -c requirements/constraints.txt -e '.[dev]'
 	@touch $@
 
 venv: $(STAMP) ## Create .venv with the project and its dev/runtime extras
