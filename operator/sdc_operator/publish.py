@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from sdc_operator.spec import SERVING_PHASES
+
 ENDPOINTS_KEY = "endpoints.json"
 # Runtimes whose pods serve Prometheus metrics in vLLM's names on their API port: vLLM and sdc-runtime
 # themselves, Ollama through its pod's exporter sidecar (builders/ollama.py).
@@ -70,7 +72,7 @@ def audience(home: str, namespaces: list[str], pool: str | None) -> Audience:
 def endpoint_entry(llm: dict[str, Any]) -> dict[str, Any] | None:
     """One LocalLLM's entry, or None unless it is Ready (or Degraded but serving)."""
     status = llm.get("status") or {}
-    if status.get("phase") not in ("Ready", "Degraded") or not status.get("endpoint"):
+    if status.get("phase") not in SERVING_PHASES or not status.get("endpoint"):
         return None
     spec = llm.get("spec") or {}
     routing = spec.get("routing") or {}

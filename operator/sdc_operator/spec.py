@@ -730,6 +730,8 @@ class Condition(Model):
 
 
 Phase = Literal["Pending", "Downloading", "Starting", "Ready", "Degraded", "Failed"]
+# The phases in which a LocalLLM has an endpoint and is published (status, publish, triggers read this one list).
+SERVING_PHASES: tuple[Phase, ...] = ("Ready", "Degraded")
 
 
 class DownloadStatus(Model):

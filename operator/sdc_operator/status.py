@@ -19,7 +19,14 @@ from typing import Any
 from sdc_operator.builders.download import DOWNLOAD_CONTAINER
 from sdc_operator.builders.ollama import FETCH_CONTAINER
 from sdc_operator.download_progress import DownloadProgress, describe
-from sdc_operator.spec import AUTOSCALER_MANAGER, Condition, DownloadStatus, LocalLLMStatus, Phase
+from sdc_operator.spec import (
+    AUTOSCALER_MANAGER,
+    SERVING_PHASES,
+    Condition,
+    DownloadStatus,
+    LocalLLMStatus,
+    Phase,
+)
 
 # Waiting reasons of a container that will not fix themselves.
 STUCK_REASONS = {
@@ -304,7 +311,7 @@ def derive_status(
         generation,
         current,
         ready,
-        endpoint if phase in ("Ready", "Degraded") else None,
+        endpoint if phase in SERVING_PHASES else None,
         served_name,
         previous,
         now,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sdc_operator.spec import SERVING_PHASES
+
 EVENT_PHASES = ("Ready", "Failed", "Degraded")
 
 
@@ -31,9 +33,6 @@ def spec_pending(handled: tuple[str, int] | None, uid: str, generation: int) -> 
     reconciles each object once (a converged one plans no writes), later ones only on a new spec.
     """
     return handled != (uid, generation)
-
-
-SERVING_PHASES = ("Ready", "Degraded")  # the phases the publisher lists under `endpoints` (publish.endpoint_entry)
 
 
 def _ready_count(status: Mapping[str, Any] | None) -> int:
