@@ -31,7 +31,7 @@ import kopf
 from sdc_operator import GROUP, PLURAL, VERSION, kube, publisher, status_writer, timings
 from sdc_operator.builders.common import OWNER_LABEL
 from sdc_operator.download_watch import peering_active, watch_downloads
-from sdc_operator.indexes import CHILD_INDEXES, CHILD_RESOURCES, every, one, projection, remember
+from sdc_operator.indexes import CHILD_INDEXES, CHILD_RESOURCES, every, one, own_deployment, projection, remember
 from sdc_operator.plan import manually_deleted, owns
 from sdc_operator.publish import pod_ready
 from sdc_operator.reconcile import drifted
@@ -210,10 +210,7 @@ def _first_replica(
     if event.get("type") == "DELETED" or child.get("kind") not in ("Deployment", "Pod"):
         return False
     idx = state.indexes
-    deployment = next(
-        (d for d in every(idx["deployment_index"], key) if d["metadata"]["name"] == key[1] and owns(d, uid, key[1])),
-        None,
-    )
+    deployment = own_deployment(idx, key, uid)
     if deployment is None:
         return False
     shown = state.last_status.get(key, llm.get("status"))

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sdc_operator import KIND
-from sdc_operator.plan import REPLICA_MANAGERS
+from sdc_operator.plan import REPLICA_MANAGERS, owns
 from sdc_operator.state import Key, State
 
 Index = Mapping[Any, Iterable[dict[str, Any]]]
@@ -80,6 +80,15 @@ def one(index: Index, key: Key) -> dict[str, Any] | None:
 def every(index: Index, key: Key) -> list[dict[str, Any]]:
     store = index.get(key)
     return list(store) if store else []
+
+
+def own_deployment(idx: dict[str, Any], key: Key, uid: str) -> dict[str, Any] | None:
+    """The LocalLLM's own Deployment (its name, owned by its UID) as the deployment index shows it."""
+    name = key[1]
+    return next(
+        (d for d in every(idx["deployment_index"], key) if d["metadata"]["name"] == name and owns(d, uid, name)),
+        None,
+    )
 
 
 def remember(state: State, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from sdc_operator.builders.common import LocalLLM, cache_claim_name, selector
 from sdc_operator.builders.service import endpoint_url
 from sdc_operator.builders.workload import engine_port
 from sdc_operator.fit import fit_check
-from sdc_operator.indexes import every, one
+from sdc_operator.indexes import every, one, own_deployment
 from sdc_operator.plan import REPLICA_MANAGERS, owns
 from sdc_operator.spec import Condition
 from sdc_operator.state import Key, State, spec_view
@@ -52,10 +52,7 @@ def _observed(state: State, key: Key, body: dict[str, Any], llm: LocalLLM | None
     uid = str(body["metadata"].get("uid") or "")
     spec = llm.spec if llm else None
     return Observed(
-        deployment=next(
-            (d for d in every(idx["deployment_index"], key) if d["metadata"]["name"] == name and owns(d, uid, name)),
-            None,
-        ),
+        deployment=own_deployment(idx, key, uid),
         pods=[p for p in every(idx["pod_index"], key) if not p["metadata"].get("deletionTimestamp")],
         claim=next(
             (
