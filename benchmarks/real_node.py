@@ -121,12 +121,22 @@ class Release:
         )
         svc = self.kubectl.get("service", f"{self.fullname}-orchestrator", "-n", self.ns)
         self.base = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+        # Started is not routable: until the pod is Ready and kube-proxy has its endpoint, connections to the
+        # Service are refused or their SYNs dropped and retried (a burst sent then lost 5 of 64 to
+        # ConnectError and timed 4 s of kube-proxy's catching up as the orchestrator's ask).
+        wait_until("the orchestrator's Service to answer", self._routable, timeout=120, interval=0.5)
         encoded = self.kubectl(
             "get", "secret", f"{self.fullname}-api-keys", "-n", self.ns, "-o", "jsonpath={.data.keys}"
         )
         import base64
 
         self.key = base64.b64decode(encoded).decode().splitlines()[0].split(":", 1)[1]
+
+    def _routable(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def pods(self, selector: str) -> list[dict[str, Any]]:
         return list(self.kubectl.get("pods", "-n", self.ns, "-l", selector)["items"])

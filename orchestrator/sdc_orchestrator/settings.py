@@ -79,6 +79,14 @@ class OrchestratorSettings(BaseSettings):
     sdc_cooldown_s: float = 10.0
     sdc_max_message_chars: int = 16000
     sdc_rag_top_k: int = 4
+    sdc_rag_rewrite: bool = Field(
+        default=False,
+        description="Weak questions (a paraphrase that shares few words with every passage) are rewritten by the "
+        "chat's model into the documents' terms and searched again (rag/rewrite.py): one more model call each.",
+    )
+    sdc_rag_rewrite_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="The rewrite's limit; past it the question is searched as asked."
+    )
 
     # The gateway (second-wave contract): keys, per-key limits, input limits.
     sdc_api_keys_file: Path | None = Field(

@@ -253,6 +253,18 @@ def test_engine_drain_seconds_reach_the_operator(
     assert OperatorSettings().engine_drain_seconds == expected
 
 
+def test_query_rewrite_reaches_the_orchestrator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """orchestrator.rag.rewrite (#27): off by default (no variable); on, the orchestrator reads what renders."""
+    from sdc_orchestrator.settings import OrchestratorSettings
+
+    assert "SDC_RAG_REWRITE" not in env_of(orchestrator_of(render()))
+    env = env_of(orchestrator_of(render("orchestrator.rag.rewrite=true", "orchestrator.rag.rewriteTimeout=3")))
+    for name in ("SDC_RAG_REWRITE", "SDC_RAG_REWRITE_TIMEOUT_S"):
+        monkeypatch.setenv(name, env[name])
+    settings = OrchestratorSettings()
+    assert (settings.sdc_rag_rewrite, settings.sdc_rag_rewrite_timeout_s) == (True, 3.0)
+
+
 def test_models_render_as_localllms() -> None:
     docs = render(
         "models[0].name=gemma",
@@ -286,6 +298,12 @@ def test_models_render_as_localllms() -> None:
         ("negative rate limit", ["orchestrator.limits.rateLimitRpm=-1"], "rateLimitRpm"),
         ("negative drain", ["operator.engineDrainSeconds=-1"], "engineDrainSeconds"),
         ("drain past the operator's bound", ["operator.engineDrainSeconds=301"], "engineDrainSeconds"),
+        (
+            "rewrite timeout of zero",
+            ["orchestrator.rag.rewrite=true", "orchestrator.rag.rewriteTimeout=0"],
+            "rewriteTimeout",
+        ),
+        ("misspelled rewrite value", ["orchestrator.rag.rewrites=true"], "rewrites"),
         (
             "models before the CRD exists",
             ["models[0].name=x", "models[0].spec.runtime=ollama", "models[0].spec.model.name=x"],

@@ -3,12 +3,15 @@ service's `/api/v1/generate` (the caller brings its own context)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import Counter
 
 from sdc_orchestrator import sampling, sse
 from sdc_orchestrator.api.deps import USER_HEADER, Chat, chat
@@ -24,12 +27,18 @@ from sdc_orchestrator.api_models import (
 from sdc_orchestrator.fitting import FitHints
 from sdc_orchestrator.limits import InputError, check_keywords, check_sampling
 from sdc_orchestrator.pipeline import RESPONSE_ID_HEADER, Opened
+from sdc_orchestrator.rag import rewrite
 from sdc_orchestrator.rag.prompt import rag_messages
 from sdc_orchestrator.rag.retriever import Hit
 from sdc_orchestrator.services import Services
 from sdc_orchestrator.settings import OrchestratorSettings
+from sdc_orchestrator.upstream import Attempts
 
 router = APIRouter()
+log = logging.getLogger("sdc_orchestrator.rag")
+REWRITES = Counter(
+    "sdc_orchestrator_rag_rewrites_total", "Weak questions sent to the model for a rewrite, by outcome", ["outcome"]
+)
 
 
 def check_message(text: str, settings: OrchestratorSettings, field: str = "message") -> None:
@@ -39,11 +48,40 @@ def check_message(text: str, settings: OrchestratorSettings, field: str = "messa
         raise invalid_field(field, f"is {len(text)} characters; the limit is {settings.sdc_max_message_chars}")
 
 
-async def retrieve(services: Services, tenant: str, question: str, use_rag: bool | None) -> list[Hit]:
+async def retrieve(
+    services: Services, tenant: str, question: str, use_rag: bool | None, ask: rewrite.Ask | None = None
+) -> list[Hit]:
     retriever = await services.retriever_for(tenant)
     if use_rag is False or (use_rag is None and not retriever.passages):
         return []
-    return await retriever.search(question, services.settings.sdc_rag_top_k)
+    hits, _ = await rewrite.search(retriever, question, services.settings.sdc_rag_top_k, ask)
+    return hits
+
+
+def rewriter(services: Services, provider: str, model: str | None) -> rewrite.Ask | None:
+    """With SDC_RAG_REWRITE: the chat's own model asked for a weak question's rewrite (rag/rewrite.py), once,
+    bounded by SDC_RAG_REWRITE_TIMEOUT_S; any failure is None (the question is searched as asked)."""
+    settings = services.settings
+    if not settings.sdc_rag_rewrite:
+        return None
+
+    async def ask(messages: list[dict[str, str]]) -> str | None:
+        payload = {"model": model, "messages": messages, "max_tokens": rewrite.MAX_TOKENS, "temperature": 0.0}
+        attempts = Attempts()
+        try:
+            async with asyncio.timeout(settings.sdc_rag_rewrite_timeout_s):
+                _, data = await services.upstream.complete(provider, payload, attempts)
+            content = data["choices"][0]["message"]["content"]
+        except Exception as err:  # optional: whatever failed, the question is searched as asked
+            REWRITES.labels("failed").inc()
+            log.info("query rewrite skipped: %s", type(err).__name__)
+            return None
+        finally:
+            attempts.close()
+        REWRITES.labels("answered" if isinstance(content, str) and content.strip() else "empty").inc()
+        return content if isinstance(content, str) else None
+
+    return ask
 
 
 def source(hit: Hit) -> Source:
@@ -89,7 +127,9 @@ async def seed_chat(body: ChatRequest, request: Request, ctx: Annotated[Chat, ch
     count_ignored("chat", body)
     provider = pipeline.provider(body.provider)
     payload = sampling_of(body, services)
-    hits = await retrieve(services, call.tenant, body.message, body.use_rag)
+    hits = await retrieve(
+        services, call.tenant, body.message, body.use_rag, rewriter(services, provider, payload.get("model"))
+    )
     payload["messages"] = rag_messages(body.message, hits)
     call.attempts.user = request.headers.get(USER_HEADER) or body.user
     # Fitting to the model may drop the least relevant passages (fitting.py); the sources follow.

@@ -433,6 +433,11 @@ class Retriever:
             return again
         return [hits[0], *(h for h in again if h.passage.key != hits[0].passage.key)]
 
+    def weak(self, query: str, best: Hit) -> bool:
+        """Whether `best` (a hit for `query`) holds less than `Weights.weak` of the question (rag/rewrite.py's gate)."""
+        with self._index_lock:
+            return self._weak(self._query(query), best)
+
     def _weak(self, q: _Query, best: Hit) -> bool:
         """Whether the best first-pass hit has less than `Weights.weak` of the question's idf exactly."""
         query = self._coverage_query(q)
