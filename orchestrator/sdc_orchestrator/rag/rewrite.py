@@ -4,11 +4,18 @@ A paraphrase that shares no word with its passage (띠처럼 물집이 생기는
 that neither the index nor Kiwi's vectors hold; a served LLM has it. When `SDC_RAG_REWRITE` is on, a
 question whose best hit holds less than `Weights.weak` of it (`Retriever.weak`: the same gate as the
 feedback pass) is sent to the chat model once, asking for a search query in the documents' own terms, and
-is searched again as the question followed by that query (query expansion as in Query2doc: the question's
-own words still count, so a rewrite that misses costs little, and one that names the thing brings its
-passage). Reciprocal-rank fusion of the two rankings was tried first and dropped: on a small corpus every
-passage is in both rankings, and the weak first ranking outvoted the passage only the rewrite found. Any
-failure of the rewrite (no model, a timeout, an empty or unusable answer) leaves the first ranking as it was.
+is searched again as the question followed by that query (query expansion as in Query2doc). The first
+pass's best hit keeps first place and the expanded search fills the rest of the top k, as the feedback pass
+does (`Weights.prf_keep`): the rewrite is there for recall, the k passages the model answers from.
+
+Measured without a real model (`benchmarks/rewrite_eval.py --simulate`, heldout3's dev half, hit@1 / hit@5):
+a rewrite that names the right passage's subject takes 0.91 / 0.97 to 0.91 / 1.00 this way, and to 0.99 /
+1.00 if it may also reorder the top; one that names another passage's subject costs 0.91 / 0.94 this way,
+but 0.64 / 0.92 if it may reorder the top. Until a real model shows its rewrites are that reliable, the top
+stays the index's. Reciprocal-rank fusion of the two rankings was tried first and dropped: on a small
+corpus every passage is in both rankings, and the weak first ranking outvoted the passage only the rewrite
+found. Any failure of the rewrite (no model, a timeout, an empty or unusable answer) leaves the first
+ranking as it was.
 
 Pure here (the prompt, reading the answer, the expanded query); the call to the model is the caller's (`Ask`).
 """
@@ -40,7 +47,7 @@ LEGIBLE_SHARE = 0.7  # of the non-space characters: Hangul, Latin letters and di
 def _legible(text: str) -> bool:
     """Not mojibake: no replacement or control character, mostly letters and digits. A model that emits
     broken UTF-8 or stray symbols (measured: sdc-runtime's random tiny model) would add noise terms that
-    cost the questions it touches (heldout3 dev 0.91 / 0.97 -> 0.87 / 0.94 hit@1 / hit@5 before this check)."""
+    cost the questions it touches (heldout3 dev hit@5 0.97 -> 0.95 without this check; it refuses all 44)."""
     chars = [c for c in text if not c.isspace()]
     if any(c == "\ufffd" or ord(c) < 32 for c in text):
         return False
@@ -64,8 +71,8 @@ def parse_rewrite(answer: str, question: str) -> str | None:
 
 
 async def search(retriever: Retriever, question: str, k: int, ask: Ask | None) -> tuple[list[Hit], str | None]:
-    """The hits for `question`, searched again with the model's rewrite when the question is weak; and the
-    rewrite used (None: not asked, or nothing usable came back)."""
+    """The hits for `question`; when it is weak, its best hit first, then the search of it expanded with the
+    model's rewrite; and the rewrite used (None: not asked, or nothing usable came back)."""
     hits = await retriever.search(question, k)
     # In a worker thread: it analyses the question and waits for the index lock, as search does.
     if ask is None or not hits or not await asyncio.to_thread(retriever.weak, question, hits[0]):
@@ -74,7 +81,8 @@ async def search(retriever: Retriever, question: str, k: int, ask: Ask | None) -
     rewritten = parse_rewrite(answer, question) if answer else None
     if rewritten is None:
         return hits, None
-    return await retriever.search(expanded(question, rewritten), k) or hits, rewritten
+    again = await retriever.search(expanded(question, rewritten), k)
+    return [hits[0], *(h for h in again if h.passage.key != hits[0].passage.key)][:k], rewritten
 
 
 def expanded(question: str, rewritten: str) -> str:
