@@ -266,7 +266,9 @@ _STEPS_27: list[tuple[str, dict[str, Any]]] = [
 _NOT_WORD = re.compile(r"[^가-힣a-z0-9 ]+")
 
 
-def lsa(passages: dict[str, str], sizes: tuple[int, ...], dims: int) -> tuple[dict[str, list[float]], Ranker]:
+def lsa(
+    passages: dict[str, str], sizes: tuple[int, ...], dims: int
+) -> tuple[dict[str, list[float]], Callable[[str], list[float]]]:
     """Corpus-trained dense vectors: LSA (a truncated SVD) of the passages' tf-idf over character n-grams of
     their normalized words (n-grams in two or more passages). Returns each passage's vector and the
     embedding of a question (folded in through the same projection). numpy's dense SVD: for a measurement
@@ -300,13 +302,21 @@ def lsa(passages: dict[str, str], sizes: tuple[int, ...], dims: int) -> tuple[di
     return vectors, lambda text: (tfidf(grams(text)) @ basis).tolist()
 
 
-def lsa_ranker(passages: dict[str, str], sizes: tuple[int, ...], dims: int, weights: Weights) -> Ranker:
-    """The service with LSA vectors as its dense signal (the path a served embedding model takes)."""
+def dense_ranker(
+    passages: dict[str, str], weights: Weights, vectors: dict[str, list[float]], embed: Callable[[str], list[float]]
+) -> Ranker:
+    """The service with these vectors as its dense signal (the path a served embedding model takes):
+    `vectors` by passage id, `embed` for a question."""
     retriever = build_retriever(passages, weights)
-    vectors, embed = lsa(passages, sizes, dims)
     for passage in retriever.passages.values():
         passage.vector = vectors[passage.doc_id]
-    return lambda q: [hit.passage.doc_id for hit in retriever.search_sync(q, 10, embed(q))]  # type: ignore[arg-type]
+    return lambda q: [hit.passage.doc_id for hit in retriever.search_sync(q, 10, embed(q))]
+
+
+def lsa_ranker(passages: dict[str, str], sizes: tuple[int, ...], dims: int, weights: Weights) -> Ranker:
+    """The service with LSA vectors as its dense signal."""
+    vectors, embed = lsa(passages, sizes, dims)
+    return dense_ranker(passages, weights, vectors, embed)
 
 
 def _cumulative(steps: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Weights]]:

@@ -55,6 +55,7 @@ class Asker:
         self.simulate, self.passages = simulate, passages or {}
         self.question: Question | None = None  # set by `measure` before each search
         self.seconds: list[float] = []
+        self.calls = 0
         self.failures = 0
 
     def _simulated(self) -> str:
@@ -69,6 +70,7 @@ class Asker:
         return " ".join(self.passages[key].split()[:SIMULATED_WORDS])
 
     async def __call__(self, messages: list[dict[str, str]]) -> str | None:
+        self.calls += 1
         if self.simulate:
             self.seconds.append(0.0)
             return self._simulated()
@@ -92,13 +94,11 @@ async def measure(
 ) -> tuple[dict[str, Scores], dict[str, Scores], int, int]:
     plain = {kind: Scores() for kind in ("all", *KINDS)}
     rewritten = {kind: Scores() for kind in ("all", *KINDS)}
-    asked = used = 0
+    used = 0
     for q in questions:
         ask.question = q
-        before = len(ask.seconds) + ask.failures
         base, _ = await rewrite.search(retriever, q.text, 10, None)
         hits, query = await rewrite.search(retriever, q.text, 10, ask)
-        asked += len(ask.seconds) + ask.failures - before
         if query is not None:
             used += 1
             if used <= show:
@@ -106,7 +106,7 @@ async def measure(
         for scores, ranking in ((plain, base), (rewritten, hits)):
             for kind in ("all", q.kind):
                 scores[kind].add([h.passage.doc_id for h in ranking], q.answer)
-    return plain, rewritten, asked, used
+    return plain, rewritten, ask.calls, used
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -33,6 +33,7 @@ from benchmarks.retrieval_eval import (
     Ranker,
     bm25_ranker,
     build_retriever,
+    dense_ranker,
     evaluate,
     kind_table,
     load_heldout,
@@ -72,10 +73,8 @@ def dense_only(passages: dict[str, str], embed: Embed) -> Ranker:
 
 
 def fused(passages: dict[str, str], embed: Embed, weight: float) -> Ranker:
-    retriever = build_retriever(passages, Weights(dense=weight))
-    for passage in retriever.passages.values():
-        passage.vector = embed(passage.text)
-    return lambda q: [hit.passage.doc_id for hit in retriever.search_sync(q, 10, embed(q))]
+    vectors = {key: embed(text) for key, text in passages.items()}
+    return dense_ranker(passages, Weights(dense=weight), vectors, embed)
 
 
 def main() -> int:

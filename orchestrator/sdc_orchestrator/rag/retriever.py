@@ -383,32 +383,47 @@ class Retriever:
     async def search(self, query: str, k: int = 4) -> list[Hit]:
         if not self.passages:
             return []
-        qvec = None
-        if self.embedder and any(p.vector for p in self.passages.values()):
-            vectors = await self.embedder([query])
-            qvec = vectors[0] if vectors else None
-        return await asyncio.to_thread(self.search_sync, query, k, qvec)
+        return await asyncio.to_thread(self.search_sync, query, k, await self._query_vector(query))
+
+    async def search_judged(self, query: str, k: int = 4) -> tuple[list[Hit], bool]:
+        """`search`, and whether the question is weak: its best hit holds less than `Weights.weak` of it
+        (rag/rewrite.py's gate; judged on the analysis the search made, not a second one)."""
+        if not self.passages:
+            return [], False
+        return await asyncio.to_thread(self._search, query, k, await self._query_vector(query), True)
+
+    async def _query_vector(self, query: str) -> list[float] | None:
+        if not (self.embedder and any(p.vector for p in self.passages.values())):
+            return None
+        vectors = await self.embedder([query])
+        return vectors[0] if vectors else None
 
     def search_sync(self, query: str, k: int = 4, qvec: list[float] | None = None) -> list[Hit]:
         """The whole retrieval for one question (CPU only; `search` runs it in a worker thread)."""
+        return self._search(query, k, qvec)[0]
+
+    def _search(self, query: str, k: int, qvec: list[float] | None, judge: bool = False) -> tuple[list[Hit], bool]:
+        """The hits, and whether the question is weak: judged when `judge` or a second pass needs it."""
         with self._index_lock:
             if not self.passages:
-                return []
+                return [], False
             q = self._query(query)
             w = self.weights
             n_cand = max(w.candidates, k) if w.rerank else k
             lexical = self.bm25.search_terms(q.weights, n_cand)
             dense = self._dense(qvec, n_cand) if qvec is not None else []
             if not w.rerank:
-                return self._fuse_rrf(q, lexical, dense, k)
+                hits = self._fuse_rrf(q, lexical, dense, k)
+                return hits, judge and bool(hits) and self._weak(q, hits[0])
             sem = self._semantic(q.mean, n_cand // 2) if w.semantic > 0 else []
             plain = self.kiwi_bm25.search(query, n_cand) if w.kiwi > 0 else []
             second = w.prf > 0 or w.kiwi_weak > 0
             hits = self._rerank(q, lexical, dense, sem, max(k, w.prf_docs) if second else k, plain)
-            if second and hits and self._weak(q, hits[0]):
+            weak = (second or judge) and bool(hits) and self._weak(q, hits[0])
+            if second and weak:
                 sem = sem[: w.prf_candidates // 2]
                 hits = self._second_pass(query, q, hits, lexical, dense, sem, k, n_cand)
-            return hits[:k]
+            return hits[:k], weak
 
     def _second_pass(
         self,
@@ -432,11 +447,6 @@ class Retriever:
         if not w.prf_keep:
             return again
         return [hits[0], *(h for h in again if h.passage.key != hits[0].passage.key)]
-
-    def weak(self, query: str, best: Hit) -> bool:
-        """Whether `best` (a hit for `query`) holds less than `Weights.weak` of the question (rag/rewrite.py's gate)."""
-        with self._index_lock:
-            return self._weak(self._query(query), best)
 
     def _weak(self, q: _Query, best: Hit) -> bool:
         """Whether the best first-pass hit has less than `Weights.weak` of the question's idf exactly."""

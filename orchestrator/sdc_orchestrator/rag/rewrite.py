@@ -2,7 +2,7 @@
 
 A paraphrase that shares no word with its passage (띠처럼 물집이 생기는 병 for 대상포진) needs knowledge
 that neither the index nor Kiwi's vectors hold; a served LLM has it. When `SDC_RAG_REWRITE` is on, a
-question whose best hit holds less than `Weights.weak` of it (`Retriever.weak`: the same gate as the
+question whose best hit holds less than `Weights.weak` of it (`Retriever.search_judged`: the same gate as the
 feedback pass) is sent to the chat model once, asking for a search query in the documents' own terms, and
 is searched again as the question followed by that query (query expansion as in Query2doc). The first
 pass's best hit keeps first place and the expanded search fills the rest of the top k, as the feedback pass
@@ -22,7 +22,6 @@ Pure here (the prompt, reading the answer, the expanded query); the call to the 
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 
@@ -73,9 +72,10 @@ def parse_rewrite(answer: str, question: str) -> str | None:
 async def search(retriever: Retriever, question: str, k: int, ask: Ask | None) -> tuple[list[Hit], str | None]:
     """The hits for `question`; when it is weak, its best hit first, then the search of it expanded with the
     model's rewrite; and the rewrite used (None: not asked, or nothing usable came back)."""
-    hits = await retriever.search(question, k)
-    # In a worker thread: it analyses the question and waits for the index lock, as search does.
-    if ask is None or not hits or not await asyncio.to_thread(retriever.weak, question, hits[0]):
+    if ask is None:
+        return await retriever.search(question, k), None
+    hits, weak = await retriever.search_judged(question, k)
+    if not weak:
         return hits, None
     answer = await ask(rewrite_messages(question))
     rewritten = parse_rewrite(answer, question) if answer else None
